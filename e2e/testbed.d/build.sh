@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Builds the testbed's binaries from Go modules, once, into $ZF_CACHE/bin/<tool>-<version>/.
+# Every build is skipped when its stamp says the wanted version is already there.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$here/versions.sh"
+
+ZF_CACHE="${ZF_CACHE:-$HOME/.cache/zeroflow-testbed}"
+export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
+export GOMODCACHE="$ZF_CACHE/gomod" GOCACHE="$ZF_CACHE/gocache"
+mkdir -p "$ZF_CACHE/src" "$ZF_CACHE/bin" "$GOMODCACHE" "$GOCACHE"
+
+log() { printf '[testbed build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# bin_dir TOOL VERSION -> the directory holding that build
+bin_dir() { echo "$ZF_CACHE/bin/$1-$2"; }
+is_built() { [[ -f "$(bin_dir "$1" "$2")/.built" ]]; }
+mark_built() { echo "$2" >"$(bin_dir "$1" "$2")/.built"; }
+
+timed() {
+  local name=$1 start=$SECONDS; shift
+  "$@"
+  log "$name done in $((SECONDS - start)) s"
+}
+
+build_kubernetes() {
+  local v=$K8S_VERSION out; out=$(bin_dir kubernetes "$v")
+  if is_built kubernetes "$v" && [[ "$("$out/kube-apiserver" --version 2>/dev/null)" == "Kubernetes $v" ]]; then return; fi
+  log "building Kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet); a cold build takes tens of minutes"
+  local mod="$ZF_CACHE/src/kubernetes-$v"; mkdir -p "$mod" "$out"
+  # k8s.io/kubernetes requires every staging module at v0.0.0; point each at the matching v0.x tag.
+  local gomod staging minor=${v#v1.}; minor=${minor%%.*}
+  gomod=$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+  staging=$(grep -E '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" | awk '{print $1}' | sort -u)
+  {
+    echo "module zeroflow.dev/testbed/kubernetes"
+    echo "go 1.24"
+    echo "require k8s.io/kubernetes $v"
+    for m in $staging; do echo "replace $m => $m v0.${v#v1.}"; done
+  } >"$mod/go.mod"
+  cat >"$mod/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)
+GO
+  (cd "$mod" && go mod tidy 2>&1 | grep -v '^go: downloading' >&2 || true)
+  local ld="" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z -X $p.gitCommit=0000000000000000000000000000000000000000"
+  done
+  (cd "$mod" && go build -trimpath -ldflags "-s -w $ld" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  mark_built kubernetes "$v"
+}
+
+build_kubelet() {
+  local v=$K8S_VERSION out; out=$(bin_dir kubernetes "$v")
+  [[ -x "$out/kubelet" ]] && return
+  build_kubernetes
+  local mod="$ZF_CACHE/src/kubernetes-$v" ld="" p minor=${v#v1.}; minor=${minor%%.*}
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  log "building kubelet $v"
+  (cd "$mod" && go build -trimpath -ldflags "-s -w $ld" -o "$out/" k8s.io/kubernetes/cmd/kubelet)
+}
+
+build_etcd() {
+  local v=$ETCD_VERSION out; out=$(bin_dir etcd "$v")
+  is_built etcd "$v" && return
+  log "building etcd $v"
+  # go install refuses a module with replace directives, so build it as a dependency of a throwaway module.
+  local mod="$ZF_CACHE/src/etcd-$v"; mkdir -p "$mod" "$out"
+  printf 'module zeroflow.dev/testbed/etcd\ngo 1.24\n' >"$mod/go.mod"
+  (cd "$mod" && go get "go.etcd.io/etcd/server/v3@$v" >/dev/null &&
+    go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
+  mark_built etcd "$v"
+}
+
+# go_install TOOL VERSION PACKAGE [LDFLAGS]
+go_install() {
+  local tool=$1 v=$2 pkg=$3 ld=${4:-} out; out=$(bin_dir "$tool" "$v")
+  is_built "$tool" "$v" && return
+  log "building $tool $v"
+  mkdir -p "$out"
+  GOBIN="$out" go install -trimpath -ldflags "-s -w $ld" "$pkg@$v"
+  mark_built "$tool" "$v"
+}
+
+build_kwok() { go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"; }
+build_minio() { go_install minio "$MINIO_VERSION" github.com/minio/minio; }
+build_mc() { go_install mc "$MC_VERSION" github.com/minio/mc; }
+build_helm() {
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  # Unstamped helm assumes Kubernetes 1.20 when offline; stamp the testbed's version.
+  go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+}
+
+main() {
+  local what=("$@") t start=$SECONDS
+  ((${#what[@]})) || what=(etcd kubernetes kwok helm minio mc)
+  for t in "${what[@]}"; do timed "$t" "build_$t"; done
+  log "all builds ready in $((SECONDS - start)) s"
+}
+
+main "$@"

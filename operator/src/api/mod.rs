@@ -1,0 +1,414 @@
+//! The `DataPipeline` custom resource (`zeroflow.dev/v1alpha1`).
+//!
+//! These types are the single source of truth for the API: `crds/` is generated from them by
+//! `crdgen`, and every `///` comment on a field becomes the description `kubectl explain` shows.
+//! Developer notes therefore use `//`.
+
+pub mod conditions;
+pub mod duration;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+pub use duration::{ParseDurationError, format_duration, parse_duration};
+
+/// The API group of every zeroflow resource.
+pub const GROUP: &str = "zeroflow.dev";
+
+/// A DataPipeline runs a transform on every object that lands in a bucket: storage events scale
+/// its workers up from zero at once, each object is processed by exactly one worker, every result
+/// is recorded in the object store, and the workers scale back to zero when idle.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "zeroflow.dev",
+    version = "v1alpha1",
+    kind = "DataPipeline",
+    plural = "datapipelines",
+    shortname = "dp",
+    category = "zeroflow",
+    namespaced,
+    status = "DataPipelineStatus",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
+    printcolumn = r#"{"name":"Pending","type":"integer","jsonPath":".status.pending"}"#,
+    printcolumn = r#"{"name":"Succeeded","type":"integer","jsonPath":".status.succeeded"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failed"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 52").message("metadata.name must be at most 52 characters: it names the worker Deployment, its pods and labels"),
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.sink) || (has(self.sink.bucket) && self.sink.bucket != self.source.bucket) || size(self.sink.prefix) > 0")
+        .message("sink.prefix must not be empty when the sink is the source bucket, or outputs would be processed again"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPipelineSpec {
+    /// Where the input objects come from.
+    pub source: SourceSpec,
+    /// Where outputs are written. Defaults to the source bucket under `zeroflow-output/`.
+    #[serde(default)]
+    pub sink: SinkSpec,
+    /// The container that processes one object at a time.
+    pub transform: TransformSpec,
+    /// How many workers run, and when they scale to zero.
+    #[serde(default)]
+    pub scaling: ScalingSpec,
+    /// Retries and leases.
+    #[serde(default)]
+    pub delivery: DeliverySpec,
+}
+
+/// The bucket to watch and which of its objects to process.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// Name of the bucket to process objects from.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$')").message("bucket must be a valid S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens"))]
+    pub bucket: String,
+    /// Only objects whose key starts with this prefix are processed (for example `incoming/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Only objects whose key ends with this suffix are processed (for example `.csv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    /// How to reach the object store. Defaults to the store configured when zeroflow was installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSpec>,
+    /// How often the bucket is listed and compared with the ledger, to find objects whose
+    /// notifications were lost. `0s` disables the periodic resync (it still runs at start-up).
+    #[serde(default = "default_resync_interval")]
+    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    pub resync_interval: String,
+    /// Process objects that were already in the bucket when the pipeline was created.
+    /// When false, only objects newer than the pipeline are processed.
+    #[serde(default = "default_true")]
+    pub backfill: bool,
+}
+
+/// Connection to an S3-compatible object store (AWS S3, MinIO, Ceph RGW, ...).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSpec {
+    /// URL of the S3 API, for example `http://minio.storage:9000` or `https://s3.eu-west-1.amazonaws.com`.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("endpoint must be an http:// or https:// URL"))]
+    pub endpoint: String,
+    /// Region to sign requests for.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Secret in the pipeline's namespace with the keys `accessKeyId` and `secretAccessKey`.
+    /// The credentials are only read by the operator; workers get presigned URLs instead.
+    pub credentials_secret_ref: LocalObjectReference,
+    /// Address buckets as `<endpoint>/<bucket>` (path style, what MinIO and Ceph expect) rather
+    /// than `<bucket>.<endpoint>` (virtual-hosted style).
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+}
+
+/// Where the outputs of the transform go.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkSpec {
+    /// Bucket that receives outputs. Defaults to the source bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Prefix put before every output key; the output of `in/a.csv` named `a.json` is written to
+    /// `<prefix>in/a.csv/a.json`.
+    #[serde(default = "default_sink_prefix")]
+    pub prefix: String,
+    /// How to reach the sink's store. Defaults to the source's store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSpec>,
+}
+
+impl Default for SinkSpec {
+    fn default() -> Self {
+        Self { bucket: None, prefix: default_sink_prefix(), store: None }
+    }
+}
+
+/// How each object is handed to the transform.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Contract {
+    /// The object is a file: its path is in `ZEROFLOW_INPUT`; every file the command writes to
+    /// `ZEROFLOW_OUTPUT_DIR` becomes an output.
+    #[default]
+    #[serde(rename = "exec")]
+    Exec,
+    /// The object is piped to the command's stdin; its stdout is the single output.
+    #[serde(rename = "stdio")]
+    Stdio,
+}
+
+/// The container that processes objects. Any image works: zeroflow adds its runner next to it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformSpec {
+    /// Container image of the transform.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("image must not be empty"))]
+    pub image: String,
+    /// Command run once per object. The image's entrypoint is not used; when empty, the
+    /// executable `transform` on the image's PATH is run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments appended to the command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// How the object is handed to the command: `exec` (a file in, files out) or `stdio`
+    /// (stdin in, stdout out).
+    #[serde(default)]
+    pub contract: Contract,
+    /// Longest time one object may take; the command is killed when it runs longer, and the
+    /// attempt counts as failed.
+    #[serde(default = "default_timeout")]
+    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    pub timeout: String,
+    /// Extra environment variables for the command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// CPU and memory for each worker. The requests also price each pipeline's usage in status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Image pull policy of the transform container (`Always`, `IfNotPresent` or `Never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in ['Always', 'IfNotPresent', 'Never']").message("imagePullPolicy must be Always, IfNotPresent or Never"))]
+    pub image_pull_policy: Option<String>,
+    /// Optional settings merged into the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverlay>,
+}
+
+/// Pod settings merged into every worker pod. Lists are appended to what zeroflow sets; maps
+/// are merged, with zeroflow's own labels winning.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverlay {
+    /// Extra labels for worker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations for worker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Nodes the workers may run on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the workers tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Scheduling affinity of the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Priority class of the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Secrets used to pull the transform image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Extra volumes for the worker pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    /// Where the extra volumes are mounted in the transform container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Seconds a worker gets to finish its objects after it is asked to stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("terminationGracePeriodSeconds must not be negative"))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// How many workers run. Workers scale up from zero the moment an object arrives.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must be less than or equal to maxReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingSpec {
+    /// Workers kept running even when idle. 0 lets the pipeline scale to zero.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0").message("minReplicas must not be negative"))]
+    pub min_replicas: i32,
+    /// Most workers run at once.
+    #[serde(default = "default_max_replicas")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("maxReplicas must be between 1 and 1000"))]
+    pub max_replicas: i32,
+    /// Pending plus in-flight objects per worker before another worker is added.
+    #[serde(default = "default_target_per_replica")]
+    #[x_kube(validation = Rule::new("self >= 1").message("targetPerReplica must be at least 1"))]
+    pub target_per_replica: i32,
+    /// Objects one worker processes at the same time.
+    #[serde(default = "default_one")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 64").message("concurrencyPerReplica must be between 1 and 64"))]
+    pub concurrency_per_replica: i32,
+    /// Time with nothing pending or in flight before the workers scale to minReplicas.
+    #[serde(default = "default_idle_timeout")]
+    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    pub idle_timeout: String,
+    /// Scale-down uses the highest replica count wanted during this window, so a short lull does
+    /// not remove workers that are needed again a moment later.
+    #[serde(default = "default_stabilization")]
+    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    pub scale_down_stabilization: String,
+}
+
+impl Default for ScalingSpec {
+    fn default() -> Self {
+        Self {
+            min_replicas: 0,
+            max_replicas: default_max_replicas(),
+            target_per_replica: default_target_per_replica(),
+            concurrency_per_replica: default_one(),
+            idle_timeout: default_idle_timeout(),
+            scale_down_stabilization: default_stabilization(),
+        }
+    }
+}
+
+/// How objects are handed to workers and retried.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverySpec {
+    /// Attempts per object before it is recorded as failed. A failed object is retried only when
+    /// a user asks for it.
+    #[serde(default = "default_max_attempts")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("maxAttempts must be between 1 and 100"))]
+    pub max_attempts: i32,
+    /// A worker must renew its lease on an object within this time, or the object goes back to
+    /// the queue for another worker.
+    #[serde(default = "default_lease_duration")]
+    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    pub lease_duration: String,
+    /// Wait before the first retry of a failed attempt; doubled for each further attempt.
+    #[serde(default = "default_retry_backoff")]
+    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    pub retry_backoff: String,
+    /// Where the ledger (one marker per finished object) is kept in the sink bucket.
+    /// Defaults to `.zeroflow/ledger/<namespace>/<name>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_prefix: Option<String>,
+}
+
+impl Default for DeliverySpec {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            lease_duration: default_lease_duration(),
+            retry_backoff: default_retry_backoff(),
+            ledger_prefix: None,
+        }
+    }
+}
+
+/// Observed state of a DataPipeline, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPipelineStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: the workers' Deployment matches the spec. `SourceReachable`: the source bucket
+    /// can be listed. `Active`: workers are running (false when scaled to zero). `Degraded`:
+    /// something needs attention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions::conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Name of the worker Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_deployment: Option<String>,
+    /// Worker pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Worker pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Worker pods zeroflow wants right now.
+    #[serde(default)]
+    pub desired_replicas: i32,
+    /// Objects waiting for a worker.
+    #[serde(default)]
+    pub pending: i64,
+    /// Objects being processed.
+    #[serde(default)]
+    pub in_flight: i64,
+    /// Objects processed successfully.
+    #[serde(default)]
+    pub succeeded: i64,
+    /// Objects that failed every attempt.
+    #[serde(default)]
+    pub failed: i64,
+    /// When the last storage event for this pipeline arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_time: Option<Time>,
+    /// When the worker count last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// Why the worker count last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_reason: Option<String>,
+    /// Seconds from the first object arriving at zero workers to a worker taking it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cold_start_seconds: Option<f64>,
+    /// Resources consumed by the workers, for cost attribution.
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+/// Resources the workers of a pipeline consumed since it was created.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Sum over time of running workers, in seconds.
+    #[serde(default)]
+    pub replica_seconds: f64,
+    /// Sum over time of the CPU cores requested by running workers, in core-seconds.
+    #[serde(default)]
+    pub cpu_core_seconds: f64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_one() -> i32 {
+    1
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_resync_interval() -> String {
+    "5m".into()
+}
+fn default_sink_prefix() -> String {
+    "zeroflow-output/".into()
+}
+fn default_timeout() -> String {
+    "10m".into()
+}
+fn default_max_replicas() -> i32 {
+    10
+}
+fn default_target_per_replica() -> i32 {
+    4
+}
+fn default_idle_timeout() -> String {
+    "60s".into()
+}
+fn default_stabilization() -> String {
+    "30s".into()
+}
+fn default_max_attempts() -> i32 {
+    3
+}
+fn default_lease_duration() -> String {
+    "2m".into()
+}
+fn default_retry_backoff() -> String {
+    "10s".into()
+}
+
+/// The CRD as YAML, exactly what `crds/datapipelines.zeroflow.dev.yaml` holds.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let yaml = serde_yaml::to_string(&DataPipeline::crd())?;
+    Ok(format!("# Generated by `cargo run --bin crdgen`; do not edit.\n{yaml}"))
+}

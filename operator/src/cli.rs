@@ -1,0 +1,106 @@
+//! Command-line flags. Every flag can also be set by environment variable, which is how the
+//! Helm chart configures the operator.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+use crate::telemetry::LogFormat;
+
+/// zeroflow operator: runs DataPipelines, scaling their workers from zero on storage events.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "zeroflow-operator", version, about, long_about = None)]
+pub struct Cli {
+    /// Namespaces whose DataPipelines this operator runs, comma-separated; empty means all.
+    #[arg(long, env = "ZEROFLOW_NAMESPACES", value_delimiter = ',', default_value = "")]
+    pub namespaces: Vec<String>,
+
+    /// Address of `/metrics`, `/livez` and `/readyz`.
+    #[arg(long, env = "ZEROFLOW_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// Address of the storage-event gateway (MinIO/S3 notifications, CloudEvents).
+    #[arg(long, env = "ZEROFLOW_GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
+    pub gateway_addr: SocketAddr,
+
+    /// Address of the lease API that worker pods call.
+    #[arg(long, env = "ZEROFLOW_LEASE_API_ADDR", default_value = "0.0.0.0:8081")]
+    pub lease_api_addr: SocketAddr,
+
+    /// URL at which worker pods reach the lease API (usually the operator's Service).
+    #[arg(long, env = "ZEROFLOW_LEASE_API_URL", default_value = "http://zeroflow.zeroflow-system.svc:8081")]
+    pub lease_api_url: String,
+
+    /// Image with `zeroflow-runner`, copied into every worker pod by an init container.
+    #[arg(long, env = "ZEROFLOW_RUNNER_IMAGE", default_value = concat!("ghcr.io/zeroflow-dev/zeroflow-runner:", env!("CARGO_PKG_VERSION")))]
+    pub runner_image: String,
+
+    /// Log format: `plain` for people, `json` for log pipelines. Filter with RUST_LOG.
+    #[arg(long, env = "ZEROFLOW_LOG_FORMAT", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+
+    /// Elect a leader among replicas with a Lease; only the leader reconciles and serves.
+    #[arg(long, env = "ZEROFLOW_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader Lease (defaults to the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "ZEROFLOW_LEADER_ELECTION_ID", default_value = "zeroflow-operator-leader")]
+    pub leader_election_id: String,
+
+    /// Seconds a leader's Lease is valid without renewal; a follower takes over after it.
+    #[arg(long, env = "ZEROFLOW_LEASE_DURATION_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_duration_seconds: u64,
+
+    /// Identity of this replica in the Lease (defaults to the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+impl Cli {
+    pub fn identity(&self) -> String {
+        self.identity.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| format!("zeroflow-{}", std::process::id()))
+        })
+    }
+
+    /// The namespaces to watch: `None` for all.
+    pub fn watched_namespaces(&self) -> Vec<Option<String>> {
+        let listed: Vec<_> = self.namespaces.iter().map(|n| n.trim()).filter(|n| !n.is_empty()).collect();
+        if listed.is_empty() { vec![None] } else { listed.into_iter().map(|n| Some(n.to_owned())).collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_watch_all_namespaces_with_leader_election() {
+        let cli = Cli::try_parse_from(["zeroflow-operator"]).expect("defaults parse");
+        assert_eq!(cli.watched_namespaces(), vec![None]);
+        assert!(cli.leader_election);
+        assert_eq!(cli.log_format, LogFormat::Plain);
+    }
+
+    #[test]
+    fn namespaces_are_comma_separated() {
+        let cli = Cli::try_parse_from(["zeroflow-operator", "--namespaces", "a, b,,c", "--leader-election=false"])
+            .expect("parses");
+        assert_eq!(cli.watched_namespaces(), vec![Some("a".into()), Some("b".into()), Some("c".into())]);
+        assert!(!cli.leader_election);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_name() {
+        let err = Cli::try_parse_from(["zeroflow-operator", "--log-format", "xml"]).unwrap_err().to_string();
+        assert!(err.contains("--log-format"), "{err}");
+        let err = Cli::try_parse_from(["zeroflow-operator", "--metrics-addr", "nope"]).unwrap_err().to_string();
+        assert!(err.contains("--metrics-addr"), "{err}");
+    }
+}

@@ -1,0 +1,277 @@
+//! Pure construction of the objects a DataPipeline owns: no I/O, so every rule here is unit-tested.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ProjectedVolumeSource, SeccompProfile, SecurityContext, ServiceAccount,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use super::validate::ValidSpec;
+use crate::api::{Contract, DataPipeline};
+
+/// Label every object zeroflow manages carries; watches are filtered on it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "zeroflow";
+/// Label that ties worker objects to their pipeline.
+pub const PIPELINE_LABEL: &str = "zeroflow.dev/pipeline";
+/// Audience of the projected token workers present to the lease API.
+pub const TOKEN_AUDIENCE: &str = "zeroflow";
+/// Name of the transform container in worker pods.
+pub const TRANSFORM_CONTAINER: &str = "transform";
+
+const RUNNER_DIR: &str = "/zeroflow/bin";
+const WORK_DIR: &str = "/zeroflow/work";
+const TOKEN_DIR: &str = "/var/run/secrets/zeroflow";
+const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+// Non-root IDs used when the image does not choose; 65532 is the distroless "nonroot" user.
+const WORKER_UID: i64 = 65532;
+// Time given to a worker after its last object's timeout before the kubelet kills it.
+const GRACE_MARGIN_SECONDS: i64 = 15;
+
+/// Operator-wide settings that shape worker pods.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// Image holding `zeroflow-runner`, copied into each worker pod by an init container.
+    pub runner_image: String,
+    /// URL workers use to reach the lease API.
+    pub lease_api_url: String,
+}
+
+/// Names of the objects owned by a pipeline.
+pub fn worker_name(pipeline: &DataPipeline) -> String {
+    format!("{}-worker", pipeline.name_any())
+}
+
+pub fn selector_labels(pipeline: &DataPipeline) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (PIPELINE_LABEL.to_owned(), pipeline.name_any()),
+        ("app.kubernetes.io/component".to_owned(), "worker".to_owned()),
+    ])
+}
+
+fn labels(pipeline: &DataPipeline) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(pipeline);
+    labels.insert("app.kubernetes.io/name".into(), "zeroflow-worker".into());
+    labels.insert("app.kubernetes.io/instance".into(), pipeline.name_any());
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    labels
+}
+
+fn owned_meta(pipeline: &DataPipeline, owner: OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(worker_name(pipeline)),
+        namespace: pipeline.namespace(),
+        labels: Some(labels(pipeline)),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The workers' ServiceAccount: it has no API permissions and its token is never automounted;
+/// workers only get a projected token whose audience is the lease API.
+pub fn service_account(pipeline: &DataPipeline, owner: OwnerReference) -> ServiceAccount {
+    ServiceAccount {
+        metadata: owned_meta(pipeline, owner),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    }
+}
+
+/// The worker Deployment. `replicas` is decided by the scaler and passed in, so there is
+/// exactly one opinion about it in every apply.
+pub fn worker_deployment(
+    pipeline: &DataPipeline,
+    spec: &ValidSpec,
+    owner: OwnerReference,
+    options: &WorkerOptions,
+    replicas: i32,
+) -> Deployment {
+    Deployment {
+        metadata: owned_meta(pipeline, owner),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            revision_history_limit: Some(3),
+            selector: LabelSelector { match_labels: Some(selector_labels(pipeline)), ..LabelSelector::default() },
+            // Never take a busy worker away for a rollout before its replacement is up.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: pod_template(pipeline, spec, options),
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptions) -> PodTemplateSpec {
+    let transform = &pipeline.spec.transform;
+    let overlay = transform.pod_template.clone().unwrap_or_default();
+
+    // zeroflow's labels win over the overlay's: the selector depends on them.
+    let mut pod_labels = overlay.labels.clone();
+    pod_labels.extend(labels(pipeline));
+
+    let mut volumes = vec![
+        Volume { name: "zeroflow-bin".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+        Volume { name: "zeroflow-work".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+        Volume { name: "zeroflow-tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+        Volume {
+            name: "zeroflow-token".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(TOKEN_AUDIENCE.into()),
+                        expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
+                        path: "token".into(),
+                    }),
+                    ..VolumeProjection::default()
+                }]),
+                ..ProjectedVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    volumes.extend(overlay.volumes.iter().cloned());
+
+    let mut mounts = vec![
+        mount("zeroflow-bin", RUNNER_DIR, true),
+        mount("zeroflow-work", WORK_DIR, false),
+        mount("zeroflow-token", TOKEN_DIR, true),
+        // The root filesystem is read-only; transforms get a writable /tmp.
+        mount("zeroflow-tmp", "/tmp", false),
+    ];
+    mounts.extend(overlay.volume_mounts.iter().cloned());
+
+    let grace = overlay
+        .termination_grace_period_seconds
+        .unwrap_or_else(|| spec.timeout.as_secs().try_into().unwrap_or(i64::MAX).saturating_add(GRACE_MARGIN_SECONDS));
+
+    let installer = Container {
+        name: "zeroflow-runner-install".into(),
+        image: Some(options.runner_image.clone()),
+        command: Some(vec!["/zeroflow-runner".into(), "install".into(), RUNNER_DIR.into()]),
+        volume_mounts: Some(vec![mount("zeroflow-bin", RUNNER_DIR, false)]),
+        security_context: Some(restricted_container()),
+        ..Container::default()
+    };
+
+    let transform_container = Container {
+        name: TRANSFORM_CONTAINER.into(),
+        image: Some(transform.image.clone()),
+        image_pull_policy: transform.image_pull_policy.clone(),
+        command: Some(runner_command(pipeline)),
+        env: Some(worker_env(pipeline, spec, options)),
+        resources: transform.resources.clone(),
+        volume_mounts: Some(mounts),
+        security_context: Some(restricted_container()),
+        ..Container::default()
+    };
+
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: (!overlay.annotations.is_empty()).then(|| overlay.annotations.clone()),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            service_account_name: Some(worker_name(pipeline)),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(grace),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(WORKER_UID),
+                run_as_group: Some(WORKER_UID),
+                fs_group: Some(WORKER_UID),
+                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+                ..PodSecurityContext::default()
+            }),
+            init_containers: Some(vec![installer]),
+            containers: vec![transform_container],
+            volumes: Some(volumes),
+            node_selector: (!overlay.node_selector.is_empty()).then(|| overlay.node_selector.clone()),
+            tolerations: (!overlay.tolerations.is_empty()).then(|| overlay.tolerations.clone()),
+            affinity: overlay.affinity.clone(),
+            priority_class_name: overlay.priority_class_name.clone(),
+            image_pull_secrets: (!overlay.image_pull_secrets.is_empty()).then(|| overlay.image_pull_secrets.clone()),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// The runner wraps the user's command: `zeroflow-runner run -- <command> <args>`.
+fn runner_command(pipeline: &DataPipeline) -> Vec<String> {
+    let transform = &pipeline.spec.transform;
+    let mut command = vec![format!("{RUNNER_DIR}/zeroflow-runner"), "run".into(), "--".into()];
+    if transform.command.is_empty() {
+        command.push("transform".into());
+    } else {
+        command.extend(transform.command.iter().cloned());
+    }
+    command.extend(transform.args.iter().cloned());
+    command
+}
+
+fn worker_env(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptions) -> Vec<EnvVar> {
+    let transform = &pipeline.spec.transform;
+    let contract = match transform.contract {
+        Contract::Exec => "exec",
+        Contract::Stdio => "stdio",
+    };
+    let value = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), value_from: None };
+    let mut env = vec![
+        value("ZEROFLOW_LEASE_API", options.lease_api_url.clone()),
+        value("ZEROFLOW_PIPELINE", format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any())),
+        value("ZEROFLOW_CONTRACT", contract.into()),
+        value("ZEROFLOW_TIMEOUT_SECONDS", spec.timeout.as_secs().to_string()),
+        value("ZEROFLOW_CONCURRENCY", pipeline.spec.scaling.concurrency_per_replica.to_string()),
+        value("ZEROFLOW_TOKEN_FILE", format!("{TOKEN_DIR}/token")),
+        value("ZEROFLOW_WORK_DIR", WORK_DIR.into()),
+        value("TMPDIR", "/tmp".into()),
+        EnvVar {
+            name: "ZEROFLOW_POD_NAME".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".into(), api_version: None }),
+                ..EnvVarSource::default()
+            }),
+        },
+    ];
+    // User variables come last so they can be read by the command, but never replace ours.
+    env.extend(transform.env.iter().filter(|e| !e.name.starts_with("ZEROFLOW_")).cloned());
+    env
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..VolumeMount::default() }
+}
+
+/// The container settings the `restricted` Pod Security Standard asks for.
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The owner reference children carry, so deleting a pipeline garbage-collects them.
+pub fn owner_reference(pipeline: &DataPipeline) -> Option<OwnerReference> {
+    pipeline.controller_owner_ref(&())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! The DataPipeline controller: validate -> build (pure) -> apply (server-side) -> status.
+
+pub mod build;
+pub mod replicas;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::api::{DataPipeline, DataPipelineStatus, conditions};
+use crate::metrics::Metrics;
+use build::{MANAGED_BY, MANAGED_BY_LABEL, WorkerOptions};
+use replicas::ReplicaBook;
+use status::{Outcome, WorkerObservation};
+
+/// Field manager of every write the operator makes, so server-side apply sees one owner.
+pub const FIELD_MANAGER: &str = "zeroflow-operator";
+/// Healthy pipelines are looked at again this often even without a change.
+const RESYNC_PERIOD: Duration = Duration::from_secs(300);
+/// First retry after a transient error.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
+
+/// Everything a reconcile needs, built once at start-up.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub workers: WorkerOptions,
+    pub replicas: Arc<ReplicaBook>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid spec: {0}")]
+    InvalidSpec(#[from] validate::InvalidSpec),
+    #[error("the DataPipeline cannot be read: {0}")]
+    Malformed(String),
+    #[error("DataPipeline has no namespace")]
+    NoNamespace,
+    #[error("failed to read {kind}: {source}")]
+    Read { kind: &'static str, source: kube::Error },
+    #[error("failed to apply {kind}: {source}")]
+    Apply { kind: &'static str, source: kube::Error },
+    #[error("failed to write status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    /// A short, bounded label for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::Malformed(_) => "malformed",
+            Error::NoNamespace => "no_namespace",
+            Error::Read { .. } => "read",
+            Error::Apply { .. } => "apply",
+            Error::Status(_) => "status",
+        }
+    }
+
+    /// Errors the user must fix; retrying without a change cannot help.
+    fn needs_user_change(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_) | Error::Malformed(_) | Error::NoNamespace)
+    }
+}
+
+/// Runs the controller for one namespace (or all, with `None`) until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    on_synced: impl FnOnce() + Send + 'static,
+) {
+    let client = ctx.client.clone();
+    let (pipelines, deployments, accounts) = match &namespace {
+        Some(ns) => (
+            Api::<DeserializeGuard<DataPipeline>>::namespaced(client.clone(), ns),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<ServiceAccount>::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+    };
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let controller = Controller::new(pipelines, watcher::Config::default().any_semantic())
+        .owns(deployments, owned.clone())
+        .owns(accounts, owned)
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            on_synced();
+        }
+    });
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile stream error");
+            }
+        })
+        .await;
+}
+
+#[instrument(skip_all, fields(namespace = guard.namespace(), name = guard.name_any()))]
+async fn reconcile(guard: Arc<DeserializeGuard<DataPipeline>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = match &guard.0 {
+        Ok(pipeline) => reconcile_pipeline(pipeline, &ctx).await,
+        Err(invalid) => report_malformed(invalid, &ctx).await,
+    };
+    ctx.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::category));
+    result
+}
+
+fn error_policy(guard: Arc<DeserializeGuard<DataPipeline>>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if error.needs_user_change() {
+        warn!(name = guard.name_any(), error = %error, "waiting for the DataPipeline to change");
+        Action::await_change()
+    } else {
+        warn!(name = guard.name_any(), error = %error, "reconcile failed, retrying");
+        Action::requeue(RETRY_AFTER_ERROR + jitter(&guard.name_any()))
+    }
+}
+
+/// Spreads retries of many failing pipelines over a few seconds, deterministically per name.
+fn jitter(name: &str) -> Duration {
+    let hash = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    Duration::from_millis(hash % 5000)
+}
+
+async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Action, Error> {
+    let namespace = pipeline.namespace().ok_or(Error::NoNamespace)?;
+    let name = pipeline.name_any();
+    let spec = match validate::validate(&pipeline.spec) {
+        Ok(spec) => spec,
+        Err(invalid) => {
+            let message = invalid.to_string();
+            publish(ctx, pipeline, EventType::Warning, "InvalidSpec", "Validate", &message).await;
+            write_status(ctx, pipeline, DataPipelineStatus::default(), &Outcome::InvalidSpec(message)).await?;
+            return Err(invalid.into());
+        }
+    };
+    // Checked above: the apiserver always sets uid on stored objects.
+    let owner = build::owner_reference(pipeline).ok_or(Error::NoNamespace)?;
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let worker_name = build::worker_name(pipeline);
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &namespace);
+    let account = build::service_account(pipeline, owner.clone());
+    accounts
+        .patch(&worker_name, &apply, &Patch::Apply(&account))
+        .await
+        .map_err(|source| Error::Apply { kind: "ServiceAccount", source })?;
+
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing =
+        deployments.get_opt(&worker_name).await.map_err(|source| Error::Read { kind: "Deployment", source })?;
+    let existing_replicas = existing.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas);
+    let replicas = ctx.replicas.settle(&namespace, &name, existing_replicas, &pipeline.spec.scaling);
+    let deployment = build::worker_deployment(pipeline, &spec, owner, &ctx.workers, replicas);
+    let applied = match deployments.patch(&worker_name, &apply, &Patch::Apply(&deployment)).await {
+        Ok(applied) => applied,
+        Err(source) => {
+            let error = Error::Apply { kind: "Deployment", source };
+            publish(ctx, pipeline, EventType::Warning, "ApplyFailed", "ApplyWorkers", &error.to_string()).await;
+            write_status(ctx, pipeline, current_status(pipeline), &Outcome::ApplyFailed(error.to_string())).await?;
+            return Err(error);
+        }
+    };
+    match existing_replicas {
+        None => {
+            let note = format!("created Deployment {worker_name} with {replicas} replicas");
+            publish(ctx, pipeline, EventType::Normal, "WorkersCreated", "ApplyWorkers", &note).await;
+        }
+        Some(before) if before != replicas => {
+            let note = format!("scaled workers from {before} to {replicas}");
+            publish(ctx, pipeline, EventType::Normal, "Scaled", "Scale", &note).await;
+        }
+        Some(_) => {}
+    }
+
+    let observed = WorkerObservation::from_deployment(&applied);
+    let status = status::with_workers(current_status(pipeline), &worker_name, &observed);
+    write_status(ctx, pipeline, status, &Outcome::Applied(observed)).await?;
+    Ok(Action::requeue(RESYNC_PERIOD))
+}
+
+fn current_status(pipeline: &DataPipeline) -> DataPipelineStatus {
+    pipeline.status.clone().unwrap_or_default()
+}
+
+/// Writes status only when it changed, so an idle fleet of pipelines causes no writes.
+async fn write_status(
+    ctx: &Context,
+    pipeline: &DataPipeline,
+    mut status: DataPipelineStatus,
+    outcome: &Outcome,
+) -> Result<(), Error> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let previous = current_status(pipeline);
+    let generation = pipeline.metadata.generation;
+    status.conditions = conditions::merge(&previous.conditions, &status::conditions(outcome), generation, &now);
+    status.observed_generation = generation;
+    if pipeline.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().ok_or(Error::NoNamespace)?);
+    let patch = json!({
+        "apiVersion": DataPipeline::api_version(&()),
+        "kind": DataPipeline::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&pipeline.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
+
+/// A DataPipeline whose stored form does not match the API types (for example written under
+/// an older CRD) is reported on the object itself and skipped; the others keep going.
+async fn report_malformed(invalid: &InvalidObject, ctx: &Context) -> Result<Action, Error> {
+    let message = format!("the DataPipeline cannot be read: {}", invalid.error);
+    let (Some(namespace), Some(name)) = (&invalid.metadata.namespace, &invalid.metadata.name) else {
+        return Err(Error::NoNamespace);
+    };
+    warn!(namespace, name, error = %invalid.error, "malformed DataPipeline");
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(DataPipeline::api_version(&()).into()),
+        kind: Some(DataPipeline::kind(&()).into()),
+        namespace: Some(namespace.clone()),
+        name: Some(name.clone()),
+        uid: invalid.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "Malformed".into(),
+        note: Some(truncate(&message, 1000)),
+        action: "Read".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        warn!(error = %e, "failed to publish Event");
+    }
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let conds = conditions::merge(
+        &[],
+        &status::conditions(&Outcome::InvalidSpec(message.clone())),
+        invalid.metadata.generation,
+        &now,
+    );
+    let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({"status": {"conditions": conds}});
+    // A merge patch touches only conditions, which is all we can say about an unreadable object.
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::Status)?;
+    Err(Error::Malformed(invalid.error.clone()))
+}
+
+async fn publish(ctx: &Context, pipeline: &DataPipeline, type_: EventType, reason: &str, action: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(note, 1000)),
+        action: action.into(),
+        secondary: None,
+    };
+    match ctx.recorder.publish(&event, &pipeline.object_ref(&())).await {
+        Ok(()) => info!(reason, note, "event"),
+        Err(e) => warn!(error = %e, reason, "failed to publish Event"),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,151 @@
+//! The status step: conditions and counts derived from what was observed, never from intent.
+
+use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::api::DataPipelineStatus;
+use crate::api::conditions::{ACTIVE, DEGRADED, Desired, READY};
+
+/// What the controller learned about the worker Deployment in this reconcile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerObservation {
+    pub desired: i32,
+    pub replicas: i32,
+    pub ready: i32,
+    pub updated: i32,
+    /// The Deployment controller has seen the latest Deployment spec.
+    pub rollout_observed: bool,
+}
+
+impl WorkerObservation {
+    pub fn from_deployment(deployment: &Deployment) -> Self {
+        let desired = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        let status = deployment.status.clone().unwrap_or_default();
+        let generation = deployment.metadata.generation.unwrap_or(0);
+        Self {
+            desired,
+            replicas: status.replicas.unwrap_or(0),
+            ready: status.ready_replicas.unwrap_or(0),
+            updated: status.updated_replicas.unwrap_or(0),
+            rollout_observed: status.observed_generation.unwrap_or(0) >= generation,
+        }
+    }
+}
+
+/// How the reconcile went, as far as status is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied(WorkerObservation),
+    InvalidSpec(String),
+    ApplyFailed(String),
+}
+
+/// Conditions for an outcome. Ready means the workers run the current spec at the wanted
+/// scale; a pipeline idle at zero replicas is Ready and not Active.
+pub fn conditions(outcome: &Outcome) -> Vec<Desired> {
+    match outcome {
+        Outcome::Applied(w) => {
+            let rolled_out = w.rollout_observed && w.updated >= w.desired && w.replicas == w.desired;
+            let ready = if !rolled_out {
+                Desired::new(
+                    READY,
+                    false,
+                    "RollingOut",
+                    format!("{}/{} workers run the current spec", w.updated, w.desired),
+                )
+            } else if w.ready < w.desired {
+                Desired::new(READY, false, "WorkersStarting", format!("{}/{} workers ready", w.ready, w.desired))
+            } else if w.desired == 0 {
+                Desired::new(READY, true, "Idle", "scaled to zero; workers start when objects arrive")
+            } else {
+                Desired::new(READY, true, "WorkersReady", format!("{} workers ready", w.ready))
+            };
+            let active = if w.desired > 0 || w.replicas > 0 {
+                Desired::new(ACTIVE, true, "Processing", format!("{} workers wanted", w.desired))
+            } else {
+                Desired::new(ACTIVE, false, "ScaledToZero", "no workers are running")
+            };
+            vec![ready, active, Desired::new(DEGRADED, false, "AsExpected", "")]
+        }
+        Outcome::InvalidSpec(message) => vec![
+            Desired::new(READY, false, "InvalidSpec", message.clone()),
+            Desired::new(DEGRADED, true, "InvalidSpec", message.clone()),
+        ],
+        Outcome::ApplyFailed(message) => vec![
+            Desired::new(READY, false, "ApplyFailed", message.clone()),
+            Desired::new(DEGRADED, true, "ApplyFailed", message.clone()),
+        ],
+    }
+}
+
+/// Copies the worker counts into a status.
+pub fn with_workers(mut status: DataPipelineStatus, worker_name: &str, w: &WorkerObservation) -> DataPipelineStatus {
+    status.worker_deployment = Some(worker_name.to_owned());
+    status.replicas = w.replicas;
+    status.ready_replicas = w.ready;
+    status.desired_replicas = w.desired;
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(desired: i32, replicas: i32, ready: i32) -> Outcome {
+        Outcome::Applied(WorkerObservation { desired, replicas, ready, updated: replicas, rollout_observed: true })
+    }
+
+    fn find<'a>(conds: &'a [Desired], t: &str) -> &'a Desired {
+        conds.iter().find(|c| c.type_ == t).expect("condition present")
+    }
+
+    #[test]
+    fn idle_at_zero_is_ready_and_not_active() {
+        let c = conditions(&observed(0, 0, 0));
+        assert!(find(&c, READY).status);
+        assert_eq!(find(&c, READY).reason, "Idle");
+        assert!(!find(&c, ACTIVE).status);
+        assert!(!find(&c, DEGRADED).status);
+    }
+
+    #[test]
+    fn scaling_up_is_active_but_not_yet_ready() {
+        let c = conditions(&Outcome::Applied(WorkerObservation {
+            desired: 3,
+            replicas: 3,
+            ready: 1,
+            updated: 3,
+            rollout_observed: true,
+        }));
+        assert!(!find(&c, READY).status);
+        assert_eq!(find(&c, READY).reason, "WorkersStarting");
+        assert!(find(&c, ACTIVE).status);
+    }
+
+    #[test]
+    fn an_unobserved_rollout_is_not_ready() {
+        let c = conditions(&Outcome::Applied(WorkerObservation {
+            desired: 0,
+            replicas: 0,
+            ready: 0,
+            updated: 0,
+            rollout_observed: false,
+        }));
+        assert_eq!(find(&c, READY).reason, "RollingOut");
+    }
+
+    #[test]
+    fn all_ready_workers_are_ready() {
+        let c = conditions(&observed(2, 2, 2));
+        assert!(find(&c, READY).status);
+        assert_eq!(find(&c, READY).reason, "WorkersReady");
+    }
+
+    #[test]
+    fn invalid_spec_degrades_without_claiming_activity() {
+        let c = conditions(&Outcome::InvalidSpec("spec.x: bad".into()));
+        assert!(!find(&c, READY).status);
+        assert!(find(&c, DEGRADED).status);
+        assert_eq!(find(&c, DEGRADED).message, "spec.x: bad");
+        assert!(c.iter().all(|d| d.type_ != ACTIVE));
+    }
+}

@@ -1,0 +1,9 @@
+//! zeroflow's operator: the DataPipeline API and the controller that runs its workers.
+
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod health;
+pub mod leader;
+pub mod metrics;
+pub mod telemetry;

@@ -1,0 +1,157 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::FutureExt;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use zeroflow_operator::api::DataPipeline;
+use zeroflow_operator::cli::Cli;
+use zeroflow_operator::controller::{self, Context, build::WorkerOptions, replicas::ReplicaBook};
+use zeroflow_operator::health::{self, Readiness};
+use zeroflow_operator::leader::Leadership;
+use zeroflow_operator::metrics::Metrics;
+use zeroflow_operator::telemetry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let readiness = Arc::new(Readiness::default());
+
+    let listener = tokio::net::TcpListener::bind(cli.metrics_addr)
+        .await
+        .with_context(|| format!("binding --metrics-addr {}", cli.metrics_addr))?;
+    info!(addr = %cli.metrics_addr, "serving /metrics, /livez and /readyz");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let health_server = tokio::spawn({
+        let router = health::router(readiness.clone(), metrics.clone());
+        let mut stop = stop_rx.clone();
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }
+    });
+
+    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let shutdown = shutdown_signal().shared();
+
+    tokio::select! {
+        () = wait_for_crd(&client) => readiness.set_crd_installed(),
+        () = shutdown.clone() => return Ok(()),
+    }
+
+    let identity = cli.identity();
+    let mut leadership = None;
+    if cli.leader_election {
+        let mut election = Leadership::join(
+            client.clone(),
+            &cli.leader_election_namespace,
+            &cli.leader_election_id,
+            &identity,
+            cli.lease_duration_seconds,
+        )
+        .await
+        .context("joining leader election")?;
+        info!(identity, lease = cli.leader_election_id, "waiting to become the leader");
+        tokio::select! {
+            () = election.acquired() => {},
+            () = shutdown.clone() => { election.release().await; return Ok(()); }
+        }
+        info!(identity, "became the leader");
+        leadership = Some(election);
+    }
+    readiness.set_leader(true);
+    metrics.leader.set(1);
+
+    let lost = match &leadership {
+        Some(election) => election.lost().boxed(),
+        None => futures::future::pending().boxed(),
+    }
+    .shared();
+    let stop = {
+        let (shutdown, lost) = (shutdown.clone(), lost.clone());
+        async move {
+            tokio::select! { () = shutdown => {}, () = lost => {} }
+        }
+        .shared()
+    };
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter { controller: "zeroflow-operator".into(), instance: Some(identity) },
+        ),
+        metrics: metrics.clone(),
+        workers: WorkerOptions { runner_image: cli.runner_image.clone(), lease_api_url: cli.lease_api_url.clone() },
+        replicas: Arc::new(ReplicaBook::default()),
+    });
+    let namespaces = cli.watched_namespaces();
+    readiness.expect_watches(namespaces.len());
+    let controllers = namespaces.into_iter().map(|ns| {
+        let readiness = readiness.clone();
+        controller::run(ctx.clone(), ns, stop.clone(), move || readiness.watch_synced())
+    });
+    futures::future::join_all(controllers).await;
+
+    readiness.set_leader(false);
+    metrics.leader.set(0);
+    let lost_leadership = lost.now_or_never().is_some();
+    if let Some(election) = leadership {
+        election.release().await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = health_server.await;
+    if lost_leadership {
+        // Exit so the pod restarts as a clean follower: no state from the old term survives.
+        error!("lost the leader lease; exiting");
+        std::process::exit(1);
+    }
+    info!("shut down");
+    Ok(())
+}
+
+/// Waits until the DataPipeline CRD is served, saying clearly what is missing meanwhile.
+async fn wait_for_crd(client: &Client) {
+    let api: Api<DataPipeline> = Api::all(client.clone());
+    loop {
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                warn!(
+                    "the DataPipeline CRD (datapipelines.zeroflow.dev) is not installed; run `kubectl apply -f crds/`"
+                );
+            }
+            Err(e) => warn!(error = %e, "cannot list DataPipelines yet"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    info!("shutdown requested");
+}
