@@ -1,0 +1,96 @@
+{{/* Name of the chart, overridable. */}}
+{{- define "zeroflow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified name: "<release>-zeroflow", or the release name when it already contains the chart name. */}}
+{{- define "zeroflow.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "zeroflow.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "zeroflow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "zeroflow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "zeroflow.labels" -}}
+helm.sh/chart: {{ include "zeroflow.chart" . }}
+{{ include "zeroflow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: zeroflow
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "zeroflow.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "zeroflow.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image reference: repository@digest, else repository:tag (tag defaults to appVersion). */}}
+{{- define "zeroflow.imageRef" -}}
+{{- $img := index . 0 }}{{- $root := index . 1 }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "zeroflow.gatewayTokenSecret" -}}
+{{- default (printf "%s-gateway-token" (include "zeroflow.fullname" .)) .Values.gatewayToken.existingSecret }}
+{{- end }}
+
+{{- define "zeroflow.leaseApiUrl" -}}
+{{- default (printf "http://%s.%s.svc:%v" (include "zeroflow.fullname" .) .Release.Namespace .Values.ports.leaseApi) .Values.leaseApiUrl }}
+{{- end }}
+
+{{- define "zeroflow.leaderElectionId" -}}
+{{- default (printf "%s-leader" (include "zeroflow.fullname" .)) .Values.leaderElection.id }}
+{{- end }}
+
+{{/* Rules the operator needs wherever it runs DataPipelines (ClusterRole, or Role per watched namespace). */}}
+{{- define "zeroflow.workloadRules" -}}
+- apiGroups: ["zeroflow.dev"]
+  resources: ["datapipelines"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["zeroflow.dev"]
+  resources: ["datapipelines/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# pod-deletion-cost annotations, so scale-down removes idle workers first.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch"]
+# Store credentials referenced by pipelines; read one by one, never listed or watched.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
