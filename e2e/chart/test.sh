@@ -1,0 +1,448 @@
+#!/usr/bin/env bash
+# Tests of charts/zeroflow, the Argo CD health check and least-privilege RBAC against the testbed.
+#
+#   e2e/testbed up && e2e/chart/test.sh [FILTER]
+#
+# FILTER (a bash regex) runs only the tests whose name matches. Every test runs in its own
+# namespaces (prefix zfc-<run id>), and everything created is deleted at the end, including the
+# cluster-scoped objects of the releases. The real CRD (datapipelines.zeroflow.dev) is never
+# modified: install, CRD upgrade and uninstall run with a test copy of the chart whose CRD is
+# renamed into a per-run API group, so other suites sharing the testbed are not disturbed.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+chart="$root/charts/zeroflow"
+filter="${1:-}"
+
+if [[ -z "${KUBECTL:-}" || -z "${HELM:-}" || -z "${KUBECONFIG:-}" ]]; then
+  eval "$("$root/e2e/testbed" env)"
+fi
+kube_version="${ZF_KUBE_VERSION:-1.34.4}"
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+export GOMODCACHE="${GOMODCACHE:-$HOME/.cache/zeroflow-testbed/gomod}" GOCACHE="${GOCACHE:-$HOME/.cache/zeroflow-testbed/gocache}"
+
+run_id="$(date +%H%M%S)$((RANDOM % 900 + 100))"
+prefix="zfc-$run_id"
+work="$(mktemp -d "${TMPDIR:-/tmp}/zeroflow-chart-test.XXXXXX")"
+# Namespaces: the cluster-wide release, the limited release, two watched and one unwatched.
+ns_sys="$prefix-sys"
+ns_lim="$prefix-lim"
+ns_a="$prefix-team-a"
+ns_b="$prefix-team-b"
+ns_other="$prefix-other"
+ns_workers="$prefix-workers"
+rel="$prefix"          # cluster-wide release; fullname "$rel-zeroflow"
+rel_lim="$prefix-lim"  # limited release
+test_group="t$run_id.chart-test.zeroflow.dev"
+test_crd="datapipelines.$test_group"
+
+kubectl() { "$KUBECTL" "$@"; }
+helm() { "$HELM" "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
+
+log() { printf '[chart-test %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+cleanup() {
+  local rc=$?
+  set +e
+  log "cleaning up ($prefix)"
+  for r in "$rel:$ns_sys" "$rel_lim:$ns_lim"; do
+    helm status "${r%%:*}" -n "${r##*:}" >/dev/null 2>&1 && helm uninstall "${r%%:*}" -n "${r##*:}" --wait=false >/dev/null 2>&1
+  done
+  for r in "$rel" "$rel_lim"; do
+    kubectl delete clusterrole,clusterrolebinding -l "app.kubernetes.io/instance=$r" --ignore-not-found --wait=false >/dev/null 2>&1
+  done
+  kubectl delete crd "$test_crd" --ignore-not-found --wait=false >/dev/null 2>&1
+  kubectl delete namespace "$ns_sys" "$ns_lim" "$ns_a" "$ns_b" "$ns_other" "$ns_workers" \
+    --ignore-not-found --wait=false >/dev/null 2>&1
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+passed=0 failed=0
+failures=()
+# t NAME FUNCTION: runs FUNCTION in a subshell with errexit in force, output to a log shown on failure.
+t() {
+  local name=$1 fn=$2 rc
+  if [[ -n "$filter" && ! "$name" =~ $filter ]]; then return 0; fi
+  local out="$work/log.$((passed + failed))"
+  local start=$SECONDS
+  set +e
+  (set -euo pipefail; "$fn") >"$out" 2>&1
+  rc=$?
+  set -e
+  if ((rc == 0)); then
+    passed=$((passed + 1)); printf 'ok     %-70s %3ds\n' "$name" $((SECONDS - start))
+  else
+    failed=$((failed + 1)); failures+=("$name")
+    printf 'FAILED %-70s %3ds\n' "$name" $((SECONDS - start))
+    sed 's/^/    | /' "$out" | tail -n 60
+  fi
+}
+
+fail() { echo "FAIL: $*" >&2; return 1; }
+# expect_eq WHAT GOT WANT
+expect_eq() { [[ "$2" == "$3" ]] || fail "$1: got '$2', want '$3'"; }
+# expect_contains WHAT TEXT NEEDLE
+expect_contains() { grep -qF -- "$3" <<<"$2" || { echo "$2" | tail -n 20 >&2; fail "$1: no '$3' in the output above"; }; }
+
+dump_ns() {
+  local ns
+  for ns in "$@"; do
+    echo "--- state of namespace $ns"
+    kubectl -n "$ns" get all,secrets,serviceaccounts,roles,rolebindings,leases -o wide 2>&1 | head -n 60
+    kubectl -n "$ns" get events --sort-by=.lastTimestamp 2>&1 | tail -n 20
+  done
+}
+
+new_ns() { # new_ns NAME [restricted]
+  kubectl create namespace "$1" >/dev/null
+  kubectl label namespace "$1" "zeroflow.dev/chart-test=$run_id" >/dev/null
+  if [[ "${2:-}" == restricted ]]; then
+    kubectl label namespace "$1" pod-security.kubernetes.io/enforce=restricted \
+      pod-security.kubernetes.io/enforce-version=latest pod-security.kubernetes.io/warn=restricted \
+      pod-security.kubernetes.io/audit=restricted >/dev/null
+  fi
+}
+
+# A copy of the chart whose CRD is renamed into the per-run API group $test_group (short names
+# and categories dropped, so `kubectl get dp` of other suites stays unambiguous). $1: directory;
+# $2 (optional): "printer-column" to add a column, as a new CRD version of the product would.
+test_chart() {
+  local dir=$1 variant=${2:-}
+  rm -rf "$dir"; mkdir -p "$dir"
+  cp -rL "$chart" "$dir/zeroflow"
+  python3 - "$dir/zeroflow/files/datapipelines.zeroflow.dev.yaml" "$test_group" "$variant" <<'PY'
+import re, sys
+path, group, variant = sys.argv[1:]
+text = open(path).read()
+text = text.replace("name: datapipelines.zeroflow.dev", f"name: datapipelines.{group}", 1)
+text = text.replace("  group: zeroflow.dev\n", f"  group: {group}\n", 1)
+text = re.sub(r"    categories:\n    - zeroflow\n", "", text, count=1)
+text = re.sub(r"    shortNames:\n    - dp\n", "", text, count=1)
+if variant == "printer-column":
+    text = text.replace("  - additionalPrinterColumns:\n",
+        "  - additionalPrinterColumns:\n    - jsonPath: .status.inFlight\n      name: InFlight\n      type: integer\n", 1)
+assert f"name: datapipelines.{group}" in text and f"group: {group}" in text, "CRD rename failed"
+open(path, "w").write(text)
+PY
+  echo "$dir/zeroflow"
+}
+
+sa_cluster="system:serviceaccount:$ns_sys:$rel-zeroflow"
+sa_limited="system:serviceaccount:$ns_lim:$rel_lim-zeroflow"
+# can AS VERB RESOURCE [can-i flags...] -> prints yes or no
+can() { local as=$1; shift; kubectl auth can-i --as "$as" "$@" 2>/dev/null || true; }
+expect_can() {
+  local as=$1; shift
+  local got; got=$(can "$as" "$@")
+  [[ "$got" == yes ]] || fail "$as should be allowed to: $* (got '$got')"
+  echo "allowed: $*"
+}
+expect_cannot() {
+  local as=$1; shift
+  local got; got=$(can "$as" "$@")
+  [[ "$got" == no ]] || fail "$as must be refused: $* (got '$got')"
+  echo "refused: $*"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Static checks
+
+test_lint_default() {
+  local out; out=$(helm lint --strict "$chart" 2>&1)
+  echo "$out"
+  expect_contains "lint" "$out" "1 chart(s) linted, 0 chart(s) failed"
+  ! grep -E '\[(WARNING|ERROR)\]' <<<"$out" || fail "lint is not clean"
+}
+
+test_lint_non_default() {
+  local f n=0
+  for f in "$here"/values-*.yaml; do
+    local out; out=$(helm lint --strict "$chart" -f "$f" 2>&1)
+    echo "$out"
+    expect_contains "lint $f" "$out" "1 chart(s) linted, 0 chart(s) failed"
+    ! grep -E '\[(WARNING|ERROR)\]' <<<"$out" || fail "lint with $f is not clean"
+    n=$((n + 1))
+  done
+  ((n > 0)) || fail "no e2e/chart/values-*.yaml"
+}
+
+test_crd_is_the_generated_file() {
+  # The chart's CRD is a symlink to the generated file, so it cannot drift; helm follows it when
+  # rendering and packaging.
+  local link="$chart/files/datapipelines.zeroflow.dev.yaml"
+  [[ -L "$link" ]] || fail "$link is not a symlink"
+  expect_eq "symlink target" "$(readlink -f "$link")" "$root/crds/datapipelines.zeroflow.dev.yaml"
+  helm package "$chart" -d "$work/pkg" >/dev/null
+  tar -xzf "$work/pkg/zeroflow-"*.tgz -C "$work/pkg" zeroflow/files/datapipelines.zeroflow.dev.yaml
+  cmp "$work/pkg/zeroflow/files/datapipelines.zeroflow.dev.yaml" "$root/crds/datapipelines.zeroflow.dev.yaml" \
+    || fail "the packaged chart's CRD differs from crds/"
+  # The rendered CRD is the file plus the keep policy and labels, nothing else.
+  helm template zf "$chart" -n zeroflow-system --kube-version "$kube_version" --show-only templates/crds.yaml >"$work/crd.yaml"
+  diff <(grep -v '^#' "$root/crds/datapipelines.zeroflow.dev.yaml" | sed '/^metadata:$/,/^  name:/d') \
+       <(sed '/^metadata:$/,/^  name:/d' "$work/crd.yaml" | grep -v '^---' | grep -v '^# Source' | grep -v '^#') \
+    || fail "rendered CRD differs from crds/ beyond metadata"
+  expect_contains "keep policy" "$(cat "$work/crd.yaml")" "helm.sh/resource-policy: keep"
+  [[ -z "$(helm template zf "$chart" --set crds.install=false --show-only templates/crds.yaml 2>/dev/null)" ]] \
+    || fail "crds.install=false still renders the CRD"
+}
+
+test_schema_refuses_bad_values() {
+  local out
+  out=$(helm template zf "$chart" --set replicaCount=-1 2>&1) && fail "replicaCount=-1 was accepted"
+  echo "$out"
+  expect_contains "negative replicas" "$out" "values don't meet the specifications of the schema"
+  expect_contains "negative replicas" "$out" "at '/replicaCount': minimum: got -1, want 0"
+  out=$(helm template zf "$chart" --set logFormat=xml 2>&1) && fail "logFormat=xml was accepted"
+  echo "$out"
+  expect_contains "logFormat xml" "$out" "at '/logFormat': value must be one of 'plain', 'json'"
+  out=$(helm template zf "$chart" --set replicaCont=2 2>&1) && fail "a misspelt key was accepted"
+  expect_contains "typo" "$out" "additional properties 'replicaCont' not allowed"
+  out=$(helm template zf "$chart" --set replicaCount=2 --set leaderElection.enabled=false 2>&1) \
+    && fail "2 replicas without leader election were accepted"
+  expect_contains "replicas without leader" "$out" "replicaCount > 1 needs leaderElection.enabled=true"
+  # helm install refuses the same values before touching the cluster.
+  out=$(helm install "$prefix-bad" "$chart" -n default --set logFormat=xml --dry-run=server 2>&1) \
+    && fail "helm install accepted logFormat=xml"
+  expect_contains "install logFormat xml" "$out" "value must be one of 'plain', 'json'"
+}
+
+test_argocd_health() {
+  cd "$root/argocd/healthtest"
+  go test -count=1 -v ./... >"$work/go-test.out" 2>&1 || { cat "$work/go-test.out"; fail "go test"; }
+  local cases; cases=$(grep -c -- '--- PASS: TestHealthChecks/.*/testdata/' "$work/go-test.out")
+  echo "$cases health cases passed"
+  ((cases >= 10)) || fail "only $cases cases ran"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Against the apiserver
+
+test_dry_run_default() {
+  new_ns "$ns_sys" restricted
+  helm template "$rel" "$chart" -n "$ns_sys" --kube-version "$kube_version" >"$work/default.yaml"
+  kubectl apply --dry-run=server -f "$work/default.yaml" 2>&1 | tee "$work/dry.out"
+  local kinds; kinds=$(grep -c . "$work/dry.out")
+  ((kinds >= 11)) || fail "expected at least 11 objects, got $kinds"
+  ! grep -qi 'violate PodSecurity' "$work/dry.out" || fail "PodSecurity warnings"
+}
+
+test_dry_run_non_default() {
+  new_ns "$ns_lim" restricted; new_ns "$ns_a"; new_ns "$ns_b"
+  helm template "$rel_lim" "$chart" -n "$ns_lim" --kube-version "$kube_version" -f "$here/values-limited.yaml" \
+    --set "watchNamespaces={$ns_a,$ns_b}" >"$work/limited.yaml"
+  # No ServiceMonitor CRD on the testbed: check that one by content, the rest with the apiserver.
+  python3 - "$work/limited.yaml" "$work/limited-core.yaml" "$work/servicemonitor.yaml" <<'PY'
+import sys
+docs = open(sys.argv[1]).read().split("\n---\n")
+core = [d for d in docs if "kind: ServiceMonitor" not in d]
+sm = [d for d in docs if "kind: ServiceMonitor" in d]
+assert len(sm) == 1, f"want one ServiceMonitor, got {len(sm)}"
+open(sys.argv[2], "w").write("\n---\n".join(core))
+open(sys.argv[3], "w").write(sm[0])
+PY
+  kubectl apply --dry-run=server -f "$work/limited-core.yaml" 2>&1 | tee "$work/dry.out"
+  ! grep -qi 'violate PodSecurity' "$work/dry.out" || fail "PodSecurity warnings"
+  for kind in "poddisruptionbudget.policy/$rel_lim-zeroflow" "networkpolicy.networking.k8s.io/$rel_lim-zeroflow" \
+    "configmap/$rel_lim-zeroflow-dashboard" "role.rbac.authorization.k8s.io/$rel_lim-zeroflow"; do
+    expect_contains "dry run" "$(cat "$work/dry.out")" "$kind"
+  done
+  ! grep -q "clusterrole.rbac.authorization.k8s.io/$rel_lim-zeroflow " "$work/dry.out" \
+    || fail "limited mode must not create the workload ClusterRole"
+  expect_contains "ServiceMonitor" "$(cat "$work/servicemonitor.yaml")" "port: metrics"
+  ! grep -q 'kind: Secret' "$work/limited.yaml" || fail "existingSecret set, yet a Secret is rendered"
+  ! grep -q 'kind: CustomResourceDefinition' "$work/limited.yaml" || fail "crds.install=false still renders the CRD"
+}
+
+test_install_restricted() {
+  kubectl get namespace "$ns_sys" >/dev/null 2>&1 || new_ns "$ns_sys" restricted
+  local c; c=$(test_chart "$work/chart-v1")
+  helm install "$rel" "$c" -n "$ns_sys" --wait --timeout 3m 2>&1 | tee "$work/install.out" \
+    || { dump_ns "$ns_sys"; fail "helm install"; }
+  ! grep -qi 'violate PodSecurity' "$work/install.out" || fail "PodSecurity warnings at install"
+  expect_contains "NOTES" "$(cat "$work/install.out")" "Send storage events to the gateway"
+  kubectl -n "$ns_sys" rollout status "deploy/$rel-zeroflow" --timeout=2m
+  kubectl -n "$ns_sys" wait pod -l "app.kubernetes.io/instance=$rel" --for=condition=Ready --timeout=2m
+  local phases; phases=$(kubectl -n "$ns_sys" get pods -l "app.kubernetes.io/instance=$rel" -o jsonpath='{.items[*].status.phase}')
+  expect_eq "pod phases" "$phases" "Running"
+  # The pods really run with the restricted settings.
+  local sc; sc=$(kubectl -n "$ns_sys" get pods -l "app.kubernetes.io/instance=$rel" -o jsonpath='{.items[0].spec.containers[0].securityContext}')
+  for want in '"allowPrivilegeEscalation":false' '"readOnlyRootFilesystem":true' '"runAsNonRoot":true' '"drop":["ALL"]' '"type":"RuntimeDefault"'; do
+    expect_contains "securityContext" "$sc" "$want"
+  done
+  kubectl get crd "$test_crd" -o jsonpath='{.metadata.annotations.helm\.sh/resource-policy}' | grep -qx keep \
+    || fail "the CRD lacks the keep policy"
+  local svc; svc=$(kubectl -n "$ns_sys" get svc "$rel-zeroflow" -o jsonpath='{range .spec.ports[*]}{.name}={.port} {end}')
+  expect_eq "service ports" "$svc" "gateway=8080 lease-api=8081 metrics=9090 "
+  local url; url=$(kubectl -n "$ns_sys" get deploy "$rel-zeroflow" \
+    -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="ZEROFLOW_LEASE_API_URL")].value}')
+  expect_eq "lease API URL" "$url" "http://$rel-zeroflow.$ns_sys.svc:8081"
+  local token; token=$(kubectl -n "$ns_sys" get secret "$rel-zeroflow-gateway-token" -o jsonpath='{.data.token}' | base64 -d)
+  ((${#token} == 48)) || fail "generated gateway token has ${#token} characters, want 48"
+  echo "$token" >"$work/token.v1"
+}
+
+test_worker_pod_restricted() {
+  new_ns "$ns_workers" restricted
+  kubectl -n "$ns_workers" create serviceaccount invoices-worker >/dev/null
+  kubectl -n "$ns_workers" patch serviceaccount invoices-worker -p '{"automountServiceAccountToken":false}' >/dev/null
+  local out; out=$(kubectl -n "$ns_workers" create -f "$here/worker-pod.yaml" 2>&1) || fail "worker pod refused: $out"
+  echo "$out"
+  ! grep -qi 'violate PodSecurity' <<<"$out" || fail "PodSecurity warnings: $out"
+  kubectl -n "$ns_workers" wait pod/invoices-worker-test --for=condition=Ready --timeout=2m
+  # And the check bites: the same pod with privilege escalation allowed is refused.
+  sed 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/; s/name: invoices-worker-test/name: invoices-worker-bad/' \
+    "$here/worker-pod.yaml" >"$work/bad-pod.yaml"
+  out=$(kubectl -n "$ns_workers" create -f "$work/bad-pod.yaml" 2>&1) && fail "an escalating pod was admitted"
+  expect_contains "restricted refusal" "$out" 'violates PodSecurity "restricted:latest"'
+}
+
+test_rbac_cluster_wide() {
+  local as=$sa_cluster ns=$ns_a
+  kubectl get namespace "$ns_a" >/dev/null 2>&1 || new_ns "$ns_a"
+  for verb in get list watch; do expect_can "$as" "$verb" datapipelines.zeroflow.dev -n "$ns"; done
+  expect_can "$as" list datapipelines.zeroflow.dev --all-namespaces
+  for verb in get patch update; do expect_can "$as" "$verb" datapipelines.zeroflow.dev --subresource=status -n "$ns"; done
+  for verb in get list watch create patch update delete; do
+    expect_can "$as" "$verb" deployments.apps -n "$ns"
+    expect_can "$as" "$verb" serviceaccounts -n "$ns"
+  done
+  for verb in get patch update; do expect_can "$as" "$verb" deployments.apps --subresource=scale -n "$ns"; done
+  for verb in get list watch patch; do expect_can "$as" "$verb" pods -n "$ns"; done
+  expect_can "$as" get secrets -n "$ns"
+  for verb in create patch; do expect_can "$as" "$verb" events.events.k8s.io -n "$ns"; done
+  expect_can "$as" create tokenreviews.authentication.k8s.io
+  for verb in get create update patch; do expect_can "$as" "$verb" leases.coordination.k8s.io -n "$ns_sys"; done
+  # Refused.
+  expect_cannot "$as" list secrets -n "$ns"
+  expect_cannot "$as" watch secrets -n "$ns"
+  expect_cannot "$as" list secrets --all-namespaces
+  expect_cannot "$as" create secrets -n "$ns"
+  expect_cannot "$as" delete namespaces
+  expect_cannot "$as" create clusterroles.rbac.authorization.k8s.io
+  expect_cannot "$as" create rolebindings.rbac.authorization.k8s.io -n "$ns"
+  expect_cannot "$as" create pods -n "$ns"
+  expect_cannot "$as" create pods --subresource=exec -n "$ns"
+  expect_cannot "$as" delete pods -n "$ns"
+  expect_cannot "$as" create serviceaccounts --subresource=token -n "$ns"
+  expect_cannot "$as" patch nodes
+  expect_cannot "$as" create datapipelines.zeroflow.dev -n "$ns"
+  expect_cannot "$as" delete datapipelines.zeroflow.dev -n "$ns"
+  expect_cannot "$as" patch datapipelines.zeroflow.dev -n "$ns"
+  expect_cannot "$as" update customresourcedefinitions.apiextensions.k8s.io
+  expect_cannot "$as" create leases.coordination.k8s.io -n "$ns"
+  expect_cannot "$as" delete leases.coordination.k8s.io -n "$ns_sys"
+  expect_cannot "$as" create subjectaccessreviews.authorization.k8s.io
+  expect_cannot "$as" get configmaps -n "$ns"
+  expect_cannot "$as" create events -n "$ns"
+  expect_cannot "$as" impersonate serviceaccounts -n "$ns"
+  # Exactly the rules of the issue: the workload ClusterRole has 8 rules and nothing with '*'.
+  local rules; rules=$(kubectl get clusterrole "$rel-zeroflow" -o jsonpath='{range .rules[*]}{.apiGroups}{.resources}{.verbs};{end}')
+  echo "$rules"
+  ! grep -q '\*' <<<"$rules" || fail "wildcard in the ClusterRole"
+  expect_eq "rule count" "$(kubectl get clusterrole "$rel-zeroflow" -o go-template='{{len .rules}}')" "8"
+}
+
+test_rbac_limited() {
+  kubectl get namespace "$ns_lim" >/dev/null 2>&1 || new_ns "$ns_lim" restricted
+  for n in "$ns_a" "$ns_b"; do kubectl get namespace "$n" >/dev/null 2>&1 || new_ns "$n"; done
+  new_ns "$ns_other"
+  kubectl -n "$ns_lim" create secret generic zeroflow-gateway-token-external --from-literal=bearer=test-token >/dev/null
+  # values-limited.yaml as it is, except the ServiceMonitor (no prometheus-operator on the testbed).
+  helm install "$rel_lim" "$chart" -n "$ns_lim" -f "$here/values-limited.yaml" --set "watchNamespaces={$ns_a,$ns_b}" \
+    --set serviceMonitor.enabled=false --wait --timeout 3m >"$work/install-lim.out" 2>&1 \
+    || { cat "$work/install-lim.out"; dump_ns "$ns_lim"; fail "helm install (limited)"; }
+  kubectl -n "$ns_lim" wait pod -l "app.kubernetes.io/instance=$rel_lim" --for=condition=Ready --timeout=2m
+  expect_eq "replicas" "$(kubectl -n "$ns_lim" get deploy "$rel_lim-zeroflow" -o jsonpath='{.status.readyReplicas}')" "2"
+  expect_eq "ZEROFLOW_NAMESPACES" "$(kubectl -n "$ns_lim" get deploy "$rel_lim-zeroflow" \
+    -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="ZEROFLOW_NAMESPACES")].value}')" "$ns_a,$ns_b"
+  local as=$sa_limited n
+  for n in "$ns_a" "$ns_b"; do
+    expect_can "$as" watch datapipelines.zeroflow.dev -n "$n"
+    expect_can "$as" patch datapipelines.zeroflow.dev --subresource=status -n "$n"
+    expect_can "$as" create deployments.apps -n "$n"
+    expect_can "$as" update deployments.apps --subresource=scale -n "$n"
+    expect_can "$as" delete serviceaccounts -n "$n"
+    expect_can "$as" patch pods -n "$n"
+    expect_can "$as" get secrets -n "$n"
+    expect_can "$as" create events.events.k8s.io -n "$n"
+    expect_cannot "$as" list secrets -n "$n"
+  done
+  expect_can "$as" create tokenreviews.authentication.k8s.io
+  expect_can "$as" update leases.coordination.k8s.io -n "$ns_lim"
+  # Nothing outside the listed namespaces.
+  expect_cannot "$as" get secrets -n "$ns_other"
+  expect_cannot "$as" get secrets -n "$ns_sys"
+  expect_cannot "$as" list datapipelines.zeroflow.dev -n "$ns_other"
+  expect_cannot "$as" list datapipelines.zeroflow.dev --all-namespaces
+  expect_cannot "$as" create deployments.apps -n "$ns_other"
+  expect_cannot "$as" patch pods -n "$ns_other"
+  expect_cannot "$as" create leases.coordination.k8s.io -n "$ns_a"
+  expect_cannot "$as" delete namespaces
+  expect_cannot "$as" create clusterroles.rbac.authorization.k8s.io
+  expect_cannot "$as" create pods --subresource=exec -n "$ns_a"
+  expect_cannot "$as" create serviceaccounts --subresource=token -n "$ns_a"
+  expect_cannot "$as" patch nodes
+  # The existing Secret is mounted, none is generated.
+  ! kubectl -n "$ns_lim" get secret "$rel_lim-zeroflow-gateway-token" >/dev/null 2>&1 || fail "a token Secret was generated"
+  expect_eq "token secret" "$(kubectl -n "$ns_lim" get deploy "$rel_lim-zeroflow" \
+    -o jsonpath='{.spec.template.spec.volumes[?(@.name=="gateway-token")].secret.secretName}')" zeroflow-gateway-token-external
+}
+
+test_upgrade() {
+  helm status "$rel" -n "$ns_sys" >/dev/null || fail "needs the release of the install test"
+  local c; c=$(test_chart "$work/chart-v2" printer-column)
+  kubectl get crd "$test_crd" -o jsonpath='{.spec.versions[0].additionalPrinterColumns[*].name}' | tee "$work/cols.before"
+  ! grep -qw InFlight "$work/cols.before" || fail "the column is there before the upgrade"
+  helm upgrade "$rel" "$c" -n "$ns_sys" --reuse-values --set logFormat=json --wait --timeout 3m
+  expect_eq "log format" "$(kubectl -n "$ns_sys" get deploy "$rel-zeroflow" \
+    -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="ZEROFLOW_LOG_FORMAT")].value}')" json
+  kubectl -n "$ns_sys" rollout status "deploy/$rel-zeroflow" --timeout=2m
+  local cols; cols=$(kubectl get crd "$test_crd" -o jsonpath='{.spec.versions[0].additionalPrinterColumns[*].name}')
+  echo "columns after upgrade: $cols"
+  grep -qw InFlight <<<"$cols" || fail "helm upgrade did not upgrade the CRD (columns: $cols)"
+  # The generated gateway token survives upgrades (lookup).
+  local token; token=$(kubectl -n "$ns_sys" get secret "$rel-zeroflow-gateway-token" -o jsonpath='{.data.token}' | base64 -d)
+  expect_eq "gateway token after upgrade" "$token" "$(cat "$work/token.v1")"
+}
+
+test_uninstall_keeps_crd() {
+  helm status "$rel" -n "$ns_sys" >/dev/null || fail "needs the release of the install test"
+  helm uninstall "$rel" -n "$ns_sys" --wait --timeout 2m
+  local left
+  left=$(kubectl -n "$ns_sys" get deploy,rs,pods,svc,secrets,serviceaccounts,roles,rolebindings \
+    -l "app.kubernetes.io/instance=$rel" -o name 2>&1)
+  # Pods of a deleted Deployment go away through the garbage collector; wait for them.
+  if [[ -n "$left" ]]; then
+    kubectl -n "$ns_sys" wait pod -l "app.kubernetes.io/instance=$rel" --for=delete --timeout=2m
+    left=$(kubectl -n "$ns_sys" get deploy,rs,pods,svc,secrets,serviceaccounts,roles,rolebindings \
+      -l "app.kubernetes.io/instance=$rel" -o name 2>&1)
+  fi
+  [[ -z "$left" ]] || fail "left behind: $left"
+  left=$(kubectl get clusterroles,clusterrolebindings -l "app.kubernetes.io/instance=$rel" -o name)
+  [[ -z "$left" ]] || fail "left behind: $left"
+  kubectl get crd "$test_crd" >/dev/null || fail "uninstall deleted the CRD"
+  echo "CRD $test_crd kept"
+}
+
+t "helm lint: default values" test_lint_default
+t "helm lint: e2e/chart/values-*.yaml" test_lint_non_default
+t "chart CRD is crds/datapipelines.zeroflow.dev.yaml (symlink, package, render)" test_crd_is_the_generated_file
+t "values schema refuses bad values with a readable message" test_schema_refuses_bad_values
+t "Argo CD health check (gopher-lua, health_test.yaml)" test_argocd_health
+t "helm template (default) | kubectl apply --dry-run=server" test_dry_run_default
+t "helm template (values-limited) | kubectl apply --dry-run=server" test_dry_run_non_default
+t "helm install into a restricted namespace; pods Running" test_install_restricted
+t "worker-shaped pod admitted in a restricted namespace" test_worker_pod_restricted
+t "RBAC cluster-wide: exactly the needed permissions" test_rbac_cluster_wide
+t "RBAC limited to watchNamespaces; existing token Secret" test_rbac_limited
+t "helm upgrade changes values and upgrades the CRD" test_upgrade
+t "helm uninstall removes everything but the CRD" test_uninstall_keeps_crd
+
+if ((failed > 0)); then
+  printf 'failed: %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+((failed == 0))
