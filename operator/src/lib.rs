@@ -3,6 +3,8 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod dispatch;
+pub mod gateway;
 pub mod health;
 pub mod leader;
 pub mod metrics;

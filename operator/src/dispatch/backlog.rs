@@ -1,0 +1,606 @@
+//! One pipeline's in-memory backlog: pending objects, leases, attempts and backoff.
+//!
+//! Pure: every call takes the current time in milliseconds from a monotonic clock the caller
+//! owns; nothing here sleeps or spawns. States of an item:
+//!
+//! ```text
+//! admit -> Pending --lease--> Leased --complete--> Done
+//!             ^                 |  \--fail(permanent) or attempts exhausted--> Failed
+//!             `--fail(retryable)/expire, with backoff                           |
+//!             `------------------------------- redrive ------------------------'
+//! ```
+//!
+//! Items are keyed by (bucket, key, revision) where the revision is the etag, else the version id.
+//! Finished items are remembered only in a bounded recent set, enough to absorb duplicate
+//! notifications that arrive shortly after completion; the durable ledger in the store is the real
+//! record of what is done, and resync consults it. Two revisions of one key are never leased at
+//! once, so an old revision's outputs cannot overwrite a newer one's.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use thiserror::Error;
+
+use crate::gateway::records::StorageEvent;
+
+/// Milliseconds on the caller's monotonic clock.
+pub type Millis = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogConfig {
+    /// Most items pending or leased at once; past it admission is refused and a resync requested.
+    pub capacity: usize,
+    /// How many finished items are remembered for de-duplication.
+    pub finished_capacity: usize,
+    /// Leases per item before it is recorded as failed.
+    pub max_attempts: u32,
+    pub lease_duration_ms: Millis,
+    /// Delay before the second attempt; doubles per attempt up to `backoff_max_ms`.
+    pub backoff_base_ms: Millis,
+    pub backoff_max_ms: Millis,
+}
+
+impl Default for BacklogConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            finished_capacity: 100_000,
+            max_attempts: 3,
+            lease_duration_ms: 120_000,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 300_000,
+        }
+    }
+}
+
+/// An object in a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    pub bucket: String,
+    pub key: String,
+}
+
+/// One revision of an object: the unit of work and of de-duplication.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ItemId {
+    pub object: ObjectId,
+    /// The etag, else the version id; `None` when the sender gave neither.
+    pub revision: Option<String>,
+}
+
+/// What is known about an object revision when it is admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkItem {
+    pub object: ObjectId,
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+    pub size: Option<u64>,
+    /// Per-key ordering token, used to refuse a notification older than the one already queued.
+    pub sequencer: Option<String>,
+}
+
+impl WorkItem {
+    pub fn id(&self) -> ItemId {
+        ItemId { object: self.object.clone(), revision: self.etag.clone().or_else(|| self.version_id.clone()) }
+    }
+}
+
+impl From<&StorageEvent> for WorkItem {
+    fn from(event: &StorageEvent) -> Self {
+        Self {
+            object: ObjectId { bucket: event.bucket.clone(), key: event.key.clone() },
+            etag: event.etag.clone(),
+            version_id: event.version_id.clone(),
+            size: event.size,
+            sequencer: event.sequencer.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// A new item is pending.
+    New,
+    /// A new revision replaced a pending older revision of the same key.
+    Superseded,
+    /// Already pending, leased or recently finished (or older than what is queued): nothing done.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("backlog is full ({capacity} items); a resync will pick the object up")]
+pub struct Overloaded {
+    pub capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId(pub u64);
+
+/// Work handed to one worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub id: LeaseId,
+    pub item: WorkItem,
+    /// 1 for the first try.
+    pub attempt: u32,
+    pub deadline: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum LeaseError {
+    /// Completed, failed, expired or never granted. A worker that sees this must drop its result.
+    #[error("lease {0:?} is not held")]
+    NotHeld(LeaseId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Back to pending, eligible again at this time.
+    At(Millis),
+    /// Attempts exhausted or the failure was permanent: recorded as failed.
+    Exhausted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RedriveError {
+    #[error("item is not among the recently failed; re-drive it from the ledger")]
+    NotFailed,
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
+}
+
+/// For status: pending and in-flight now; succeeded and failed since this backlog was created
+/// (a re-driven item stops counting as failed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: usize,
+    pub in_flight: usize,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending { ready_at: Millis },
+    Leased { lease: LeaseId, deadline: Millis },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    item: WorkItem,
+    id: ItemId,
+    /// Leases granted so far.
+    attempts: u32,
+    state: State,
+    last_error: Option<String>,
+}
+
+/// The active entries of one object: at most one pending revision and one leased revision.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slots {
+    pending: Option<u64>,
+    leased: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct FinishedEntry {
+    outcome: Finished,
+    item: WorkItem,
+    last_error: Option<String>,
+    /// Matches the eviction queue's record, so a stale queue record never evicts a newer finish.
+    generation: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backlog {
+    config: BacklogConfig,
+    next_seq: u64,
+    next_lease: u64,
+    entries: HashMap<u64, Entry>,
+    by_item: HashMap<ItemId, u64>,
+    objects: HashMap<ObjectId, Slots>,
+    /// Pending entries by (eligible time, admission order): the lease order.
+    pending: BTreeSet<(Millis, u64)>,
+    deadlines: BTreeSet<(Millis, u64)>,
+    leases: HashMap<LeaseId, u64>,
+    finished: HashMap<ItemId, FinishedEntry>,
+    finished_order: VecDeque<(ItemId, u64)>,
+    succeeded: u64,
+    failed: u64,
+    needs_resync: bool,
+}
+
+impl Backlog {
+    pub fn new(config: BacklogConfig) -> Self {
+        Self {
+            config,
+            next_seq: 0,
+            next_lease: 0,
+            entries: HashMap::new(),
+            by_item: HashMap::new(),
+            objects: HashMap::new(),
+            pending: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            leases: HashMap::new(),
+            finished: HashMap::new(),
+            finished_order: VecDeque::new(),
+            succeeded: 0,
+            failed: 0,
+            needs_resync: false,
+        }
+    }
+
+    pub fn config(&self) -> &BacklogConfig {
+        &self.config
+    }
+
+    /// Applies a changed spec. Items stay; a lower capacity only stops admission until the
+    /// backlog drains below it, and new limits apply from the next lease or failure.
+    pub fn reconfigure(&mut self, config: BacklogConfig) {
+        self.config = config;
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            pending: self.pending.len(),
+            in_flight: self.leases.len(),
+            succeeded: self.succeeded,
+            failed: self.failed,
+        }
+    }
+
+    /// Nothing pending and nothing in flight: the scaler may count idle time from here.
+    pub fn is_idle(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Set when an admission was refused for capacity: notifications were lost, list the bucket.
+    pub fn needs_resync(&self) -> bool {
+        self.needs_resync
+    }
+
+    /// Reads and clears the resync request (the resync about to run covers it).
+    pub fn take_resync_request(&mut self) -> bool {
+        std::mem::take(&mut self.needs_resync)
+    }
+
+    /// The earliest time something changes without a call: a backoff ends or a lease expires.
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        let ready = self.pending.first().map(|(t, _)| *t);
+        let deadline = self.deadlines.first().map(|(t, _)| *t);
+        match (ready, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// How a finished item ended, while it is still remembered.
+    pub fn finished(&self, id: &ItemId) -> Option<Finished> {
+        self.finished.get(id).map(|f| f.outcome)
+    }
+
+    /// Queues an object revision unless it is already known.
+    pub fn admit(&mut self, item: WorkItem, now: Millis) -> Result<Admitted, Overloaded> {
+        let id = item.id();
+        if self.by_item.contains_key(&id) || self.finished.contains_key(&id) {
+            return Ok(Admitted::Duplicate);
+        }
+        let slots = self.objects.get(&item.object).copied().unwrap_or_default();
+        // A notification older than the queued or running revision is stale, not new work.
+        for seq in [slots.pending, slots.leased].into_iter().flatten() {
+            if let Some(entry) = self.entries.get(&seq)
+                && is_older(item.sequencer.as_deref(), entry.item.sequencer.as_deref())
+            {
+                return Ok(Admitted::Duplicate);
+            }
+        }
+        if let Some(older) = slots.pending {
+            self.remove_entry(older);
+            self.insert_pending(item, id, now);
+            return Ok(Admitted::Superseded);
+        }
+        if self.entries.len() >= self.config.capacity {
+            self.needs_resync = true;
+            return Err(Overloaded { capacity: self.config.capacity });
+        }
+        self.insert_pending(item, id, now);
+        Ok(Admitted::New)
+    }
+
+    /// Leases the pending item that has been eligible longest, skipping keys that already have a
+    /// revision in flight.
+    pub fn lease(&mut self, now: Millis) -> Option<Lease> {
+        let seq =
+            self.pending.iter().take_while(|(ready_at, _)| *ready_at <= now).map(|(_, seq)| *seq).find(|seq| {
+                self.entries
+                    .get(seq)
+                    .and_then(|e| self.objects.get(&e.item.object))
+                    .is_some_and(|slots| slots.leased.is_none())
+            })?;
+        let lease = LeaseId(self.next_lease);
+        self.next_lease += 1;
+        let deadline = now.saturating_add(self.config.lease_duration_ms);
+        let entry = self.entries.get_mut(&seq)?;
+        let State::Pending { ready_at } = entry.state else { return None };
+        self.pending.remove(&(ready_at, seq));
+        entry.state = State::Leased { lease, deadline };
+        entry.attempts += 1;
+        let granted = Lease { id: lease, item: entry.item.clone(), attempt: entry.attempts, deadline };
+        let slots = self.objects.entry(entry.item.object.clone()).or_default();
+        slots.pending = None;
+        slots.leased = Some(seq);
+        self.deadlines.insert((deadline, seq));
+        self.leases.insert(lease, seq);
+        Some(granted)
+    }
+
+    /// Extends a held lease to `now + lease_duration` and returns the new deadline. A lease stays
+    /// held until it is finished or [`Backlog::expire`] reclaims it.
+    pub fn heartbeat(&mut self, lease: LeaseId, now: Millis) -> Result<Millis, LeaseError> {
+        let seq = *self.leases.get(&lease).ok_or(LeaseError::NotHeld(lease))?;
+        let entry = self.entries.get_mut(&seq).ok_or(LeaseError::NotHeld(lease))?;
+        let State::Leased { deadline, .. } = entry.state else { return Err(LeaseError::NotHeld(lease)) };
+        let extended = now.saturating_add(self.config.lease_duration_ms).max(deadline);
+        entry.state = State::Leased { lease, deadline: extended };
+        self.deadlines.remove(&(deadline, seq));
+        self.deadlines.insert((extended, seq));
+        Ok(extended)
+    }
+
+    pub fn complete(&mut self, lease: LeaseId) -> Result<(), LeaseError> {
+        let seq = self.release(lease)?;
+        if let Some(entry) = self.remove_entry(seq) {
+            self.succeeded += 1;
+            self.remember(entry, Finished::Done);
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt. Retryable failures go back to pending after a backoff until
+    /// `max_attempts` leases were granted.
+    pub fn fail(&mut self, lease: LeaseId, retryable: bool, reason: &str, now: Millis) -> Result<Retry, LeaseError> {
+        let seq = self.release(lease)?;
+        if let Some(entry) = self.entries.get_mut(&seq) {
+            entry.last_error = Some(reason.to_owned());
+        }
+        Ok(self.retry_or_fail(seq, retryable, now))
+    }
+
+    /// Returns every lease whose deadline has passed to pending (or to failed when its attempts
+    /// are used up). Returns the affected items.
+    pub fn expire(&mut self, now: Millis) -> Vec<(ItemId, Retry)> {
+        let mut expired = Vec::new();
+        while let Some(&(deadline, seq)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            let Some(State::Leased { lease, .. }) = self.entries.get(&seq).map(|e| e.state) else {
+                self.deadlines.remove(&(deadline, seq));
+                continue;
+            };
+            if self.release(lease).is_err() {
+                self.deadlines.remove(&(deadline, seq));
+                continue;
+            }
+            if let Some(entry) = self.entries.get_mut(&seq) {
+                entry.last_error = Some("lease expired".into());
+            }
+            let id = self.entries.get(&seq).map(|e| e.id.clone());
+            let retry = self.retry_or_fail(seq, true, now);
+            expired.extend(id.map(|id| (id, retry)));
+        }
+        expired
+    }
+
+    /// Puts a recently failed item back to pending with fresh attempts.
+    pub fn redrive(&mut self, id: &ItemId, now: Millis) -> Result<(), RedriveError> {
+        match self.finished.get(id) {
+            Some(f) if f.outcome == Finished::Failed => {}
+            _ => return Err(RedriveError::NotFailed),
+        }
+        if self.entries.len() >= self.config.capacity {
+            self.needs_resync = true;
+            return Err(Overloaded { capacity: self.config.capacity }.into());
+        }
+        let Some(finished) = self.finished.remove(id) else { return Err(RedriveError::NotFailed) };
+        self.failed = self.failed.saturating_sub(1);
+        match self.admit(finished.item, now) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Re-drives every remembered failure; returns how many went back to pending.
+    pub fn redrive_failed(&mut self, now: Millis) -> Result<usize, Overloaded> {
+        let failed: Vec<ItemId> =
+            self.finished.iter().filter(|(_, f)| f.outcome == Finished::Failed).map(|(id, _)| id.clone()).collect();
+        let mut count = 0;
+        for id in failed {
+            match self.redrive(&id, now) {
+                Ok(()) => count += 1,
+                Err(RedriveError::Overloaded(e)) => return Err(e),
+                Err(RedriveError::NotFailed) => {}
+            }
+        }
+        Ok(count)
+    }
+
+    /// The last error of a remembered failure, for Events and status.
+    pub fn last_error(&self, id: &ItemId) -> Option<&str> {
+        self.finished.get(id).and_then(|f| f.last_error.as_deref())
+    }
+
+    fn insert_pending(&mut self, item: WorkItem, id: ItemId, now: Millis) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.objects.entry(item.object.clone()).or_default().pending = Some(seq);
+        self.by_item.insert(id.clone(), seq);
+        self.pending.insert((now, seq));
+        self.entries
+            .insert(seq, Entry { item, id, attempts: 0, state: State::Pending { ready_at: now }, last_error: None });
+    }
+
+    /// Drops a lease's bookkeeping and returns its entry's sequence number; the entry stays.
+    fn release(&mut self, lease: LeaseId) -> Result<u64, LeaseError> {
+        let seq = self.leases.remove(&lease).ok_or(LeaseError::NotHeld(lease))?;
+        if let Some(entry) = self.entries.get(&seq)
+            && let State::Leased { deadline, .. } = entry.state
+        {
+            self.deadlines.remove(&(deadline, seq));
+            if let Some(slots) = self.objects.get_mut(&entry.item.object)
+                && slots.leased == Some(seq)
+            {
+                slots.leased = None;
+            }
+        }
+        Ok(seq)
+    }
+
+    /// After a released lease: back to pending with backoff, or to failed.
+    fn retry_or_fail(&mut self, seq: u64, retryable: bool, now: Millis) -> Retry {
+        let Some(entry) = self.entries.get(&seq) else { return Retry::Exhausted };
+        let object = entry.item.object.clone();
+        let newer_pending = self.objects.get(&object).and_then(|s| s.pending);
+        if !retryable || entry.attempts >= self.config.max_attempts {
+            if let Some(entry) = self.remove_entry(seq) {
+                self.failed += 1;
+                self.remember(entry, Finished::Failed);
+            }
+            return Retry::Exhausted;
+        }
+        if newer_pending.is_some() {
+            // A newer revision is already queued: retrying this one would only be overwritten.
+            self.remove_entry(seq);
+            return Retry::Exhausted;
+        }
+        let ready_at = now.saturating_add(self.backoff(entry.attempts));
+        if let Some(entry) = self.entries.get_mut(&seq) {
+            entry.state = State::Pending { ready_at };
+        }
+        self.pending.insert((ready_at, seq));
+        self.objects.entry(object).or_default().pending = Some(seq);
+        Retry::At(ready_at)
+    }
+
+    /// `base * 2^(attempts-1)`, capped.
+    fn backoff(&self, attempts: u32) -> Millis {
+        let doublings = attempts.saturating_sub(1).min(32);
+        self.config.backoff_base_ms.saturating_mul(1u64 << doublings).min(self.config.backoff_max_ms)
+    }
+
+    /// Removes an entry from every index (its lease must already be released).
+    fn remove_entry(&mut self, seq: u64) -> Option<Entry> {
+        let entry = self.entries.remove(&seq)?;
+        if let State::Pending { ready_at } = entry.state {
+            self.pending.remove(&(ready_at, seq));
+        }
+        self.by_item.remove(&entry.id);
+        if let Some(slots) = self.objects.get_mut(&entry.item.object) {
+            if slots.pending == Some(seq) {
+                slots.pending = None;
+            }
+            if slots.leased == Some(seq) {
+                slots.leased = None;
+            }
+            if slots.pending.is_none() && slots.leased.is_none() {
+                self.objects.remove(&entry.item.object);
+            }
+        }
+        Some(entry)
+    }
+
+    fn remember(&mut self, entry: Entry, outcome: Finished) {
+        if self.config.finished_capacity == 0 {
+            return;
+        }
+        let generation = self.next_seq;
+        self.next_seq += 1;
+        self.finished.insert(
+            entry.id.clone(),
+            FinishedEntry { outcome, item: entry.item, last_error: entry.last_error, generation },
+        );
+        self.finished_order.push_back((entry.id, generation));
+        while self.finished_order.len() > self.config.finished_capacity {
+            let Some((id, generation)) = self.finished_order.pop_front() else { break };
+            if self.finished.get(&id).is_some_and(|f| f.generation == generation) {
+                self.finished.remove(&id);
+            }
+        }
+    }
+
+    /// Every internal index agrees with the others. For tests.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        let mut pending = 0;
+        let mut leased = 0;
+        for (seq, entry) in &self.entries {
+            if self.by_item.get(&entry.id) != Some(seq) {
+                return Err(format!("entry {seq} missing from by_item"));
+            }
+            let slots = self.objects.get(&entry.item.object).ok_or(format!("entry {seq} has no slots"))?;
+            match entry.state {
+                State::Pending { ready_at } => {
+                    pending += 1;
+                    if !self.pending.contains(&(ready_at, *seq)) || slots.pending != Some(*seq) {
+                        return Err(format!("pending entry {seq} not indexed"));
+                    }
+                    if self.deadlines.iter().any(|(_, s)| s == seq) || self.leases.values().any(|s| s == seq) {
+                        return Err(format!("entry {seq} both pending and leased"));
+                    }
+                }
+                State::Leased { lease, deadline } => {
+                    leased += 1;
+                    if self.leases.get(&lease) != Some(seq)
+                        || !self.deadlines.contains(&(deadline, *seq))
+                        || slots.leased != Some(*seq)
+                    {
+                        return Err(format!("leased entry {seq} not indexed"));
+                    }
+                    if self.pending.iter().any(|(_, s)| s == seq) {
+                        return Err(format!("entry {seq} both pending and leased"));
+                    }
+                    if entry.attempts == 0 || entry.attempts > self.config.max_attempts {
+                        return Err(format!("entry {seq} leased with {} attempts", entry.attempts));
+                    }
+                }
+            }
+        }
+        let counts = self.counts();
+        if counts.pending != pending || counts.in_flight != leased || self.deadlines.len() != leased {
+            return Err(format!("counts {counts:?} vs {pending} pending, {leased} leased"));
+        }
+        if self.by_item.len() != self.entries.len() || self.leases.len() > self.entries.len() {
+            return Err("index sizes disagree".into());
+        }
+        if self.entries.len() > self.config.capacity {
+            return Err("over capacity".into());
+        }
+        if self.finished.len() > self.config.finished_capacity {
+            return Err("finished set unbounded".into());
+        }
+        if self.by_item.keys().any(|id| self.finished.contains_key(id)) {
+            return Err("an item is both active and finished".into());
+        }
+        Ok(())
+    }
+}
+
+/// Whether sequencer `a` is older than `b`. S3 sequencers are hex strings of varying length that
+/// compare after left-padding with zeros; without both, nothing can be said.
+fn is_older(a: Option<&str>, b: Option<&str>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else { return false };
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    match a.len().cmp(&b.len()) {
+        Ordering::Equal => a.to_ascii_uppercase() < b.to_ascii_uppercase(),
+        shorter_or_longer => shorter_or_longer == Ordering::Less,
+    }
+}
+
+#[cfg(test)]
+mod tests;

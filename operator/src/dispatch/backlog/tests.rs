@@ -1,0 +1,321 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn config() -> BacklogConfig {
+    BacklogConfig {
+        capacity: 4,
+        finished_capacity: 3,
+        max_attempts: 3,
+        lease_duration_ms: 100,
+        backoff_base_ms: 10,
+        backoff_max_ms: 25,
+    }
+}
+
+fn item(key: &str, etag: &str) -> WorkItem {
+    WorkItem {
+        object: ObjectId { bucket: "b".into(), key: key.into() },
+        etag: Some(etag.into()),
+        version_id: None,
+        size: Some(1),
+        sequencer: None,
+    }
+}
+
+fn with_seq(mut item: WorkItem, seq: &str) -> WorkItem {
+    item.sequencer = Some(seq.into());
+    item
+}
+
+fn checked(b: &Backlog) {
+    if let Err(e) = b.check_invariants() {
+        panic!("invariant broken: {e}");
+    }
+}
+
+#[test]
+fn admit_then_lease_then_complete() {
+    let mut b = Backlog::new(config());
+    assert_eq!(b.admit(item("a", "1"), 0), Ok(Admitted::New));
+    assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0 });
+    let lease = b.lease(5).expect("leased");
+    assert_eq!((lease.attempt, lease.deadline, lease.item.object.key.as_str()), (1, 105, "a"));
+    assert_eq!(b.counts().in_flight, 1);
+    assert!(b.lease(5).is_none(), "nothing else pending");
+    b.complete(lease.id).expect("held");
+    assert_eq!(b.counts(), Counts { pending: 0, in_flight: 0, succeeded: 1, failed: 0 });
+    assert!(b.is_idle());
+    assert_eq!(b.complete(lease.id), Err(LeaseError::NotHeld(lease.id)));
+    checked(&b);
+}
+
+#[test]
+fn duplicates_are_noops_while_pending_leased_or_done() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    assert_eq!(b.admit(item("a", "1"), 1), Ok(Admitted::Duplicate));
+    let lease = b.lease(2).expect("leased");
+    assert_eq!(b.admit(item("a", "1"), 3), Ok(Admitted::Duplicate));
+    b.complete(lease.id).expect("held");
+    assert_eq!(b.admit(item("a", "1"), 4), Ok(Admitted::Duplicate));
+    assert_eq!(b.finished(&item("a", "1").id()), Some(Finished::Done));
+    assert_eq!(b.counts().pending, 0);
+    checked(&b);
+}
+
+#[test]
+fn a_new_etag_supersedes_a_pending_older_one() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    assert_eq!(b.admit(item("a", "2"), 1), Ok(Admitted::Superseded));
+    assert_eq!(b.counts().pending, 1);
+    assert_eq!(b.lease(1).expect("leased").item.etag.as_deref(), Some("2"));
+    checked(&b);
+}
+
+#[test]
+fn a_new_etag_while_leased_waits_for_the_running_revision() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    let first = b.lease(0).expect("leased");
+    assert_eq!(b.admit(item("a", "2"), 1), Ok(Admitted::New));
+    assert!(b.lease(1).is_none(), "one revision of a key at a time");
+    b.complete(first.id).expect("held");
+    assert_eq!(b.lease(2).expect("leased").item.etag.as_deref(), Some("2"));
+    checked(&b);
+}
+
+#[test]
+fn a_new_etag_after_completion_is_new_work() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    let l = b.lease(0).expect("leased");
+    b.complete(l.id).expect("held");
+    assert_eq!(b.admit(item("a", "2"), 1), Ok(Admitted::New));
+}
+
+#[test]
+fn stale_notifications_lose_to_newer_sequencers() {
+    let mut b = Backlog::new(config());
+    b.admit(with_seq(item("a", "2"), "0000A"), 0).expect("admitted");
+    assert_eq!(b.admit(with_seq(item("a", "1"), "9"), 1), Ok(Admitted::Duplicate), "9 < A");
+    assert_eq!(b.admit(with_seq(item("a", "3"), "00B"), 1), Ok(Admitted::Superseded));
+    assert!(is_older(Some("FF"), Some("100")));
+    assert!(!is_older(Some("100"), Some("FF")));
+    assert!(!is_older(None, Some("1")));
+}
+
+#[test]
+fn lease_order_is_oldest_eligible_first() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    b.admit(item("b", "1"), 1).expect("admitted");
+    b.admit(item("c", "1"), 2).expect("admitted");
+    assert!(b.lease(0).is_some_and(|l| l.item.object.key == "a"));
+    assert!(b.lease(1).is_some_and(|l| l.item.object.key == "b"));
+    assert!(b.lease(1).is_none(), "c is not eligible before it was admitted");
+}
+
+#[test]
+fn retryable_failures_back_off_exponentially_then_fail() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    let l1 = b.lease(0).expect("leased");
+    assert_eq!(b.fail(l1.id, true, "exit 1", 0), Ok(Retry::At(10)));
+    assert!(b.lease(9).is_none(), "backing off");
+    let l2 = b.lease(10).expect("leased");
+    assert_eq!(l2.attempt, 2);
+    assert_eq!(b.fail(l2.id, true, "exit 1", 10), Ok(Retry::At(30)));
+    let l3 = b.lease(30).expect("leased");
+    assert_eq!(l3.attempt, 3);
+    assert_eq!(b.fail(l3.id, true, "exit 2", 30), Ok(Retry::Exhausted));
+    assert_eq!(b.counts(), Counts { pending: 0, in_flight: 0, succeeded: 0, failed: 1 });
+    let id = item("a", "1").id();
+    assert_eq!(b.finished(&id), Some(Finished::Failed));
+    assert_eq!(b.last_error(&id), Some("exit 2"));
+    assert_eq!(b.admit(item("a", "1"), 40), Ok(Admitted::Duplicate), "failed items wait for a re-drive");
+    checked(&b);
+}
+
+#[test]
+fn backoff_is_capped() {
+    let b = Backlog::new(config());
+    assert_eq!((b.backoff(1), b.backoff(2), b.backoff(3), b.backoff(40)), (10, 20, 25, 25));
+}
+
+#[test]
+fn permanent_failure_skips_retries() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    let l = b.lease(0).expect("leased");
+    assert_eq!(b.fail(l.id, false, "bad input", 0), Ok(Retry::Exhausted));
+    assert_eq!(b.counts().failed, 1);
+}
+
+#[test]
+fn heartbeats_extend_and_expiry_requeues() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    let l = b.lease(0).expect("leased");
+    assert_eq!(b.heartbeat(l.id, 90), Ok(190));
+    assert!(b.expire(150).is_empty());
+    assert_eq!(b.next_wakeup(), Some(190));
+    let expired = b.expire(190);
+    assert_eq!(expired, vec![(item("a", "1").id(), Retry::At(200))]);
+    assert_eq!(b.heartbeat(l.id, 191), Err(LeaseError::NotHeld(l.id)));
+    assert_eq!(b.complete(l.id), Err(LeaseError::NotHeld(l.id)), "a late worker cannot complete");
+    assert_eq!(b.lease(200).expect("leased").attempt, 2);
+    checked(&b);
+}
+
+#[test]
+fn expiry_counts_as_an_attempt() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    let mut now = 0;
+    for _ in 0..3 {
+        let l = b.lease(now).expect("leased");
+        now = l.deadline;
+        b.expire(now);
+        now += 100;
+    }
+    assert_eq!(b.counts().failed, 1);
+    assert_eq!(b.last_error(&item("a", "1").id()), Some("lease expired"));
+}
+
+#[test]
+fn redrive_returns_failed_items_with_fresh_attempts() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    let l = b.lease(0).expect("leased");
+    b.fail(l.id, false, "bad", 0).expect("held");
+    assert_eq!(b.redrive(&item("z", "1").id(), 1), Err(RedriveError::NotFailed));
+    assert_eq!(b.redrive_failed(1), Ok(1));
+    assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0 });
+    assert_eq!(b.lease(1).expect("leased").attempt, 1);
+    checked(&b);
+}
+
+#[test]
+fn capacity_refuses_and_requests_a_resync() {
+    let mut b = Backlog::new(config());
+    for k in ["a", "b", "c", "d"] {
+        b.admit(item(k, "1"), 0).expect("admitted");
+    }
+    assert_eq!(b.admit(item("e", "1"), 0), Err(Overloaded { capacity: 4 }));
+    assert!(b.needs_resync());
+    assert_eq!(b.admit(item("a", "1"), 0), Ok(Admitted::Duplicate), "duplicates still answer");
+    assert_eq!(b.admit(item("a", "2"), 0), Ok(Admitted::Superseded), "superseding does not grow");
+    assert!(b.take_resync_request());
+    assert!(!b.needs_resync());
+    checked(&b);
+}
+
+#[test]
+fn finished_memory_is_bounded() {
+    let mut b = Backlog::new(config());
+    for i in 0..10 {
+        b.admit(item(&format!("k{i}"), "1"), i).expect("admitted");
+        let l = b.lease(i).expect("leased");
+        b.complete(l.id).expect("held");
+        checked(&b);
+    }
+    assert_eq!(b.counts().succeeded, 10);
+    assert!(b.finished(&item("k9", "1").id()).is_some());
+    assert!(b.finished(&item("k0", "1").id()).is_none(), "evicted; the ledger is the durable record");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Admit { key: u8, etag: u8, seq: Option<u8> },
+    Lease,
+    Heartbeat(u8),
+    Complete(u8),
+    Fail { lease: u8, retryable: bool },
+    Expire,
+    Redrive,
+    Tick(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..6u8, 0..3u8, prop::option::of(0..8u8)).prop_map(|(key, etag, seq)| Op::Admit { key, etag, seq }),
+        3 => Just(Op::Lease),
+        1 => any::<u8>().prop_map(Op::Heartbeat),
+        2 => any::<u8>().prop_map(Op::Complete),
+        2 => (any::<u8>(), any::<bool>()).prop_map(|(lease, retryable)| Op::Fail { lease, retryable }),
+        1 => Just(Op::Expire),
+        1 => Just(Op::Redrive),
+        2 => (0..150u16).prop_map(Op::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_operations_keep_invariants(ops in prop::collection::vec(op(), 1..120)) {
+        let mut b = Backlog::new(config());
+        let mut now: Millis = 0;
+        let mut granted: Vec<LeaseId> = Vec::new();
+        let mut finished_total = 0u64;
+        for op in ops {
+            match op {
+                Op::Admit { key, etag, seq } => {
+                    let mut it = item(&format!("k{key}"), &format!("e{etag}"));
+                    it.sequencer = seq.map(|s| format!("{s:X}"));
+                    let before = b.counts();
+                    if let Ok(Admitted::New) = b.admit(it, now) {
+                        prop_assert_eq!(b.counts().pending, before.pending + 1);
+                    }
+                }
+                Op::Lease => {
+                    if let Some(l) = b.lease(now) {
+                        prop_assert!(l.deadline > now);
+                        prop_assert!(!granted.contains(&l.id), "lease ids are never reused");
+                        granted.push(l.id);
+                    }
+                }
+                Op::Heartbeat(i) => {
+                    if let Some(id) = pick(&granted, i) {
+                        let _ = b.heartbeat(id, now);
+                    }
+                }
+                Op::Complete(i) => {
+                    if let Some(id) = pick(&granted, i)
+                        && b.complete(id).is_ok()
+                    {
+                        finished_total += 1;
+                    }
+                }
+                Op::Fail { lease, retryable } => {
+                    if let Some(id) = pick(&granted, lease) {
+                        let _ = b.fail(id, retryable, "x", now);
+                    }
+                }
+                Op::Expire => {
+                    for (_, retry) in b.expire(now) {
+                        if let Retry::At(at) = retry {
+                            prop_assert!(at > now);
+                        }
+                    }
+                }
+                Op::Redrive => {
+                    let _ = b.redrive_failed(now);
+                }
+                Op::Tick(ms) => now += u64::from(ms),
+            }
+            if let Err(e) = b.check_invariants() {
+                prop_assert!(false, "{}", e);
+            }
+            let c = b.counts();
+            prop_assert!(c.in_flight <= c.pending + c.in_flight);
+            prop_assert_eq!(c.succeeded, finished_total);
+        }
+    }
+}
+
+fn pick(granted: &[LeaseId], i: u8) -> Option<LeaseId> {
+    (!granted.is_empty()).then(|| granted[usize::from(i) % granted.len()])
+}

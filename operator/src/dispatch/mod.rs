@@ -1,0 +1,7 @@
+//! Work distribution: per-pipeline backlogs with leases. Free of Kubernetes types.
+
+pub mod backlog;
+pub mod backlogs;
+
+pub use backlog::{Backlog, BacklogConfig, Counts, Lease, LeaseId, Millis};
+pub use backlogs::Backlogs;

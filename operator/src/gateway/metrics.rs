@@ -1,0 +1,82 @@
+//! Gateway metrics, registered into a registry the caller owns (the operator's, or a test's).
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    S3,
+    CloudEvents,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::S3 => "s3",
+            Source::CloudEvents => "cloudevents",
+        }
+    }
+}
+
+/// Per record (and pipeline, for accepted/duplicate) or, for whole-request refusals, per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Unrouted,
+    Ignored,
+    Rejected,
+    Unauthorized,
+    Overloaded,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Unrouted => "unrouted",
+            Outcome::Ignored => "ignored",
+            Outcome::Rejected => "rejected",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::Overloaded => "overloaded",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayMetrics {
+    events: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl GatewayMetrics {
+    /// Creates the metrics and registers them; call once per registry.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let events = IntCounterVec::new(
+            Opts::new(
+                "zeroflow_events_received_total",
+                "Storage notifications by source and outcome: accepted/duplicate per record and \
+                 pipeline, unrouted/ignored per record, rejected/unauthorized/overloaded per request",
+            ),
+            &["source", "outcome"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new("zeroflow_gateway_request_duration_seconds", "Time to answer one notification request")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            &["source"],
+        )?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self { events, duration })
+    }
+
+    pub fn count(&self, source: Source, outcome: Outcome, n: u64) {
+        if n > 0 {
+            self.events.with_label_values(&[source.as_str(), outcome.as_str()]).inc_by(n);
+        }
+    }
+
+    pub fn observe(&self, source: Source, seconds: f64) {
+        self.duration.with_label_values(&[source.as_str()]).observe(seconds);
+    }
+}
