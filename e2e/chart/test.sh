@@ -3,6 +3,7 @@
 #
 #   e2e/testbed up && e2e/chart/test.sh [FILTER]
 #
+# ZF_VERBOSE=1 also shows the output of passing tests.
 # FILTER (a bash regex) runs only the tests whose name matches. Every test runs in its own
 # namespaces (prefix zfc-<run id>), and everything created is deleted at the end, including the
 # cluster-scoped objects of the releases. The real CRD (datapipelines.zeroflow.dev) is never
@@ -74,6 +75,7 @@ t() {
   set -e
   if ((rc == 0)); then
     passed=$((passed + 1)); printf 'ok     %-70s %3ds\n' "$name" $((SECONDS - start))
+    if [[ -n "${ZF_VERBOSE:-}" ]]; then sed 's/^/    | /' "$out"; fi
   else
     failed=$((failed + 1)); failures+=("$name")
     printf 'FAILED %-70s %3ds\n' "$name" $((SECONDS - start))
