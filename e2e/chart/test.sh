@@ -37,6 +37,10 @@ rel="$prefix"          # cluster-wide release; fullname "$rel-zeroflow"
 rel_lim="$prefix-lim"  # limited release
 test_group="t$run_id.chart-test.zeroflow.dev"
 test_crd="datapipelines.$test_group"
+adopt_group="a$run_id.chart-test.zeroflow.dev"
+adopt_crd="datapipelines.$adopt_group"
+ns_adopt="$prefix-adopt"
+rel_adopt="$prefix-adopt"
 
 kubectl() { "$KUBECTL" "$@"; }
 helm() { "$HELM" "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
@@ -47,14 +51,14 @@ cleanup() {
   local rc=$?
   set +e
   log "cleaning up ($prefix)"
-  for r in "$rel:$ns_sys" "$rel_lim:$ns_lim"; do
+  for r in "$rel:$ns_sys" "$rel_lim:$ns_lim" "$rel_adopt:$ns_adopt"; do
     helm status "${r%%:*}" -n "${r##*:}" >/dev/null 2>&1 && helm uninstall "${r%%:*}" -n "${r##*:}" --wait=false >/dev/null 2>&1
   done
-  for r in "$rel" "$rel_lim"; do
+  for r in "$rel" "$rel_lim" "$rel_adopt"; do
     kubectl delete clusterrole,clusterrolebinding -l "app.kubernetes.io/instance=$r" --ignore-not-found --wait=false >/dev/null 2>&1
   done
-  kubectl delete crd "$test_crd" --ignore-not-found --wait=false >/dev/null 2>&1
-  kubectl delete namespace "$ns_sys" "$ns_lim" "$ns_a" "$ns_b" "$ns_other" "$ns_workers" \
+  kubectl delete crd "$test_crd" "$adopt_crd" --ignore-not-found --wait=false >/dev/null 2>&1
+  kubectl delete namespace "$ns_sys" "$ns_lim" "$ns_a" "$ns_b" "$ns_other" "$ns_workers" "$ns_adopt" \
     --ignore-not-found --wait=false >/dev/null 2>&1
   rm -rf "$work"
   exit "$rc"
@@ -108,14 +112,15 @@ new_ns() { # new_ns NAME [restricted]
   fi
 }
 
-# A copy of the chart whose CRD is renamed into the per-run API group $test_group (short names
-# and categories dropped, so `kubectl get dp` of other suites stays unambiguous). $1: directory;
-# $2 (optional): "printer-column" to add a column, as a new CRD version of the product would.
+# A copy of the chart whose CRD is renamed into a per-run API group (short names and categories
+# dropped, so `kubectl get dp` of other suites stays unambiguous). $1: directory; $2 (optional):
+# "printer-column" to add a column, as a new CRD version of the product would; $3: the group
+# (default $test_group).
 test_chart() {
-  local dir=$1 variant=${2:-}
+  local dir=$1 variant=${2:-} group=${3:-$test_group}
   rm -rf "$dir"; mkdir -p "$dir"
   cp -rL "$chart" "$dir/zeroflow"
-  python3 - "$dir/zeroflow/files/datapipelines.zeroflow.dev.yaml" "$test_group" "$variant" <<'PY'
+  python3 - "$dir/zeroflow/files/datapipelines.zeroflow.dev.yaml" "$group" "$variant" <<'PY'
 import re, sys
 path, group, variant = sys.argv[1:]
 text = open(path).read()
@@ -189,6 +194,27 @@ test_crd_is_the_generated_file() {
   expect_contains "keep policy" "$(cat "$work/crd.yaml")" "helm.sh/resource-policy: keep"
   [[ -z "$(helm template zf "$chart" --set crds.install=false --show-only templates/crds.yaml 2>/dev/null)" ]] \
     || fail "crds.install=false still renders the CRD"
+  # Extra annotations (Argo CD's Delete=false) are added, and cannot remove the keep policy.
+  local out; out=$(helm template zf "$chart" --show-only templates/crds.yaml \
+    --set-json 'crds.annotations={"argocd.argoproj.io/sync-options":"Delete=false","helm.sh/resource-policy":"delete"}')
+  expect_contains "extra CRD annotation" "$out" "argocd.argoproj.io/sync-options: Delete=false"
+  expect_contains "keep policy wins" "$out" "helm.sh/resource-policy: keep"
+}
+
+test_render_is_deterministic() {
+  # Argo CD renders the chart on every refresh with no cluster access: with an existing token
+  # Secret, two renders must be identical, or the Application would never be in sync.
+  local a b
+  a=$(helm template zeroflow "$chart" -n zeroflow-system --kube-version "$kube_version" -f "$here/values-limited.yaml")
+  b=$(helm template zeroflow "$chart" -n zeroflow-system --kube-version "$kube_version" -f "$here/values-limited.yaml")
+  [[ "$a" == "$b" ]] || { diff <(echo "$a") <(echo "$b") | head -20; fail "two renders differ"; }
+  a=$(helm template zeroflow "$chart" -n zeroflow-system --set gatewayToken.existingSecret=mine)
+  b=$(helm template zeroflow "$chart" -n zeroflow-system --set gatewayToken.existingSecret=mine)
+  [[ "$a" == "$b" ]] || { diff <(echo "$a") <(echo "$b") | head -20; fail "two renders differ"; }
+  # Without it only the generated token differs (what docs/argocd.md warns about).
+  a=$(helm template zeroflow "$chart" -n zeroflow-system); b=$(helm template zeroflow "$chart" -n zeroflow-system)
+  local changed; changed=$(diff <(echo "$a") <(echo "$b") | grep -c '^[<>]' || true)
+  expect_eq "lines that differ between two default renders" "$changed" "2"
 }
 
 test_schema_refuses_bad_values() {
@@ -429,10 +455,35 @@ test_uninstall_keeps_crd() {
   echo "CRD $test_crd kept"
 }
 
+test_adopt_kubectl_applied_crd() {
+  # The DESIGN's install path: `kubectl apply -f crds/`, then `helm install`. With crds.install
+  # (the default) helm refuses to take over a CRD it did not create, with a message saying how.
+  new_ns "$ns_adopt" restricted
+  local c; c=$(test_chart "$work/chart-adopt" "" "$adopt_group")
+  kubectl apply --server-side -f "$c/files/datapipelines.zeroflow.dev.yaml"
+  local out
+  out=$(helm install "$rel_adopt" "$c" -n "$ns_adopt" 2>&1) && fail "helm took over a CRD it does not own"
+  echo "$out"
+  expect_contains "ownership error" "$out" "invalid ownership metadata"
+  # crds.install=false installs next to it.
+  helm install "$rel_adopt" "$c" -n "$ns_adopt" --set crds.install=false --wait --timeout 2m >/dev/null
+  # And the CRD can be adopted, after which helm upgrades it.
+  kubectl annotate crd "$adopt_crd" meta.helm.sh/release-name="$rel_adopt" meta.helm.sh/release-namespace="$ns_adopt"
+  kubectl label crd "$adopt_crd" app.kubernetes.io/managed-by=Helm
+  c=$(test_chart "$work/chart-adopt" printer-column "$adopt_group")
+  helm upgrade "$rel_adopt" "$c" -n "$ns_adopt" --set crds.install=true --wait --timeout 2m >/dev/null
+  kubectl get crd "$adopt_crd" -o jsonpath='{.spec.versions[0].additionalPrinterColumns[*].name}' | grep -qw InFlight \
+    || fail "the adopted CRD was not upgraded"
+  helm uninstall "$rel_adopt" -n "$ns_adopt" --wait --timeout 2m >/dev/null
+  kubectl get crd "$adopt_crd" >/dev/null || fail "uninstall deleted the adopted CRD"
+  kubectl delete crd "$adopt_crd" --wait=false
+}
+
 t "helm lint: default values" test_lint_default
 t "helm lint: e2e/chart/values-*.yaml" test_lint_non_default
 t "chart CRD is crds/datapipelines.zeroflow.dev.yaml (symlink, package, render)" test_crd_is_the_generated_file
 t "values schema refuses bad values with a readable message" test_schema_refuses_bad_values
+t "helm template is deterministic with an existing token Secret (Argo CD)" test_render_is_deterministic
 t "Argo CD health check (gopher-lua, health_test.yaml)" test_argocd_health
 t "helm template (default) | kubectl apply --dry-run=server" test_dry_run_default
 t "helm template (values-limited) | kubectl apply --dry-run=server" test_dry_run_non_default
@@ -442,6 +493,7 @@ t "RBAC cluster-wide: exactly the needed permissions" test_rbac_cluster_wide
 t "RBAC limited to watchNamespaces; existing token Secret" test_rbac_limited
 t "helm upgrade changes values and upgrades the CRD" test_upgrade
 t "helm uninstall removes everything but the CRD" test_uninstall_keeps_crd
+t "kubectl-applied CRD: refused by default, crds.install=false, adoption" test_adopt_kubectl_applied_crd
 
 if ((failed > 0)); then
   printf 'failed: %s\n' "${failures[@]}"
