@@ -23,7 +23,7 @@ kube_version="${ZF_KUBE_VERSION:-1.34.4}"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 export GOMODCACHE="${GOMODCACHE:-$HOME/.cache/zeroflow-testbed/gomod}" GOCACHE="${GOCACHE:-$HOME/.cache/zeroflow-testbed/gocache}"
 
-run_id="$(date +%H%M%S)$((RANDOM % 900 + 100))"
+run_id="$(date +%H%M%S)$(printf '%04x' "$RANDOM")"
 prefix="zfc-$run_id"
 work="$(mktemp -d "${TMPDIR:-/tmp}/zeroflow-chart-test.XXXXXX")"
 # Namespaces: the cluster-wide release, the limited release, two watched and one unwatched.
@@ -64,6 +64,7 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 passed=0 failed=0
 failures=()
@@ -235,6 +236,29 @@ test_schema_refuses_bad_values() {
   out=$(helm install "$prefix-bad" "$chart" -n default --set logFormat=xml --dry-run=server 2>&1) \
     && fail "helm install accepted logFormat=xml"
   expect_contains "install logFormat xml" "$out" "value must be one of 'plain', 'json'"
+}
+
+test_dashboard() {
+  local json="$chart/dashboards/zeroflow.json"
+  python3 - "$json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+exprs = " ".join(t["expr"] for p in d["panels"] for t in p.get("targets", []))
+metrics = """zeroflow_reconciles_total zeroflow_reconcile_errors_total zeroflow_reconcile_duration_seconds
+zeroflow_leader zeroflow_events_received_total zeroflow_backlog_pending zeroflow_inflight zeroflow_replicas
+zeroflow_cold_start_seconds zeroflow_event_to_scale_seconds zeroflow_objects_processed_total
+zeroflow_processing_duration_seconds zeroflow_replica_seconds_total zeroflow_cpu_core_seconds_total
+zeroflow_resync_discovered_total zeroflow_resync_duration_seconds""".split()
+missing = [m for m in metrics if m not in exprs]
+assert not missing, f"dashboard does not chart {missing}"
+ids = [p["id"] for p in d["panels"]]
+assert len(ids) == len(set(ids)), "duplicate panel ids"
+print(f"{len(d['panels'])} panels chart all {len(metrics)} metrics")
+PY
+  local out; out=$(helm template zf "$chart" --set dashboard.enabled=true --show-only templates/dashboard.yaml)
+  expect_contains "dashboard ConfigMap label" "$out" 'grafana_dashboard: "1"'
+  expect_contains "dashboard ConfigMap content" "$out" '"uid": "zeroflow-overview"'
+  [[ -z "$(helm template zf "$chart" --show-only templates/dashboard.yaml 2>/dev/null)" ]] || fail "dashboard on by default"
 }
 
 test_argocd_health() {
@@ -484,6 +508,7 @@ t "helm lint: e2e/chart/values-*.yaml" test_lint_non_default
 t "chart CRD is crds/datapipelines.zeroflow.dev.yaml (symlink, package, render)" test_crd_is_the_generated_file
 t "values schema refuses bad values with a readable message" test_schema_refuses_bad_values
 t "helm template is deterministic with an existing token Secret (Argo CD)" test_render_is_deterministic
+t "Grafana dashboard: valid JSON, every metric, optional ConfigMap" test_dashboard
 t "Argo CD health check (gopher-lua, health_test.yaml)" test_argocd_health
 t "helm template (default) | kubectl apply --dry-run=server" test_dry_run_default
 t "helm template (values-limited) | kubectl apply --dry-run=server" test_dry_run_non_default
