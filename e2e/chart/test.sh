@@ -47,8 +47,10 @@ helm() { "$HELM" "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
 
 log() { printf '[chart-test %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-cleanup() {
-  local rc=$?
+cleaned=""
+cleanup_resources() {
+  [[ -z "$cleaned" ]] || return 0
+  cleaned=1
   set +e
   log "cleaning up ($prefix)"
   for r in "$rel:$ns_sys" "$rel_lim:$ns_lim" "$rel_adopt:$ns_adopt"; do
@@ -61,6 +63,11 @@ cleanup() {
   kubectl delete namespace "$ns_sys" "$ns_lim" "$ns_a" "$ns_b" "$ns_other" "$ns_workers" "$ns_adopt" \
     --ignore-not-found --wait=false >/dev/null 2>&1
   rm -rf "$work"
+  set -e
+}
+cleanup() {
+  local rc=$?
+  cleanup_resources
   exit "$rc"
 }
 trap cleanup EXIT
@@ -101,6 +108,15 @@ dump_ns() {
     kubectl -n "$ns" get all,secrets,serviceaccounts,roles,rolebindings,leases -o wide 2>&1 | head -n 60
     kubectl -n "$ns" get events --sort-by=.lastTimestamp 2>&1 | tail -n 20
   done
+}
+
+# crd_kept NAME: the CRD exists and is not being deleted (a deleted CRD lingers while its
+# finalizer removes the custom resources).
+crd_kept() {
+  local ts
+  ts=$(kubectl get crd "$1" -o jsonpath='{.metadata.deletionTimestamp}') || fail "CRD $1 was deleted"
+  [[ -z "$ts" ]] || fail "CRD $1 is being deleted (since $ts)"
+  echo "CRD $1 kept"
 }
 
 new_ns() { # new_ns NAME [restricted]
@@ -324,8 +340,6 @@ test_install_restricted() {
   for want in '"allowPrivilegeEscalation":false' '"readOnlyRootFilesystem":true' '"runAsNonRoot":true' '"drop":["ALL"]' '"type":"RuntimeDefault"'; do
     expect_contains "securityContext" "$sc" "$want"
   done
-  kubectl get crd "$test_crd" -o jsonpath='{.metadata.annotations.helm\.sh/resource-policy}' | grep -qx keep \
-    || fail "the CRD lacks the keep policy"
   local svc; svc=$(kubectl -n "$ns_sys" get svc "$rel-zeroflow" -o jsonpath='{range .spec.ports[*]}{.name}={.port} {end}')
   expect_eq "service ports" "$svc" "gateway=8080 lease-api=8081 metrics=9090 "
   local url; url=$(kubectl -n "$ns_sys" get deploy "$rel-zeroflow" \
@@ -334,6 +348,8 @@ test_install_restricted() {
   local token; token=$(kubectl -n "$ns_sys" get secret "$rel-zeroflow-gateway-token" -o jsonpath='{.data.token}' | base64 -d)
   ((${#token} == 48)) || fail "generated gateway token has ${#token} characters, want 48"
   echo "$token" >"$work/token.v1"
+  kubectl get crd "$test_crd" -o jsonpath='{.metadata.annotations.helm\.sh/resource-policy}' | grep -qx keep \
+    || fail "the CRD lacks the keep policy"
 }
 
 test_worker_pod_restricted() {
@@ -458,6 +474,11 @@ test_upgrade() {
   # The generated gateway token survives upgrades (lookup).
   local token; token=$(kubectl -n "$ns_sys" get secret "$rel-zeroflow-gateway-token" -o jsonpath='{.data.token}' | base64 -d)
   expect_eq "gateway token after upgrade" "$token" "$(cat "$work/token.v1")"
+  # Turning crds.install off drops the CRD from the release; without the keep policy helm
+  # would delete it, and every DataPipeline with it.
+  helm upgrade "$rel" "$c" -n "$ns_sys" --reuse-values --set crds.install=false --wait --timeout 3m >"$work/upgrade2.out" 2>&1 \
+    || { cat "$work/upgrade2.out"; fail "helm upgrade --set crds.install=false"; }
+  crd_kept "$test_crd"
 }
 
 test_uninstall_keeps_crd() {
@@ -475,8 +496,7 @@ test_uninstall_keeps_crd() {
   [[ -z "$left" ]] || fail "left behind: $left"
   left=$(kubectl get clusterroles,clusterrolebindings -l "app.kubernetes.io/instance=$rel" -o name)
   [[ -z "$left" ]] || fail "left behind: $left"
-  kubectl get crd "$test_crd" >/dev/null || fail "uninstall deleted the CRD"
-  echo "CRD $test_crd kept"
+  crd_kept "$test_crd"
 }
 
 test_adopt_kubectl_applied_crd() {
@@ -499,7 +519,7 @@ test_adopt_kubectl_applied_crd() {
   kubectl get crd "$adopt_crd" -o jsonpath='{.spec.versions[0].additionalPrinterColumns[*].name}' | grep -qw InFlight \
     || fail "the adopted CRD was not upgraded"
   helm uninstall "$rel_adopt" -n "$ns_adopt" --wait --timeout 2m >/dev/null
-  kubectl get crd "$adopt_crd" >/dev/null || fail "uninstall deleted the adopted CRD"
+  crd_kept "$adopt_crd"
   kubectl delete crd "$adopt_crd" --wait=false
 }
 
@@ -516,10 +536,11 @@ t "helm install into a restricted namespace; pods Running" test_install_restrict
 t "worker-shaped pod admitted in a restricted namespace" test_worker_pod_restricted
 t "RBAC cluster-wide: exactly the needed permissions" test_rbac_cluster_wide
 t "RBAC limited to watchNamespaces; existing token Secret" test_rbac_limited
-t "helm upgrade changes values and upgrades the CRD" test_upgrade
+t "helm upgrade changes values, upgrades the CRD, keeps it when crds.install=false" test_upgrade
 t "helm uninstall removes everything but the CRD" test_uninstall_keeps_crd
 t "kubectl-applied CRD: refused by default, crds.install=false, adoption" test_adopt_kubectl_applied_crd
 
+cleanup_resources
 if ((failed > 0)); then
   printf 'failed: %s\n' "${failures[@]}"
 fi
