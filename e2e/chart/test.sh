@@ -279,10 +279,21 @@ PY
 
 test_argocd_health() {
   cd "$root/argocd/healthtest"
-  go test -count=1 -v ./... >"$work/go-test.out" 2>&1 || { cat "$work/go-test.out"; fail "go test"; }
+  ZEROFLOW_APP_VALUES="$work/app-values.yaml" go test -count=1 -v ./... >"$work/go-test.out" 2>&1 \
+    || { cat "$work/go-test.out"; fail "go test"; }
   local cases; cases=$(grep -c -- '--- PASS: TestHealthChecks/.*/testdata/' "$work/go-test.out")
   echo "$cases health cases passed"
   ((cases >= 10)) || fail "only $cases cases ran"
+  grep -q -- '--- PASS: TestExampleApplication' "$work/go-test.out" || fail "TestExampleApplication did not run"
+  # The example Application's values are valid for the chart, and render the same every time
+  # (no perpetual OutOfSync).
+  cat "$work/app-values.yaml"
+  local out; out=$(helm lint --strict "$chart" -f "$work/app-values.yaml" 2>&1)
+  expect_contains "lint with the Application's values" "$out" "0 chart(s) failed"
+  local a b
+  a=$(helm template zeroflow "$chart" -n zeroflow-system --kube-version "$kube_version" -f "$work/app-values.yaml")
+  b=$(helm template zeroflow "$chart" -n zeroflow-system --kube-version "$kube_version" -f "$work/app-values.yaml")
+  [[ "$a" == "$b" ]] || fail "the example Application's render is not deterministic"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -529,7 +540,7 @@ t "chart CRD is crds/datapipelines.zeroflow.dev.yaml (symlink, package, render)"
 t "values schema refuses bad values with a readable message" test_schema_refuses_bad_values
 t "helm template is deterministic with an existing token Secret (Argo CD)" test_render_is_deterministic
 t "Grafana dashboard: valid JSON, every metric, optional ConfigMap" test_dashboard
-t "Argo CD health check (gopher-lua, health_test.yaml)" test_argocd_health
+t "Argo CD: health check (gopher-lua, health_test.yaml), example Application" test_argocd_health
 t "helm template (default) | kubectl apply --dry-run=server" test_dry_run_default
 t "helm template (values-limited) | kubectl apply --dry-run=server" test_dry_run_non_default
 t "helm install into a restricted namespace; pods Running" test_install_restricted
