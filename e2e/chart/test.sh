@@ -3,10 +3,12 @@
 #
 #   e2e/testbed up && e2e/chart/test.sh [FILTER]
 #
-# ZF_VERBOSE=1 also shows the output of passing tests.
-# FILTER (a bash regex) runs only the tests whose name matches. Every test runs in its own
-# namespaces (prefix zfc-<run id>), and everything created is deleted at the end, including the
-# cluster-scoped objects of the releases. The real CRD (datapipelines.zeroflow.dev) is never
+# FILTER (a bash regex) runs only the tests whose name matches (the RBAC, upgrade and uninstall
+# tests need the install test's release). ZF_VERBOSE=1 also shows the output of passing tests.
+# Prints one line per test and last "N passed, M failed"; exits non-zero if any failed.
+#
+# Every test runs in its own namespaces (prefix zfc-<run id>), and everything created is deleted
+# at the end, including the cluster-scoped objects of the releases. The real CRD (datapipelines.zeroflow.dev) is never
 # modified: install, CRD upgrade and uninstall run with a test copy of the chart whose CRD is
 # renamed into a per-run API group, so other suites sharing the testbed are not disturbed.
 set -euo pipefail
