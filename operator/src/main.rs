@@ -4,9 +4,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
-use kube::Client;
-use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use zeroflow_operator::api::DataPipeline;
@@ -121,17 +120,20 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Waits until the DataPipeline CRD is served, saying clearly what is missing meanwhile.
+/// Uses discovery, which every authenticated client may read, so it works with namespaced RBAC.
 async fn wait_for_crd(client: &Client) {
-    let api: Api<DataPipeline> = Api::all(client.clone());
+    let api_version = DataPipeline::api_version(&());
+    let plural = DataPipeline::plural(&());
     loop {
-        match api.list_metadata(&ListParams::default().limit(1)).await {
-            Ok(_) => return,
+        match client.list_api_group_resources(&api_version).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == plural) => return,
+            Ok(_) => warn!("{api_version} is served without datapipelines; run `kubectl apply -f crds/`"),
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 warn!(
                     "the DataPipeline CRD (datapipelines.zeroflow.dev) is not installed; run `kubectl apply -f crds/`"
                 );
             }
-            Err(e) => warn!(error = %e, "cannot list DataPipelines yet"),
+            Err(e) => warn!(error = %e, "cannot discover the DataPipeline API yet"),
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }

@@ -104,8 +104,21 @@ pub async fn run(
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            on_synced();
+        // The controller waits on the same store; kube-runtime's ready signal wakes only one of
+        // several concurrent waiters, so poll it again regularly instead of waiting once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    info!("DataPipeline cache synced");
+                    on_synced();
+                    return;
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "DataPipeline cache never synced");
+                    return;
+                }
+                Err(_) => continue,
+            }
         }
     });
     controller
@@ -269,7 +282,11 @@ async fn report_malformed(invalid: &InvalidObject, ctx: &Context) -> Result<Acti
     let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = json!({"status": {"conditions": conds}});
     // A merge patch touches only conditions, which is all we can say about an unreadable object.
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::Status)?;
+    // The apiserver may refuse it (it re-validates the whole object against today's schema);
+    // the Event above already told the user, so that is not worth a retry loop.
+    if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        warn!(namespace, name, error = %e, "cannot record conditions on the malformed DataPipeline");
+    }
     Err(Error::Malformed(invalid.error.clone()))
 }
 

@@ -1,0 +1,193 @@
+//! Shared harness for zeroflow's end-to-end tests.
+//!
+//! Tests need the testbed: `e2e/testbed up && eval "$(e2e/testbed env)"`. Each test gets its
+//! own namespace and, when it needs one, its own operator process watching only that namespace,
+//! so tests run in parallel without seeing each other.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, ResourceExt};
+use tokio::process::{Child, Command};
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client for the testbed, failing with a clear message when it is not up.
+pub async fn client() -> anyhow::Result<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        bail!("KUBECONFIG is not set: start the testbed with `e2e/testbed up && eval \"$(e2e/testbed env)\"`");
+    }
+    Client::try_default().await.context("connecting to the testbed apiserver")
+}
+
+/// A namespace that exists for one test and is deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> anyhow::Result<Self> {
+        Self::create_with_labels(client, prefix, &[]).await
+    }
+
+    pub async fn create_with_labels(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let mut ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"generateName": format!("{prefix}-")}
+        }))?;
+        ns.metadata.labels = Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+        let created = api.create(&PostParams::default(), &ns).await.context("creating test namespace")?;
+        Ok(Self { name: created.name_any(), client: client.clone() })
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("ZF_KEEP_NAMESPACES").is_some() {
+            eprintln!("keeping namespace {}", self.name);
+            return;
+        }
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let name = self.name.clone();
+        // Best effort: the test runtime may be shutting down; the testbed is thrown away anyway.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = api.delete(&name, &DeleteParams::background()).await;
+            });
+        }
+    }
+}
+
+/// A free port on loopback for a process the test starts.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Path of a binary built from this workspace (`cargo build` puts them next to the test's deps dir).
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(format!("ZF_{}_BIN", name.to_uppercase().replace('-', "_"))) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|deps| deps.parent()).context("test binary has no target dir")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("{} not found: run `cargo build -p zeroflow-operator` first", path.display());
+    }
+    Ok(path)
+}
+
+/// A `zeroflow-operator` process started by a test; killed when dropped.
+pub struct Operator {
+    pub child: Child,
+    pub metrics_port: u16,
+    pub identity: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts an operator that watches only `namespace` and elects its leader there.
+    pub async fn start(namespace: &str, identity: &str) -> anyhow::Result<Self> {
+        let metrics_port = free_port()?;
+        let log_dir = std::env::var("ZF_TESTBED_STATE").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+        let log = log_dir.join(format!("operator-{namespace}-{identity}.log"));
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(workspace_binary("zeroflow-operator")?)
+            .args(["--namespaces", namespace, "--leader-election-namespace", namespace])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--gateway-addr", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--lease-api-addr", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--identity", identity, "--lease-duration-seconds", "6"])
+            .env("RUST_LOG", "info,zeroflow_operator=debug")
+            .stdout(Stdio::from(log_file.try_clone()?))
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting zeroflow-operator")?;
+        Ok(Self { child, metrics_port, identity: identity.to_owned(), log })
+    }
+
+    /// The HTTP status of `/readyz`, or `None` while nothing answers.
+    pub async fn readyz(&self) -> Option<u16> {
+        http_get(self.metrics_port, "/readyz").await.ok().map(|(status, _)| status)
+    }
+
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(http_get(self.metrics_port, "/metrics").await?.1)
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.readyz().await != Some(200) {
+            if Instant::now() > deadline {
+                bail!("operator {} not ready after {timeout:?}; log: {}", self.identity, self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, as a crashed node or OOM kill would.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<_> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// A plain HTTP/1.0 GET to loopback, without pulling an HTTP client into the test build.
+pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("malformed HTTP response")?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() > deadline {
+            match last_error {
+                Some(e) => bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs the testbed's kubectl, returning stdout; fails with stderr.
+pub async fn kubectl(args: &[&str]) -> anyhow::Result<String> {
+    let kubectl = std::env::var("KUBECTL").context("KUBECTL is not set (eval \"$(e2e/testbed env)\")")?;
+    let out = Command::new(kubectl).args(args).output().await?;
+    if !out.status.success() {
+        bail!("kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}

@@ -1,0 +1,211 @@
+//! The operator against the testbed's real apiserver: CRD, children, status, edits, deletion,
+//! CEL validation, printer columns.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, kubectl};
+use zeroflow_operator::api::DataPipeline;
+use zeroflow_operator::api::conditions::{self, ACTIVE, READY};
+
+fn minimal(name: &str) -> anyhow::Result<DataPipeline> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "zeroflow.dev/v1alpha1",
+        "kind": "DataPipeline",
+        "metadata": {"name": name},
+        "spec": {"source": {"bucket": "raw-invoices"}, "transform": {"image": "example.org/csv2json:1"}}
+    }))?)
+}
+
+async fn deployment(client: &Client, ns: &str, name: &str) -> anyhow::Result<Option<Deployment>> {
+    Ok(Api::<Deployment>::namespaced(client.clone(), ns).get_opt(name).await?)
+}
+
+#[tokio::test]
+async fn crd_is_established_with_short_name_and_columns() -> anyhow::Result<()> {
+    let client = client().await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd = crds.get("datapipelines.zeroflow.dev").await.context("CRD installed by `kubectl apply -f crds/`")?;
+    let established = crd
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Established" && c.status == "True");
+    assert!(established, "CRD is not Established");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["dp".to_string()]));
+    let columns: Vec<_> =
+        crd.spec.versions[0].additional_printer_columns.iter().flatten().map(|c| c.name.clone()).collect();
+    assert_eq!(columns, ["Ready", "Replicas", "Pending", "Succeeded", "Failed", "Age"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn minimal_pipeline_gets_idle_workers_status_and_follows_edits_and_deletion() -> anyhow::Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "zf-lifecycle").await?;
+    let operator = Operator::start(&ns.name, "solo").await?;
+    operator.wait_ready(TIMEOUT).await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let created = pipelines.create(&PostParams::default(), &minimal("invoices")?).await?;
+
+    // Children: an idle worker Deployment and a token-less ServiceAccount, both owned.
+    let worker =
+        eventually("worker Deployment", TIMEOUT, || async { deployment(&client, &ns.name, "invoices-worker").await })
+            .await?;
+    assert_eq!(worker.spec.as_ref().and_then(|s| s.replicas), Some(0), "workers start at zero");
+    let owner = &worker.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("DataPipeline", "invoices"));
+    assert_eq!(Some(owner.uid.clone()), created.metadata.uid);
+    let account = Api::<ServiceAccount>::namespaced(client.clone(), &ns.name).get("invoices-worker").await?;
+    assert_eq!(account.automount_service_account_token, Some(false));
+    assert_eq!(account.owner_references()[0].uid, owner.uid);
+
+    // Status: observed generation and conditions of an idle pipeline.
+    let status = eventually("Ready status", TIMEOUT, || async {
+        let p = pipelines.get("invoices").await?;
+        let status = p.status.clone().unwrap_or_default();
+        Ok((status.observed_generation == p.metadata.generation
+            && conditions::is_true(&status.conditions, READY) == Some(true))
+        .then_some(status))
+    })
+    .await?;
+    assert_eq!(conditions::is_true(&status.conditions, ACTIVE), Some(false), "idle at zero is not Active");
+    assert_eq!(status.worker_deployment.as_deref(), Some("invoices-worker"));
+    let ready = status.conditions.iter().find(|c| c.type_ == READY).context("Ready condition")?;
+    assert_eq!(ready.reason, "Idle");
+
+    // An event records the creation.
+    let events = kubectl(&["get", "events", "-n", &ns.name, "-o", "jsonpath={.items[*].reason}"]).await?;
+    assert!(events.contains("WorkersCreated"), "events: {events}");
+
+    // kubectl shows the printer columns.
+    let table = kubectl(&["get", "dp", "-n", &ns.name]).await?;
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["NAME", "READY", "REPLICAS", "PENDING", "SUCCEEDED", "FAILED", "AGE"] {
+        assert!(header.contains(column), "missing column {column} in {header:?}");
+    }
+    assert!(table.lines().nth(1).unwrap_or_default().contains("True"), "{table}");
+
+    // Editing the spec updates the Deployment and advances observedGeneration.
+    let patch = json!({"spec": {"transform": {"image": "example.org/csv2json:2", "args": ["--strict"]}}});
+    pipelines.patch("invoices", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    eventually("Deployment follows the edit", TIMEOUT, || async {
+        let d = deployment(&client, &ns.name, "invoices-worker").await?.context("deployment gone")?;
+        let c = d.spec.and_then(|s| s.template.spec).map(|s| s.containers[0].clone()).context("container")?;
+        Ok((c.image.as_deref() == Some("example.org/csv2json:2")
+            && c.command.unwrap_or_default().last().map(String::as_str) == Some("--strict"))
+        .then_some(()))
+    })
+    .await?;
+    eventually("observedGeneration 2", TIMEOUT, || async {
+        let p = pipelines.get("invoices").await?;
+        Ok((p.status.and_then(|s| s.observed_generation) == Some(2)).then_some(()))
+    })
+    .await?;
+
+    // Deleting the pipeline garbage-collects its children (kube-controller-manager's GC).
+    pipelines.delete("invoices", &DeleteParams::background()).await?;
+    eventually("children garbage-collected", TIMEOUT, || async {
+        let d = deployment(&client, &ns.name, "invoices-worker").await?;
+        let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns.name).get_opt("invoices-worker").await?;
+        Ok((d.is_none() && sa.is_none()).then_some(()))
+    })
+    .await?;
+
+    let metrics = operator.metrics().await?;
+    assert!(metrics.contains("zeroflow_reconciles_total{outcome=\"ok\"}"), "{metrics}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_operator_never_fights_over_replicas_it_set() -> anyhow::Result<()> {
+    // The controller re-applies the Deployment on every reconcile; replicas must stay what the
+    // cluster has (the scaler's value), not be reset to a default.
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "zf-replicas").await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let mut spec = minimal("warm")?;
+    spec.spec.scaling.min_replicas = 2;
+    pipelines.create(&PostParams::default(), &spec).await?;
+    let operator = Operator::start(&ns.name, "solo").await?;
+    operator.wait_ready(TIMEOUT).await?;
+    let worker =
+        eventually("worker Deployment", TIMEOUT, || async { deployment(&client, &ns.name, "warm-worker").await })
+            .await?;
+    assert_eq!(worker.spec.as_ref().and_then(|s| s.replicas), Some(2), "minReplicas is honoured");
+    // KWOK runs the pods, so the pipeline becomes Ready and Active with 2 ready workers.
+    eventually("2 ready workers in status", Duration::from_secs(90), || async {
+        let status = pipelines.get("warm").await?.status.unwrap_or_default();
+        Ok((status.ready_replicas == 2
+            && conditions::is_true(&status.conditions, READY) == Some(true)
+            && conditions::is_true(&status.conditions, ACTIVE) == Some(true))
+        .then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_specs_are_refused_by_the_apiserver_with_readable_messages() -> anyhow::Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "zf-invalid").await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let cases = [
+        (
+            json!({"source": {"bucket": "b1b"}, "transform": {"image": "i"}, "scaling": {"minReplicas": 5, "maxReplicas": 2}}),
+            "minReplicas must be less than or equal to maxReplicas",
+        ),
+        (json!({"source": {}, "transform": {"image": "i"}}), "spec.source.bucket: Required value"),
+        (
+            json!({"source": {"bucket": "b1b"}, "transform": {"image": "i", "timeout": "ten minutes"}}),
+            "must be a duration such as 500ms, 30s, 5m or 1h30m",
+        ),
+        (
+            json!({"source": {"bucket": "b1b"}, "transform": {"image": "i"}, "scaling": {"idleTimeout": "5"}}),
+            "must be a duration",
+        ),
+        (json!({"source": {"bucket": "Not_A_Bucket"}, "transform": {"image": "i"}}), "valid S3 bucket name"),
+        (
+            json!({"source": {"bucket": "b1b", "store": {"endpoint": "minio:9000", "credentialsSecretRef": {"name": "s"}}},
+                "transform": {"image": "i"}}),
+            "endpoint must be an http:// or https:// URL",
+        ),
+        (
+            json!({"source": {"bucket": "b1b"}, "transform": {"image": "i"}, "sink": {"prefix": ""}}),
+            "sink.prefix must not be empty when the sink is the source bucket",
+        ),
+        (
+            json!({"source": {"bucket": "b1b"}, "transform": {"image": "i"}, "delivery": {"maxAttempts": 0}}),
+            "maxAttempts must be between 1 and 100",
+        ),
+    ];
+    for (i, (spec, message)) in cases.into_iter().enumerate() {
+        let object = json!({"apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline",
+            "metadata": {"name": format!("bad-{i}")}, "spec": spec});
+        let data = serde_json::to_vec(&object)?;
+        let request = http::Request::post(format!("/apis/zeroflow.dev/v1alpha1/namespaces/{}/datapipelines", ns.name))
+            .header("content-type", "application/json")
+            .body(data)?;
+        let result = client.request_text(request).await;
+        let error = match result {
+            Ok(body) => anyhow::bail!("case {i} was accepted: {body}"),
+            Err(kube::Error::Api(e)) => e,
+            Err(e) => return Err(e.into()),
+        };
+        assert_eq!(error.code, 422, "case {i}: {error:?}");
+        assert!(error.message.contains(message), "case {i}: expected {message:?} in {:?}", error.message);
+    }
+    // And a long name is refused because it would not fit the worker's labels.
+    let mut long = minimal(&"a".repeat(60))?;
+    long.metadata.namespace = Some(ns.name.clone());
+    let error = pipelines.create(&PostParams::default(), &long).await.expect_err("60-char name refused");
+    assert!(error.to_string().contains("at most 52 characters"), "{error}");
+    Ok(())
+}
