@@ -267,15 +267,13 @@ async fn overload_is_503_with_retry_after_and_nothing_is_lost_on_retry() {
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.headers.get("retry-after").map(|v| v.as_bytes()), Some(&b"7"[..]));
     assert!(h.backlogs.with(&h.pipeline, |b, _| b.needs_resync()).expect("pipeline"));
-    assert_eq!(leased_keys(&h), ["a.csv"]);
-    h.backlogs.with(&h.pipeline, |b, now| {
-        let lease = b.lease(now);
-        assert!(lease.is_none());
-    });
-    // Once the backlog drains, the sender's retry is accepted.
-    h.backlogs.with(&h.pipeline, |b, _| {
-        let _ = b.expire(u64::MAX);
-    });
+    // Once the backlog drains, the sender's retry of the same request is accepted.
+    let lease = h.backlogs.with(&h.pipeline, |b, now| b.lease(now)).flatten().expect("leased");
+    assert_eq!(lease.item.object.key, "a.csv");
+    h.backlogs.with(&h.pipeline, |b, _| b.complete(lease.id)).expect("pipeline").expect("held");
+    let retried = post_s3(&h, &second_body).await;
+    assert_eq!((retried.status, retried.json()["accepted"].clone()), (StatusCode::OK, 1.into()));
+    assert_eq!(leased_keys(&h), ["b.csv"]);
     let text = metrics_text(&h.registry);
     assert!(text.contains(r#"zeroflow_events_received_total{outcome="overloaded",source="s3"} 1"#), "{text}");
 }
