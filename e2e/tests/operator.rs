@@ -209,3 +209,61 @@ async fn invalid_specs_are_refused_by_the_apiserver_with_readable_messages() -> 
     assert!(error.to_string().contains("at most 52 characters"), "{error}");
     Ok(())
 }
+
+#[tokio::test]
+async fn source_reachability_is_checked_against_the_real_store() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "zf-source").await?;
+    let endpoint = std::env::var("ZF_S3_ENDPOINT")?;
+    let alias = std::env::var("ZF_MC_ALIAS")?;
+    let mc = std::env::var("MC")?;
+    let bucket = format!("zf-src-{}", ns.name.rsplit('-').next().unwrap_or("x"));
+    let made = tokio::process::Command::new(&mc).args(["mb", &format!("{alias}/{bucket}")]).output().await?;
+    anyhow::ensure!(made.status.success(), "mc mb: {}", String::from_utf8_lossy(&made.stderr));
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    for (name, key, secret) in [
+        ("good", std::env::var("ZF_S3_ACCESS_KEY")?, std::env::var("ZF_S3_SECRET_KEY")?),
+        ("wrong", std::env::var("ZF_S3_ACCESS_KEY")?, "not-the-password".to_owned()),
+    ] {
+        let s: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "stringData": {"accessKeyId": key, "secretAccessKey": secret}
+        }))?;
+        secrets.create(&PostParams::default(), &s).await?;
+    }
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let cases = [
+        ("reachable", bucket.as_str(), "good", true, "Listed"),
+        ("no-bucket", "zf-no-such-bucket", "good", false, "BucketNotFound"),
+        ("bad-creds", bucket.as_str(), "wrong", false, "AccessDenied"),
+        ("no-secret", bucket.as_str(), "missing", false, "SecretNotFound"),
+    ];
+    for (name, bucket, secret, _, _) in &cases {
+        let p: DataPipeline = serde_json::from_value(json!({
+            "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": name},
+            "spec": {"source": {"bucket": bucket, "store": {"endpoint": endpoint, "credentialsSecretRef": {"name": secret}}},
+                     "transform": {"image": "example.org/t:1"}}
+        }))?;
+        pipelines.create(&PostParams::default(), &p).await?;
+    }
+    let operator = Operator::start(&ns.name, "solo").await?;
+    operator.wait_ready(TIMEOUT).await?;
+    for (name, _, _, reachable, reason) in cases {
+        let condition = eventually(&format!("SourceReachable on {name}"), TIMEOUT, || async {
+            let status = pipelines.get(name).await?.status.unwrap_or_default();
+            Ok(status.conditions.into_iter().find(|c| c.type_ == conditions::SOURCE_REACHABLE))
+        })
+        .await?;
+        assert_eq!(condition.status == "True", reachable, "{name}: {condition:?}");
+        assert_eq!(condition.reason, reason, "{name}: {condition:?}");
+        let degraded = pipelines.get(name).await?.status.unwrap_or_default().conditions;
+        assert_eq!(conditions::is_true(&degraded, conditions::DEGRADED), Some(!reachable), "{name}");
+    }
+    // The credentials never leak into status or Events.
+    let everything = kubectl(&["get", "dp,events", "-n", &ns.name, "-o", "json"]).await?;
+    assert!(!everything.contains(&std::env::var("ZF_S3_SECRET_KEY")?), "secret leaked");
+    assert!(!everything.contains("not-the-password"), "secret leaked");
+    Ok(())
+}

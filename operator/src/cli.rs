@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use crate::store::{DefaultStore, StoreConfig};
 use crate::telemetry::LogFormat;
 
 /// zeroflow operator: runs DataPipelines, scaling their workers from zero on storage events.
@@ -35,6 +36,20 @@ pub struct Cli {
     #[arg(long, env = "ZEROFLOW_RUNNER_IMAGE", default_value = concat!("ghcr.io/zeroflow-dev/zeroflow-runner:", env!("CARGO_PKG_VERSION")))]
     pub runner_image: String,
 
+    /// S3 endpoint used by DataPipelines that set no `spec.source.store`; credentials come from
+    /// ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID and ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY.
+    #[arg(long, env = "ZEROFLOW_DEFAULT_STORE_ENDPOINT")]
+    pub default_store_endpoint: Option<String>,
+
+    /// Region of the default store.
+    #[arg(long, env = "ZEROFLOW_DEFAULT_STORE_REGION", default_value = "us-east-1")]
+    pub default_store_region: String,
+
+    /// DataPipelines reconciled at the same time. Higher values converge a large fleet faster
+    /// after a restart, at the cost of apiserver load and operator memory.
+    #[arg(long, env = "ZEROFLOW_MAX_CONCURRENT_RECONCILES", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_concurrent_reconciles: u16,
+
     /// Log format: `plain` for people, `json` for log pipelines. Filter with RUST_LOG.
     #[arg(long, env = "ZEROFLOW_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,
@@ -61,6 +76,22 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The default store, when one is configured. Credentials are read from the environment
+    /// only, so they never appear on a command line.
+    pub fn default_store(&self) -> Result<DefaultStore, String> {
+        let Some(endpoint) = self.default_store_endpoint.clone().filter(|e| !e.is_empty()) else {
+            return Ok(DefaultStore(None));
+        };
+        let read = |name: &str| std::env::var(name).map_err(|_| format!("--default-store-endpoint needs {name}"));
+        Ok(DefaultStore(Some(StoreConfig {
+            endpoint,
+            region: self.default_store_region.clone(),
+            path_style: true,
+            access_key_id: read("ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID")?,
+            secret_access_key: read("ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY")?,
+        })))
+    }
+
     pub fn identity(&self) -> String {
         self.identity.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")

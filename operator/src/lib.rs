@@ -8,4 +8,5 @@ pub mod gateway;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod store;
 pub mod telemetry;

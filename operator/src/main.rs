@@ -20,6 +20,7 @@ use zeroflow_operator::telemetry;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    let default_store = cli.default_store().map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let readiness = Arc::new(Readiness::default());
 
@@ -93,6 +94,8 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         workers: WorkerOptions { runner_image: cli.runner_image.clone(), lease_api_url: cli.lease_api_url.clone() },
         replicas: Arc::new(ReplicaBook::default()),
+        default_store,
+        concurrency: cli.max_concurrent_reconciles,
     });
     let namespaces = cli.watched_namespaces();
     readiness.expect_watches(namespaces.len());

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
@@ -26,6 +26,7 @@ use tracing::{info, instrument, warn};
 
 use crate::api::{DataPipeline, DataPipelineStatus, conditions};
 use crate::metrics::Metrics;
+use crate::store::{self, DefaultStore, StoreError};
 use build::{MANAGED_BY, MANAGED_BY_LABEL, WorkerOptions};
 use replicas::ReplicaBook;
 use status::{Outcome, WorkerObservation};
@@ -34,6 +35,8 @@ use status::{Outcome, WorkerObservation};
 pub const FIELD_MANAGER: &str = "zeroflow-operator";
 /// Healthy pipelines are looked at again this often even without a change.
 const RESYNC_PERIOD: Duration = Duration::from_secs(300);
+/// A pipeline whose source cannot be reached is checked again this often.
+const RECHECK_UNREACHABLE_SOURCE: Duration = Duration::from_secs(30);
 /// First retry after a transient error.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 
@@ -44,6 +47,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub workers: WorkerOptions,
     pub replicas: Arc<ReplicaBook>,
+    pub default_store: DefaultStore,
+    /// Reconciles running at once; bounds apiserver load and memory on large fleets.
+    pub concurrency: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +107,7 @@ pub async fn run(
     let controller = Controller::new(pipelines, watcher::Config::default().any_semantic())
         .owns(deployments, owned.clone())
         .owns(accounts, owned)
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency))
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
     tokio::spawn(async move {
@@ -166,7 +173,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
         Err(invalid) => {
             let message = invalid.to_string();
             publish(ctx, pipeline, EventType::Warning, "InvalidSpec", "Validate", &message).await;
-            write_status(ctx, pipeline, DataPipelineStatus::default(), &Outcome::InvalidSpec(message)).await?;
+            write_status(ctx, pipeline, DataPipelineStatus::default(), &Outcome::InvalidSpec(message), None).await?;
             return Err(invalid.into());
         }
     };
@@ -193,7 +200,8 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
         Err(source) => {
             let error = Error::Apply { kind: "Deployment", source };
             publish(ctx, pipeline, EventType::Warning, "ApplyFailed", "ApplyWorkers", &error.to_string()).await;
-            write_status(ctx, pipeline, current_status(pipeline), &Outcome::ApplyFailed(error.to_string())).await?;
+            let outcome = Outcome::ApplyFailed(error.to_string());
+            write_status(ctx, pipeline, current_status(pipeline), &outcome, None).await?;
             return Err(error);
         }
     };
@@ -209,10 +217,47 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
         Some(_) => {}
     }
 
+    let source = check_source(ctx, pipeline, &namespace).await;
+    if let Err(e) = &source {
+        let reachable_before = conditions::is_true(&current_status(pipeline).conditions, conditions::SOURCE_REACHABLE);
+        if reachable_before != Some(false) {
+            publish(ctx, pipeline, EventType::Warning, e.reason(), "CheckSource", &e.to_string()).await;
+        }
+    }
     let observed = WorkerObservation::from_deployment(&applied);
     let status = status::with_workers(current_status(pipeline), &worker_name, &observed);
-    write_status(ctx, pipeline, status, &Outcome::Applied(observed)).await?;
-    Ok(Action::requeue(RESYNC_PERIOD))
+    write_status(ctx, pipeline, status, &Outcome::Applied(observed), Some(&source)).await?;
+    // Problems that may clear up by themselves (a Secret created later, a store coming back)
+    // are looked at again soon; configuration problems wait for a change.
+    let next = match &source {
+        Err(StoreError::SecretNotFound(_) | StoreError::Unreachable(_) | StoreError::BucketNotFound(_)) => {
+            RECHECK_UNREACHABLE_SOURCE
+        }
+        _ => RESYNC_PERIOD,
+    };
+    Ok(Action::requeue(next))
+}
+
+/// Lists the source bucket once with the pipeline's credentials.
+async fn check_source(ctx: &Context, pipeline: &DataPipeline, namespace: &str) -> Result<(), StoreError> {
+    let source = &pipeline.spec.source;
+    let config = match &source.store {
+        Some(spec) => {
+            let secret_name = &spec.credentials_secret_ref.name;
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            let secret = secrets
+                .get_opt(secret_name)
+                .await
+                .map_err(|e| StoreError::Unreachable(format!("cannot read Secret {secret_name:?}: {e}")))?
+                .ok_or_else(|| StoreError::SecretNotFound(secret_name.clone()))?;
+            let (access_key_id, secret_access_key) =
+                store::credentials_from_secret(secret_name, &secret.data.unwrap_or_default())?;
+            store::config_from_spec(spec, access_key_id, secret_access_key)
+        }
+        None => ctx.default_store.0.clone().ok_or(StoreError::NoStore)?,
+    };
+    let client = store::bucket_client(&config, &source.bucket)?;
+    store::probe(&client, &source.bucket, source.prefix.as_deref()).await
 }
 
 fn current_status(pipeline: &DataPipeline) -> DataPipelineStatus {
@@ -225,11 +270,12 @@ async fn write_status(
     pipeline: &DataPipeline,
     mut status: DataPipelineStatus,
     outcome: &Outcome,
+    source: Option<&Result<(), StoreError>>,
 ) -> Result<(), Error> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let previous = current_status(pipeline);
     let generation = pipeline.metadata.generation;
-    status.conditions = conditions::merge(&previous.conditions, &status::conditions(outcome), generation, &now);
+    status.conditions = conditions::merge(&previous.conditions, &status::conditions(outcome, source), generation, &now);
     status.observed_generation = generation;
     if pipeline.status.as_ref() == Some(&status) {
         return Ok(());
@@ -275,7 +321,7 @@ async fn report_malformed(invalid: &InvalidObject, ctx: &Context) -> Result<Acti
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let conds = conditions::merge(
         &[],
-        &status::conditions(&Outcome::InvalidSpec(message.clone())),
+        &status::conditions(&Outcome::InvalidSpec(message.clone()), None),
         invalid.metadata.generation,
         &now,
     );

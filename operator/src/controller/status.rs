@@ -3,7 +3,8 @@
 use k8s_openapi::api::apps::v1::Deployment;
 
 use crate::api::DataPipelineStatus;
-use crate::api::conditions::{ACTIVE, DEGRADED, Desired, READY};
+use crate::api::conditions::{ACTIVE, DEGRADED, Desired, READY, SOURCE_REACHABLE};
+use crate::store::StoreError;
 
 /// What the controller learned about the worker Deployment in this reconcile.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,8 +41,26 @@ pub enum Outcome {
 }
 
 /// Conditions for an outcome. Ready means the workers run the current spec at the wanted
-/// scale; a pipeline idle at zero replicas is Ready and not Active.
-pub fn conditions(outcome: &Outcome) -> Vec<Desired> {
+/// scale; a pipeline idle at zero replicas is Ready and not Active. An unreachable source
+/// degrades the pipeline without making its workers un-Ready.
+pub fn conditions(outcome: &Outcome, source: Option<&Result<(), StoreError>>) -> Vec<Desired> {
+    let mut conditions = outcome_conditions(outcome);
+    match source {
+        Some(Ok(())) => {
+            conditions.push(Desired::new(SOURCE_REACHABLE, true, "Listed", "the source bucket can be listed"))
+        }
+        Some(Err(e)) => {
+            conditions.push(Desired::new(SOURCE_REACHABLE, false, e.reason(), e.to_string()));
+            if let Some(degraded) = conditions.iter_mut().find(|c| c.type_ == DEGRADED && !c.status) {
+                *degraded = Desired::new(DEGRADED, true, e.reason(), format!("source: {e}"));
+            }
+        }
+        None => {}
+    }
+    conditions
+}
+
+fn outcome_conditions(outcome: &Outcome) -> Vec<Desired> {
     match outcome {
         Outcome::Applied(w) => {
             let rolled_out = w.rollout_observed && w.updated >= w.desired && w.replicas == w.desired;
@@ -100,7 +119,7 @@ mod tests {
 
     #[test]
     fn idle_at_zero_is_ready_and_not_active() {
-        let c = conditions(&observed(0, 0, 0));
+        let c = conditions(&observed(0, 0, 0), None);
         assert!(find(&c, READY).status);
         assert_eq!(find(&c, READY).reason, "Idle");
         assert!(!find(&c, ACTIVE).status);
@@ -109,13 +128,16 @@ mod tests {
 
     #[test]
     fn scaling_up_is_active_but_not_yet_ready() {
-        let c = conditions(&Outcome::Applied(WorkerObservation {
-            desired: 3,
-            replicas: 3,
-            ready: 1,
-            updated: 3,
-            rollout_observed: true,
-        }));
+        let c = conditions(
+            &Outcome::Applied(WorkerObservation {
+                desired: 3,
+                replicas: 3,
+                ready: 1,
+                updated: 3,
+                rollout_observed: true,
+            }),
+            None,
+        );
         assert!(!find(&c, READY).status);
         assert_eq!(find(&c, READY).reason, "WorkersStarting");
         assert!(find(&c, ACTIVE).status);
@@ -123,29 +145,47 @@ mod tests {
 
     #[test]
     fn an_unobserved_rollout_is_not_ready() {
-        let c = conditions(&Outcome::Applied(WorkerObservation {
-            desired: 0,
-            replicas: 0,
-            ready: 0,
-            updated: 0,
-            rollout_observed: false,
-        }));
+        let c = conditions(
+            &Outcome::Applied(WorkerObservation {
+                desired: 0,
+                replicas: 0,
+                ready: 0,
+                updated: 0,
+                rollout_observed: false,
+            }),
+            None,
+        );
         assert_eq!(find(&c, READY).reason, "RollingOut");
     }
 
     #[test]
     fn all_ready_workers_are_ready() {
-        let c = conditions(&observed(2, 2, 2));
+        let c = conditions(&observed(2, 2, 2), None);
         assert!(find(&c, READY).status);
         assert_eq!(find(&c, READY).reason, "WorkersReady");
     }
 
     #[test]
     fn invalid_spec_degrades_without_claiming_activity() {
-        let c = conditions(&Outcome::InvalidSpec("spec.x: bad".into()));
+        let c = conditions(&Outcome::InvalidSpec("spec.x: bad".into()), None);
         assert!(!find(&c, READY).status);
         assert!(find(&c, DEGRADED).status);
         assert_eq!(find(&c, DEGRADED).message, "spec.x: bad");
         assert!(c.iter().all(|d| d.type_ != ACTIVE));
+    }
+
+    #[test]
+    fn source_reachability_is_reported_and_degrades_only_when_failing() {
+        let ok = conditions(&observed(0, 0, 0), Some(&Ok(())));
+        assert!(find(&ok, SOURCE_REACHABLE).status);
+        assert!(!find(&ok, DEGRADED).status);
+
+        let missing = Err(StoreError::BucketNotFound("raw".into()));
+        let c = conditions(&observed(0, 0, 0), Some(&missing));
+        assert!(!find(&c, SOURCE_REACHABLE).status);
+        assert_eq!(find(&c, SOURCE_REACHABLE).reason, "BucketNotFound");
+        assert!(find(&c, DEGRADED).status);
+        assert_eq!(find(&c, DEGRADED).message, "source: bucket \"raw\" does not exist");
+        assert!(find(&c, READY).status, "idle workers are still ready");
     }
 }
