@@ -94,6 +94,11 @@ pub struct Operator {
 impl Operator {
     /// Starts an operator that watches only `namespace` and elects its leader there.
     pub async fn start(namespace: &str, identity: &str) -> anyhow::Result<Self> {
+        Self::start_with(namespace, identity, &[]).await
+    }
+
+    /// Like [`Operator::start`], with extra command-line flags.
+    pub async fn start_with(namespace: &str, identity: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let metrics_port = free_port()?;
         let log_dir = std::env::var("ZF_TESTBED_STATE").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
         let log = log_dir.join(format!("operator-{namespace}-{identity}.log"));
@@ -104,6 +109,7 @@ impl Operator {
             .args(["--gateway-addr", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--lease-api-addr", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--identity", identity, "--lease-duration-seconds", "6"])
+            .args(extra)
             .env("RUST_LOG", "info,zeroflow_operator=debug")
             .stdout(Stdio::from(log_file.try_clone()?))
             .stderr(Stdio::from(log_file))
@@ -131,6 +137,14 @@ impl Operator {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+
+    /// SIGTERM, as the kubelet sends on pod deletion; returns the exit status.
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().context("operator already exited")?;
+        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(tokio::time::timeout(TIMEOUT, self.child.wait()).await.context("operator ignored SIGTERM")??)
     }
 
     /// SIGKILL, as a crashed node or OOM kill would.

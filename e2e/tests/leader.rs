@@ -72,7 +72,34 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_sigkill() -> any
         deployments.get_opt("second-worker").await.map_err(Into::into)
     })
     .await?;
-    assert!(killed_at.elapsed() < Duration::from_secs(15) + TIMEOUT);
     assert!(takeover < Duration::from_secs(15), "takeover took {takeover:?}");
+
+    // A graceful stop (SIGTERM) ends the process cleanly and gives the lease up; the next
+    // replica (which logs JSON) takes over. kube-lease-manager followers still wait for the
+    // released lease's old expiry, so the handover is bounded by the lease duration.
+    let mut leader = follower;
+    let next = Operator::start_with(&ns.name, "replica-c", &["--log-format", "json"]).await?;
+    eventually("replica-c answers readyz", TIMEOUT, || async { Ok(next.readyz().await) }).await?;
+    let stopped_at = Instant::now();
+    let status = leader.terminate().await?;
+    assert!(status.success(), "SIGTERM should end the operator cleanly, got {status}");
+    let holder = zeroflow_e2e::kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        &ns.name,
+        "zeroflow-operator-leader",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+    .await?;
+    assert_ne!(holder, leader.identity, "the lease was not released on SIGTERM");
+    next.wait_ready(Duration::from_secs(15)).await?;
+    println!("handover after SIGTERM of the leader: {:.1} s", stopped_at.elapsed().as_secs_f64());
+    let log = std::fs::read_to_string(&next.log)?;
+    for line in log.lines() {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok_and(|v| v["level"].is_string()), "not a JSON log line: {line}");
+    }
     Ok(())
 }
