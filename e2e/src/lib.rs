@@ -103,10 +103,13 @@ impl Operator {
         let log_dir = std::env::var("ZF_TESTBED_STATE").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
         let log = log_dir.join(format!("operator-{namespace}-{identity}.log"));
         let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(workspace_binary("zeroflow-operator")?)
+        let mut command = Command::new(workspace_binary("zeroflow-operator")?);
+        if !extra.contains(&"--gateway-addr") {
+            command.args(["--gateway-addr", &format!("127.0.0.1:{}", free_port()?)]);
+        }
+        let child = command
             .args(["--namespaces", namespace, "--leader-election-namespace", namespace])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--gateway-addr", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--lease-api-addr", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--identity", identity, "--lease-duration-seconds", "6"])
             .args(extra)

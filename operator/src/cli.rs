@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use crate::gateway::auth::BearerToken;
 use crate::store::{DefaultStore, StoreConfig};
 use crate::telemetry::LogFormat;
 
@@ -23,6 +24,15 @@ pub struct Cli {
     /// Address of the storage-event gateway (MinIO/S3 notifications, CloudEvents).
     #[arg(long, env = "ZEROFLOW_GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
     pub gateway_addr: SocketAddr,
+
+    /// File holding the bearer token storage-event senders must present (the chart mounts it
+    /// from a Secret). Without it the gateway accepts unauthenticated events and says so at start.
+    #[arg(long, env = "ZEROFLOW_GATEWAY_TOKEN_FILE")]
+    pub gateway_token_file: Option<std::path::PathBuf>,
+
+    /// Largest event request body the gateway accepts, in bytes; larger ones get 413.
+    #[arg(long, env = "ZEROFLOW_GATEWAY_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub gateway_body_limit: usize,
 
     /// Address of the lease API that worker pods call.
     #[arg(long, env = "ZEROFLOW_LEASE_API_ADDR", default_value = "0.0.0.0:8081")]
@@ -98,6 +108,16 @@ impl Cli {
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_else(|_| format!("zeroflow-{}", std::process::id()))
         })
+    }
+
+    /// The gateway's expected token, read once at start.
+    pub fn gateway_token(&self) -> Result<Option<BearerToken>, String> {
+        let Some(path) = &self.gateway_token_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--gateway-token-file {}: {e}", path.display()))?;
+        BearerToken::new(text.trim())
+            .map(Some)
+            .map_err(|_| format!("--gateway-token-file {} is empty", path.display()))
     }
 
     /// The namespaces to watch: `None` for all.

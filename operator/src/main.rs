@@ -10,17 +10,27 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use zeroflow_operator::api::DataPipeline;
 use zeroflow_operator::cli::Cli;
-use zeroflow_operator::controller::{self, Context, build::WorkerOptions, replicas::ReplicaBook};
+use zeroflow_operator::controller::{self, Context, build::WorkerOptions, event_path::Registry, replicas::ReplicaBook};
+use zeroflow_operator::dispatch::Backlogs;
+use zeroflow_operator::gateway::metrics::GatewayMetrics;
+use zeroflow_operator::gateway::{self, GatewayConfig, RouteTable, SharedRoutes};
 use zeroflow_operator::health::{self, Readiness};
 use zeroflow_operator::leader::Leadership;
 use zeroflow_operator::metrics::Metrics;
 use zeroflow_operator::telemetry;
+
+/// Seconds an event sender is asked to wait (Retry-After) when a backlog is full.
+const GATEWAY_RETRY_AFTER_SECONDS: u32 = 5;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let default_store = cli.default_store().map_err(anyhow::Error::msg)?;
+    let gateway_token = cli.gateway_token().map_err(anyhow::Error::msg)?;
+    if gateway_token.is_none() {
+        warn!("no --gateway-token-file: the event gateway accepts unauthenticated requests");
+    }
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let readiness = Arc::new(Readiness::default());
 
@@ -85,6 +95,23 @@ async fn main() -> anyhow::Result<()> {
         .shared()
     };
 
+    // The event path: the gateway admits events into per-pipeline backlogs along the routes the
+    // controller keeps up to date. Served only by the leader, which owns the backlogs.
+    let routes = SharedRoutes::new(RouteTable::default());
+    let backlogs = Arc::new(Backlogs::new(GATEWAY_RETRY_AFTER_SECONDS));
+    let registry = Arc::new(Registry::new(routes.clone(), backlogs.clone()));
+    let gateway_metrics = GatewayMetrics::register(metrics.registry()).context("registering gateway metrics")?;
+    let gateway_config = GatewayConfig { token: gateway_token, body_limit: cli.gateway_body_limit };
+    let gateway_listener = tokio::net::TcpListener::bind(cli.gateway_addr)
+        .await
+        .with_context(|| format!("binding --gateway-addr {}", cli.gateway_addr))?;
+    info!(addr = %cli.gateway_addr, "serving the event gateway");
+    let gateway_server = tokio::spawn({
+        let router = gateway::router(gateway_config, routes, backlogs, gateway_metrics);
+        let stop = stop.clone();
+        async move { axum::serve(gateway_listener, router).with_graceful_shutdown(stop).await }
+    });
+
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -96,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         replicas: Arc::new(ReplicaBook::default()),
         default_store,
         concurrency: cli.max_concurrent_reconciles,
+        registry,
     });
     let namespaces = cli.watched_namespaces();
     readiness.expect_watches(namespaces.len());
@@ -113,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = health_server.await;
+    let _ = gateway_server.await;
     if lost_leadership {
         // Exit so the pod restarts as a clean follower: no state from the old term survives.
         error!("lost the leader lease; exiting");

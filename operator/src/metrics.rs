@@ -36,6 +36,11 @@ impl Metrics {
         Ok(Self { registry, reconciles, reconcile_errors, reconcile_duration, leader })
     }
 
+    /// The registry other parts (the gateway) register their metrics in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn observe_reconcile(&self, took: Duration, error_category: Option<&str>) {
         self.reconcile_duration.observe(took.as_secs_f64());
         match error_category {

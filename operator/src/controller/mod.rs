@@ -1,6 +1,7 @@
 //! The DataPipeline controller: validate -> build (pure) -> apply (server-side) -> status.
 
 pub mod build;
+pub mod event_path;
 pub mod replicas;
 pub mod status;
 pub mod validate;
@@ -19,6 +20,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -50,6 +52,8 @@ pub struct Context {
     pub default_store: DefaultStore,
     /// Reconciles running at once; bounds apiserver load and memory on large fleets.
     pub concurrency: u16,
+    /// Routes and backlogs of the event path.
+    pub registry: Arc<event_path::Registry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,24 +114,16 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency))
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
-    tokio::spawn(async move {
-        // The controller waits on the same store; kube-runtime's ready signal wakes only one of
-        // several concurrent waiters, so poll it again regularly instead of waiting once.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
-                Ok(Ok(())) => {
-                    info!("DataPipeline cache synced");
-                    on_synced();
-                    return;
-                }
-                Ok(Err(e)) => {
-                    warn!(error = %e, "DataPipeline cache never synced");
-                    return;
-                }
-                Err(_) => continue,
+    tokio::spawn({
+        let store = store.clone();
+        async move {
+            if store_synced(&store).await {
+                info!("DataPipeline cache synced");
+                on_synced();
             }
         }
     });
+    tokio::spawn(publish_counts(ctx.clone(), store, namespace.clone()));
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -136,6 +132,54 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Waits until the store has its first full list; false if it never will.
+///
+/// The controller waits on the same store, and kube-runtime's ready signal wakes only one of
+/// several concurrent waiters, so poll it again regularly instead of waiting once.
+async fn store_synced(store: &Store<DeserializeGuard<DataPipeline>>) -> bool {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) => {
+                warn!(error = %e, "DataPipeline cache never synced");
+                return false;
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+/// How often backlog counts are copied into status (only for pipelines whose counts changed).
+const COUNTS_PERIOD: Duration = Duration::from_secs(2);
+
+/// Keeps the event path in step with the cluster: drops deleted pipelines and writes backlog
+/// counts into status at a bounded rate, never once per object.
+async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPipeline>>, namespace: Option<String>) {
+    if !store_synced(&store).await {
+        return;
+    }
+    let mut ticker = tokio::time::interval(COUNTS_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let pipelines: Vec<_> = store.state().iter().filter_map(|guard| guard.0.as_ref().ok().cloned()).collect();
+        let alive = pipelines.iter().map(event_path::pipeline_key).collect();
+        ctx.registry.retain(namespace.as_deref(), &alive);
+        for pipeline in pipelines {
+            let Some(counts) = ctx.registry.counts(&event_path::pipeline_key(&pipeline)) else { continue };
+            let current = current_status(&pipeline);
+            if status::with_counts(current.clone(), &counts) == current {
+                continue;
+            }
+            let patch = json!({"status": status::counts_patch(&counts)});
+            let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+            if let Err(e) = api.patch_status(&pipeline.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+                warn!(name = pipeline.name_any(), error = %e, "failed to write backlog counts");
+            }
+        }
+    }
 }
 
 #[instrument(skip_all, fields(namespace = guard.namespace(), name = guard.name_any()))]
@@ -177,6 +221,17 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
             return Err(invalid.into());
         }
     };
+    let route = match event_path::route(pipeline) {
+        Ok(route) => route,
+        Err(e) => {
+            let invalid = validate::InvalidSpec { field: "spec.sink", reason: e.to_string() };
+            let message = invalid.to_string();
+            publish(ctx, pipeline, EventType::Warning, "InvalidSpec", "Validate", &message).await;
+            write_status(ctx, pipeline, DataPipelineStatus::default(), &Outcome::InvalidSpec(message), None).await?;
+            return Err(invalid.into());
+        }
+    };
+    ctx.registry.upsert(route, event_path::backlog_config(pipeline, &spec));
     // Checked above: the apiserver always sets uid on stored objects.
     let owner = build::owner_reference(pipeline).ok_or(Error::NoNamespace)?;
     let apply = PatchParams::apply(FIELD_MANAGER).force();
@@ -225,7 +280,10 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
         }
     }
     let observed = WorkerObservation::from_deployment(&applied);
-    let status = status::with_workers(current_status(pipeline), &worker_name, &observed);
+    let mut status = status::with_workers(current_status(pipeline), &worker_name, &observed);
+    if let Some(counts) = ctx.registry.counts(&event_path::pipeline_key(pipeline)) {
+        status = status::with_counts(status, &counts);
+    }
     write_status(ctx, pipeline, status, &Outcome::Applied(observed), Some(&source)).await?;
     // Problems that may clear up by themselves (a Secret created later, a store coming back)
     // are looked at again soon; configuration problems wait for a change.

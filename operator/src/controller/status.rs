@@ -4,6 +4,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 
 use crate::api::DataPipelineStatus;
 use crate::api::conditions::{ACTIVE, DEGRADED, Desired, READY, SOURCE_REACHABLE};
+use crate::dispatch::backlog::Counts;
 use crate::store::StoreError;
 
 /// What the controller learned about the worker Deployment in this reconcile.
@@ -94,6 +95,26 @@ fn outcome_conditions(outcome: &Outcome) -> Vec<Desired> {
             Desired::new(DEGRADED, true, "ApplyFailed", message.clone()),
         ],
     }
+}
+
+/// Copies the backlog counts into a status.
+pub fn with_counts(mut status: DataPipelineStatus, counts: &Counts) -> DataPipelineStatus {
+    status.pending = i64::try_from(counts.pending).unwrap_or(i64::MAX);
+    status.in_flight = i64::try_from(counts.in_flight).unwrap_or(i64::MAX);
+    status.succeeded = i64::try_from(counts.succeeded).unwrap_or(i64::MAX);
+    status.failed = i64::try_from(counts.failed).unwrap_or(i64::MAX);
+    status
+}
+
+/// The same counts as a merge patch of status.
+pub fn counts_patch(counts: &Counts) -> serde_json::Value {
+    let status = with_counts(DataPipelineStatus::default(), counts);
+    serde_json::json!({
+        "pending": status.pending,
+        "inFlight": status.in_flight,
+        "succeeded": status.succeeded,
+        "failed": status.failed,
+    })
 }
 
 /// Copies the worker counts into a status.
