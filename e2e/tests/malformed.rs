@@ -50,8 +50,10 @@ async fn a_malformed_pipeline_is_reported_and_the_others_keep_going() -> anyhow:
         anyhow::Ok(())
     }
     .await;
-    // Always restore the real CRD, even when the setup failed.
-    crds.patch(&real.name_any(), &ssa, &Patch::Apply(&real)).await?;
+    // Always restore the real CRD, even when the setup failed, the way it was installed
+    // (kubectl's server-side apply), so a later `kubectl apply -f crds/` meets no conflict.
+    let crd_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/");
+    kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd_dir]).await?;
     result?;
     let crd_name = real.name_any();
     let established = await_condition(crds.clone(), &crd_name, conditions::is_crd_established());

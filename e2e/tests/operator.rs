@@ -125,9 +125,7 @@ async fn minimal_pipeline_gets_idle_workers_status_and_follows_edits_and_deletio
 }
 
 #[tokio::test]
-async fn the_operator_never_fights_over_replicas_it_set() -> anyhow::Result<()> {
-    // The controller re-applies the Deployment on every reconcile; replicas must stay what the
-    // cluster has (the scaler's value), not be reset to a default.
+async fn min_replicas_keeps_idle_workers_and_lowering_it_scales_them_down() -> anyhow::Result<()> {
     let client = client().await?;
     let ns = TestNamespace::create(&client, "zf-replicas").await?;
     let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
@@ -136,10 +134,6 @@ async fn the_operator_never_fights_over_replicas_it_set() -> anyhow::Result<()> 
     pipelines.create(&PostParams::default(), &spec).await?;
     let operator = Operator::start(&ns.name, "solo").await?;
     operator.wait_ready(TIMEOUT).await?;
-    let worker =
-        eventually("worker Deployment", TIMEOUT, || async { deployment(&client, &ns.name, "warm-worker").await })
-            .await?;
-    assert_eq!(worker.spec.as_ref().and_then(|s| s.replicas), Some(2), "minReplicas is honoured");
     // KWOK runs the pods, so the pipeline becomes Ready and Active with 2 ready workers.
     eventually("2 ready workers in status", Duration::from_secs(90), || async {
         let status = pipelines.get("warm").await?.status.unwrap_or_default();
@@ -149,6 +143,47 @@ async fn the_operator_never_fights_over_replicas_it_set() -> anyhow::Result<()> 
         .then_some(()))
     })
     .await?;
+
+    let patch = json!({"spec": {"scaling": {"minReplicas": 0}}});
+    pipelines.patch("warm", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    eventually("idle workers scaled back to zero", Duration::from_secs(90), || async {
+        let d = deployment(&client, &ns.name, "warm-worker").await?.context("deployment")?;
+        let status = pipelines.get("warm").await?.status.unwrap_or_default();
+        Ok((d.spec.and_then(|s| s.replicas) == Some(0)
+            && status.replicas == 0
+            && conditions::is_true(&status.conditions, ACTIVE) == Some(false))
+        .then_some(()))
+    })
+    .await?;
+    let events = kubectl(&["get", "events", "-n", &ns.name, "-o", "jsonpath={.items[*].message}"]).await?;
+    assert!(events.contains("scaled workers from 2 to 0"), "{events}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_existing_object_of_the_same_name_is_never_taken_over() -> anyhow::Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "zf-conflict").await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+    let theirs: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "ingest-worker"}}))?;
+    accounts.create(&PostParams::default(), &theirs).await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    pipelines.create(&PostParams::default(), &minimal("ingest")?).await?;
+    let operator = Operator::start(&ns.name, "solo").await?;
+    operator.wait_ready(TIMEOUT).await?;
+    let ready = eventually("a NameConflict on the pipeline", TIMEOUT, || async {
+        let status = pipelines.get("ingest").await?.status.unwrap_or_default();
+        Ok(status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == READY && c.message.contains("not owned by this DataPipeline")))
+    })
+    .await?;
+    assert_eq!(ready.status, "False");
+    let account = accounts.get("ingest-worker").await?;
+    assert!(account.owner_references().is_empty(), "the team's ServiceAccount was adopted");
+    assert_eq!(account.automount_service_account_token, None, "the team's ServiceAccount was changed");
+    assert!(deployment(&client, &ns.name, "ingest-worker").await?.is_none());
     Ok(())
 }
 

@@ -113,11 +113,9 @@ impl Cli {
     /// The gateway's expected token, read once at start.
     pub fn gateway_token(&self) -> Result<Option<BearerToken>, String> {
         let Some(path) = &self.gateway_token_file else { return Ok(None) };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--gateway-token-file {}: {e}", path.display()))?;
-        BearerToken::new(text.trim())
-            .map(Some)
-            .map_err(|_| format!("--gateway-token-file {} is empty", path.display()))
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("--gateway-token-file {}: {e}", path.display()))?;
+        BearerToken::new(text.trim()).map(Some).map_err(|_| format!("--gateway-token-file {} is empty", path.display()))
     }
 
     /// The namespaces to watch: `None` for all.

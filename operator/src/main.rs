@@ -124,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         default_store,
         concurrency: cli.max_concurrent_reconciles,
         registry,
+        probes: Default::default(),
     });
     let namespaces = cli.watched_namespaces();
     readiness.expect_watches(namespaces.len());

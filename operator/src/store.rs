@@ -138,25 +138,62 @@ pub async fn probe(client: &AmazonS3, bucket: &str, prefix: Option<&str>) -> Res
 }
 
 fn classify(error: object_store::Error, bucket: &str) -> StoreError {
+    let message = error.to_string();
+    // The raw error may quote the response body of whatever answered at the endpoint, so it
+    // goes to the operator's debug log only; users see a fixed description.
+    tracing::debug!(bucket, error = %message, "store probe failed");
     match error {
         object_store::Error::NotFound { .. } => StoreError::BucketNotFound(bucket.to_owned()),
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
             StoreError::AccessDenied(bucket.to_owned())
         }
-        other => {
-            let message = other.to_string();
-            // S3 reports a missing bucket as an error body rather than a plain 404 on some stores.
-            if message.contains("NoSuchBucket") {
-                StoreError::BucketNotFound(bucket.to_owned())
-            } else if message.contains("AccessDenied")
-                || message.contains("InvalidAccessKeyId")
-                || message.contains("SignatureDoesNotMatch")
-            {
-                StoreError::AccessDenied(bucket.to_owned())
-            } else {
-                StoreError::Unreachable(message)
-            }
+        // Some stores report these as error bodies rather than plain status codes.
+        _ if message.contains("NoSuchBucket") => StoreError::BucketNotFound(bucket.to_owned()),
+        _ if ["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"].iter().any(|m| message.contains(m)) => {
+            StoreError::AccessDenied(bucket.to_owned())
         }
+        _ => StoreError::Unreachable("the endpoint did not answer as an S3 API; details in the operator log".into()),
+    }
+}
+
+/// Remembers probe results, so that reconciles caused by worker churn do not list the bucket
+/// again (and a slow endpoint does not hold a reconcile slot on every one of them).
+#[derive(Default)]
+pub struct ProbeCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedProbe>>,
+}
+
+#[derive(Clone)]
+struct CachedProbe {
+    generation: Option<i64>,
+    checked_at: std::time::Instant,
+    result: Result<(), StoreError>,
+}
+
+/// A successful probe is trusted this long; a failed one half as long.
+const PROBE_TTL: Duration = Duration::from_secs(60);
+
+impl ProbeCache {
+    /// The cached result for this pipeline (by uid) if it is for the same generation and fresh.
+    pub fn get(&self, uid: &str, generation: Option<i64>) -> Option<Result<(), StoreError>> {
+        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = entries.get(uid)?;
+        let ttl = if entry.result.is_ok() { PROBE_TTL } else { PROBE_TTL / 2 };
+        (entry.generation == generation && entry.checked_at.elapsed() < ttl).then(|| entry.result.clone())
+    }
+
+    pub fn put(&self, uid: &str, generation: Option<i64>, result: Result<(), StoreError>) {
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.insert(uid.to_owned(), CachedProbe { generation, checked_at: std::time::Instant::now(), result });
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
+    }
+
+    /// Drops the entries of pipelines that no longer exist.
+    pub fn retain(&self, alive: &std::collections::HashSet<String>) {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|uid, _| alive.contains(uid));
     }
 }
 
@@ -193,6 +230,17 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("very-secret") && !printed.contains("AKIAEXAMPLE"), "{printed}");
         assert!(printed.contains("http://minio:9000"));
+    }
+
+    #[test]
+    fn cached_probes_expire_and_follow_the_generation() {
+        let cache = ProbeCache::default();
+        assert_eq!(cache.get("uid", Some(1)), None);
+        cache.put("uid", Some(1), Err(StoreError::BucketNotFound("b".into())));
+        assert_eq!(cache.get("uid", Some(1)), Some(Err(StoreError::BucketNotFound("b".into()))));
+        assert_eq!(cache.get("uid", Some(2)), None, "a spec change probes again");
+        cache.forget("uid");
+        assert_eq!(cache.get("uid", Some(1)), None);
     }
 
     #[test]

@@ -209,11 +209,20 @@ pub struct PodTemplateOverlay {
     /// Secrets used to pull the transform image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
-    /// Extra volumes for the worker pods.
+    /// Extra volumes for the worker pods. hostPath volumes are refused: workers never see the
+    /// node's filesystem. Names starting with `zeroflow-` are reserved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new("self.all(v, !has(v.hostPath))").message("hostPath volumes are not allowed in worker pods"),
+        validation = Rule::new("self.all(v, !v.name.startsWith('zeroflow-'))").message("volume names starting with zeroflow- are reserved"),
+    )]
     pub volumes: Vec<Volume>,
-    /// Where the extra volumes are mounted in the transform container.
+    /// Where the extra volumes are mounted in the transform container (not under `/zeroflow`,
+    /// which is reserved).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(m, !m.mountPath.startsWith('/zeroflow'))").message("mount paths under /zeroflow are reserved"))]
     pub volume_mounts: Vec<VolumeMount>,
     /// Seconds a worker gets to finish its objects after it is asked to stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,7 +29,8 @@ const RUNNER_DIR: &str = "/zeroflow/bin";
 const WORK_DIR: &str = "/zeroflow/work";
 const TOKEN_DIR: &str = "/var/run/secrets/zeroflow";
 const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
-// Non-root IDs used when the image does not choose; 65532 is the distroless "nonroot" user.
+// Workers always run as this non-root user and group (65532 is distroless' "nonroot"), whatever
+// the image's USER says, so the restricted Pod Security profile holds for any image.
 const WORKER_UID: i64 = 65532;
 // Time given to a worker after its last object's timeout before the kubelet kills it.
 const GRACE_MARGIN_SECONDS: i64 = 15;
@@ -162,6 +163,8 @@ fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptio
         command: Some(vec!["/zeroflow-runner".into(), "install".into(), RUNNER_DIR.into()]),
         volume_mounts: Some(vec![mount("zeroflow-bin", RUNNER_DIR, false)]),
         security_context: Some(restricted_container()),
+        // Namespaces with a ResourceQuota refuse pods whose containers declare nothing.
+        resources: Some(installer_resources()),
         ..Container::default()
     };
 
@@ -254,6 +257,18 @@ fn worker_env(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptions
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..VolumeMount::default() }
+}
+
+fn installer_resources() -> k8s_openapi::api::core::v1::ResourceRequirements {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let amounts = |cpu: &str, memory: &str| {
+        BTreeMap::from([("cpu".to_owned(), Quantity(cpu.into())), ("memory".to_owned(), Quantity(memory.into()))])
+    };
+    k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(amounts("10m", "16Mi")),
+        limits: Some(amounts("100m", "32Mi")),
+        ..Default::default()
+    }
 }
 
 /// The container settings the `restricted` Pod Security Standard asks for.

@@ -81,8 +81,8 @@ impl Registry {
     }
 
     /// Forgets pipelines of `namespace` (all namespaces with `None`) that are not in `alive`,
-    /// with their backlogs.
-    pub fn retain(&self, namespace: Option<&str>, alive: &BTreeSet<PipelineKey>) {
+    /// with their backlogs; returns the pipelines it forgot.
+    pub fn retain(&self, namespace: Option<&str>, alive: &BTreeSet<PipelineKey>) -> Vec<PipelineKey> {
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let gone: Vec<_> = known
             .keys()
@@ -90,13 +90,14 @@ impl Registry {
             .cloned()
             .collect();
         if gone.is_empty() {
-            return;
+            return gone;
         }
         for key in &gone {
             known.remove(key);
             self.backlogs.remove(key);
         }
         self.routes.replace(RouteTable::new(known.values().cloned()));
+        gone
     }
 
     pub fn counts(&self, key: &PipelineKey) -> Option<Counts> {

@@ -54,6 +54,8 @@ pub struct Context {
     pub concurrency: u16,
     /// Routes and backlogs of the event path.
     pub registry: Arc<event_path::Registry>,
+    /// Recent source probes, by pipeline uid.
+    pub probes: store::ProbeCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,10 @@ pub enum Error {
     Apply { kind: &'static str, source: kube::Error },
     #[error("failed to write status: {0}")]
     Status(#[source] kube::Error),
+    #[error("{kind} {name} already exists and is not owned by this DataPipeline; rename one of them")]
+    NameConflict { kind: &'static str, name: String },
+    #[error("the apiserver refused the {kind} built from this spec: {message}")]
+    Rejected { kind: &'static str, message: String },
 }
 
 impl Error {
@@ -82,12 +88,21 @@ impl Error {
             Error::Read { .. } => "read",
             Error::Apply { .. } => "apply",
             Error::Status(_) => "status",
+            Error::NameConflict { .. } => "name_conflict",
+            Error::Rejected { .. } => "rejected",
         }
     }
 
     /// Errors the user must fix; retrying without a change cannot help.
     fn needs_user_change(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::Malformed(_) | Error::NoNamespace)
+        matches!(
+            self,
+            Error::InvalidSpec(_)
+                | Error::Malformed(_)
+                | Error::NoNamespace
+                | Error::NameConflict { .. }
+                | Error::Rejected { .. }
+        )
     }
 }
 
@@ -166,7 +181,12 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
         ticker.tick().await;
         let pipelines: Vec<_> = store.state().iter().filter_map(|guard| guard.0.as_ref().ok().cloned()).collect();
         let alive = pipelines.iter().map(event_path::pipeline_key).collect();
-        ctx.registry.retain(namespace.as_deref(), &alive);
+        for gone in ctx.registry.retain(namespace.as_deref(), &alive) {
+            ctx.replicas.forget(&gone.namespace, &gone.name);
+        }
+        if namespace.is_none() {
+            ctx.probes.retain(&pipelines.iter().filter_map(|p| p.metadata.uid.clone()).collect());
+        }
         for pipeline in pipelines {
             let Some(counts) = ctx.registry.counts(&event_path::pipeline_key(&pipeline)) else { continue };
             let current = current_status(&pipeline);
@@ -175,7 +195,8 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
             }
             let patch = json!({"status": status::counts_patch(&counts)});
             let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
-            if let Err(e) = api.patch_status(&pipeline.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            if let Err(e) = api.patch_status(&pipeline.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
+            {
                 warn!(name = pipeline.name_any(), error = %e, "failed to write backlog counts");
             }
         }
@@ -227,7 +248,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
             let invalid = validate::InvalidSpec { field: "spec.sink", reason: e.to_string() };
             let message = invalid.to_string();
             publish(ctx, pipeline, EventType::Warning, "InvalidSpec", "Validate", &message).await;
-            write_status(ctx, pipeline, DataPipelineStatus::default(), &Outcome::InvalidSpec(message), None).await?;
+            write_status(ctx, pipeline, current_status(pipeline), &Outcome::InvalidSpec(message), None).await?;
             return Err(invalid.into());
         }
     };
@@ -238,6 +259,9 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     let worker_name = build::worker_name(pipeline);
 
     let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing_account =
+        accounts.get_opt(&worker_name).await.map_err(|source| Error::Read { kind: "ServiceAccount", source })?;
+    ensure_ours(ctx, pipeline, "ServiceAccount", &worker_name, existing_account.as_ref().map(|a| &a.metadata)).await?;
     let account = build::service_account(pipeline, owner.clone());
     accounts
         .patch(&worker_name, &apply, &Patch::Apply(&account))
@@ -247,13 +271,21 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing =
         deployments.get_opt(&worker_name).await.map_err(|source| Error::Read { kind: "Deployment", source })?;
+    ensure_ours(ctx, pipeline, "Deployment", &worker_name, existing.as_ref().map(|d| &d.metadata)).await?;
     let existing_replicas = existing.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas);
-    let replicas = ctx.replicas.settle(&namespace, &name, existing_replicas, &pipeline.spec.scaling);
+    let replicas = ctx.replicas.settle(&namespace, &name, &pipeline.spec.scaling);
     let deployment = build::worker_deployment(pipeline, &spec, owner, &ctx.workers, replicas);
     let applied = match deployments.patch(&worker_name, &apply, &Patch::Apply(&deployment)).await {
         Ok(applied) => applied,
         Err(source) => {
-            let error = Error::Apply { kind: "Deployment", source };
+            let error = match source {
+                // The apiserver refused what the spec produced (for example a volume name that
+                // collides with zeroflow's own): retrying cannot help until the spec changes.
+                kube::Error::Api(e) if e.code == 400 || e.code == 422 => {
+                    Error::Rejected { kind: "Deployment", message: e.message }
+                }
+                source => Error::Apply { kind: "Deployment", source },
+            };
             publish(ctx, pipeline, EventType::Warning, "ApplyFailed", "ApplyWorkers", &error.to_string()).await;
             let outcome = Outcome::ApplyFailed(error.to_string());
             write_status(ctx, pipeline, current_status(pipeline), &outcome, None).await?;
@@ -272,7 +304,15 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
         Some(_) => {}
     }
 
-    let source = check_source(ctx, pipeline, &namespace).await;
+    let uid = pipeline.metadata.uid.clone().unwrap_or_default();
+    let source = match ctx.probes.get(&uid, pipeline.metadata.generation) {
+        Some(cached) => cached,
+        None => {
+            let fresh = check_source(ctx, pipeline, &namespace).await;
+            ctx.probes.put(&uid, pipeline.metadata.generation, fresh.clone());
+            fresh
+        }
+    };
     if let Err(e) = &source {
         let reachable_before = conditions::is_true(&current_status(pipeline).conditions, conditions::SOURCE_REACHABLE);
         if reachable_before != Some(false) {
@@ -316,6 +356,30 @@ async fn check_source(ctx: &Context, pipeline: &DataPipeline, namespace: &str) -
     };
     let client = store::bucket_client(&config, &source.bucket)?;
     store::probe(&client, &source.bucket, source.prefix.as_deref()).await
+}
+
+/// Refuses to take over an object of the same name that this pipeline does not control: applying
+/// would change it and make it garbage-collected with the pipeline.
+async fn ensure_ours(
+    ctx: &Context,
+    pipeline: &DataPipeline,
+    kind: &'static str,
+    name: &str,
+    existing: Option<&kube::api::ObjectMeta>,
+) -> Result<(), Error> {
+    let Some(meta) = existing else { return Ok(()) };
+    let ours = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == pipeline.metadata.uid.as_ref());
+    if ours {
+        return Ok(());
+    }
+    let error = Error::NameConflict { kind, name: name.to_owned() };
+    publish(ctx, pipeline, EventType::Warning, "NameConflict", "ApplyWorkers", &error.to_string()).await;
+    write_status(ctx, pipeline, current_status(pipeline), &Outcome::ApplyFailed(error.to_string()), None).await?;
+    Err(error)
 }
 
 fn current_status(pipeline: &DataPipeline) -> DataPipelineStatus {

@@ -14,15 +14,18 @@ pub struct ReplicaBook {
 }
 
 impl ReplicaBook {
-    /// The replicas to apply for a pipeline: what was last decided, else what the cluster has
-    /// (after an operator restart), else `minReplicas`; always within `[minReplicas, maxReplicas]`.
-    pub fn settle(&self, namespace: &str, name: &str, existing: Option<i32>, scaling: &ScalingSpec) -> i32 {
+    /// The replicas to apply for a pipeline: the scaler's last decision, else `minReplicas`;
+    /// always within `[minReplicas, maxReplicas]`. Only decisions are remembered, so lowering
+    /// `minReplicas` lets an idle pipeline go back down.
+    pub fn settle(&self, namespace: &str, name: &str, scaling: &ScalingSpec) -> i32 {
+        let current = self.get(namespace, name).unwrap_or(scaling.min_replicas);
+        bounded(current, scaling.min_replicas, scaling.max_replicas)
+    }
+
+    /// Forgets pipelines that no longer exist, so a new pipeline of the same name starts fresh.
+    pub fn forget(&self, namespace: &str, name: &str) {
         let mut wanted = self.wanted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = (namespace.to_owned(), name.to_owned());
-        let current = wanted.get(&key).copied().or(existing).unwrap_or(scaling.min_replicas);
-        let settled = bounded(current, scaling.min_replicas, scaling.max_replicas);
-        wanted.insert(key, settled);
-        settled
+        wanted.remove(&(namespace.to_owned(), name.to_owned()));
     }
 
     /// Records a scaling decision; the next apply uses it.
@@ -53,24 +56,27 @@ mod tests {
     #[test]
     fn a_new_pipeline_starts_at_min_replicas() {
         let book = ReplicaBook::default();
-        assert_eq!(book.settle("ns", "a", None, &scaling(0, 5)), 0);
-        assert_eq!(book.settle("ns", "b", None, &scaling(2, 5)), 2);
+        assert_eq!(book.settle("ns", "a", &scaling(0, 5)), 0);
+        assert_eq!(book.settle("ns", "b", &scaling(2, 5)), 2);
     }
 
     #[test]
-    fn after_a_restart_the_cluster_value_is_kept() {
+    fn lowering_min_replicas_lets_an_idle_pipeline_scale_down() {
         let book = ReplicaBook::default();
-        assert_eq!(book.settle("ns", "a", Some(3), &scaling(0, 5)), 3);
+        assert_eq!(book.settle("ns", "a", &scaling(3, 5)), 3);
+        assert_eq!(book.get("ns", "a"), None, "a minimum is not a decision");
+        assert_eq!(book.settle("ns", "a", &scaling(0, 5)), 0);
     }
 
     #[test]
     fn decisions_win_over_the_cluster_and_stay_within_bounds() {
         let book = ReplicaBook::default();
         book.set("ns", "a", 4);
-        assert_eq!(book.settle("ns", "a", Some(1), &scaling(0, 5)), 4);
-        assert_eq!(book.settle("ns", "a", Some(1), &scaling(0, 2)), 2, "maxReplicas lowered");
-        assert_eq!(book.get("ns", "a"), Some(2));
-        assert_eq!(book.settle("ns", "a", None, &scaling(3, 5)), 3, "minReplicas raised");
-        assert_eq!(book.settle("ns", "a", None, &scaling(6, 2)), 6, "never panics on min > max");
+        assert_eq!(book.settle("ns", "a", &scaling(0, 5)), 4);
+        assert_eq!(book.settle("ns", "a", &scaling(0, 2)), 2, "maxReplicas lowered");
+        assert_eq!(book.settle("ns", "a", &scaling(6, 8)), 6, "minReplicas raised");
+        assert_eq!(book.settle("ns", "a", &scaling(6, 2)), 6, "never panics on min > max");
+        book.forget("ns", "a");
+        assert_eq!(book.settle("ns", "a", &scaling(0, 5)), 0, "a recreated pipeline starts fresh");
     }
 }
