@@ -67,25 +67,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Rules the operator needs wherever it runs DataPipelines (ClusterRole, or Role per watched namespace). */}}
 {{- define "zeroflow.workloadRules" -}}
+# Exactly what the operator calls today. Scaling (deployments/scale, pod-deletion-cost on pods)
+# and worker authentication (tokenreviews) are added with the features that use them.
 - apiGroups: ["zeroflow.dev"]
   resources: ["datapipelines"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["zeroflow.dev"]
   resources: ["datapipelines/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# Worker Deployments and ServiceAccounts: server-side apply needs create and patch; deletion is
+# left to the garbage collector through owner references.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-- apiGroups: ["apps"]
-  resources: ["deployments/scale"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# pod-deletion-cost annotations, so scale-down removes idle workers first.
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Store credentials referenced by pipelines; read one by one, never listed or watched.
 - apiGroups: [""]
   resources: ["secrets"]
