@@ -250,6 +250,11 @@ test_schema_refuses_bad_values() {
   out=$(helm template zf "$chart" --set replicaCount=2 --set leaderElection.enabled=false 2>&1) \
     && fail "2 replicas without leader election were accepted"
   expect_contains "replicas without leader" "$out" "replicaCount > 1 needs leaderElection.enabled=true"
+  out=$(helm template zf "$chart" --set defaultStore.endpoint=http://minio:9000 2>&1) \
+    && fail "a default store without credentials was accepted"
+  expect_contains "default store credentials" "$out" "at '/defaultStore/credentialsSecret': minLength: got 0, want 1"
+  out=$(helm template zf "$chart" --set defaultStore.endpoint=http://minio:9000 --set defaultStore.credentialsSecret=s3)
+  expect_contains "default store env" "$out" "name: ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY"
   # helm install refuses the same values before touching the cluster.
   out=$(helm install "$prefix-bad" "$chart" -n default --set logFormat=xml --dry-run=server 2>&1) \
     && fail "helm install accepted logFormat=xml"
