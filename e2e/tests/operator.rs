@@ -127,7 +127,14 @@ async fn minimal_pipeline_gets_idle_workers_status_and_follows_edits_and_deletio
 #[tokio::test]
 async fn min_replicas_keeps_idle_workers_and_lowering_it_scales_them_down() -> anyhow::Result<()> {
     let client = client().await?;
-    let ns = TestNamespace::create(&client, "zf-replicas").await?;
+    // A restricted namespace: the worker pods only appear if the operator's pod template passes
+    // the restricted Pod Security Standard.
+    let ns = TestNamespace::create_with_labels(
+        &client,
+        "zf-replicas",
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    )
+    .await?;
     let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
     let mut spec = minimal("warm")?;
     spec.spec.scaling.min_replicas = 2;
