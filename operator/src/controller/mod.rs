@@ -20,8 +20,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -123,7 +123,18 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let controller = Controller::new(pipelines, watcher::Config::default().any_semantic())
+    // The cache holds every DataPipeline; managedFields are most of each object's size and the
+    // operator never reads them, so they are dropped before they are stored.
+    let (reader, writer) = reflector::store();
+    let pipeline_stream = watcher(pipelines, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|guard: &mut DeserializeGuard<DataPipeline>| match &mut guard.0 {
+            Ok(pipeline) => pipeline.metadata.managed_fields = None,
+            Err(invalid) => invalid.metadata.managed_fields = None,
+        })
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(pipeline_stream, reader)
         .owns(deployments, owned.clone())
         .owns(accounts, owned)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency))
