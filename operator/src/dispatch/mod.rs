@@ -2,6 +2,7 @@
 
 pub mod backlog;
 pub mod backlogs;
+pub mod ledger;
 
 pub use backlog::{Backlog, BacklogConfig, Counts, Lease, LeaseId, Millis};
 pub use backlogs::Backlogs;
