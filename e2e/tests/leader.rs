@@ -16,6 +16,11 @@ fn pipeline(name: &str) -> anyhow::Result<DataPipeline> {
     }))?)
 }
 
+async fn lease_holder(namespace: &str) -> anyhow::Result<String> {
+    let jsonpath = "jsonpath={.spec.holderIdentity}";
+    zeroflow_e2e::kubectl(&["get", "lease", "-n", namespace, "zeroflow-operator-leader", "-o", jsonpath]).await
+}
+
 fn reconciles(metrics: &str) -> u64 {
     metrics
         .lines()
@@ -48,16 +53,7 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_sigkill() -> any
     assert_eq!(follower.readyz().await, Some(503), "a follower must not be ready");
     assert_eq!(reconciles(&follower.metrics().await?), 0, "a follower must not reconcile");
     assert!(reconciles(&leader.metrics().await?) > 0);
-    let lease = zeroflow_e2e::kubectl(&[
-        "get",
-        "lease",
-        "-n",
-        &ns.name,
-        "zeroflow-operator-leader",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ])
-    .await?;
+    let lease = lease_holder(&ns.name).await?;
     assert_eq!(lease, leader.identity);
 
     let killed_at = Instant::now();
@@ -83,16 +79,7 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_sigkill() -> any
     let stopped_at = Instant::now();
     let status = leader.terminate().await?;
     assert!(status.success(), "SIGTERM should end the operator cleanly, got {status}");
-    let holder = zeroflow_e2e::kubectl(&[
-        "get",
-        "lease",
-        "-n",
-        &ns.name,
-        "zeroflow-operator-leader",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ])
-    .await?;
+    let holder = lease_holder(&ns.name).await?;
     assert_ne!(holder, leader.identity, "the lease was not released on SIGTERM");
     next.wait_ready(Duration::from_secs(15)).await?;
     println!("handover after SIGTERM of the leader: {:.1} s", stopped_at.elapsed().as_secs_f64());
