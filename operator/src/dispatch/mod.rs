@@ -3,6 +3,7 @@
 pub mod backlog;
 pub mod backlogs;
 pub mod ledger;
+pub mod resync;
 
 pub use backlog::{Backlog, BacklogConfig, Counts, Lease, LeaseId, Millis};
 pub use backlogs::Backlogs;
