@@ -1,0 +1,86 @@
+//! Work API metrics, registered into a registry the caller owns. Labels: the pipeline at most.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::gateway::routing::PipelineKey;
+
+/// How a lease ended, as counted by `zeroflow_workapi_completions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Done,
+    /// Failed for good: a `failed` record was written.
+    Failed,
+    /// Failed, back to pending for another attempt.
+    Retry,
+    /// Expired without an answer (counted when it is reclaimed, if it ends the attempts).
+    Expired,
+}
+
+impl Ended {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Done => "done",
+            Ended::Failed => "failed",
+            Ended::Retry => "retry",
+            Ended::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkApiMetrics {
+    granted: IntCounterVec,
+    completions: IntCounterVec,
+    wait: HistogramVec,
+    refused: IntCounterVec,
+}
+
+impl WorkApiMetrics {
+    /// Creates the metrics and registers them; call once per registry.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let granted = IntCounterVec::new(
+            Opts::new("zeroflow_workapi_leases_granted_total", "Leases handed to workers"),
+            &["namespace", "name"],
+        )?;
+        let completions = IntCounterVec::new(
+            Opts::new(
+                "zeroflow_workapi_completions_total",
+                "Leases ended, by outcome: done, failed (for good), retry, expired (for good)",
+            ),
+            &["namespace", "name", "outcome"],
+        )?;
+        let wait = HistogramVec::new(
+            HistogramOpts::new("zeroflow_workapi_lease_wait_seconds", "Time a lease poll waited, by result")
+                .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0]),
+            &["result"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new("zeroflow_workapi_requests_refused_total", "Work API requests refused, by reason"),
+            &["reason"],
+        )?;
+        registry.register(Box::new(granted.clone()))?;
+        registry.register(Box::new(completions.clone()))?;
+        registry.register(Box::new(wait.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        Ok(Self { granted, completions, wait, refused })
+    }
+
+    pub fn granted(&self, pipeline: &PipelineKey) {
+        self.granted.with_label_values(&[&pipeline.namespace, &pipeline.name]).inc();
+    }
+
+    pub fn ended(&self, pipeline: &PipelineKey, ended: Ended) {
+        self.completions
+            .with_label_values(&[pipeline.namespace.as_str(), pipeline.name.as_str(), ended.as_str()])
+            .inc();
+    }
+
+    /// `leased` is false when the poll ended empty-handed.
+    pub fn waited(&self, leased: bool, seconds: f64) {
+        self.wait.with_label_values(&[if leased { "leased" } else { "empty" }]).observe(seconds);
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.with_label_values(&[reason]).inc();
+    }
+}
