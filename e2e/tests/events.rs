@@ -111,5 +111,7 @@ async fn minio_notifications_become_pending_items_of_matching_pipelines_only() -
     }
     let metrics = operator.metrics().await?;
     assert!(!metrics.contains("outcome=\"unauthorized\""), "MinIO's token was refused:\n{metrics}");
+    let gauge = format!("zeroflow_backlog_pending{{namespace=\"{}\",pipeline=\"everything-in\"}} 3", ns.name);
+    assert!(metrics.contains(&gauge), "no {gauge} in:\n{metrics}");
     Ok(())
 }

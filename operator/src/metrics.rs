@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -11,6 +13,11 @@ pub struct Metrics {
     reconcile_errors: IntCounterVec,
     reconcile_duration: Histogram,
     pub leader: IntGauge,
+    /// Per pipeline (labels namespace, pipeline): objects waiting, objects being processed,
+    /// worker replicas.
+    pub pending: IntGaugeVec,
+    pub in_flight: IntGaugeVec,
+    pub replicas: IntGaugeVec,
 }
 
 impl Metrics {
@@ -29,11 +36,19 @@ impl Metrics {
                 .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
         )?;
         let leader = IntGauge::new("zeroflow_leader", "1 when this replica holds the leader lease")?;
+        let per_pipeline = ["namespace", "pipeline"];
+        let pending =
+            IntGaugeVec::new(Opts::new("zeroflow_backlog_pending", "Objects waiting for a worker"), &per_pipeline)?;
+        let in_flight = IntGaugeVec::new(Opts::new("zeroflow_inflight", "Objects leased to workers"), &per_pipeline)?;
+        let replicas = IntGaugeVec::new(Opts::new("zeroflow_replicas", "Worker pods that exist"), &per_pipeline)?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(leader.clone()))?;
-        Ok(Self { registry, reconciles, reconcile_errors, reconcile_duration, leader })
+        registry.register(Box::new(pending.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(replicas.clone()))?;
+        Ok(Self { registry, reconciles, reconcile_errors, reconcile_duration, leader, pending, in_flight, replicas })
     }
 
     /// The registry other parts (the gateway) register their metrics in.
@@ -49,6 +64,13 @@ impl Metrics {
                 self.reconciles.with_label_values(&["error"]).inc();
                 self.reconcile_errors.with_label_values(&[category]).inc();
             }
+        }
+    }
+
+    /// Removes a deleted pipeline's series, so label sets stay bounded by the live pipelines.
+    pub fn forget_pipeline(&self, namespace: &str, name: &str) {
+        for gauge in [&self.pending, &self.in_flight, &self.replicas] {
+            let _ = gauge.remove_label_values(&[namespace, name]);
         }
     }
 
@@ -74,5 +96,15 @@ mod tests {
         assert!(text.contains("zeroflow_reconciles_total{outcome=\"error\"} 1"), "{text}");
         assert!(text.contains("zeroflow_reconcile_errors_total{category=\"apply\"} 1"), "{text}");
         assert!(text.contains("zeroflow_reconcile_duration_seconds_count 2"), "{text}");
+    }
+
+    #[test]
+    fn pipeline_series_are_removed_with_the_pipeline() {
+        let m = Metrics::new().expect("metrics register");
+        m.pending.with_label_values(&["finance", "invoices"]).set(3);
+        let text = m.render().expect("render");
+        assert!(text.contains("zeroflow_backlog_pending{namespace=\"finance\",pipeline=\"invoices\"} 3"), "{text}");
+        m.forget_pipeline("finance", "invoices");
+        assert!(!m.render().expect("render").contains("pipeline=\"invoices\""));
     }
 }

@@ -194,12 +194,17 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
         let alive = pipelines.iter().map(event_path::pipeline_key).collect();
         for gone in ctx.registry.retain(namespace.as_deref(), &alive) {
             ctx.replicas.forget(&gone.namespace, &gone.name);
+            ctx.metrics.forget_pipeline(&gone.namespace, &gone.name);
         }
         if namespace.is_none() {
             ctx.probes.retain(&pipelines.iter().filter_map(|p| p.metadata.uid.clone()).collect());
         }
         for pipeline in pipelines {
             let Some(counts) = ctx.registry.counts(&event_path::pipeline_key(&pipeline)) else { continue };
+            let labels = [pipeline.namespace().unwrap_or_default(), pipeline.name_any()];
+            let labels = [labels[0].as_str(), labels[1].as_str()];
+            ctx.metrics.pending.with_label_values(&labels).set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
+            ctx.metrics.in_flight.with_label_values(&labels).set(i64::try_from(counts.in_flight).unwrap_or(i64::MAX));
             let current = current_status(&pipeline);
             if status::with_counts(current.clone(), &counts) == current {
                 continue;
@@ -331,6 +336,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
         }
     }
     let observed = WorkerObservation::from_deployment(&applied);
+    ctx.metrics.replicas.with_label_values(&[namespace.as_str(), name.as_str()]).set(i64::from(observed.replicas));
     let mut status = status::with_workers(current_status(pipeline), &worker_name, &observed);
     if let Some(counts) = ctx.registry.counts(&event_path::pipeline_key(pipeline)) {
         status = status::with_counts(status, &counts);
