@@ -248,7 +248,7 @@ async fn workers_with_projected_tokens_process_every_object_exactly_once() -> an
     assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), OBJECTS, "no object recorded twice");
     for (_, item, outcome) in &records {
         let output = format!("out/{}/upper.txt", item.object.key);
-        assert_eq!(outcome, &Outcome::Done { outputs: vec![output.clone()] });
+        assert_eq!(outcome, &Outcome::Done { attempts: 1, outputs: vec![output.clone()] });
         let written = bed.s3.get(&Path::parse(&output)?).await?.bytes().await?;
         let input = expected.get(&item.object.key).context("unexpected object")?;
         assert_eq!(String::from_utf8(written.to_vec())?, input.to_uppercase());

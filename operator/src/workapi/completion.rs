@@ -13,9 +13,10 @@ use crate::gateway::routing::PipelineKey;
 /// How an object ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Processed; `outputs` are the full keys in the sink bucket.
-    Done { outputs: Vec<String> },
-    /// No attempt left (or the failure was permanent).
+    /// Processed on attempt `attempts`; `outputs` are the full keys in the sink bucket.
+    Done { attempts: u32, outputs: Vec<String> },
+    /// No attempt left (or the failure was permanent). `reason` is the end of the transform's
+    /// stderr (at most 4 KiB), or why the operator gave up (`lease expired`).
     Failed { attempts: u32, exit_code: Option<i32>, reason: String },
 }
 

@@ -4,11 +4,13 @@
 //! verified by TokenReview ([`auth`]); a worker acts only for the pipeline bound to its
 //! ServiceAccount. It leases objects from the in-memory backlogs, receives presigned URLs
 //! ([`objects`]) and reports outcomes, which are recorded through [`Completion`] before the
-//! backlog is acknowledged. [`rules`] and [`leases`] are pure; [`server`] does the I/O.
+//! backlog is acknowledged ([`LedgerCompletion`] writes the ledger's markers). [`rules`] and
+//! [`leases`] are pure; [`server`] does the I/O.
 
 pub mod auth;
 pub mod completion;
 pub mod leases;
+pub mod ledger;
 pub mod metrics;
 pub mod objects;
 pub mod rules;
@@ -17,6 +19,7 @@ pub mod waiters;
 
 pub use auth::{CachingVerifier, Identity, TokenReviewVerifier, TokenVerifier, VerifyError};
 pub use completion::{Completion, CompletionError, InMemoryCompletion, Outcome};
+pub use ledger::LedgerCompletion;
 pub use metrics::WorkApiMetrics;
 pub use objects::{BucketAccess, ObjectError, ObjectInfo, S3Bucket};
 pub use server::{PipelineAccess, WorkApi, router};

@@ -313,7 +313,8 @@ impl WorkApi {
             None => self.verify_unknown(&access, &request.object).await?,
         };
         let outputs = request.outputs.iter().map(|n| output_key(&access.sink_prefix, &item.object.key, n)).collect();
-        self.record(pipeline, &item, Outcome::Done { outputs }).await?;
+        let attempts = granted.as_ref().map_or(request.attempt.unwrap_or(1), |g| g.attempt);
+        self.record(pipeline, &item, Outcome::Done { attempts, outputs }).await?;
         let lease_held = match granted {
             Some(g) => {
                 let acked =
@@ -339,15 +340,10 @@ impl WorkApi {
         let max_attempts =
             self.backlogs.with(pipeline, |b, _| b.config().max_attempts).ok_or(ApiError::UnknownPipeline)?;
         let tail = stderr_tail(request.stderr_tail.as_deref().unwrap_or_default());
-        let reason = match request.exit_code {
-            Some(code) => format!("exit code {code}: {tail}"),
-            None => tail.to_owned(),
-        };
         let granted = self.leases().get(pipeline, lease_id);
         if let Some(granted) = granted {
-            let recorded = self
-                .fail_granted(pipeline, &granted, request.retryable, request.exit_code, &reason, max_attempts)
-                .await?;
+            let recorded =
+                self.fail_granted(pipeline, &granted, request.retryable, request.exit_code, tail, max_attempts).await?;
             self.leases().remove(pipeline, lease_id);
             return Ok(FinishResponse { recorded, lease_held: true });
         }
@@ -356,7 +352,7 @@ impl WorkApi {
         let attempt = request.attempt.unwrap_or(1);
         let recorded = is_final_failure(request.retryable, attempt, max_attempts);
         if recorded {
-            let outcome = Outcome::Failed { attempts: attempt, exit_code: request.exit_code, reason };
+            let outcome = Outcome::Failed { attempts: attempt, exit_code: request.exit_code, reason: tail.to_owned() };
             self.record(pipeline, &item, outcome).await?;
             self.metrics.ended(pipeline, Ended::Failed);
         }
@@ -364,24 +360,30 @@ impl WorkApi {
     }
 
     /// Fails a lease this replica granted: the record first when the failure is final, then the
-    /// backlog. Returns whether a record was written.
+    /// backlog. `detail` is the stderr tail or the operator's reason. Returns whether a record was
+    /// written.
     async fn fail_granted(
         &self,
         pipeline: &PipelineKey,
         granted: &Granted,
         retryable: bool,
         exit_code: Option<i32>,
-        reason: &str,
+        detail: &str,
         max_attempts: u32,
     ) -> Result<bool, ApiError> {
         let final_failure = is_final_failure(retryable, granted.attempt, max_attempts);
-        let outcome = Outcome::Failed { attempts: granted.attempt, exit_code, reason: reason.to_owned() };
         if final_failure {
-            self.record(pipeline, &granted.item, outcome.clone()).await?;
+            let outcome = Outcome::Failed { attempts: granted.attempt, exit_code, reason: detail.to_owned() };
+            self.record(pipeline, &granted.item, outcome).await?;
         }
+        // The backlog keeps it as the item's last error, for Events and status.
+        let last_error = match exit_code {
+            Some(code) => format!("exit code {code}: {detail}"),
+            None => detail.to_owned(),
+        };
         let result = self
             .backlogs
-            .with(pipeline, |b, now| b.fail(granted.backlog_id, retryable, reason, now))
+            .with(pipeline, |b, now| b.fail(granted.backlog_id, retryable, &last_error, now))
             .ok_or(ApiError::UnknownPipeline)?;
         self.waiters.notify(pipeline);
         match result {
@@ -479,6 +481,8 @@ struct OutputRequest {
 struct CompleteRequest {
     #[serde(default)]
     outputs: Vec<String>,
+    /// The lease's attempt, echoed back; used when the lease is unknown here.
+    attempt: Option<u32>,
     #[serde(flatten)]
     object: ObjectRef,
 }
