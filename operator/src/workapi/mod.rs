@@ -5,10 +5,11 @@
 //! ServiceAccount. It leases objects from the in-memory backlogs, receives presigned URLs
 //! ([`objects`]) and reports outcomes, which are recorded through [`Completion`] before the
 //! backlog is acknowledged ([`LedgerCompletion`] writes the ledger's markers). [`rules`] and
-//! [`leases`] are pure; [`server`] does the I/O.
+//! [`leases`] are pure; [`server`] does the I/O and [`http`] speaks HTTP.
 
 pub mod auth;
 pub mod completion;
+pub mod http;
 pub mod leases;
 pub mod ledger;
 pub mod metrics;
@@ -19,8 +20,9 @@ pub mod waiters;
 
 pub use auth::{CachingVerifier, Identity, TokenReviewVerifier, TokenVerifier, VerifyError};
 pub use completion::{Completion, CompletionError, InMemoryCompletion, Outcome};
+pub use http::router;
 pub use ledger::LedgerCompletion;
 pub use metrics::WorkApiMetrics;
 pub use objects::{BucketAccess, ObjectError, ObjectInfo, S3Bucket};
-pub use server::{PipelineAccess, WorkApi, router};
+pub use server::{PipelineAccess, WorkApi};
 pub use waiters::{NotifyingAdmission, Waiters};

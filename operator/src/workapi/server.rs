@@ -1,5 +1,6 @@
-//! The HTTP face of the work API (axum). Handlers authenticate, parse and answer; the decisions
-//! live in [`super::rules`], the state in the backlogs and [`super::leases`].
+//! The work API's behaviour: authorization, long-poll leasing, heartbeats, presigned outputs,
+//! completion. The wire is in [`super::http`], the decisions in [`super::rules`], the state in
+//! the backlogs and [`super::leases`].
 //!
 //! A lease's life: `POST .../leases` (long poll) -> `.../heartbeat` every
 //! `heartbeat_interval_seconds` -> `.../outputs` per output file -> `.../complete` or `.../fail`.
@@ -10,34 +11,26 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::header::WWW_AUTHENTICATE;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::http::HeaderMap;
 use object_store::signer::Method;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use thiserror::Error;
 
 use super::auth::{TokenVerifier, VerifyError, bearer_token};
 use super::completion::{Completion, Outcome};
+use super::http::{
+    ApiError, CompleteRequest, FailRequest, FinishResponse, HeartbeatResponse, LeaseResponse, ObjectRef, OutputRequest,
+    OutputResponse,
+};
 use super::leases::{Granted, LeaseTable};
 use super::metrics::{Ended, WorkApiMetrics};
 use super::objects::{BucketAccess, ObjectError};
 use super::rules::{
-    heartbeat_interval_seconds, is_final_failure, may_act_for, output_key, same_etag, stderr_tail,
-    validate_output_name, wait_duration,
+    heartbeat_interval_seconds, is_final_failure, may_act_for, output_key, same_etag, stderr_tail, validate_output_name,
 };
 use super::waiters::Waiters;
 use crate::dispatch::backlog::{ItemId, Lease, Millis, ObjectId, Retry, WorkItem};
 use crate::dispatch::backlogs::Backlogs;
 use crate::gateway::routing::PipelineKey;
 
-/// Request bodies are small JSON documents; the largest is a failure with 4 KiB of stderr.
-pub const BODY_LIMIT: usize = 64 * 1024;
 /// A granted lease is remembered this many lease durations past its deadline, so a late answer
 /// is still matched to its object without asking the store.
 const FORGET_AFTER_LEASES: u64 = 10;
@@ -57,7 +50,7 @@ pub struct WorkApi {
     waiters: Arc<Waiters>,
     verifier: Arc<dyn TokenVerifier>,
     completion: Arc<dyn Completion>,
-    metrics: WorkApiMetrics,
+    pub(super) metrics: WorkApiMetrics,
     pipelines: RwLock<HashMap<PipelineKey, Arc<PipelineAccess>>>,
     leases: Mutex<LeaseTable>,
 }
@@ -112,7 +105,7 @@ impl WorkApi {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn authorize(&self, headers: &HeaderMap, pipeline: &PipelineKey) -> Result<(), ApiError> {
+    pub(super) async fn authorize(&self, headers: &HeaderMap, pipeline: &PipelineKey) -> Result<(), ApiError> {
         let token = bearer_token(headers).ok_or(ApiError::MissingToken)?;
         match self.verifier.verify(token).await {
             Ok(identity) if may_act_for(&identity.username, pipeline) => Ok(()),
@@ -130,7 +123,11 @@ impl WorkApi {
 
     /// Waits up to `wait` for a lease.
     #[tracing::instrument(skip_all, fields(pipeline = %pipeline))]
-    async fn lease(&self, pipeline: &PipelineKey, wait: Duration) -> Result<Option<LeaseResponse>, ApiError> {
+    pub(super) async fn lease(
+        &self,
+        pipeline: &PipelineKey,
+        wait: Duration,
+    ) -> Result<Option<LeaseResponse>, ApiError> {
         let access = self.access(pipeline)?;
         let started = Instant::now();
         let give_up = started + wait;
@@ -245,7 +242,11 @@ impl WorkApi {
         }
     }
 
-    async fn heartbeat(&self, pipeline: &PipelineKey, lease_id: &str) -> Result<HeartbeatResponse, ApiError> {
+    pub(super) async fn heartbeat(
+        &self,
+        pipeline: &PipelineKey,
+        lease_id: &str,
+    ) -> Result<HeartbeatResponse, ApiError> {
         let granted = self.leases().get(pipeline, lease_id).ok_or(ApiError::UnknownLease)?;
         let (result, now) = self
             .backlogs
@@ -263,7 +264,7 @@ impl WorkApi {
         }
     }
 
-    async fn output(
+    pub(super) async fn output(
         &self,
         pipeline: &PipelineKey,
         lease_id: &str,
@@ -297,7 +298,7 @@ impl WorkApi {
         })
     }
 
-    async fn complete(
+    pub(super) async fn complete(
         &self,
         pipeline: &PipelineKey,
         lease_id: &str,
@@ -330,7 +331,7 @@ impl WorkApi {
         Ok(FinishResponse { recorded: true, lease_held })
     }
 
-    async fn fail(
+    pub(super) async fn fail(
         &self,
         pipeline: &PipelineKey,
         lease_id: &str,
@@ -342,10 +343,10 @@ impl WorkApi {
         let tail = stderr_tail(request.stderr_tail.as_deref().unwrap_or_default());
         let granted = self.leases().get(pipeline, lease_id);
         if let Some(granted) = granted {
-            let recorded =
+            let ack =
                 self.fail_granted(pipeline, &granted, request.retryable, request.exit_code, tail, max_attempts).await?;
             self.leases().remove(pipeline, lease_id);
-            return Ok(FinishResponse { recorded, lease_held: true });
+            return Ok(ack);
         }
         // Unknown here (this replica restarted): only a final failure has something to record.
         let item = self.verify_unknown(&access, &request.object).await?;
@@ -360,8 +361,7 @@ impl WorkApi {
     }
 
     /// Fails a lease this replica granted: the record first when the failure is final, then the
-    /// backlog. `detail` is the stderr tail or the operator's reason. Returns whether a record was
-    /// written.
+    /// backlog. `detail` is the stderr tail or the operator's reason.
     async fn fail_granted(
         &self,
         pipeline: &PipelineKey,
@@ -370,7 +370,7 @@ impl WorkApi {
         exit_code: Option<i32>,
         detail: &str,
         max_attempts: u32,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<FinishResponse, ApiError> {
         let final_failure = is_final_failure(retryable, granted.attempt, max_attempts);
         if final_failure {
             let outcome = Outcome::Failed { attempts: granted.attempt, exit_code, reason: detail.to_owned() };
@@ -389,14 +389,14 @@ impl WorkApi {
         match result {
             Ok(Retry::At(_)) => {
                 self.metrics.ended(pipeline, Ended::Retry);
-                Ok(final_failure)
+                Ok(FinishResponse { recorded: final_failure, lease_held: true })
             }
             Ok(Retry::Exhausted) => {
                 self.metrics.ended(pipeline, Ended::Failed);
-                Ok(final_failure)
+                Ok(FinishResponse { recorded: final_failure, lease_held: true })
             }
             // Expired meanwhile: the failure only counts if it was final and is now recorded.
-            Err(_) if final_failure => Ok(true),
+            Err(_) if final_failure => Ok(FinishResponse { recorded: true, lease_held: false }),
             Err(_) => Err(ApiError::LeaseGone),
         }
     }
@@ -460,255 +460,4 @@ fn unix_ms(at: Millis, now: Millis) -> u64 {
 /// What the backlog still says about an item whose lease record is gone.
 fn item_from_id(id: ItemId) -> WorkItem {
     WorkItem { object: id.object, etag: id.revision, version_id: None, size: None, sequencer: None }
-}
-
-/// The object a finishing worker names, used only when its lease is unknown here.
-#[derive(Debug, Default, Deserialize)]
-struct ObjectRef {
-    bucket: Option<String>,
-    key: Option<String>,
-    etag: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct OutputRequest {
-    name: String,
-    #[serde(flatten)]
-    object: ObjectRef,
-}
-
-#[derive(Debug, Deserialize)]
-struct CompleteRequest {
-    #[serde(default)]
-    outputs: Vec<String>,
-    /// The lease's attempt, echoed back; used when the lease is unknown here.
-    attempt: Option<u32>,
-    #[serde(flatten)]
-    object: ObjectRef,
-}
-
-#[derive(Debug, Deserialize)]
-struct FailRequest {
-    retryable: bool,
-    exit_code: Option<i32>,
-    stderr_tail: Option<String>,
-    /// The lease's attempt, echoed back; used when the lease is unknown here.
-    attempt: Option<u32>,
-    #[serde(flatten)]
-    object: ObjectRef,
-}
-
-#[derive(Debug, Deserialize)]
-struct WaitQuery {
-    wait_seconds: Option<u64>,
-}
-
-/// A granted lease, as the runner receives it.
-#[derive(Debug, Serialize)]
-pub struct LeaseResponse {
-    pub lease_id: String,
-    pub bucket: String,
-    pub key: String,
-    pub etag: Option<String>,
-    pub version_id: Option<String>,
-    pub size: Option<u64>,
-    pub attempt: u32,
-    pub deadline_unix_ms: u64,
-    pub lease_seconds: u64,
-    pub heartbeat_interval_seconds: u64,
-    /// Presigned GET, valid for one lease duration.
-    pub input_url: String,
-}
-
-#[derive(Debug, Serialize)]
-struct HeartbeatResponse {
-    deadline_unix_ms: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct OutputResponse {
-    name: String,
-    bucket: String,
-    key: String,
-    method: &'static str,
-    url: String,
-    expires_in_seconds: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct FinishResponse {
-    /// A record (done/failed) was written.
-    recorded: bool,
-    /// The lease was still this replica's; false for late or unknown leases.
-    lease_held: bool,
-}
-
-/// Why a request was refused; each maps to one status code.
-#[derive(Debug, Error)]
-enum ApiError {
-    #[error("missing bearer token")]
-    MissingToken,
-    #[error("token not authenticated")]
-    Unauthenticated,
-    #[error("this ServiceAccount may not act for this pipeline")]
-    Forbidden,
-    #[error("no such pipeline")]
-    UnknownPipeline,
-    #[error("no such lease")]
-    UnknownLease,
-    #[error("the lease expired or was finished")]
-    LeaseGone,
-    #[error("the object revision no longer exists")]
-    ObjectGone,
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Unavailable(&'static str),
-}
-
-impl ApiError {
-    fn status(&self) -> StatusCode {
-        match self {
-            ApiError::MissingToken | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::UnknownPipeline | ApiError::UnknownLease => StatusCode::NOT_FOUND,
-            ApiError::LeaseGone | ApiError::ObjectGone => StatusCode::GONE,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    /// Low-cardinality reason for the refusal metric.
-    fn reason(&self) -> &'static str {
-        match self {
-            ApiError::MissingToken | ApiError::Unauthenticated => "unauthenticated",
-            ApiError::Forbidden => "forbidden",
-            ApiError::UnknownPipeline | ApiError::UnknownLease => "not_found",
-            ApiError::LeaseGone | ApiError::ObjectGone => "gone",
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::Unavailable(_) => "unavailable",
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status(), axum::Json(json!({ "error": self.to_string() }))).into_response();
-        let challenge = match self {
-            ApiError::MissingToken => Some("Bearer realm=\"zeroflow\""),
-            ApiError::Unauthenticated => Some("Bearer realm=\"zeroflow\", error=\"invalid_token\""),
-            _ => None,
-        };
-        if let Some(challenge) = challenge {
-            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        }
-        response
-    }
-}
-
-/// The work API's routes, to be served on their own address (`--lease-api-addr`).
-pub fn router(api: Arc<WorkApi>) -> Router {
-    Router::new()
-        .route("/v1/pipelines/{namespace}/{name}/leases", post(post_lease))
-        .route("/v1/pipelines/{namespace}/{name}/leases/{lease_id}/heartbeat", post(post_heartbeat))
-        .route("/v1/pipelines/{namespace}/{name}/leases/{lease_id}/outputs", post(post_output))
-        .route("/v1/pipelines/{namespace}/{name}/leases/{lease_id}/complete", post(post_complete))
-        .route("/v1/pipelines/{namespace}/{name}/leases/{lease_id}/fail", post(post_fail))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(api)
-}
-
-fn answer<T: Serialize>(api: &WorkApi, result: Result<T, ApiError>) -> Response {
-    match result {
-        Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
-        Err(e) => {
-            api.metrics.refused(e.reason());
-            e.into_response()
-        }
-    }
-}
-
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
-}
-
-type PipelinePath = Path<(String, String)>;
-type LeasePath = Path<(String, String, String)>;
-
-async fn post_lease(
-    State(api): State<Arc<WorkApi>>,
-    Path((namespace, name)): PipelinePath,
-    Query(query): Query<WaitQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let pipeline = PipelineKey::new(namespace, name);
-    let result = async {
-        api.authorize(&headers, &pipeline).await?;
-        api.lease(&pipeline, wait_duration(query.wait_seconds)).await
-    }
-    .await;
-    match result {
-        Ok(None) => StatusCode::NO_CONTENT.into_response(),
-        other => answer(&api, other),
-    }
-}
-
-async fn post_heartbeat(
-    State(api): State<Arc<WorkApi>>,
-    Path((namespace, name, lease)): LeasePath,
-    headers: HeaderMap,
-) -> Response {
-    let pipeline = PipelineKey::new(namespace, name);
-    let result = async {
-        api.authorize(&headers, &pipeline).await?;
-        api.heartbeat(&pipeline, &lease).await
-    }
-    .await;
-    answer(&api, result)
-}
-
-async fn post_output(
-    State(api): State<Arc<WorkApi>>,
-    Path((namespace, name, lease)): LeasePath,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let pipeline = PipelineKey::new(namespace, name);
-    let result = async {
-        api.authorize(&headers, &pipeline).await?;
-        api.output(&pipeline, &lease, parse(&body)?).await
-    }
-    .await;
-    answer(&api, result)
-}
-
-async fn post_complete(
-    State(api): State<Arc<WorkApi>>,
-    Path((namespace, name, lease)): LeasePath,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let pipeline = PipelineKey::new(namespace, name);
-    let result = async {
-        api.authorize(&headers, &pipeline).await?;
-        api.complete(&pipeline, &lease, parse(&body)?).await
-    }
-    .await;
-    answer(&api, result)
-}
-
-async fn post_fail(
-    State(api): State<Arc<WorkApi>>,
-    Path((namespace, name, lease)): LeasePath,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let pipeline = PipelineKey::new(namespace, name);
-    let result = async {
-        api.authorize(&headers, &pipeline).await?;
-        api.fail(&pipeline, &lease, parse(&body)?).await
-    }
-    .await;
-    answer(&api, result)
 }
