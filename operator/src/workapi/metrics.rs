@@ -12,7 +12,7 @@ pub enum Ended {
     Failed,
     /// Failed, back to pending for another attempt.
     Retry,
-    /// Expired without an answer (counted when it is reclaimed, if it ends the attempts).
+    /// Reclaimed from a silent worker (whether or not attempts remain).
     Expired,
 }
 
@@ -45,7 +45,7 @@ impl WorkApiMetrics {
         let completions = IntCounterVec::new(
             Opts::new(
                 "zeroflow_workapi_completions_total",
-                "Leases ended, by outcome: done, failed (for good), retry, expired (for good)",
+                "Leases ended, by outcome: done, failed (for good), retry (failed, attempts remain), expired",
             ),
             &["namespace", "name", "outcome"],
         )?;
