@@ -408,7 +408,7 @@ test_rbac_cluster_wide() {
   expect_cannot "$as" patch deployments.apps --subresource=scale -n "$ns"
   expect_cannot "$as" patch pods -n "$ns"
   expect_cannot "$as" update datapipelines.zeroflow.dev --subresource=status -n "$ns"
-  expect_cannot "$as" create tokenreviews.authentication.k8s.io
+  expect_can "$as" create tokenreviews.authentication.k8s.io
   expect_cannot "$as" update leases.coordination.k8s.io -n "$ns_sys"
   # Refused.
   expect_cannot "$as" list secrets -n "$ns"
@@ -465,6 +465,7 @@ test_rbac_limited() {
     expect_cannot "$as" list secrets -n "$n"
   done
   expect_can "$as" patch leases.coordination.k8s.io -n "$ns_lim"
+  expect_can "$as" create tokenreviews.authentication.k8s.io
   # Nothing outside the listed namespaces.
   expect_cannot "$as" get secrets -n "$ns_other"
   expect_cannot "$as" get secrets -n "$ns_sys"

@@ -104,13 +104,14 @@ impl Operator {
         let log = log_dir.join(format!("operator-{namespace}-{identity}.log"));
         let log_file = std::fs::File::create(&log)?;
         let mut command = Command::new(workspace_binary("zeroflow-operator")?);
-        if !extra.contains(&"--gateway-addr") {
-            command.args(["--gateway-addr", &format!("127.0.0.1:{}", free_port()?)]);
+        for flag in ["--gateway-addr", "--lease-api-addr"] {
+            if !extra.contains(&flag) {
+                command.args([flag, &format!("127.0.0.1:{}", free_port()?)]);
+            }
         }
         let child = command
             .args(["--namespaces", namespace, "--leader-election-namespace", namespace])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--lease-api-addr", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--identity", identity, "--lease-duration-seconds", "6"])
             .args(extra)
             .env("RUST_LOG", "info,zeroflow_operator=debug")
@@ -207,4 +208,43 @@ pub async fn kubectl(args: &[&str]) -> anyhow::Result<String> {
         bail!("kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A token for a ServiceAccount from the TokenRequest API, as the kubelet projects into pods.
+pub async fn token(client: &kube::Client, namespace: &str, account: &str, audience: &str) -> anyhow::Result<String> {
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request = k8s_openapi::api::authentication::v1::TokenRequest {
+        spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+            audiences: vec![audience.to_owned()],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let minted = accounts.create_token_request(account, &PostParams::default(), &request).await?;
+    Ok(minted.status.context("TokenRequest without status")?.token)
+}
+
+/// One HTTP/1.0 exchange on loopback (the presigned URLs and the API are all plain HTTP there).
+pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    let uri: http::Uri = url.parse()?;
+    let host = uri.host().context("url without host")?;
+    anyhow::ensure!(host == "127.0.0.1", "only loopback: {url}");
+    let port = uri.port_u16().unwrap_or(80);
+    let target = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
+    let mut head = format!("{method} {target} HTTP/1.0\r\nHost: {host}:{port}\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").context("no end of headers")?;
+    let status_line = String::from_utf8_lossy(&response[..split]).lines().next().unwrap_or_default().to_owned();
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad status line")?;
+    Ok((status, response[split + 4..].to_vec()))
 }

@@ -115,3 +115,136 @@ async fn minio_notifications_become_pending_items_of_matching_pipelines_only() -
     assert!(metrics.contains(&gauge), "no {gauge} in:\n{metrics}");
     Ok(())
 }
+
+/// Plays the runner against the operator's lease API with the worker ServiceAccount's token.
+async fn process_all(
+    lease_api: &str,
+    namespace: &str,
+    pipeline: &str,
+    token: &str,
+    expected: usize,
+) -> anyhow::Result<Vec<String>> {
+    let auth = format!("Bearer {token}");
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let base = format!("{lease_api}/v1/pipelines/{namespace}/{pipeline}/leases");
+    let mut done = Vec::new();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while done.len() < expected {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "only {} of {expected} processed", done.len());
+        let (status, body) = zeroflow_e2e::http("POST", &format!("{base}?wait_seconds=2"), &headers, b"{}").await?;
+        if status == 204 {
+            continue;
+        }
+        anyhow::ensure!(status == 200, "lease: {status} {}", String::from_utf8_lossy(&body));
+        let lease: serde_json::Value = serde_json::from_slice(&body)?;
+        let id = lease["lease_id"].as_str().context("lease_id")?;
+        let (status, input) =
+            zeroflow_e2e::http("GET", lease["input_url"].as_str().context("input_url")?, &[], b"").await?;
+        anyhow::ensure!(status == 200, "presigned GET: {status}");
+        let output = json!({"name": "upper.txt"}).to_string();
+        let (status, body) =
+            zeroflow_e2e::http("POST", &format!("{base}/{id}/outputs"), &headers, output.as_bytes()).await?;
+        anyhow::ensure!(status == 200, "output URL: {status} {}", String::from_utf8_lossy(&body));
+        let put: serde_json::Value = serde_json::from_slice(&body)?;
+        let upper = String::from_utf8_lossy(&input).to_uppercase();
+        let (status, _) = zeroflow_e2e::http("PUT", put["url"].as_str().context("url")?, &[], upper.as_bytes()).await?;
+        anyhow::ensure!(status == 200, "presigned PUT: {status}");
+        let complete = json!({"outputs": ["upper.txt"]}).to_string();
+        let (status, body) =
+            zeroflow_e2e::http("POST", &format!("{base}/{id}/complete"), &headers, complete.as_bytes()).await?;
+        anyhow::ensure!(status == 200, "complete: {status} {}", String::from_utf8_lossy(&body));
+        done.push(lease["key"].as_str().context("key")?.to_owned());
+    }
+    Ok(done)
+}
+
+#[tokio::test]
+async fn uploaded_objects_are_leased_processed_and_recorded_exactly_once() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let _webhook = WEBHOOK.lock().await;
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "zf-loop").await?;
+    let suffix = ns.name.rsplit('-').next().unwrap_or("x").to_owned();
+    let (source, sink) = (format!("zf-loop-in-{suffix}"), format!("zf-loop-out-{suffix}"));
+    let alias = std::env::var("ZF_MC_ALIAS")?;
+    for b in [&source, &sink] {
+        mc(&["mb", &format!("{alias}/{b}")]).await?;
+    }
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "store"}, "stringData": {
+        "accessKeyId": std::env::var("ZF_S3_ACCESS_KEY")?, "secretAccessKey": std::env::var("ZF_S3_SECRET_KEY")?}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let pipeline: DataPipeline = serde_json::from_value(json!({
+        "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": "upper"},
+        "spec": {"source": {"bucket": source, "prefix": "in/",
+                            "store": {"endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "store"}}},
+                 "sink": {"bucket": sink, "prefix": "out/"},
+                 "transform": {"image": "example.org/upper:1"}}
+    }))?;
+    pipelines.create(&PostParams::default(), &pipeline).await?;
+
+    let token_file = std::env::temp_dir().join(format!("zf-gateway-token-{}", ns.name));
+    std::fs::write(&token_file, std::env::var("ZF_WEBHOOK_TOKEN")?)?;
+    let lease_port = zeroflow_e2e::free_port()?;
+    let lease_addr = format!("127.0.0.1:{lease_port}");
+    let operator = Operator::start_with(
+        &ns.name,
+        "solo",
+        &[
+            "--gateway-addr",
+            &std::env::var("ZF_WEBHOOK_ADDR")?,
+            "--gateway-token-file",
+            token_file.to_str().context("utf-8 path")?,
+            "--lease-api-addr",
+            &lease_addr,
+        ],
+    )
+    .await?;
+    operator.wait_ready(TIMEOUT).await?;
+    eventually("SourceReachable", TIMEOUT, || async {
+        let status = pipelines.get("upper").await?.status.unwrap_or_default();
+        Ok(zeroflow_operator::api::conditions::is_true(&status.conditions, "SourceReachable").filter(|r| *r))
+    })
+    .await?;
+    let arn = std::env::var("ZF_WEBHOOK_ARN")?;
+    eventually("mc event add", TIMEOUT, || async {
+        Ok(mc(&["event", "add", &format!("{alias}/{source}"), &arn, "--event", "put"]).await.ok())
+    })
+    .await?;
+
+    const OBJECTS: usize = 20;
+    for i in 0..OBJECTS {
+        upload(&source, &format!("in/doc {i}.txt"), &format!("document {i}\n")).await?;
+    }
+    eventually("all objects pending", TIMEOUT, || async {
+        Ok((pending(&pipelines, "upper").await? == OBJECTS as i64).then_some(()))
+    })
+    .await?;
+
+    let token = zeroflow_e2e::token(&client, &ns.name, "upper-worker", "zeroflow").await?;
+    let mut done = process_all(&format!("http://{lease_addr}"), &ns.name, "upper", &token, OBJECTS).await?;
+    done.sort();
+    done.dedup();
+    assert_eq!(done.len(), OBJECTS, "an object was leased twice");
+
+    // Outputs and ledger markers are in the sink bucket; status counts every object once.
+    let listing = mc(&["ls", "--recursive", &format!("{alias}/{sink}")]).await?;
+    let outputs = listing.lines().filter(|l| l.contains("out/in/doc ") && l.ends_with("/upper.txt")).count();
+    let markers = listing.lines().filter(|l| l.contains(".zeroflow/ledger/")).count();
+    assert_eq!((outputs, markers), (OBJECTS, OBJECTS), "{listing}");
+    let output = mc(&["cat", &format!("{alias}/{sink}/out/in/doc 7.txt/upper.txt")]).await?;
+    assert_eq!(output, "DOCUMENT 7\n");
+    eventually("succeeded in status", TIMEOUT, || async {
+        let status = pipelines.get("upper").await?.status.unwrap_or_default();
+        Ok((status.succeeded == OBJECTS as i64 && status.pending == 0 && status.in_flight == 0).then_some(()))
+    })
+    .await?;
+
+    // Another ServiceAccount's token may not lease this pipeline's objects.
+    let other = zeroflow_e2e::token(&client, &ns.name, "default", "zeroflow").await?;
+    let auth = format!("Bearer {other}");
+    let url = format!("http://{lease_addr}/v1/pipelines/{}/upper/leases?wait_seconds=0", ns.name);
+    let (status, _) = zeroflow_e2e::http("POST", &url, &[("Authorization", &auth)], b"{}").await?;
+    assert_eq!(status, 403);
+    Ok(())
+}

@@ -8,17 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
-use object_store::signer::Url;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use zeroflow_e2e::{TestNamespace, client};
+use tokio::net::TcpListener;
+use zeroflow_e2e::{TestNamespace, client, http, token};
 use zeroflow_operator::dispatch::backlog::{ObjectId, WorkItem};
 use zeroflow_operator::dispatch::{BacklogConfig, Backlogs};
 use zeroflow_operator::gateway::PipelineKey;
@@ -49,46 +46,6 @@ async fn mc(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// A token for `account` minted by the apiserver's TokenRequest API, as the kubelet projects it.
-async fn token(client: &kube::Client, namespace: &str, account: &str, audience: &str) -> anyhow::Result<String> {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![audience.to_owned()],
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let minted = accounts.create_token_request(account, &PostParams::default(), &request).await?;
-    Ok(minted.status.context("TokenRequest without status")?.token)
-}
-
-/// One HTTP/1.0 exchange on loopback (the presigned URLs and the API are all plain HTTP there).
-async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-    let url = Url::parse(url)?;
-    let host = url.host_str().context("url without host")?;
-    ensure!(host == "127.0.0.1", "only loopback: {url}");
-    let port = url.port_or_known_default().context("url without port")?;
-    let target = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let mut head = format!("{method} {target} HTTP/1.0\r\nHost: {host}:{port}\r\nContent-Length: {}\r\n", body.len());
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut stream = TcpStream::connect((host, port)).await?;
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").context("no end of headers")?;
-    let status_line = String::from_utf8_lossy(&response[..split]).lines().next().unwrap_or_default().to_owned();
-    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad status line")?;
-    Ok((status, response[split + 4..].to_vec()))
-}
-
 struct Bed {
     _ns: TestNamespace,
     namespace: String,

@@ -18,6 +18,9 @@ use zeroflow_operator::health::{self, Readiness};
 use zeroflow_operator::leader::Leadership;
 use zeroflow_operator::metrics::Metrics;
 use zeroflow_operator::telemetry;
+use zeroflow_operator::workapi::{
+    self, CachingVerifier, LedgerCompletion, NotifyingAdmission, TokenReviewVerifier, Waiters, WorkApi, WorkApiMetrics,
+};
 
 /// Seconds an event sender is asked to wait (Retry-After) when a backlog is full.
 const GATEWAY_RETRY_AFTER_SECONDS: u32 = 5;
@@ -106,8 +109,28 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding --gateway-addr {}", cli.gateway_addr))?;
     info!(addr = %cli.gateway_addr, "serving the event gateway");
+    // Work admitted by the gateway wakes the lease polls waiting for it.
+    let waiters = Arc::new(Waiters::new());
+    let admission = NotifyingAdmission::new(backlogs.clone(), waiters.clone());
+    let completion = Arc::new(LedgerCompletion::new());
+    let workapi = Arc::new(WorkApi::new(
+        backlogs.clone(),
+        waiters,
+        Arc::new(CachingVerifier::new(TokenReviewVerifier::new(client.clone()))),
+        completion.clone(),
+        WorkApiMetrics::register(metrics.registry()).context("registering lease API metrics")?,
+    ));
+    let lease_listener = tokio::net::TcpListener::bind(cli.lease_api_addr)
+        .await
+        .with_context(|| format!("binding --lease-api-addr {}", cli.lease_api_addr))?;
+    info!(addr = %cli.lease_api_addr, "serving the lease API");
+    let lease_server = tokio::spawn({
+        let router = workapi::router(workapi.clone());
+        let stop = stop.clone();
+        async move { axum::serve(lease_listener, router).with_graceful_shutdown(stop).await }
+    });
     let gateway_server = tokio::spawn({
-        let router = gateway::router(gateway_config, routes, backlogs, gateway_metrics);
+        let router = gateway::router(gateway_config, routes, admission, gateway_metrics);
         let stop = stop.clone();
         async move { axum::serve(gateway_listener, router).with_graceful_shutdown(stop).await }
     });
@@ -125,6 +148,8 @@ async fn main() -> anyhow::Result<()> {
         concurrency: cli.max_concurrent_reconciles,
         registry,
         probes: Default::default(),
+        workapi,
+        completion,
     });
     let namespaces = cli.watched_namespaces();
     readiness.expect_watches(namespaces.len());
@@ -143,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = health_server.await;
     let _ = gateway_server.await;
+    let _ = lease_server.await;
     if lost_leadership {
         // Exit so the pod restarts as a clean follower: no state from the old term survives.
         error!("lost the leader lease; exiting");

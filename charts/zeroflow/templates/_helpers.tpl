@@ -68,7 +68,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Rules the operator needs wherever it runs DataPipelines (ClusterRole, or Role per watched namespace). */}}
 {{- define "zeroflow.workloadRules" -}}
 # Exactly what the operator calls today. Scaling (deployments/scale, pod-deletion-cost on pods)
-# and worker authentication (tokenreviews) are added with the features that use them.
+# is added with the scaler. TokenReviews (worker authentication) are a separate ClusterRole.
 - apiGroups: ["zeroflow.dev"]
   resources: ["datapipelines"]
   verbs: ["get", "list", "watch"]

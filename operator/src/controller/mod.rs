@@ -27,8 +27,10 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::api::{DataPipeline, DataPipelineStatus, conditions};
+use crate::dispatch::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::store::{self, DefaultStore, StoreError};
+use crate::store::{self, DefaultStore, StoreConfig, StoreError};
+use crate::workapi::{LedgerCompletion, PipelineAccess, S3Bucket, WorkApi};
 use build::{MANAGED_BY, MANAGED_BY_LABEL, WorkerOptions};
 use replicas::ReplicaBook;
 use status::{Outcome, WorkerObservation};
@@ -56,6 +58,9 @@ pub struct Context {
     pub registry: Arc<event_path::Registry>,
     /// Recent source probes, by pipeline uid.
     pub probes: store::ProbeCache,
+    /// The lease API workers call, and the ledger completions are recorded in.
+    pub workapi: Arc<WorkApi>,
+    pub completion: Arc<LedgerCompletion>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +200,8 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
         for gone in ctx.registry.retain(namespace.as_deref(), &alive) {
             ctx.replicas.forget(&gone.namespace, &gone.name);
             ctx.metrics.forget_pipeline(&gone.namespace, &gone.name);
+            ctx.workapi.remove_pipeline(&gone);
+            ctx.completion.remove_pipeline(&gone);
         }
         if namespace.is_none() {
             ctx.probes.retain(&pipelines.iter().filter_map(|p| p.metadata.uid.clone()).collect());
@@ -353,26 +360,54 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     Ok(Action::requeue(next))
 }
 
-/// Lists the source bucket once with the pipeline's credentials.
+/// Lists the source bucket once with the pipeline's credentials and, when it can, hands the
+/// lease API and the ledger their clients for this pipeline's buckets.
 async fn check_source(ctx: &Context, pipeline: &DataPipeline, namespace: &str) -> Result<(), StoreError> {
     let source = &pipeline.spec.source;
-    let config = match &source.store {
-        Some(spec) => {
-            let secret_name = &spec.credentials_secret_ref.name;
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-            let secret = secrets
-                .get_opt(secret_name)
-                .await
-                .map_err(|e| StoreError::Unreachable(format!("cannot read Secret {secret_name:?}: {e}")))?
-                .ok_or_else(|| StoreError::SecretNotFound(secret_name.clone()))?;
-            let (access_key_id, secret_access_key) =
-                store::credentials_from_secret(secret_name, &secret.data.unwrap_or_default())?;
-            store::config_from_spec(spec, access_key_id, secret_access_key)
-        }
-        None => ctx.default_store.0.clone().ok_or(StoreError::NoStore)?,
+    let source_config = resolve_store(ctx, source.store.as_ref(), namespace).await?;
+    let source_client = store::bucket_client(&source_config, &source.bucket)?;
+    store::probe(&source_client, &source.bucket, source.prefix.as_deref()).await?;
+
+    let sink_config = match &pipeline.spec.sink.store {
+        Some(spec) => resolve_store(ctx, Some(spec), namespace).await?,
+        None => source_config,
     };
-    let client = store::bucket_client(&config, &source.bucket)?;
-    store::probe(&client, &source.bucket, source.prefix.as_deref()).await
+    let sink_bucket = event_path::sink_bucket(pipeline);
+    let sink_client = store::bucket_client(&sink_config, sink_bucket)?;
+    let ledger = Ledger::new(Arc::new(sink_client.clone()), &event_path::ledger_prefix(pipeline))
+        .map_err(|e| StoreError::Invalid(format!("ledger: {e}")))?;
+    let key = event_path::pipeline_key(pipeline);
+    ctx.completion.set_pipeline(key.clone(), ledger);
+    ctx.workapi.set_pipeline(
+        key,
+        PipelineAccess {
+            source: Arc::new(S3Bucket::new(source.bucket.clone(), source_client)),
+            sink: Arc::new(S3Bucket::new(sink_bucket, sink_client)),
+            sink_prefix: pipeline.spec.sink.prefix.clone(),
+        },
+    );
+    Ok(())
+}
+
+/// A store's settings with the credentials from its Secret, or the operator's default store.
+async fn resolve_store(
+    ctx: &Context,
+    spec: Option<&crate::api::StoreSpec>,
+    namespace: &str,
+) -> Result<StoreConfig, StoreError> {
+    let Some(spec) = spec else {
+        return ctx.default_store.0.clone().ok_or(StoreError::NoStore);
+    };
+    let secret_name = &spec.credentials_secret_ref.name;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets
+        .get_opt(secret_name)
+        .await
+        .map_err(|e| StoreError::Unreachable(format!("cannot read Secret {secret_name:?}: {e}")))?
+        .ok_or_else(|| StoreError::SecretNotFound(secret_name.clone()))?;
+    let (access_key_id, secret_access_key) =
+        store::credentials_from_secret(secret_name, &secret.data.unwrap_or_default())?;
+    Ok(store::config_from_spec(spec, access_key_id, secret_access_key))
 }
 
 /// Refuses to take over an object of the same name that this pipeline does not control: applying
