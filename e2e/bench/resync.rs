@@ -5,6 +5,10 @@
 //! Run it with `e2e/bench/resync [N]` (default 100000), which sets up the environment. It only
 //! talks to a store on 127.0.0.1. Figures, not a timed test: it asserts only that the pass found
 //! exactly the unmarked half.
+//!
+//! Measured 2026-11-27 on the testbed (2 busy cores, MinIO on loopback), 100000 objects and 50000
+//! markers in the same bucket: seeding took 200 s; the pass took 8.9 s (11300 objects listed/s),
+//! discovered 50000, and peaked at 11 MiB RSS (9 MiB with 2000 objects: memory does not grow with N).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

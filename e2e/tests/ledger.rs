@@ -169,6 +169,8 @@ async fn resync_finds_exactly_the_unfinished_objects_and_overwrites() -> anyhow:
     assert_eq!(admitted, unfinished, "in the store's listing order");
     assert_eq!((report.matched, report.already_done, report.discovered), (35, 18, 17));
     assert!(report.complete);
+    // The 18 markers share the bucket: one is listed, then MinIO starts after the ledger range.
+    assert_eq!((report.listed, report.skipped_ranges), (36, 1));
 
     // A finished object overwritten with new content has a new etag: it is work again.
     bucket.put(&keys[0], "new content").await?;
@@ -182,7 +184,16 @@ async fn resync_finds_exactly_the_unfinished_objects_and_overwrites() -> anyhow:
 #[tokio::test]
 async fn filter_and_exclusions_limit_the_work() -> anyhow::Result<()> {
     let bucket = TestBucket::create("zf-resync-filter").await?;
-    for key in ["in/a.csv", "in/b.txt", "in/out/c.csv", "in2/d.csv", "im.csv", "zeroflow-output/in/a.csv/x.csv"] {
+    for key in [
+        "in/a.csv",
+        "in/b.txt",
+        "in/out/c.csv",
+        "in/out/d.csv",
+        "in/out/e.csv",
+        "in2/d.csv",
+        "im.csv",
+        "zeroflow-output/in/a.csv/x.csv",
+    ] {
         bucket.put(key, "x").await?;
     }
     bucket.ledger()?.record(&marker(&bucket.name, "in/old.csv", "gone")).await?;
@@ -192,15 +203,23 @@ async fn filter_and_exclusions_limit_the_work() -> anyhow::Result<()> {
     csv_in.exclude.push("in/out/".into());
     let (report, admitted) = run(&bucket, &csv_in, None).await?;
     assert_eq!(admitted, ["in/a.csv"]);
-    assert_eq!((report.listed, report.matched), (3, 1), "only the prefix is listed");
+    assert_eq!((report.listed, report.matched), (3, 1), "only the prefix, and one key of in/out/, are listed");
+    assert_eq!(report.skipped_ranges, 1);
 
     let mut everything = bucket.filter("");
     everything.exclude.push("zeroflow-output/".into());
     let (_, admitted) = run(&bucket, &everything, None).await?;
-    assert_eq!(admitted, ["im.csv", "in/a.csv", "in/b.txt", "in/out/c.csv", "in2/d.csv"]);
+    assert_eq!(
+        admitted,
+        ["im.csv", "in/a.csv", "in/b.txt", "in/out/c.csv", "in/out/d.csv", "in/out/e.csv", "in2/d.csv"]
+    );
 
     let (_, admitted) = run(&bucket, &bucket.filter("in"), None).await?;
-    assert_eq!(admitted, ["in/a.csv", "in/b.txt", "in/out/c.csv", "in2/d.csv"], "a prefix need not end in /");
+    assert_eq!(
+        admitted,
+        ["in/a.csv", "in/b.txt", "in/out/c.csv", "in/out/d.csv", "in/out/e.csv", "in2/d.csv"],
+        "a prefix need not end in /"
+    );
     Ok(())
 }
 

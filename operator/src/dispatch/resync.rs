@@ -4,7 +4,8 @@
 //! their current etag. Both listings come from the store in key order (S3 lists keys in UTF-8
 //! binary order; marker names sort like their keys, see `ledger`), so one pass over each, side by
 //! side, finds the work in constant memory: neither listing is ever collected, only a page of each
-//! is held at a time.
+//! is held at a time. Excluded prefixes (the pipeline's outputs and ledger in the same bucket) are
+//! jumped over with a `start-after` offset rather than listed.
 
 use std::cmp::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,7 +17,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use thiserror::Error;
 
 use super::backlog::{ObjectId, WorkItem};
-use super::ledger::{Ledger, LedgerError, MarkerName, MarkerPath, normalize_etag};
+use super::ledger::{Ledger, LedgerError, MAX_KEY_BYTES, MarkerName, MarkerPath, normalize_etag};
 
 /// Which source objects belong to the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +32,13 @@ pub struct SourceFilter {
 }
 
 impl SourceFilter {
-    /// Whether a key that starts with the prefix is the pipeline's work.
+    /// Whether a key that starts with the prefix and is not excluded is the pipeline's work.
     fn admits(&self, key: &str) -> bool {
         self.suffix.as_deref().is_none_or(|s| key.ends_with(s))
-            && !self.exclude.iter().any(|p| !p.is_empty() && key.starts_with(p.as_str()))
+    }
+
+    fn excluded_by(&self, key: &str) -> Option<&str> {
+        self.exclude.iter().map(String::as_str).find(|p| !p.is_empty() && key.starts_with(p))
     }
 
     /// The part of the prefix up to its last `/`: object_store lists whole "directories" only.
@@ -63,7 +67,8 @@ pub enum Admission {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResyncReport {
-    /// Source objects listed (including those outside the filter but inside the listed range).
+    /// Source objects listed, including some outside the filter: those in the listed "directory"
+    /// before the prefix, and the first of each excluded range.
     pub listed: u64,
     /// Objects that are the pipeline's work (filter, exclusions and backfill cutoff applied).
     pub matched: u64,
@@ -73,6 +78,8 @@ pub struct ResyncReport {
     pub discovered: u64,
     /// Objects without a marker that were already pending or in flight.
     pub already_queued: u64,
+    /// Times the listing jumped past an excluded prefix (outputs, ledger) instead of listing it.
+    pub skipped_ranges: u64,
     /// False when the backlog filled up and the pass stopped early.
     pub complete: bool,
     pub took: Duration,
@@ -103,10 +110,8 @@ pub async fn resync(
     let started = Instant::now();
     let cutoff_ms = cutoff.map(system_time_millis);
     let mut report = ResyncReport { complete: true, ..ResyncReport::default() };
-    let mut listing = match filter.list_dir()? {
-        Some(dir) => source.list(Some(&dir)),
-        None => source.list(None),
-    };
+    let dir = filter.list_dir()?;
+    let mut listing = source.list(dir.as_ref());
     let mut markers = MarkerCursor::new(ledger.list_from(&filter.prefix));
     let mut previous: Option<String> = None;
     while let Some(meta) = listing.next().await {
@@ -122,6 +127,18 @@ pub async fn resync(
                 break;
             }
             previous = Some(key.to_owned());
+            continue;
+        }
+        if let Some(excluded) = filter.excluded_by(key) {
+            // Outputs and markers can outnumber the sources many times over: jump past them.
+            let past = skip_past(excluded);
+            if past.as_str() > key
+                && let Ok(offset) = Path::parse(&past)
+            {
+                report.skipped_ranges += 1;
+                listing = source.list_with_offset(dir.as_ref(), &offset);
+            }
+            previous = Some(meta.location.into());
             continue;
         }
         let in_time = cutoff_ms.is_none_or(|c| meta.last_modified.timestamp_millis() >= c);
@@ -157,6 +174,17 @@ pub async fn resync(
     }
     report.took = started.elapsed();
     Ok(report)
+}
+
+/// A `start-after` offset at or after every key (of at most 1024 bytes) that starts with
+/// `prefix`, and before every larger key that does not: the prefix followed by the largest
+/// character. A key that still sorts after it (a few bytes longer) is merely listed, not skipped.
+fn skip_past(prefix: &str) -> String {
+    let mut offset = prefix.to_owned();
+    while offset.len() + char::MAX.len_utf8() <= MAX_KEY_BYTES {
+        offset.push(char::MAX);
+    }
+    offset
 }
 
 fn system_time_millis(t: SystemTime) -> i64 {

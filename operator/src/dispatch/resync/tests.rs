@@ -96,6 +96,33 @@ async fn partial_prefix_suffix_and_exclusions_limit_the_work() {
 }
 
 #[tokio::test]
+async fn excluded_ranges_are_jumped_over_not_listed() {
+    let (store, ledger) = setup();
+    for i in 0..50 {
+        put(&store, &format!("zeroflow-output/{i:02}.json")).await;
+        ledger.record(&marker(&format!("in/{i:02}"), "e")).await.expect("record");
+    }
+    let edge = format!("zeroflow-output/{}", "\u{10FFFF}".repeat(253));
+    for key in ["a", "in/x", "zz", edge.as_str()] {
+        put(&store, key).await;
+    }
+    let mut whole_bucket = filter("");
+    whole_bucket.exclude.push("zeroflow-output/".into());
+    let (report, admitted) = run(&store, &whole_bucket, &ledger, None).await;
+    assert_eq!(admitted, ["a", "in/x", "zz"]);
+    // a, the first marker, in/x, the first output, the edge key past the offset, zz.
+    assert_eq!((report.listed, report.skipped_ranges), (6, 2), "{report:?}");
+}
+
+#[test]
+fn the_skip_offset_follows_every_key_of_the_prefix_and_precedes_the_rest() {
+    let offset = skip_past("out/");
+    assert!(offset.len() <= MAX_KEY_BYTES && offset.starts_with("out/"));
+    assert!(format!("out/{}", "\u{10FFFF}".repeat(200)) < offset);
+    assert!(offset.as_str() < "out0" && offset.as_str() < "ou\u{10FFFF}");
+}
+
+#[tokio::test]
 async fn without_backfill_only_objects_since_the_cutoff_count() {
     let (store, ledger) = setup();
     put(&store, "old").await;
