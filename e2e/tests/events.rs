@@ -248,3 +248,107 @@ async fn uploaded_objects_are_leased_processed_and_recorded_exactly_once() -> an
     assert_eq!(status, 403);
     Ok(())
 }
+
+/// Answers every request with 200 until dropped: lets MinIO see its webhook target online.
+async fn stand_in_endpoint(addr: &str) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        }
+    }))
+}
+
+#[tokio::test]
+async fn objects_whose_notifications_were_lost_are_found_by_resync_even_across_a_sigkill() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let _webhook = WEBHOOK.lock().await;
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "zf-resync").await?;
+    let suffix = ns.name.rsplit('-').next().unwrap_or("x").to_owned();
+    let (source, sink) = (format!("zf-rs-in-{suffix}"), format!("zf-rs-out-{suffix}"));
+    let alias = std::env::var("ZF_MC_ALIAS")?;
+    for b in [&source, &sink] {
+        mc(&["mb", &format!("{alias}/{b}")]).await?;
+    }
+    // Bind the bucket to MinIO's queue-less target while a stand-in answers, then take the
+    // endpoint away: every notification of the uploads below is dropped by MinIO.
+    let webhook = std::env::var("ZF_WEBHOOK_ADDR")?;
+    let stand_in = stand_in_endpoint(&webhook).await?;
+    let arn = std::env::var("ZF_WEBHOOK_ARN_NO_QUEUE")?;
+    eventually("mc event add", TIMEOUT, || async {
+        Ok(mc(&["event", "add", &format!("{alias}/{source}"), &arn, "--event", "put"]).await.ok())
+    })
+    .await?;
+    stand_in.abort();
+    let _ = stand_in.await;
+
+    const OBJECTS: usize = 200;
+    let dir = std::env::temp_dir().join(format!("zf-resync-{}", ns.name));
+    std::fs::create_dir_all(dir.join("in"))?;
+    for i in 0..OBJECTS {
+        std::fs::write(dir.join("in").join(format!("obj-{i:03}.txt")), format!("object {i}\n"))?;
+    }
+    mc(&["cp", "--recursive", &format!("{}/", dir.display()), &format!("{alias}/{source}/")]).await?;
+
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "store"}, "stringData": {
+        "accessKeyId": std::env::var("ZF_S3_ACCESS_KEY")?, "secretAccessKey": std::env::var("ZF_S3_SECRET_KEY")?}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let pipeline: DataPipeline = serde_json::from_value(json!({
+        "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": "late"},
+        "spec": {"source": {"bucket": source, "prefix": "in/",
+                            "store": {"endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "store"}}},
+                 "sink": {"bucket": sink}, "transform": {"image": "example.org/t:1"}}
+    }))?;
+    pipelines.create(&PostParams::default(), &pipeline).await?;
+
+    let lease_addr = format!("127.0.0.1:{}", zeroflow_e2e::free_port()?);
+    let flags = ["--lease-api-addr", lease_addr.as_str()];
+    let mut operator = Operator::start_with(&ns.name, "solo", &flags).await?;
+    operator.wait_ready(TIMEOUT).await?;
+    eventually("resync finds all lost objects", TIMEOUT, || async {
+        Ok((pending(&pipelines, "late").await? == OBJECTS as i64).then_some(()))
+    })
+    .await?;
+    let metrics = operator.metrics().await?;
+    let discovered =
+        format!("zeroflow_resync_discovered_total{{namespace=\"{}\",pipeline=\"late\"}} {OBJECTS}", ns.name);
+    assert!(metrics.contains(&discovered), "no {discovered} in:\n{metrics}");
+
+    // Finish 50, then kill the operator with SIGKILL while 10 are leased and 140 pending.
+    let token = zeroflow_e2e::token(&client, &ns.name, "late-worker", "zeroflow").await?;
+    let base = format!("http://{lease_addr}");
+    let first = process_all(&base, &ns.name, "late", &token, 50).await?;
+    // Ten more are leased by workers that never finish them: in flight at the moment of the kill.
+    let auth = format!("Bearer {token}");
+    let lease_url = format!("{base}/v1/pipelines/{}/late/leases?wait_seconds=2", ns.name);
+    for _ in 0..10 {
+        let (status, _) = zeroflow_e2e::http("POST", &lease_url, &[("Authorization", &auth)], b"{}").await?;
+        assert_eq!(status, 200);
+    }
+    eventually("10 in flight", TIMEOUT, || async {
+        let status = pipelines.get("late").await?.status.unwrap_or_default();
+        Ok((status.in_flight == 10).then_some(()))
+    })
+    .await?;
+    operator.kill().await?;
+    let operator = Operator::start_with(&ns.name, "solo", &flags).await?;
+    operator.wait_ready(TIMEOUT).await?;
+    // The new leader rebuilt its backlog from the store and the ledger: only the unfinished.
+    eventually("backlog rebuilt after SIGKILL", TIMEOUT, || async {
+        Ok((pending(&pipelines, "late").await? == (OBJECTS - 50) as i64).then_some(()))
+    })
+    .await?;
+    let rest = process_all(&base, &ns.name, "late", &token, OBJECTS - 50).await?;
+    let mut all: Vec<_> = first.into_iter().chain(rest).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), OBJECTS, "every object processed exactly once across the restart");
+    let listing = mc(&["ls", "--recursive", &format!("{alias}/{sink}/.zeroflow/ledger/")]).await?;
+    assert_eq!(listing.lines().count(), OBJECTS, "one ledger marker per object");
+    Ok(())
+}

@@ -12,6 +12,7 @@ use zeroflow_operator::api::DataPipeline;
 use zeroflow_operator::cli::Cli;
 use zeroflow_operator::controller::{self, Context, build::WorkerOptions, event_path::Registry, replicas::ReplicaBook};
 use zeroflow_operator::dispatch::Backlogs;
+use zeroflow_operator::dispatch::resync::ResyncMetrics;
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
 use zeroflow_operator::gateway::{self, GatewayConfig, RouteTable, SharedRoutes};
 use zeroflow_operator::health::{self, Readiness};
@@ -150,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
         probes: Default::default(),
         workapi,
         completion,
+        resync_metrics: ResyncMetrics::register(metrics.registry()).context("registering resync metrics")?,
     });
     let namespaces = cli.watched_namespaces();
     readiness.expect_watches(namespaces.len());

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use super::validate::ValidSpec;
 use crate::api::DataPipeline;
 use crate::dispatch::Backlogs;
-use crate::dispatch::backlog::{BacklogConfig, Counts};
+use crate::dispatch::backlog::{Admitted, BacklogConfig, Counts, Overloaded, WorkItem};
 use crate::gateway::routing::{Location, RouteError};
 use crate::gateway::{PipelineKey, Route, RouteTable, SharedRoutes};
 
@@ -98,6 +98,16 @@ impl Registry {
         }
         self.routes.replace(RouteTable::new(known.values().cloned()));
         gone
+    }
+
+    /// Admits an item found by resync; `None` when the pipeline has no backlog.
+    pub fn admit(&self, key: &PipelineKey, item: WorkItem) -> Option<Result<Admitted, Overloaded>> {
+        self.backlogs.with(key, |backlog, now| backlog.admit(item, now))
+    }
+
+    /// Whether the pipeline's backlog overflowed since the last call (and so needs a resync).
+    pub fn take_resync_request(&self, key: &PipelineKey) -> Option<bool> {
+        self.backlogs.with(key, |backlog, _| backlog.take_resync_request())
     }
 
     pub fn counts(&self, key: &PipelineKey) -> Option<Counts> {

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod event_path;
 pub mod replicas;
+pub mod resync_loop;
 pub mod status;
 pub mod validate;
 
@@ -28,6 +29,7 @@ use tracing::{info, instrument, warn};
 
 use crate::api::{DataPipeline, DataPipelineStatus, conditions};
 use crate::dispatch::ledger::Ledger;
+use crate::dispatch::resync::ResyncMetrics;
 use crate::metrics::Metrics;
 use crate::store::{self, DefaultStore, StoreConfig, StoreError};
 use crate::workapi::{LedgerCompletion, PipelineAccess, S3Bucket, WorkApi};
@@ -61,6 +63,7 @@ pub struct Context {
     /// The lease API workers call, and the ledger completions are recorded in.
     pub workapi: Arc<WorkApi>,
     pub completion: Arc<LedgerCompletion>,
+    pub resync_metrics: ResyncMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +157,15 @@ pub async fn run(
             }
         }
     });
-    tokio::spawn(publish_counts(ctx.clone(), store, namespace.clone()));
+    tokio::spawn(publish_counts(ctx.clone(), store.clone(), namespace.clone()));
+    let resync = tokio::spawn({
+        let (ctx, store) = (ctx.clone(), store.clone());
+        async move {
+            if store_synced(&store).await {
+                resync_loop::run(ctx, store).await;
+            }
+        }
+    });
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -163,6 +174,8 @@ pub async fn run(
             }
         })
         .await;
+    // No passes after the controller stopped (shutdown or lost leadership).
+    resync.abort();
 }
 
 /// Waits until the store has its first full list; false if it never will.
