@@ -116,7 +116,38 @@ async fn minio_notifications_become_pending_items_of_matching_pipelines_only() -
     Ok(())
 }
 
-/// Plays the runner against the operator's lease API with the worker ServiceAccount's token.
+/// Plays the runner against the operator's lease API with the worker ServiceAccount's token:
+/// one lease, read, transform, write, complete. `None` when nothing was pending.
+async fn process_one(lease_api: &str, namespace: &str, pipeline: &str, token: &str) -> anyhow::Result<Option<String>> {
+    let auth = format!("Bearer {token}");
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let base = format!("{lease_api}/v1/pipelines/{namespace}/{pipeline}/leases");
+    let (status, body) = zeroflow_e2e::http("POST", &format!("{base}?wait_seconds=1"), &headers, b"{}").await?;
+    if status == 204 {
+        return Ok(None);
+    }
+    anyhow::ensure!(status == 200, "lease: {status} {}", String::from_utf8_lossy(&body));
+    let lease: serde_json::Value = serde_json::from_slice(&body)?;
+    let id = lease["lease_id"].as_str().context("lease_id")?;
+    let (status, input) =
+        zeroflow_e2e::http("GET", lease["input_url"].as_str().context("input_url")?, &[], b"").await?;
+    anyhow::ensure!(status == 200, "presigned GET: {status}");
+    let output = json!({"name": "upper.txt"}).to_string();
+    let (status, body) =
+        zeroflow_e2e::http("POST", &format!("{base}/{id}/outputs"), &headers, output.as_bytes()).await?;
+    anyhow::ensure!(status == 200, "output URL: {status} {}", String::from_utf8_lossy(&body));
+    let put: serde_json::Value = serde_json::from_slice(&body)?;
+    let upper = String::from_utf8_lossy(&input).to_uppercase();
+    let (status, _) = zeroflow_e2e::http("PUT", put["url"].as_str().context("url")?, &[], upper.as_bytes()).await?;
+    anyhow::ensure!(status == 200, "presigned PUT: {status}");
+    let complete = json!({"outputs": ["upper.txt"]}).to_string();
+    let (status, body) =
+        zeroflow_e2e::http("POST", &format!("{base}/{id}/complete"), &headers, complete.as_bytes()).await?;
+    anyhow::ensure!(status == 200, "complete: {status} {}", String::from_utf8_lossy(&body));
+    Ok(Some(lease["key"].as_str().context("key")?.to_owned()))
+}
+
+/// Processes objects one after another until `expected` are done.
 async fn process_all(
     lease_api: &str,
     namespace: &str,
@@ -124,38 +155,50 @@ async fn process_all(
     token: &str,
     expected: usize,
 ) -> anyhow::Result<Vec<String>> {
-    let auth = format!("Bearer {token}");
-    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
-    let base = format!("{lease_api}/v1/pipelines/{namespace}/{pipeline}/leases");
     let mut done = Vec::new();
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while done.len() < expected {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "only {} of {expected} processed", done.len());
-        let (status, body) = zeroflow_e2e::http("POST", &format!("{base}?wait_seconds=2"), &headers, b"{}").await?;
-        if status == 204 {
-            continue;
-        }
-        anyhow::ensure!(status == 200, "lease: {status} {}", String::from_utf8_lossy(&body));
-        let lease: serde_json::Value = serde_json::from_slice(&body)?;
-        let id = lease["lease_id"].as_str().context("lease_id")?;
-        let (status, input) =
-            zeroflow_e2e::http("GET", lease["input_url"].as_str().context("input_url")?, &[], b"").await?;
-        anyhow::ensure!(status == 200, "presigned GET: {status}");
-        let output = json!({"name": "upper.txt"}).to_string();
-        let (status, body) =
-            zeroflow_e2e::http("POST", &format!("{base}/{id}/outputs"), &headers, output.as_bytes()).await?;
-        anyhow::ensure!(status == 200, "output URL: {status} {}", String::from_utf8_lossy(&body));
-        let put: serde_json::Value = serde_json::from_slice(&body)?;
-        let upper = String::from_utf8_lossy(&input).to_uppercase();
-        let (status, _) = zeroflow_e2e::http("PUT", put["url"].as_str().context("url")?, &[], upper.as_bytes()).await?;
-        anyhow::ensure!(status == 200, "presigned PUT: {status}");
-        let complete = json!({"outputs": ["upper.txt"]}).to_string();
-        let (status, body) =
-            zeroflow_e2e::http("POST", &format!("{base}/{id}/complete"), &headers, complete.as_bytes()).await?;
-        anyhow::ensure!(status == 200, "complete: {status} {}", String::from_utf8_lossy(&body));
-        done.push(lease["key"].as_str().context("key")?.to_owned());
+        done.extend(process_one(lease_api, namespace, pipeline, token).await?);
     }
     Ok(done)
+}
+
+/// Runs `workers` concurrent workers until `total` objects are completed; returns every
+/// completed key (duplicates included, so callers can check there are none).
+async fn drain(
+    lease_api: &str,
+    namespace: &str,
+    pipeline: &str,
+    token: &str,
+    workers: usize,
+    total: usize,
+) -> anyhow::Result<Vec<String>> {
+    use std::sync::{Arc, Mutex as SyncMutex};
+    let done = Arc::new(SyncMutex::new(Vec::new()));
+    let deadline = tokio::time::Instant::now() + 3 * TIMEOUT;
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (done, lease_api, namespace, pipeline, token) =
+            (done.clone(), lease_api.to_owned(), namespace.to_owned(), pipeline.to_owned(), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let finished = done.lock().map(|d| d.len()).unwrap_or(total);
+                if finished >= total {
+                    return anyhow::Ok(());
+                }
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "only {finished} of {total} processed");
+                // One object at a time per worker, like a runner with concurrencyPerReplica 1.
+                let key = process_one(&lease_api, &namespace, &pipeline, &token).await?;
+                done.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.extend(key);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let keys = done.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    Ok(keys)
 }
 
 #[tokio::test]
@@ -212,33 +255,53 @@ async fn uploaded_objects_are_leased_processed_and_recorded_exactly_once() -> an
     })
     .await?;
 
-    const OBJECTS: usize = 20;
+    const OBJECTS: usize = 1000;
+    let dir = std::env::temp_dir().join(format!("zf-loop-{}", ns.name));
+    std::fs::create_dir_all(dir.join("in"))?;
     for i in 0..OBJECTS {
-        upload(&source, &format!("in/doc {i}.txt"), &format!("document {i}\n")).await?;
+        std::fs::write(dir.join("in").join(format!("doc {i:04}.txt")), format!("document {i}\n"))?;
     }
+    mc(&["cp", "--recursive", &format!("{}/", dir.display()), &format!("{alias}/{source}/")]).await?;
     eventually("all objects pending", TIMEOUT, || async {
         Ok((pending(&pipelines, "upper").await? == OBJECTS as i64).then_some(()))
     })
     .await?;
 
     let token = zeroflow_e2e::token(&client, &ns.name, "upper-worker", "zeroflow").await?;
-    let mut done = process_all(&format!("http://{lease_addr}"), &ns.name, "upper", &token, OBJECTS).await?;
+    let lease_api = format!("http://{lease_addr}");
+    let started = std::time::Instant::now();
+    let mut done = drain(&lease_api, &ns.name, "upper", &token, 4, OBJECTS).await?;
+    println!("{OBJECTS} objects drained by 4 test workers in {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(done.len(), OBJECTS, "no object may be completed twice");
     done.sort();
     done.dedup();
-    assert_eq!(done.len(), OBJECTS, "an object was leased twice");
+    assert_eq!(done.len(), OBJECTS, "an object was completed twice");
 
     // Outputs and ledger markers are in the sink bucket; status counts every object once.
     let listing = mc(&["ls", "--recursive", &format!("{alias}/{sink}")]).await?;
     let outputs = listing.lines().filter(|l| l.contains("out/in/doc ") && l.ends_with("/upper.txt")).count();
     let markers = listing.lines().filter(|l| l.contains(".zeroflow/ledger/")).count();
     assert_eq!((outputs, markers), (OBJECTS, OBJECTS), "{listing}");
-    let output = mc(&["cat", &format!("{alias}/{sink}/out/in/doc 7.txt/upper.txt")]).await?;
+    let output = mc(&["cat", &format!("{alias}/{sink}/out/in/doc 0007.txt/upper.txt")]).await?;
     assert_eq!(output, "DOCUMENT 7\n");
     eventually("succeeded in status", TIMEOUT, || async {
         let status = pipelines.get("upper").await?.status.unwrap_or_default();
         Ok((status.succeeded == OBJECTS as i64 && status.pending == 0 && status.in_flight == 0).then_some(()))
     })
     .await?;
+
+    // An object overwritten with new content is processed again: a new etag is new work.
+    upload(&source, "in/doc 0007.txt", "rewritten\n").await?;
+    eventually("the overwrite is pending", TIMEOUT, || async {
+        Ok((pending(&pipelines, "upper").await? == 1).then_some(()))
+    })
+    .await?;
+    let again = drain(&lease_api, &ns.name, "upper", &token, 1, 1).await?;
+    assert_eq!(again, ["in/doc 0007.txt"]);
+    let output = mc(&["cat", &format!("{alias}/{sink}/out/in/doc 0007.txt/upper.txt")]).await?;
+    assert_eq!(output, "REWRITTEN\n");
+    let markers = mc(&["ls", "--recursive", &format!("{alias}/{sink}/.zeroflow/ledger/")]).await?;
+    assert_eq!(markers.lines().count(), OBJECTS + 1, "one marker per revision");
 
     // Another ServiceAccount's token may not lease this pipeline's objects.
     let other = zeroflow_e2e::token(&client, &ns.name, "default", "zeroflow").await?;
@@ -286,7 +349,8 @@ async fn objects_whose_notifications_were_lost_are_found_by_resync_even_across_a
     stand_in.abort();
     let _ = stand_in.await;
 
-    const OBJECTS: usize = 200;
+    // 50 get finished, 10 leased and 500 left pending when the operator is killed.
+    const OBJECTS: usize = 560;
     let dir = std::env::temp_dir().join(format!("zf-resync-{}", ns.name));
     std::fs::create_dir_all(dir.join("in"))?;
     for i in 0..OBJECTS {
@@ -319,7 +383,7 @@ async fn objects_whose_notifications_were_lost_are_found_by_resync_even_across_a
         format!("zeroflow_resync_discovered_total{{namespace=\"{}\",pipeline=\"late\"}} {OBJECTS}", ns.name);
     assert!(metrics.contains(&discovered), "no {discovered} in:\n{metrics}");
 
-    // Finish 50, then kill the operator with SIGKILL while 10 are leased and 140 pending.
+    // Finish 50, then kill the operator with SIGKILL while 10 are leased and 500 pending.
     let token = zeroflow_e2e::token(&client, &ns.name, "late-worker", "zeroflow").await?;
     let base = format!("http://{lease_addr}");
     let first = process_all(&base, &ns.name, "late", &token, 50).await?;
