@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use tokio::sync::Mutex;
-use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually};
+use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, kubectl};
 use zeroflow_operator::api::DataPipeline;
 
 static WEBHOOK: Mutex<()> = Mutex::const_new(());
@@ -414,5 +414,92 @@ async fn objects_whose_notifications_were_lost_are_found_by_resync_even_across_a
     assert_eq!(all.len(), OBJECTS, "every object processed exactly once across the restart");
     let listing = mc(&["ls", "--recursive", &format!("{alias}/{sink}/.zeroflow/ledger/")]).await?;
     assert_eq!(listing.lines().count(), OBJECTS, "one ledger marker per object");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_poison_object_ends_failed_after_max_attempts_and_a_redrive_puts_it_back() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "zf-poison").await?;
+    let suffix = ns.name.rsplit('-').next().unwrap_or("x").to_owned();
+    let (source, sink) = (format!("zf-po-in-{suffix}"), format!("zf-po-out-{suffix}"));
+    let alias = std::env::var("ZF_MC_ALIAS")?;
+    for b in [&source, &sink] {
+        mc(&["mb", &format!("{alias}/{b}")]).await?;
+    }
+    upload(&source, "in/poison.csv", "not,really,csv\n").await?;
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "store"}, "stringData": {
+        "accessKeyId": std::env::var("ZF_S3_ACCESS_KEY")?, "secretAccessKey": std::env::var("ZF_S3_SECRET_KEY")?}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let pipeline: DataPipeline = serde_json::from_value(json!({
+        "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": "poison"},
+        "spec": {"source": {"bucket": source, "prefix": "in/",
+                            "store": {"endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "store"}}},
+                 "sink": {"bucket": sink}, "transform": {"image": "example.org/t:1"},
+                 "delivery": {"maxAttempts": 2, "retryBackoff": "500ms"}}
+    }))?;
+    pipelines.create(&PostParams::default(), &pipeline).await?;
+    let lease_addr = format!("127.0.0.1:{}", zeroflow_e2e::free_port()?);
+    let operator = Operator::start_with(&ns.name, "solo", &["--lease-api-addr", &lease_addr]).await?;
+    operator.wait_ready(TIMEOUT).await?;
+    eventually("the object is pending (start-up resync)", TIMEOUT, || async {
+        Ok((pending(&pipelines, "poison").await? == 1).then_some(()))
+    })
+    .await?;
+
+    // Every attempt fails: the transform exits 3.
+    let token = zeroflow_e2e::token(&client, &ns.name, "poison-worker", "zeroflow").await?;
+    let auth = format!("Bearer {token}");
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let base = format!("http://{lease_addr}/v1/pipelines/{}/poison/leases", ns.name);
+    let failure = json!({"retryable": true, "exit_code": 3, "stderr_tail": "ValueError: not a CSV"}).to_string();
+    for attempt in 1..=2 {
+        let lease = eventually(&format!("attempt {attempt} leased"), TIMEOUT, || async {
+            let (status, body) = zeroflow_e2e::http("POST", &format!("{base}?wait_seconds=2"), &headers, b"{}").await?;
+            Ok((status == 200).then_some(serde_json::from_slice::<serde_json::Value>(&body)?))
+        })
+        .await?;
+        assert_eq!(lease["attempt"], attempt);
+        let id = lease["lease_id"].as_str().context("lease_id")?;
+        let (status, body) =
+            zeroflow_e2e::http("POST", &format!("{base}/{id}/fail"), &headers, failure.as_bytes()).await?;
+        anyhow::ensure!(status == 200, "fail: {status} {}", String::from_utf8_lossy(&body));
+    }
+    eventually("failed after maxAttempts", TIMEOUT, || async {
+        let status = pipelines.get("poison").await?.status.unwrap_or_default();
+        Ok((status.failed == 1 && status.pending == 0 && status.in_flight == 0).then_some(()))
+    })
+    .await?;
+    let (status, _) = zeroflow_e2e::http("POST", &format!("{base}?wait_seconds=1"), &headers, b"{}").await?;
+    assert_eq!(status, 204, "a failed object is not retried until a user asks");
+    let markers = mc(&["ls", "--recursive", &format!("{alias}/{sink}/.zeroflow/ledger/")]).await?;
+    let marker_key = markers.split_whitespace().last().context("a failure marker")?.to_owned();
+    let marker = mc(&["cat", &format!("{alias}/{sink}/.zeroflow/ledger/{marker_key}")]).await?;
+    assert!(marker.contains("\"failed\"") && marker.contains("not a CSV"), "{marker}");
+    let events = eventually("an ObjectsFailed event", TIMEOUT, || async {
+        let out = kubectl(&["get", "events", "-n", &ns.name, "-o", "jsonpath={.items[*].reason}"]).await?;
+        Ok(out.contains("ObjectsFailed").then_some(out))
+    })
+    .await?;
+    assert!(events.contains("ObjectsFailed"));
+
+    // The user re-drives; the object is processed and counted as succeeded.
+    kubectl(&["annotate", "dp", "poison", "-n", &ns.name, "zeroflow.dev/redrive=1"]).await?;
+    eventually("re-driven", TIMEOUT, || async {
+        let status = pipelines.get("poison").await?.status.unwrap_or_default();
+        Ok((status.last_redrive.as_deref() == Some("1") && status.pending == 1 && status.failed == 0).then_some(()))
+    })
+    .await?;
+    let done = process_all(&format!("http://{lease_addr}"), &ns.name, "poison", &token, 1).await?;
+    assert_eq!(done, ["in/poison.csv"]);
+    eventually("succeeded after the re-drive", TIMEOUT, || async {
+        let status = pipelines.get("poison").await?.status.unwrap_or_default();
+        Ok((status.succeeded == 1 && status.failed == 0).then_some(()))
+    })
+    .await?;
+    let marker = mc(&["cat", &format!("{alias}/{sink}/.zeroflow/ledger/{marker_key}")]).await?;
+    assert!(marker.contains("\"succeeded\""), "{marker}");
     Ok(())
 }

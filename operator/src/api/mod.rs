@@ -21,6 +21,10 @@ pub use duration::{ParseDurationError, format_duration, parse_duration};
 /// The API group of every zeroflow resource.
 pub const GROUP: &str = "zeroflow.dev";
 
+/// Annotation that re-drives failed objects: set it to any new value, for example
+/// `kubectl annotate dp NAME zeroflow.dev/redrive="$(date +%s)" --overwrite`.
+pub const REDRIVE_ANNOTATION: &str = "zeroflow.dev/redrive";
+
 /// A DataPipeline runs a transform on every object that lands in a bucket: storage events scale
 /// its workers up from zero at once, each object is processed by exactly one worker, every result
 /// is recorded in the object store, and the workers scale back to zero when idle.
@@ -362,6 +366,10 @@ pub struct DataPipelineStatus {
     /// Resources consumed by the workers, for cost attribution.
     #[serde(default)]
     pub usage: Usage,
+    /// The value of the `zeroflow.dev/redrive` annotation last acted on: changing the annotation
+    /// puts every failed object back to work once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_redrive: Option<String>,
 }
 
 /// Resources the workers of a pipeline consumed since it was created.

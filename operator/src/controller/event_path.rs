@@ -62,11 +62,13 @@ pub struct Registry {
     routes: SharedRoutes,
     backlogs: Arc<Backlogs>,
     known: Mutex<BTreeMap<PipelineKey, Route>>,
+    /// Pipelines whose next resync was asked for outside the backlog (a re-drive).
+    resync_requested: Mutex<BTreeSet<PipelineKey>>,
 }
 
 impl Registry {
     pub fn new(routes: SharedRoutes, backlogs: Arc<Backlogs>) -> Self {
-        Self { routes, backlogs, known: Mutex::new(BTreeMap::new()) }
+        Self { routes, backlogs, known: Mutex::new(BTreeMap::new()), resync_requested: Mutex::new(BTreeSet::new()) }
     }
 
     /// Records a pipeline's current route and backlog settings; the gateway sees a new route at once.
@@ -105,9 +107,20 @@ impl Registry {
         self.backlogs.with(key, |backlog, now| backlog.admit(item, now))
     }
 
-    /// Whether the pipeline's backlog overflowed since the last call (and so needs a resync).
+    /// Whether the pipeline needs a resync: its backlog overflowed, or one was requested, since
+    /// the last call.
     pub fn take_resync_request(&self, key: &PipelineKey) -> Option<bool> {
-        self.backlogs.with(key, |backlog, _| backlog.take_resync_request())
+        let requested = self.resync_requested.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+        self.backlogs.with(key, |backlog, _| backlog.take_resync_request() || requested)
+    }
+
+    pub fn request_resync(&self, key: &PipelineKey) {
+        self.resync_requested.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone());
+    }
+
+    /// Puts the failed objects this replica remembers back to pending; returns how many.
+    pub fn redrive_failed(&self, key: &PipelineKey) -> usize {
+        self.backlogs.with(key, |backlog, now| backlog.redrive_failed(now).unwrap_or(0)).unwrap_or(0)
     }
 
     pub fn counts(&self, key: &PipelineKey) -> Option<Counts> {

@@ -229,6 +229,16 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
             if status::with_counts(current.clone(), &counts) == current {
                 continue;
             }
+            let newly_failed = i64::try_from(counts.failed).unwrap_or(i64::MAX) - current.failed;
+            if newly_failed > 0 {
+                let note = format!(
+                    "{newly_failed} object(s) failed every attempt; their errors are in the ledger. Re-drive with: \
+                     kubectl annotate dp {} {}=\"$(date +%s)\" --overwrite",
+                    pipeline.name_any(),
+                    crate::api::REDRIVE_ANNOTATION
+                );
+                publish(&ctx, &pipeline, EventType::Warning, "ObjectsFailed", "Process", &note).await;
+            }
             let patch = json!({"status": status::counts_patch(&counts)});
             let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
             if let Err(e) = api.patch_status(&pipeline.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
@@ -355,9 +365,13 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
             publish(ctx, pipeline, EventType::Warning, e.reason(), "CheckSource", &e.to_string()).await;
         }
     }
+    let redriven = redrive_if_asked(ctx, pipeline, &namespace).await;
     let observed = WorkerObservation::from_deployment(&applied);
     ctx.metrics.replicas.with_label_values(&[namespace.as_str(), name.as_str()]).set(i64::from(observed.replicas));
     let mut status = status::with_workers(current_status(pipeline), &worker_name, &observed);
+    if let Some(value) = redriven {
+        status.last_redrive = Some(value);
+    }
     if let Some(counts) = ctx.registry.counts(&event_path::pipeline_key(pipeline)) {
         status = status::with_counts(status, &counts);
     }
@@ -400,6 +414,43 @@ async fn check_source(ctx: &Context, pipeline: &DataPipeline, namespace: &str) -
         },
     );
     Ok(())
+}
+
+/// Acts on a new value of the re-drive annotation: failed objects go back to work, both those
+/// this replica remembers and those only the ledger knows (their failure markers are removed and
+/// a resync admits them). Returns the value acted on, to record in status.
+async fn redrive_if_asked(ctx: &Context, pipeline: &DataPipeline, namespace: &str) -> Option<String> {
+    let value = pipeline.annotations().get(crate::api::REDRIVE_ANNOTATION)?;
+    if current_status(pipeline).last_redrive.as_ref() == Some(value) {
+        return None;
+    }
+    let key = event_path::pipeline_key(pipeline);
+    let in_memory = ctx.registry.redrive_failed(&key);
+    let from_ledger = async {
+        let sink = match &pipeline.spec.sink.store {
+            Some(spec) => resolve_store(ctx, Some(spec), namespace).await?,
+            None => resolve_store(ctx, pipeline.spec.source.store.as_ref(), namespace).await?,
+        };
+        let client = store::bucket_client(&sink, event_path::sink_bucket(pipeline))?;
+        let ledger = Ledger::new(Arc::new(client), &event_path::ledger_prefix(pipeline))
+            .map_err(|e| StoreError::Invalid(format!("ledger: {e}")))?;
+        ledger.remove_failed().await.map_err(|e| StoreError::Unreachable(format!("ledger: {e}")))
+    }
+    .await;
+    let note = match from_ledger {
+        Ok(removed) => {
+            ctx.registry.request_resync(&key);
+            ctx.workapi.notify(&key);
+            format!("re-driving failed objects: {in_memory} queued again, {removed} failure markers removed")
+        }
+        // Try again on the next reconcile: the annotation value is not recorded as handled.
+        Err(e) => {
+            publish(ctx, pipeline, EventType::Warning, "RedriveFailed", "Redrive", &e.to_string()).await;
+            return None;
+        }
+    };
+    publish(ctx, pipeline, EventType::Normal, "Redriven", "Redrive", &note).await;
+    Some(value.clone())
 }
 
 /// A store's settings with the credentials from its Secret, or the operator's default store.

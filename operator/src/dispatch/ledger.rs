@@ -270,6 +270,25 @@ impl Ledger {
         }
     }
 
+    /// Deletes the markers of failed objects so the next resync treats them as work again (a
+    /// user's re-drive). Reads every marker once: a rare, user-triggered pass. Returns how many.
+    pub async fn remove_failed(&self) -> Result<usize, LedgerError> {
+        let mut names = self.list();
+        let mut removed = 0;
+        while let Some(name) = names.next().await {
+            let name = name?;
+            let etag = (!name.etag.is_empty()).then_some(name.etag.as_str());
+            let Some(marker) = self.get(&name.key, etag).await? else { continue };
+            if marker.outcome == Outcome::Failed {
+                match self.store.delete(&object_path(&self.path_of(&name.key, etag))?).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Every plain marker, in source-key order, then etag order. Streams page by page.
     pub fn list(&self) -> BoxStream<'static, Result<MarkerName, LedgerError>> {
         self.list_from("")
