@@ -1,0 +1,157 @@
+//! Command line: `run -- <command>` and `install <dir>`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use zeroflow_runner::api::Client;
+use zeroflow_runner::contract::Contract;
+use zeroflow_runner::worker::{self, Context};
+
+const CONTRACT_HELP: &str = "\
+THE CONTRACT FOR TRANSFORM AUTHORS
+  The runner leases one object at a time per slot, downloads it, runs your command once for it,
+  uploads what the command produced and reports the result. Your command needs no credentials.
+
+  Environment of your command (on top of the container's own):
+    ZEROFLOW_INPUT       path of the downloaded object (a file in a fresh private directory;
+                         its name is the last segment of the key, sanitized)
+    ZEROFLOW_OUTPUT_DIR  an empty directory for your outputs (exec contract)
+    ZEROFLOW_BUCKET      source bucket
+    ZEROFLOW_KEY         source object key (untrusted text: do not use it as a path)
+    ZEROFLOW_ETAG        the object's ETag (may be empty)
+    ZEROFLOW_SIZE        the object's size in bytes (may be empty)
+    ZEROFLOW_ATTEMPT     1 on the first try, higher on retries
+  The working directory is the object's private directory; it is deleted afterwards.
+
+  --contract exec   Read ZEROFLOW_INPUT; write each output as a regular file at the top of
+                    ZEROFLOW_OUTPUT_DIR. Each file is uploaded as <sink prefix><key>/<file name>.
+                    Names must be at most 255 bytes, without '/', '\\', '..' or control
+                    characters, or the object fails without retry. Subdirectories and symlinks
+                    are ignored. Stdout goes to the pod log.
+  --contract stdio  The object is on stdin; everything written to stdout is the single output,
+                    named after the input file. Nothing else is uploaded.
+
+  Stderr goes to the pod log; its last 4 KiB are reported with a failure.
+
+  Exit codes: 0 = success (outputs uploaded, object done). Any other code, or death by a signal,
+  = failure, retried up to the pipeline's maxAttempts, then recorded as failed.
+  Timeout: after --timeout-seconds the command's whole process group gets SIGKILL and the
+  attempt fails (retryable). Commands that fork keep their children in that group; do not
+  detach from it.
+
+  Shutdown: on SIGTERM the runner takes no new objects, lets running ones finish and exits 0.
+  A second SIGTERM kills running commands and hands their objects back to the queue.
+  Processing is at-least-once: an object may be run again after a crash, so write outputs that
+  are safe to overwrite.";
+
+#[derive(Debug, Parser)]
+#[command(name = "zeroflow-runner", version, about = "Turns any container into a zeroflow worker", after_help = CONTRACT_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Lease objects and run COMMAND once per object until SIGTERM.
+    #[command(after_help = CONTRACT_HELP)]
+    Run(RunArgs),
+    /// Copy this executable into DIR (mode 0755); used by the worker pod's init container.
+    Install { dir: PathBuf },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Base URL of the operator's work API.
+    #[arg(long, env = "ZEROFLOW_LEASE_API")]
+    lease_api: String,
+    /// The pipeline, as <namespace>/<name>.
+    #[arg(long, env = "ZEROFLOW_PIPELINE")]
+    pipeline: String,
+    /// How the command receives input and gives back outputs.
+    #[arg(long, env = "ZEROFLOW_CONTRACT", value_enum, default_value = "exec")]
+    contract: Contract,
+    /// Seconds one run of the command may take before its process group is killed.
+    #[arg(long, env = "ZEROFLOW_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_seconds: u64,
+    /// Objects processed at once.
+    #[arg(long, env = "ZEROFLOW_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
+    /// The ServiceAccount token; re-read on every request because the kubelet rotates it.
+    #[arg(long, env = "ZEROFLOW_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// Where per-object directories are created.
+    #[arg(long, env = "ZEROFLOW_WORK_DIR", default_value = "/zeroflow/work")]
+    work_dir: PathBuf,
+    /// Names this runner's directories and logs.
+    #[arg(long, env = "ZEROFLOW_POD_NAME")]
+    pod_name: Option<String>,
+    /// The transform and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    command: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Install { dir } => {
+            let target = zeroflow_runner::install::install(&dir)?;
+            tracing::info!(path = %target.display(), "installed");
+            Ok(())
+        }
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args)),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.lease_api, &args.pipeline, args.token_file)?;
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating the work dir {}", args.work_dir.display()))?;
+    let tag = match args.pod_name {
+        Some(pod) => zeroflow_runner::names::safe_file_name(&pod),
+        None => format!("runner-{}", std::process::id()),
+    };
+    let ctx = Arc::new(Context {
+        client,
+        contract: args.contract,
+        command: args.command,
+        timeout: Duration::from_secs(args.timeout_seconds),
+        work_dir: args.work_dir,
+        tag,
+        sequence: AtomicU64::new(0),
+    });
+
+    let (terms, shutdown) = watch::channel(0u32);
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = sigint.recv() => {}
+            }
+            terms.send_modify(|n| *n += 1);
+            tracing::info!(count = *terms.borrow(), "termination signal: draining");
+        }
+    });
+
+    tracing::info!(concurrency = args.concurrency, contract = ?args.contract, "runner started");
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        workers.spawn(worker::work(ctx.clone(), shutdown.clone()));
+    }
+    while let Some(result) = workers.join_next().await {
+        result.context("a worker panicked")?;
+    }
+    tracing::info!("drained, exiting");
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! One worker loop: lease, prepare a private directory, run, upload, report, clean up. The
+//! runner runs `concurrency` of these.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::Error;
+use crate::api::{Client, Failure, Lease};
+use crate::contract::{Contract, contract_env};
+use crate::names::{safe_file_name, validate_output_name};
+use crate::process::{self, Invocation, Outcome};
+
+/// Pause after a failed lease request, so a down API is not hammered.
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// Shared by all worker loops.
+#[derive(Debug)]
+pub struct Context {
+    pub client: Client,
+    pub contract: Contract,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    pub work_dir: PathBuf,
+    /// Makes per-object directory names unique across runners sharing a work dir.
+    pub tag: String,
+    pub sequence: AtomicU64,
+}
+
+/// How many SIGTERMs arrived: 1 stops leasing, 2 aborts running objects.
+pub type Shutdown = watch::Receiver<u32>;
+
+async fn reached(mut shutdown: Shutdown, count: u32) {
+    // A dropped sender means the runner is going away: treat it as reached.
+    let _ = shutdown.wait_for(|n| *n >= count).await;
+}
+
+/// Leases and processes objects until the first SIGTERM.
+pub async fn work(ctx: Arc<Context>, shutdown: Shutdown) {
+    loop {
+        if *shutdown.borrow() >= 1 {
+            return;
+        }
+        let lease = tokio::select! {
+            lease = ctx.client.lease() => lease,
+            () = reached(shutdown.clone(), 1) => return,
+        };
+        match lease {
+            Ok(Some(lease)) => process_object(&ctx, lease, shutdown.clone()).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "lease request failed");
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    () = reached(shutdown.clone(), 1) => return,
+                }
+            }
+        }
+    }
+}
+
+/// What the work API is told about an object.
+#[derive(Debug)]
+enum Report {
+    Complete(Vec<String>),
+    Fail(Failure),
+}
+
+async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
+    let started = std::time::Instant::now();
+    tracing::info!(lease = %lease.lease_id, key = %lease.key, attempt = lease.attempt, "leased");
+    let heartbeat = tokio::spawn(heartbeat(ctx.client.clone(), lease.clone()));
+    let sequence = ctx.sequence.fetch_add(1, Ordering::Relaxed);
+    let dir = ctx.work_dir.join(format!("{}-{sequence}", ctx.tag));
+    let report = match run_object(ctx, &lease, &dir, shutdown).await {
+        Ok(report) => report,
+        Err(e) => Report::Fail(Failure { retryable: true, exit_code: None, stderr_tail: Some(e.to_string()) }),
+    };
+    heartbeat.abort();
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, dir = %dir.display(), "could not remove the object's directory");
+    }
+    let result = match &report {
+        Report::Complete(outputs) => ctx.client.complete(&lease, outputs).await,
+        Report::Fail(failure) => ctx.client.fail(&lease, failure).await,
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    match (result, report) {
+        (Ok(()), Report::Complete(outputs)) => {
+            tracing::info!(lease = %lease.lease_id, outputs = outputs.len(), seconds, "completed")
+        }
+        (Ok(()), Report::Fail(f)) => {
+            tracing::warn!(lease = %lease.lease_id, exit_code = ?f.exit_code, retryable = f.retryable, seconds, "failed")
+        }
+        // The lease expires on the server and the object is retried.
+        (Err(e), _) => tracing::warn!(lease = %lease.lease_id, error = %e, "could not report the result"),
+    }
+}
+
+async fn heartbeat(client: Client, lease: Lease) {
+    let every = Duration::from_secs(lease.heartbeat_interval_seconds.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = client.heartbeat(&lease).await {
+            tracing::warn!(lease = %lease.lease_id, error = %e, "heartbeat failed");
+        }
+    }
+}
+
+async fn run_object(ctx: &Context, lease: &Lease, dir: &Path, shutdown: Shutdown) -> Result<Report, Error> {
+    let input_dir = dir.join("in");
+    let output_dir = dir.join("out");
+    for d in [dir, &input_dir, &output_dir] {
+        private_dir(d).await?;
+    }
+    let name = safe_file_name(&lease.key);
+    let input = input_dir.join(&name);
+    ctx.client.download(&lease.input_url, &input).await?;
+
+    let stdout = dir.join("stdout");
+    let invocation = Invocation {
+        argv: &ctx.command,
+        env: contract_env(lease, &input, &output_dir),
+        cwd: dir,
+        stdin: (ctx.contract == Contract::Stdio).then_some(input.as_path()),
+        stdout: (ctx.contract == Contract::Stdio).then_some(stdout.as_path()),
+        timeout: ctx.timeout,
+    };
+    let failure = |exit_code, stderr_tail: String| {
+        Report::Fail(Failure { retryable: true, exit_code, stderr_tail: Some(stderr_tail) })
+    };
+    match process::run(invocation, reached(shutdown, 2)).await? {
+        Outcome::Exited { code: Some(0), .. } => {}
+        Outcome::Exited { code, stderr_tail } => return Ok(failure(code, stderr_tail)),
+        Outcome::TimedOut { stderr_tail } => {
+            let note = format!("\n[zeroflow-runner] killed after the {} s timeout", ctx.timeout.as_secs());
+            return Ok(failure(None, tail_with(stderr_tail, &note)));
+        }
+        Outcome::Aborted { stderr_tail } => {
+            return Ok(failure(None, tail_with(stderr_tail, "\n[zeroflow-runner] killed: the runner is stopping")));
+        }
+    }
+
+    let files = match ctx.contract {
+        Contract::Stdio => vec![(name, stdout)],
+        Contract::Exec => match output_files(&output_dir).await? {
+            Ok(files) => files,
+            // The transform wrote a name the server refuses: a retry would do the same.
+            Err(message) => {
+                return Ok(Report::Fail(Failure { retryable: false, exit_code: Some(0), stderr_tail: Some(message) }));
+            }
+        },
+    };
+    let mut names = Vec::with_capacity(files.len());
+    for (name, path) in files {
+        let target = ctx.client.output(lease, &name).await?;
+        ctx.client.upload(&target, &path).await?;
+        names.push(name);
+    }
+    Ok(Report::Complete(names))
+}
+
+fn tail_with(mut tail: String, note: &str) -> String {
+    tail.push_str(note);
+    crate::names::stderr_tail(tail.as_bytes())
+}
+
+async fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = dir.to_owned();
+    // create (not create_all): a leftover of the same name is an error, never reused.
+    tokio::task::spawn_blocking(move || std::fs::DirBuilder::new().mode(0o700).create(&dir))
+        .await
+        .map_err(|e| Error::Io { what: "creating a work directory", source: std::io::Error::other(e) })?
+        .map_err(|source| Error::Io { what: "creating a work directory", source })
+}
+
+/// The regular files at the top of the output directory, by name; `Err` names the first file
+/// whose name the server would refuse. Symlinks and directories are not outputs.
+async fn output_files(dir: &Path) -> Result<Result<Vec<(String, PathBuf)>, String>, Error> {
+    let io = |source| Error::Io { what: "listing the outputs", source };
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(io)?;
+    let mut files = Vec::new();
+    while let Some(entry) = entries.next_entry().await.map_err(io)? {
+        if !entry.file_type().await.map_err(io)?.is_file() {
+            continue;
+        }
+        let raw = entry.file_name();
+        let Some(name) = raw.to_str() else {
+            return Ok(Err(format!("output file name {raw:?} is not UTF-8")));
+        };
+        if let Err(e) = validate_output_name(name) {
+            return Ok(Err(format!("output file {name:?}: {e}")));
+        }
+        files.push((name.to_owned(), entry.path()));
+    }
+    files.sort();
+    Ok(Ok(files))
+}
