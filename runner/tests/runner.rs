@@ -1,0 +1,303 @@
+//! The real runner binary against a fake work API and a fake presigned store, both on loopback.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token";
+
+#[derive(Default)]
+struct Fake {
+    base: String,
+    queue: Mutex<VecDeque<(String, Vec<u8>)>>,
+    /// lease id -> key
+    leases: Mutex<HashMap<String, String>>,
+    next: AtomicU64,
+    heartbeats: AtomicU64,
+    /// (lease id, "complete" | "fail", body)
+    results: Mutex<Vec<(String, String, Value)>>,
+    store: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+type Shared = Arc<Fake>;
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"))
+}
+
+async fn lease(State(fake): State<Shared>, headers: HeaderMap) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let next = fake.queue.lock().unwrap().pop_front();
+    let Some((key, body)) = next else {
+        // A short long poll keeps idle runners from spinning.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let id = format!("1-{}", fake.next.fetch_add(1, Ordering::SeqCst));
+    fake.store.lock().unwrap().insert(format!("in/{id}"), body.clone());
+    fake.leases.lock().unwrap().insert(id.clone(), key.clone());
+    axum::Json(json!({
+        "lease_id": id, "bucket": "src", "key": key, "etag": "\"e1\"", "version_id": null,
+        "size": body.len(), "attempt": 1, "deadline_unix_ms": 0, "lease_seconds": 10,
+        "heartbeat_interval_seconds": 1, "input_url": format!("{}/store/in/{id}", fake.base),
+    }))
+    .into_response()
+}
+
+async fn lease_call(
+    State(fake): State<Shared>,
+    UrlPath((_ns, _name, id, call)): UrlPath<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match call.as_str() {
+        "heartbeat" => {
+            fake.heartbeats.fetch_add(1, Ordering::SeqCst);
+            axum::Json(json!({"deadline_unix_ms": 0})).into_response()
+        }
+        "outputs" => {
+            let name = body["name"].as_str().unwrap_or_default().to_owned();
+            axum::Json(json!({
+                "name": name, "bucket": "sink", "key": format!("out/{id}/{name}"), "method": "PUT",
+                "url": format!("{}/store/out/{id}/{name}", fake.base), "expires_in_seconds": 60,
+            }))
+            .into_response()
+        }
+        "complete" | "fail" => {
+            fake.results.lock().unwrap().push((id, call, body));
+            axum::Json(json!({"recorded": true, "lease_held": true})).into_response()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn store_get(State(fake): State<Shared>, UrlPath(path): UrlPath<String>) -> Response {
+    match fake.store.lock().unwrap().get(&path) {
+        Some(body) => body.clone().into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn store_put(State(fake): State<Shared>, UrlPath(path): UrlPath<String>, headers: HeaderMap, body: Bytes) {
+    // S3 refuses PUTs without a length; so does this fake.
+    assert!(headers.contains_key("content-length"), "upload without Content-Length");
+    fake.store.lock().unwrap().insert(path, body.to_vec());
+}
+
+async fn start_fake(objects: &[(&str, &[u8])]) -> Shared {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let fake = Arc::new(Fake {
+        base,
+        queue: Mutex::new(objects.iter().map(|(k, b)| (k.to_string(), b.to_vec())).collect()),
+        ..Fake::default()
+    });
+    let app = Router::new()
+        .route("/v1/pipelines/{ns}/{name}/leases", post(lease))
+        .route("/v1/pipelines/{ns}/{name}/leases/{id}/{call}", post(lease_call))
+        .route("/store/{*path}", get(store_get).put(store_put))
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    fake
+}
+
+/// A scratch directory per test: `root/work` is the runner's work dir, `root/token` its token.
+struct Scratch {
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let root = std::env::temp_dir().join(format!("zeroflow-runner-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("work")).unwrap();
+        std::fs::write(root.join("token"), format!("{TOKEN}\n")).unwrap();
+        Scratch { root }
+    }
+    fn work(&self) -> PathBuf {
+        self.root.join("work")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn spawn_runner(fake: &Fake, scratch: &Scratch, contract: &str, timeout: u64, script: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_zeroflow-runner"))
+        .args(["run", "--", "sh", "-c", script])
+        .env("ZEROFLOW_LEASE_API", &fake.base)
+        .env("ZEROFLOW_PIPELINE", "team/pipe")
+        .env("ZEROFLOW_CONTRACT", contract)
+        .env("ZEROFLOW_TIMEOUT_SECONDS", timeout.to_string())
+        .env("ZEROFLOW_CONCURRENCY", "1")
+        .env("ZEROFLOW_TOKEN_FILE", scratch.root.join("token"))
+        .env("ZEROFLOW_WORK_DIR", scratch.work())
+        .env("ZEROFLOW_POD_NAME", "pod-0")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Polls `done` until it holds; panics after `limit`.
+async fn until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(tokio::time::Instant::now() < give_up, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn results(fake: &Fake) -> Vec<(String, String, Value)> {
+    fake.results.lock().unwrap().clone()
+}
+
+async fn wait_results(fake: &Fake, n: usize) -> Vec<(String, String, Value)> {
+    until(Duration::from_secs(30), "results", || fake.results.lock().unwrap().len() >= n).await;
+    results(fake)
+}
+
+async fn terminate(child: &mut tokio::process::Child) -> ExitStatus {
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("runner did not exit").unwrap()
+}
+
+fn stored(fake: &Fake, path: &str) -> Option<Vec<u8>> {
+    fake.store.lock().unwrap().get(path).cloned()
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().next().is_none()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_contract_uploads_every_output_file() {
+    let fake = start_fake(&[("data/a.txt", b"hello")]).await;
+    let scratch = Scratch::new("exec");
+    let script = r#"cp "$ZEROFLOW_INPUT" "$ZEROFLOW_OUTPUT_DIR/copy.txt" &&
+        printf '%s|%s|%s' "$ZEROFLOW_KEY" "$ZEROFLOW_SIZE" "$ZEROFLOW_BUCKET" > "$ZEROFLOW_OUTPUT_DIR/meta.txt" &&
+        mkdir "$ZEROFLOW_OUTPUT_DIR/ignored-dir""#;
+    let mut runner = spawn_runner(&fake, &scratch, "exec", 30, script);
+    let results = wait_results(&fake, 1).await;
+    assert!(terminate(&mut runner).await.success());
+    let (id, call, body) = &results[0];
+    assert_eq!(call, "complete", "{body}");
+    assert_eq!(body["outputs"], json!(["copy.txt", "meta.txt"]));
+    assert_eq!(body["key"], "data/a.txt");
+    assert_eq!(stored(&fake, &format!("out/{id}/copy.txt")).as_deref(), Some(&b"hello"[..]));
+    assert_eq!(stored(&fake, &format!("out/{id}/meta.txt")).as_deref(), Some(&b"data/a.txt|5|src"[..]));
+    assert!(is_empty_dir(&scratch.work()), "the object's directory is cleaned");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdio_contract_turns_stdout_into_the_output() {
+    let fake = start_fake(&[("x/b.txt", b"abc\n")]).await;
+    let scratch = Scratch::new("stdio");
+    let mut runner = spawn_runner(&fake, &scratch, "stdio", 30, "tr a-z A-Z");
+    let results = wait_results(&fake, 1).await;
+    assert!(terminate(&mut runner).await.success());
+    let (id, call, body) = &results[0];
+    assert_eq!(call, "complete", "{body}");
+    assert_eq!(body["outputs"], json!(["b.txt"]));
+    assert_eq!(stored(&fake, &format!("out/{id}/b.txt")).as_deref(), Some(&b"ABC\n"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_command_is_reported_with_its_code_and_stderr() {
+    let fake = start_fake(&[("k", b"x")]).await;
+    let scratch = Scratch::new("fail");
+    let mut runner = spawn_runner(&fake, &scratch, "exec", 30, "echo first >&2; echo oops >&2; exit 3");
+    let results = wait_results(&fake, 1).await;
+    assert!(terminate(&mut runner).await.success());
+    let (_, call, body) = &results[0];
+    assert_eq!(call, "fail");
+    assert_eq!(body["retryable"], true);
+    assert_eq!(body["exit_code"], 3);
+    assert_eq!(body["stderr_tail"], "first\noops\n");
+    assert!(is_empty_dir(&scratch.work()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_kills_the_whole_process_group() {
+    let fake = start_fake(&[("k", b"x")]).await;
+    let scratch = Scratch::new("timeout");
+    let pid_file = scratch.root.join("background.pid");
+    // A background grandchild that would outlive a kill of the shell alone.
+    let script = format!("sleep 30 & echo $! > '{}'; sleep 30", pid_file.display());
+    let started = std::time::Instant::now();
+    let mut runner = spawn_runner(&fake, &scratch, "exec", 1, &script);
+    let results = wait_results(&fake, 1).await;
+    assert!(started.elapsed() < Duration::from_secs(15), "the timeout was enforced");
+    let (_, call, body) = &results[0];
+    assert_eq!(call, "fail");
+    assert_eq!(body["retryable"], true);
+    assert!(body["stderr_tail"].as_str().unwrap().contains("timeout"), "{body}");
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+    until(Duration::from_secs(5), "the background sleep to die", || {
+        // Gone, or a zombie waiting for a reaper that is not ours.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+            .unwrap_or(true)
+    })
+    .await;
+    assert!(terminate(&mut runner).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_key_stays_inside_the_work_dir() {
+    let fake = start_fake(&[("../../etc/passwd", b"not a password file")]).await;
+    let scratch = Scratch::new("hostile");
+    let script = r#"printf '%s' "$ZEROFLOW_INPUT" > "$ZEROFLOW_OUTPUT_DIR/input-path""#;
+    let mut runner = spawn_runner(&fake, &scratch, "exec", 30, script);
+    let results = wait_results(&fake, 1).await;
+    assert!(terminate(&mut runner).await.success());
+    let (id, call, body) = &results[0];
+    assert_eq!(call, "complete", "{body}");
+    let input = String::from_utf8(stored(&fake, &format!("out/{id}/input-path")).unwrap()).unwrap();
+    let work = scratch.work().display().to_string();
+    assert!(input.starts_with(&format!("{work}/")) && input.ends_with("/in/passwd"), "{input}");
+    assert!(!input.contains(".."), "{input}");
+    // Only what the test made is left next to the work dir, and the work dir is clean.
+    let mut left: Vec<_> =
+        std::fs::read_dir(&scratch.root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    assert_eq!(left, ["token", "work"]);
+    assert!(is_empty_dir(&scratch.work()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_running_object_finish_and_takes_no_more() {
+    let fake = start_fake(&[("first", b"1"), ("second", b"2")]).await;
+    let scratch = Scratch::new("drain");
+    let script = r#"sleep 2; cp "$ZEROFLOW_INPUT" "$ZEROFLOW_OUTPUT_DIR/out""#;
+    let mut runner = spawn_runner(&fake, &scratch, "exec", 30, script);
+    until(Duration::from_secs(10), "the first lease", || fake.next.load(Ordering::SeqCst) == 1).await;
+    let status = terminate(&mut runner).await;
+    assert!(status.success(), "{status}");
+    let results = results(&fake);
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].1, "complete", "{}", results[0].2);
+    assert_eq!(fake.next.load(Ordering::SeqCst), 1, "no new lease after SIGTERM");
+    assert_eq!(fake.queue.lock().unwrap().len(), 1);
+    assert!(fake.heartbeats.load(Ordering::SeqCst) >= 1, "heartbeats while the command ran");
+}
