@@ -40,15 +40,15 @@ async fn lease(State(fake): State<Shared>, headers: HeaderMap) -> Response {
     if !authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let next = fake.queue.lock().unwrap().pop_front();
+    let next = fake.queue.lock().expect("poisoned").pop_front();
     let Some((key, body)) = next else {
         // A short long poll keeps idle runners from spinning.
         tokio::time::sleep(Duration::from_millis(200)).await;
         return StatusCode::NO_CONTENT.into_response();
     };
     let id = format!("1-{}", fake.next.fetch_add(1, Ordering::SeqCst));
-    fake.store.lock().unwrap().insert(format!("in/{id}"), body.clone());
-    fake.leases.lock().unwrap().insert(id.clone(), key.clone());
+    fake.store.lock().expect("poisoned").insert(format!("in/{id}"), body.clone());
+    fake.leases.lock().expect("poisoned").insert(id.clone(), key.clone());
     axum::Json(json!({
         "lease_id": id, "bucket": "src", "key": key, "etag": "\"e1\"", "version_id": null,
         "size": body.len(), "attempt": 1, "deadline_unix_ms": 0, "lease_seconds": 10,
@@ -81,7 +81,7 @@ async fn lease_call(
             .into_response()
         }
         "complete" | "fail" => {
-            fake.results.lock().unwrap().push((id, call, body));
+            fake.results.lock().expect("poisoned").push((id, call, body));
             axum::Json(json!({"recorded": true, "lease_held": true})).into_response()
         }
         _ => StatusCode::NOT_FOUND.into_response(),
@@ -89,7 +89,7 @@ async fn lease_call(
 }
 
 async fn store_get(State(fake): State<Shared>, UrlPath(path): UrlPath<String>) -> Response {
-    match fake.store.lock().unwrap().get(&path) {
+    match fake.store.lock().expect("poisoned").get(&path) {
         Some(body) => body.clone().into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
@@ -98,12 +98,12 @@ async fn store_get(State(fake): State<Shared>, UrlPath(path): UrlPath<String>) -
 async fn store_put(State(fake): State<Shared>, UrlPath(path): UrlPath<String>, headers: HeaderMap, body: Bytes) {
     // S3 refuses PUTs without a length; so does this fake.
     assert!(headers.contains_key("content-length"), "upload without Content-Length");
-    fake.store.lock().unwrap().insert(path, body.to_vec());
+    fake.store.lock().expect("poisoned").insert(path, body.to_vec());
 }
 
 async fn start_fake(objects: &[(&str, &[u8])]) -> Shared {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test setup");
+    let base = format!("http://{}", listener.local_addr().expect("test setup"));
     let fake = Arc::new(Fake {
         base,
         queue: Mutex::new(objects.iter().map(|(k, b)| (k.to_string(), b.to_vec())).collect()),
@@ -114,7 +114,7 @@ async fn start_fake(objects: &[(&str, &[u8])]) -> Shared {
         .route("/v1/pipelines/{ns}/{name}/leases/{id}/{call}", post(lease_call))
         .route("/store/{*path}", get(store_get).put(store_put))
         .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("test setup") });
     fake
 }
 
@@ -127,8 +127,8 @@ impl Scratch {
     fn new(name: &str) -> Scratch {
         let root = std::env::temp_dir().join(format!("zeroflow-runner-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("work")).unwrap();
-        std::fs::write(root.join("token"), format!("{TOKEN}\n")).unwrap();
+        std::fs::create_dir_all(root.join("work")).expect("test setup");
+        std::fs::write(root.join("token"), format!("{TOKEN}\n")).expect("test setup");
         Scratch { root }
     }
     fn work(&self) -> PathBuf {
@@ -155,7 +155,7 @@ fn spawn_runner(fake: &Fake, scratch: &Scratch, contract: &str, timeout: u64, sc
         .env("ZEROFLOW_POD_NAME", "pod-0")
         .kill_on_drop(true)
         .spawn()
-        .unwrap()
+        .expect("starting the runner")
 }
 
 /// Polls `done` until it holds; panics after `limit`.
@@ -168,26 +168,26 @@ async fn until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn results(fake: &Fake) -> Vec<(String, String, Value)> {
-    fake.results.lock().unwrap().clone()
+    fake.results.lock().expect("poisoned").clone()
 }
 
 async fn wait_results(fake: &Fake, n: usize) -> Vec<(String, String, Value)> {
-    until(Duration::from_secs(30), "results", || fake.results.lock().unwrap().len() >= n).await;
+    until(Duration::from_secs(30), "results", || fake.results.lock().expect("poisoned").len() >= n).await;
     results(fake)
 }
 
 async fn terminate(child: &mut tokio::process::Child) -> ExitStatus {
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("runner did not exit").unwrap()
+    let pid = child.id().expect("test setup").to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("test setup");
+    tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("runner did not exit").expect("test setup")
 }
 
 fn stored(fake: &Fake, path: &str) -> Option<Vec<u8>> {
-    fake.store.lock().unwrap().get(path).cloned()
+    fake.store.lock().expect("poisoned").get(path).cloned()
 }
 
 fn is_empty_dir(dir: &Path) -> bool {
-    std::fs::read_dir(dir).unwrap().next().is_none()
+    std::fs::read_dir(dir).expect("test setup").next().is_none()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -298,6 +298,6 @@ async fn sigterm_lets_the_running_object_finish_and_takes_no_more() {
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].1, "complete", "{}", results[0].2);
     assert_eq!(fake.next.load(Ordering::SeqCst), 1, "no new lease after SIGTERM");
-    assert_eq!(fake.queue.lock().unwrap().len(), 1);
+    assert_eq!(fake.queue.lock().expect("poisoned").len(), 1);
     assert!(fake.heartbeats.load(Ordering::SeqCst) >= 1, "heartbeats while the command ran");
 }
