@@ -405,7 +405,8 @@ test_rbac_cluster_wide() {
     expect_cannot "$as" "$verb" deployments.apps -n "$ns"
     expect_cannot "$as" "$verb" serviceaccounts -n "$ns"
   done
-  expect_cannot "$as" patch deployments.apps --subresource=scale -n "$ns"
+  expect_can "$as" patch deployments.apps --subresource=scale -n "$ns"
+  expect_cannot "$as" update deployments.apps --subresource=scale -n "$ns"
   expect_cannot "$as" patch pods -n "$ns"
   expect_cannot "$as" update datapipelines.zeroflow.dev --subresource=status -n "$ns"
   expect_can "$as" create tokenreviews.authentication.k8s.io
@@ -433,11 +434,11 @@ test_rbac_cluster_wide() {
   expect_cannot "$as" get configmaps -n "$ns"
   expect_cannot "$as" create events -n "$ns"
   expect_cannot "$as" impersonate serviceaccounts -n "$ns"
-  # Exactly the rules the operator uses: the workload ClusterRole has 6 rules and nothing with '*'.
+  # Exactly the rules the operator uses: the workload ClusterRole has 7 rules and nothing with '*'.
   local rules; rules=$(kubectl get clusterrole "$rel-zeroflow" -o jsonpath='{range .rules[*]}{.apiGroups}{.resources}{.verbs};{end}')
   echo "$rules"
   ! grep -q '\*' <<<"$rules" || fail "wildcard in the ClusterRole"
-  expect_eq "rule count" "$(kubectl get clusterrole "$rel-zeroflow" -o go-template='{{len .rules}}')" "6"
+  expect_eq "rule count" "$(kubectl get clusterrole "$rel-zeroflow" -o go-template='{{len .rules}}')" "7"
 }
 
 test_rbac_limited() {
@@ -460,6 +461,7 @@ test_rbac_limited() {
     expect_can "$as" patch datapipelines.zeroflow.dev --subresource=status -n "$n"
     expect_can "$as" create deployments.apps -n "$n"
     expect_can "$as" patch serviceaccounts -n "$n"
+    expect_can "$as" patch deployments.apps --subresource=scale -n "$n"
     expect_can "$as" get secrets -n "$n"
     expect_can "$as" create events.events.k8s.io -n "$n"
     expect_cannot "$as" list secrets -n "$n"

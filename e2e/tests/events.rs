@@ -503,3 +503,99 @@ async fn a_poison_object_ends_failed_after_max_attempts_and_a_redrive_puts_it_ba
     assert!(marker.contains("\"succeeded\""), "{marker}");
     Ok(())
 }
+
+#[tokio::test]
+async fn workers_scale_from_zero_on_the_first_event_and_back_to_zero_when_idle() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Secret;
+    let _webhook = WEBHOOK.lock().await;
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "zf-scale").await?;
+    let suffix = ns.name.rsplit('-').next().unwrap_or("x").to_owned();
+    let (source, sink) = (format!("zf-sc-in-{suffix}"), format!("zf-sc-out-{suffix}"));
+    let alias = std::env::var("ZF_MC_ALIAS")?;
+    for b in [&source, &sink] {
+        mc(&["mb", &format!("{alias}/{b}")]).await?;
+    }
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "store"}, "stringData": {
+        "accessKeyId": std::env::var("ZF_S3_ACCESS_KEY")?, "secretAccessKey": std::env::var("ZF_S3_SECRET_KEY")?}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let pipeline: DataPipeline = serde_json::from_value(json!({
+        "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": "burst"},
+        "spec": {"source": {"bucket": source,
+                            "store": {"endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "store"}}},
+                 "sink": {"bucket": sink}, "transform": {"image": "example.org/t:1"},
+                 "scaling": {"maxReplicas": 5, "targetPerReplica": 4, "idleTimeout": "2s", "scaleDownStabilization": "1s"}}
+    }))?;
+    pipelines.create(&PostParams::default(), &pipeline).await?;
+    let token_file = std::env::temp_dir().join(format!("zf-gateway-token-{}", ns.name));
+    std::fs::write(&token_file, std::env::var("ZF_WEBHOOK_TOKEN")?)?;
+    let lease_addr = format!("127.0.0.1:{}", zeroflow_e2e::free_port()?);
+    let operator = Operator::start_with(
+        &ns.name,
+        "solo",
+        &[
+            "--gateway-addr",
+            &std::env::var("ZF_WEBHOOK_ADDR")?,
+            "--gateway-token-file",
+            token_file.to_str().context("utf-8 path")?,
+            "--lease-api-addr",
+            &lease_addr,
+        ],
+    )
+    .await?;
+    operator.wait_ready(TIMEOUT).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let replicas =
+        || async { anyhow::Ok(deployments.get("burst-worker").await?.spec.and_then(|s| s.replicas).unwrap_or(-1)) };
+    eventually("idle at zero", TIMEOUT, || async { Ok((replicas().await? == 0).then_some(())) }).await?;
+    let arn = std::env::var("ZF_WEBHOOK_ARN")?;
+    eventually("mc event add", TIMEOUT, || async {
+        Ok(mc(&["event", "add", &format!("{alias}/{source}"), &arn, "--event", "put"]).await.ok())
+    })
+    .await?;
+
+    // 50 objects: the first one scales 0 -> 1 from the event path, the backlog takes it to the max.
+    const OBJECTS: usize = 50;
+    let dir = std::env::temp_dir().join(format!("zf-scale-{}", ns.name));
+    std::fs::create_dir_all(&dir)?;
+    for i in 0..OBJECTS {
+        std::fs::write(dir.join(format!("f{i:02}.txt")), format!("file {i}\n"))?;
+    }
+    mc(&["cp", "--recursive", &format!("{}/", dir.display()), &format!("{alias}/{source}/")]).await?;
+    eventually("scaled up beyond one worker", TIMEOUT, || async { Ok((replicas().await? == 5).then_some(())) }).await?;
+    eventually("KWOK runs the workers", TIMEOUT, || async {
+        let status = pipelines.get("burst").await?.status.unwrap_or_default();
+        Ok((status.ready_replicas == 5
+            && zeroflow_operator::api::conditions::is_true(&status.conditions, "Active") == Some(true))
+        .then_some(()))
+    })
+    .await?;
+
+    let token = zeroflow_e2e::token(&client, &ns.name, "burst-worker", "zeroflow").await?;
+    let done = drain(&format!("http://{lease_addr}"), &ns.name, "burst", &token, 4, OBJECTS).await?;
+    assert_eq!(done.len(), OBJECTS);
+
+    // Nothing pending or in flight for idleTimeout: back to zero, Ready and not Active.
+    eventually("scaled back to zero", TIMEOUT, || async { Ok((replicas().await? == 0).then_some(())) }).await?;
+    eventually("idle status", TIMEOUT, || async {
+        let status = pipelines.get("burst").await?.status.unwrap_or_default();
+        let c = &status.conditions;
+        Ok((status.replicas == 0
+            && zeroflow_operator::api::conditions::is_true(c, "Ready") == Some(true)
+            && zeroflow_operator::api::conditions::is_true(c, "Active") == Some(false)
+            && status.last_scale_reason.as_deref() == Some("idle"))
+        .then_some(()))
+    })
+    .await?;
+    let events = kubectl(&["get", "events", "-n", &ns.name, "-o", "jsonpath={.items[*].reason}"]).await?;
+    assert!(events.contains("ScaledUp") && events.contains("ScaledDown"), "{events}");
+    let metrics = operator.metrics().await?;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("zeroflow_event_to_scale_seconds_count"))
+        .context("event-to-scale histogram")?;
+    assert!(line.ends_with(" 1"), "one scale from zero: {line}");
+    Ok(())
+}

@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod scaler;
 pub mod store;
 pub mod telemetry;
 pub mod workapi;

@@ -18,6 +18,7 @@ use zeroflow_operator::gateway::{self, GatewayConfig, RouteTable, SharedRoutes};
 use zeroflow_operator::health::{self, Readiness};
 use zeroflow_operator::leader::Leadership;
 use zeroflow_operator::metrics::Metrics;
+use zeroflow_operator::scaler::{Scaler, ScalingAdmission};
 use zeroflow_operator::telemetry;
 use zeroflow_operator::workapi::{
     self, CachingVerifier, LedgerCompletion, NotifyingAdmission, TokenReviewVerifier, Waiters, WorkApi, WorkApiMetrics,
@@ -112,7 +113,8 @@ async fn main() -> anyhow::Result<()> {
     info!(addr = %cli.gateway_addr, "serving the event gateway");
     // Work admitted by the gateway wakes the lease polls waiting for it.
     let waiters = Arc::new(Waiters::new());
-    let admission = NotifyingAdmission::new(backlogs.clone(), waiters.clone());
+    let (kick, kicks) = tokio::sync::mpsc::unbounded_channel();
+    let admission = ScalingAdmission::new(NotifyingAdmission::new(backlogs.clone(), waiters.clone()), kick);
     let completion = Arc::new(LedgerCompletion::new());
     let workapi = Arc::new(WorkApi::new(
         backlogs.clone(),
@@ -136,15 +138,21 @@ async fn main() -> anyhow::Result<()> {
         async move { axum::serve(gateway_listener, router).with_graceful_shutdown(stop).await }
     });
 
+    let replicas = Arc::new(ReplicaBook::default());
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: "zeroflow-operator".into(), instance: Some(identity) });
+    let scaler = Arc::new(
+        Scaler::new(client.clone(), registry.clone(), replicas.clone(), recorder.clone(), metrics.registry())
+            .context("registering scaler metrics")?,
+    );
+    let scaler_task = tokio::spawn(scaler.clone().run(kicks));
+
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter { controller: "zeroflow-operator".into(), instance: Some(identity) },
-        ),
+        recorder,
         metrics: metrics.clone(),
         workers: WorkerOptions { runner_image: cli.runner_image.clone(), lease_api_url: cli.lease_api_url.clone() },
-        replicas: Arc::new(ReplicaBook::default()),
+        replicas,
         default_store,
         concurrency: cli.max_concurrent_reconciles,
         registry,
@@ -152,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
         workapi,
         completion,
         resync_metrics: ResyncMetrics::register(metrics.registry()).context("registering resync metrics")?,
+        scaler,
     });
     let namespaces = cli.watched_namespaces();
     readiness.expect_watches(namespaces.len());
@@ -160,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
         controller::run(ctx.clone(), ns, stop.clone(), move || readiness.watch_synced())
     });
     futures::future::join_all(controllers).await;
+    scaler_task.abort();
 
     readiness.set_leader(false);
     metrics.leader.set(0);

@@ -67,8 +67,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Rules the operator needs wherever it runs DataPipelines (ClusterRole, or Role per watched namespace). */}}
 {{- define "zeroflow.workloadRules" -}}
-# Exactly what the operator calls today. Scaling (deployments/scale, pod-deletion-cost on pods)
-# is added with the scaler. TokenReviews (worker authentication) are a separate ClusterRole.
+# Exactly what the operator calls today. TokenReviews (worker authentication) are a separate
+# ClusterRole.
 - apiGroups: ["zeroflow.dev"]
   resources: ["datapipelines"]
   verbs: ["get", "list", "watch"]
@@ -80,6 +80,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# The scaler writes replicas through the scale subresource.
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "patch"]

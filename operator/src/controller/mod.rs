@@ -31,6 +31,7 @@ use crate::api::{DataPipeline, DataPipelineStatus, conditions};
 use crate::dispatch::ledger::Ledger;
 use crate::dispatch::resync::ResyncMetrics;
 use crate::metrics::Metrics;
+use crate::scaler::{ScaleSpec, Scaler};
 use crate::store::{self, DefaultStore, StoreConfig, StoreError};
 use crate::workapi::{LedgerCompletion, PipelineAccess, S3Bucket, WorkApi};
 use build::{MANAGED_BY, MANAGED_BY_LABEL, WorkerOptions};
@@ -64,6 +65,8 @@ pub struct Context {
     pub workapi: Arc<WorkApi>,
     pub completion: Arc<LedgerCompletion>,
     pub resync_metrics: ResyncMetrics,
+    /// The single writer of worker replicas.
+    pub scaler: Arc<Scaler>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +217,7 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
             ctx.replicas.forget(&gone.namespace, &gone.name);
             ctx.metrics.forget_pipeline(&gone.namespace, &gone.name);
             ctx.workapi.remove_pipeline(&gone);
+            ctx.scaler.forget(&gone);
             ctx.completion.remove_pipeline(&gone);
         }
         if namespace.is_none() {
@@ -367,6 +371,19 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     }
     let redriven = redrive_if_asked(ctx, pipeline, &namespace).await;
     let observed = WorkerObservation::from_deployment(&applied);
+    let scaling = &pipeline.spec.scaling;
+    ctx.scaler.track(
+        event_path::pipeline_key(pipeline),
+        ScaleSpec {
+            deployment: worker_name.clone(),
+            min_replicas: scaling.min_replicas,
+            max_replicas: scaling.max_replicas,
+            target_per_replica: scaling.target_per_replica,
+            idle_timeout: spec.idle_timeout,
+            stabilization: spec.scale_down_stabilization,
+        },
+        observed.desired,
+    );
     ctx.metrics.replicas.with_label_values(&[namespace.as_str(), name.as_str()]).set(i64::from(observed.replicas));
     let mut status = status::with_workers(current_status(pipeline), &worker_name, &observed);
     if let Some(value) = redriven {
