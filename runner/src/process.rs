@@ -5,6 +5,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
@@ -87,7 +90,7 @@ pub async fn run(inv: Invocation<'_>, abort: impl Future<Output = ()>) -> Result
     // Also after a clean exit: background processes it left would hold stderr open and outlive
     // the object.
     if let Some(pgid) = pgid {
-        kill_group(pgid).await;
+        kill_group(pgid);
     }
     let stderr_tail = |tail: Result<TailBuffer, _>| tail.map(|b: TailBuffer| b.tail()).unwrap_or_default();
     Ok(match end {
@@ -106,17 +109,11 @@ pub async fn run(inv: Invocation<'_>, abort: impl Future<Output = ()>) -> Result
     })
 }
 
-/// SIGKILL to the whole group. Through kill(1) because `unsafe_code` is forbidden and a signal
-/// crate is not worth it for one call; a group that is already gone is fine.
-async fn kill_group(pgid: u32) {
-    let result = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, pgid, "could not run kill for the command's process group");
+/// SIGKILL to the whole group; a group that is already gone is fine.
+fn kill_group(pgid: u32) {
+    let Ok(raw) = i32::try_from(pgid) else { return };
+    match killpg(Pid::from_raw(raw), Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(error = %e, pgid, "could not kill the command's process group"),
     }
 }
