@@ -116,10 +116,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.lease_api, &args.pipeline, args.token_file)?;
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating the work dir {}", args.work_dir.display()))?;
-    let tag = match args.pod_name {
-        Some(pod) => zeroflow_runner::names::safe_file_name(&pod),
-        None => format!("runner-{}", std::process::id()),
-    };
+    let owner = args.pod_name.as_deref().map_or_else(|| "runner".to_owned(), zeroflow_runner::names::safe_file_name);
+    // An emptyDir outlives a container restart: directories an earlier run of this container
+    // left behind belong to objects whose leases have expired and gone back to the queue.
+    let removed = worker::remove_leftovers(&args.work_dir, &owner).context("cleaning the work dir")?;
+    if removed > 0 {
+        tracing::info!(removed, "removed directories left by an earlier run");
+    }
+    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let tag = format!("{owner}-{started_ms}-{}", std::process::id());
     let ctx = Arc::new(Context {
         client,
         contract: args.contract,

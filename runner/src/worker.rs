@@ -25,7 +25,8 @@ pub struct Context {
     pub command: Vec<String>,
     pub timeout: Duration,
     pub work_dir: PathBuf,
-    /// Makes per-object directory names unique across runners sharing a work dir.
+    /// Prefix of this run's per-object directories: `<pod>-<start ms>-<pid>`, unique across
+    /// restarts of the container and across runners sharing a work dir.
     pub tag: String,
     pub sequence: AtomicU64,
 }
@@ -201,4 +202,21 @@ async fn output_files(dir: &Path) -> Result<Result<Vec<(String, PathBuf)>, Strin
     }
     files.sort();
     Ok(Ok(files))
+}
+
+/// Removes the directories `<owner>-…` in `work_dir` (an earlier run's objects); returns how
+/// many. Synchronous: it runs once, before any object.
+pub fn remove_leftovers(work_dir: &Path, owner: &str) -> Result<usize, Error> {
+    let io = |source| Error::Io { what: "removing leftover directories", source };
+    let prefix = format!("{owner}-");
+    let mut removed = 0;
+    for entry in std::fs::read_dir(work_dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let ours = entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix));
+        if ours && entry.file_type().map_err(io)?.is_dir() {
+            std::fs::remove_dir_all(entry.path()).map_err(io)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }

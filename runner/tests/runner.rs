@@ -143,7 +143,18 @@ impl Drop for Scratch {
 }
 
 fn spawn_runner(fake: &Fake, scratch: &Scratch, contract: &str, timeout: u64, script: &str) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_zeroflow-runner"))
+    runner_command(fake, scratch, contract, timeout, script).spawn().expect("starting the runner")
+}
+
+fn runner_command(
+    fake: &Fake,
+    scratch: &Scratch,
+    contract: &str,
+    timeout: u64,
+    script: &str,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zeroflow-runner"));
+    command
         .args(["run", "--", "sh", "-c", script])
         .env("ZEROFLOW_LEASE_API", &fake.base)
         .env("ZEROFLOW_PIPELINE", "team/pipe")
@@ -153,9 +164,8 @@ fn spawn_runner(fake: &Fake, scratch: &Scratch, contract: &str, timeout: u64, sc
         .env("ZEROFLOW_TOKEN_FILE", scratch.root.join("token"))
         .env("ZEROFLOW_WORK_DIR", scratch.work())
         .env("ZEROFLOW_POD_NAME", "pod-0")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the runner")
+        .kill_on_drop(true);
+    command
 }
 
 /// Polls `done` until it holds; panics after `limit`.
@@ -176,9 +186,13 @@ async fn wait_results(fake: &Fake, n: usize) -> Vec<(String, String, Value)> {
     results(fake)
 }
 
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("runner running").to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("running kill");
+}
+
 async fn terminate(child: &mut tokio::process::Child) -> ExitStatus {
-    let pid = child.id().expect("test setup").to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("test setup");
+    sigterm(child);
     tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("runner did not exit").expect("test setup")
 }
 
@@ -194,6 +208,10 @@ fn is_empty_dir(dir: &Path) -> bool {
 async fn exec_contract_uploads_every_output_file() {
     let fake = start_fake(&[("data/a.txt", b"hello")]).await;
     let scratch = Scratch::new("exec");
+    // A directory an earlier run of this pod's container left, and one of another runner.
+    std::fs::create_dir_all(scratch.work().join("pod-0-1-1/in")).expect("test setup");
+    std::fs::write(scratch.work().join("pod-0-1-1/in/stale"), "x").expect("test setup");
+    std::fs::create_dir(scratch.work().join("other-pod-1-1")).expect("test setup");
     let script = r#"cp "$ZEROFLOW_INPUT" "$ZEROFLOW_OUTPUT_DIR/copy.txt" &&
         printf '%s|%s|%s' "$ZEROFLOW_KEY" "$ZEROFLOW_SIZE" "$ZEROFLOW_BUCKET" > "$ZEROFLOW_OUTPUT_DIR/meta.txt" &&
         mkdir "$ZEROFLOW_OUTPUT_DIR/ignored-dir""#;
@@ -206,7 +224,8 @@ async fn exec_contract_uploads_every_output_file() {
     assert_eq!(body["key"], "data/a.txt");
     assert_eq!(stored(&fake, &format!("out/{id}/copy.txt")).as_deref(), Some(&b"hello"[..]));
     assert_eq!(stored(&fake, &format!("out/{id}/meta.txt")).as_deref(), Some(&b"data/a.txt|5|src"[..]));
-    assert!(is_empty_dir(&scratch.work()), "the object's directory is cleaned");
+    std::fs::remove_dir(scratch.work().join("other-pod-1-1")).expect("another runner's directory is kept");
+    assert!(is_empty_dir(&scratch.work()), "the object's directory and the leftover are removed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -300,4 +319,64 @@ async fn sigterm_lets_the_running_object_finish_and_takes_no_more() {
     assert_eq!(fake.next.load(Ordering::SeqCst), 1, "no new lease after SIGTERM");
     assert_eq!(fake.queue.lock().expect("poisoned").len(), 1);
     assert!(fake.heartbeats.load(Ordering::SeqCst) >= 1, "heartbeats while the command ran");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_hands_the_running_object_back() {
+    let fake = start_fake(&[("slow", b"1")]).await;
+    let scratch = Scratch::new("abort");
+    let log = scratch.root.join("runner.log");
+    let mut command = runner_command(&fake, &scratch, "exec", 60, "echo started >&2; sleep 30");
+    command.stderr(std::fs::File::create(&log).expect("test setup"));
+    let mut runner = command.spawn().expect("starting the runner");
+    until(Duration::from_secs(10), "the lease", || fake.next.load(Ordering::SeqCst) == 1).await;
+    sigterm(&runner);
+    // Signals coalesce: the second is sent once the first was seen.
+    until(Duration::from_secs(10), "the first SIGTERM", || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("draining"))
+    })
+    .await;
+    let status = terminate(&mut runner).await;
+    assert!(status.success(), "{status}");
+    let results = results(&fake);
+    assert_eq!(results.len(), 1);
+    let (_, call, body) = &results[0];
+    assert_eq!(call, "fail");
+    assert_eq!(body["retryable"], true);
+    assert!(body["stderr_tail"].as_str().expect("tail").contains("runner is stopping"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_name_the_server_refuses_fails_without_retry() {
+    let fake = start_fake(&[("k", b"x")]).await;
+    let scratch = Scratch::new("badname");
+    let script = r#"touch "$ZEROFLOW_OUTPUT_DIR/ok" "$ZEROFLOW_OUTPUT_DIR/$(printf 'a\tb')""#;
+    let mut runner = spawn_runner(&fake, &scratch, "exec", 30, script);
+    let results = wait_results(&fake, 1).await;
+    assert!(terminate(&mut runner).await.success());
+    let (id, call, body) = &results[0];
+    assert_eq!(call, "fail");
+    assert_eq!(body["retryable"], false);
+    assert!(body["stderr_tail"].as_str().expect("tail").contains("control character"), "{body}");
+    assert_eq!(stored(&fake, &format!("out/{id}/ok")), None, "nothing uploaded");
+}
+
+#[test]
+fn install_copies_an_executable_runner_and_help_documents_the_contract() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new("install");
+    let dir = scratch.root.join("bin");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_zeroflow-runner"))
+        .args(["install", &dir.display().to_string()])
+        .status()
+        .expect("running install");
+    assert!(status.success());
+    let installed = dir.join("zeroflow-runner");
+    let mode = std::fs::metadata(&installed).expect("installed").permissions().mode();
+    assert_eq!(mode & 0o777, 0o755);
+    let help = std::process::Command::new(&installed).args(["run", "--help"]).output().expect("running help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in ["ZEROFLOW_INPUT", "ZEROFLOW_OUTPUT_DIR", "stdio", "Exit codes", "SIGKILL", "SIGTERM"] {
+        assert!(help.contains(needle), "help lacks {needle}");
+    }
 }
