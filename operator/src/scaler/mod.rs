@@ -130,8 +130,15 @@ impl Scaler {
         let patch = json!({"spec": {"replicas": decision.replicas}});
         match api.patch_scale(&spec.deployment, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {
-                if let Some(at) = admitted_at {
-                    self.event_to_scale.observe(at.elapsed().as_secs_f64());
+                let event_to_scale = admitted_at.map(|at| at.elapsed());
+                if let Some(took) = event_to_scale {
+                    self.event_to_scale.observe(took.as_secs_f64());
+                    info!(
+                        namespace = key.namespace,
+                        name = key.name,
+                        event_to_scale_ms = took.as_secs_f64() * 1000.0,
+                        "scaled from zero on an event"
+                    );
                 }
                 if let Some(t) = self.tracked.lock().unwrap_or_else(PoisonError::into_inner).get_mut(key) {
                     t.current = decision.replicas;
