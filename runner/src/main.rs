@@ -53,8 +53,32 @@ THE CONTRACT FOR TRANSFORM AUTHORS
 #[derive(Debug, Parser)]
 #[command(name = "zeroflow-runner", version, about = "Turns any container into a zeroflow worker", after_help = CONTRACT_HELP)]
 struct Cli {
+    /// Log format: `plain` for people, `json` for log pipelines. Filter with RUST_LOG.
+    #[arg(long, global = true, env = "ZEROFLOW_LOG_FORMAT", value_enum, default_value = "plain")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Logs go to stderr (stdout may be the output under the stdio contract); colours only on a
+/// terminal, never in pod logs.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Json => registry.with(layer.json().flatten_event(true)).init(),
+        LogFormat::Plain => registry.with(layer.with_ansi(std::io::stderr().is_terminal())).init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,11 +122,9 @@ struct RunArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
         Command::Install { dir } => {
             let target = zeroflow_runner::install::install(&dir)?;
             tracing::info!(path = %target.display(), "installed");

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::Error;
 use crate::api::{Client, Failure, Lease};
@@ -50,7 +51,10 @@ pub async fn work(ctx: Arc<Context>, shutdown: Shutdown) {
             () = reached(shutdown.clone(), 1) => return,
         };
         match lease {
-            Ok(Some(lease)) => process_object(&ctx, lease, shutdown.clone()).await,
+            Ok(Some(lease)) => {
+                let span = tracing::info_span!("object", lease = %lease.lease_id, attempt = lease.attempt);
+                process_object(&ctx, lease, shutdown.clone()).instrument(span).await
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "lease request failed");
@@ -72,7 +76,7 @@ enum Report {
 
 async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
     let started = std::time::Instant::now();
-    tracing::info!(lease = %lease.lease_id, key = %lease.key, attempt = lease.attempt, "leased");
+    tracing::info!(key = %lease.key, "leased");
     let heartbeat = tokio::spawn(heartbeat(ctx.client.clone(), lease.clone()));
     let sequence = ctx.sequence.fetch_add(1, Ordering::Relaxed);
     let dir = ctx.work_dir.join(format!("{}-{sequence}", ctx.tag));
@@ -93,13 +97,13 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
     let seconds = started.elapsed().as_secs_f64();
     match (result, report) {
         (Ok(()), Report::Complete(outputs)) => {
-            tracing::info!(lease = %lease.lease_id, outputs = outputs.len(), seconds, "completed")
+            tracing::info!(outputs = outputs.len(), seconds, "completed")
         }
         (Ok(()), Report::Fail(f)) => {
-            tracing::warn!(lease = %lease.lease_id, exit_code = ?f.exit_code, retryable = f.retryable, seconds, "failed")
+            tracing::warn!(exit_code = ?f.exit_code, retryable = f.retryable, seconds, "failed")
         }
         // The lease expires on the server and the object is retried.
-        (Err(e), _) => tracing::warn!(lease = %lease.lease_id, error = %e, "could not report the result"),
+        (Err(e), _) => tracing::warn!(error = %e, "could not report the result"),
     }
 }
 
