@@ -72,15 +72,19 @@ pub async fn work(ctx: Arc<Context>, shutdown: Shutdown) {
 enum Report {
     Complete(Vec<String>),
     Fail(Failure),
+    /// The server said the lease is gone (expired, so the object may be another worker's now):
+    /// nothing is reported, the server already decided.
+    LeaseLost,
 }
 
 async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
     let started = std::time::Instant::now();
     tracing::info!(key = %lease.key, "leased");
-    let heartbeat = tokio::spawn(heartbeat(ctx.client.clone(), lease.clone()));
+    let (lost_tx, lost) = watch::channel(false);
+    let heartbeat = tokio::spawn(heartbeat(ctx.client.clone(), lease.clone(), lost_tx));
     let sequence = ctx.sequence.fetch_add(1, Ordering::Relaxed);
     let dir = ctx.work_dir.join(format!("{}-{sequence}", ctx.tag));
-    let report = match run_object(ctx, &lease, &dir, shutdown).await {
+    let report = match run_object(ctx, &lease, &dir, shutdown, lost).await {
         Ok(report) => report,
         Err(e) => Report::Fail(Failure { retryable: true, exit_code: None, stderr_tail: Some(e.to_string()) }),
     };
@@ -93,6 +97,7 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
     let result = match &report {
         Report::Complete(outputs) => ctx.client.complete(&lease, outputs).await,
         Report::Fail(failure) => ctx.client.fail(&lease, failure).await,
+        Report::LeaseLost => Ok(()),
     };
     let seconds = started.elapsed().as_secs_f64();
     match (result, report) {
@@ -102,22 +107,51 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
         (Ok(()), Report::Fail(f)) => {
             tracing::warn!(exit_code = ?f.exit_code, retryable = f.retryable, seconds, "failed")
         }
+        (Ok(()), Report::LeaseLost) => tracing::warn!(seconds, "lease lost: the command was stopped"),
         // The lease expires on the server and the object is retried.
         (Err(e), _) => tracing::warn!(error = %e, "could not report the result"),
     }
 }
 
-async fn heartbeat(client: Client, lease: Lease) {
+/// Renews the lease until aborted. A 410 means the lease expired or was finished: `lost` is set
+/// so the command stops instead of working on an object that may be someone else's. Other
+/// errors are retried at the next beat; the lease outlives a few missed ones.
+async fn heartbeat(client: Client, lease: Lease, lost: watch::Sender<bool>) {
     let every = Duration::from_secs(lease.heartbeat_interval_seconds.max(1));
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = client.heartbeat(&lease).await {
-            tracing::warn!(lease = %lease.lease_id, error = %e, "heartbeat failed");
+        match client.heartbeat(&lease).await {
+            Ok(()) => {}
+            Err(Error::Status { status: 410, .. }) => {
+                lost.send_replace(true);
+                return;
+            }
+            Err(e) => tracing::warn!(lease = %lease.lease_id, error = %e, "heartbeat failed"),
         }
     }
 }
 
-async fn run_object(ctx: &Context, lease: &Lease, dir: &Path, shutdown: Shutdown) -> Result<Report, Error> {
+/// Resolves on a second SIGTERM or when the lease is lost.
+async fn stop_signal(shutdown: Shutdown, mut lost: watch::Receiver<bool>) {
+    let lease_lost = async move {
+        // The sender is dropped only after setting `true` or when the object is over.
+        if lost.wait_for(|lost| *lost).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = reached(shutdown, 2) => {}
+        () = lease_lost => {}
+    }
+}
+
+async fn run_object(
+    ctx: &Context,
+    lease: &Lease,
+    dir: &Path,
+    shutdown: Shutdown,
+    lost: watch::Receiver<bool>,
+) -> Result<Report, Error> {
     let input_dir = dir.join("in");
     let output_dir = dir.join("out");
     for d in [dir, &input_dir, &output_dir] {
@@ -139,7 +173,11 @@ async fn run_object(ctx: &Context, lease: &Lease, dir: &Path, shutdown: Shutdown
     let failure = |exit_code, stderr_tail: String| {
         Report::Fail(Failure { retryable: true, exit_code, stderr_tail: Some(stderr_tail) })
     };
-    match process::run(invocation, reached(shutdown, 2)).await? {
+    let outcome = process::run(invocation, stop_signal(shutdown, lost.clone())).await?;
+    if *lost.borrow() {
+        return Ok(Report::LeaseLost);
+    }
+    match outcome {
         Outcome::Exited { code: Some(0), .. } => {}
         Outcome::Exited { code, stderr_tail } => return Ok(failure(code, stderr_tail)),
         Outcome::TimedOut { stderr_tail } => {

@@ -70,6 +70,10 @@ async fn lease_call(
     match call.as_str() {
         "heartbeat" => {
             fake.heartbeats.fetch_add(1, Ordering::SeqCst);
+            if fake.leases.lock().expect("poisoned").get(&id).is_some_and(|key| key == "expired") {
+                return (StatusCode::GONE, axum::Json(json!({"error": "the lease expired or was finished"})))
+                    .into_response();
+            }
             axum::Json(json!({"deadline_unix_ms": 0})).into_response()
         }
         "outputs" => {
@@ -379,4 +383,20 @@ fn install_copies_an_executable_runner_and_help_documents_the_contract() {
     for needle in ["ZEROFLOW_INPUT", "ZEROFLOW_OUTPUT_DIR", "stdio", "Exit codes", "SIGKILL", "SIGTERM"] {
         assert!(help.contains(needle), "help lacks {needle}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_lease_stops_the_command_and_reports_nothing() {
+    let fake = start_fake(&[("expired", b"1")]).await;
+    let scratch = Scratch::new("lost");
+    let started = std::time::Instant::now();
+    let mut runner = spawn_runner(&fake, &scratch, "exec", 60, "sleep 30");
+    until(Duration::from_secs(10), "the lease", || fake.next.load(Ordering::SeqCst) == 1).await;
+    until(Duration::from_secs(15), "the command to be stopped and its directory removed", || {
+        fake.heartbeats.load(Ordering::SeqCst) >= 1 && is_empty_dir(&scratch.work())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped at the first refused heartbeat");
+    assert!(terminate(&mut runner).await.success());
+    assert!(results(&fake).is_empty(), "a lost lease is not reported");
 }
