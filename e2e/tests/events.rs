@@ -38,6 +38,67 @@ fn pipeline(name: &str, bucket: &str, prefix: &str, suffix: Option<&str>) -> any
     }))?)
 }
 
+/// A source and a sink bucket in the testbed's MinIO, with a Secret `store` holding the
+/// credentials in the test namespace.
+struct Buckets {
+    source: String,
+    sink: String,
+}
+
+async fn buckets(client: &kube::Client, ns: &TestNamespace, tag: &str) -> anyhow::Result<Buckets> {
+    use k8s_openapi::api::core::v1::Secret;
+    let suffix = ns.name.rsplit('-').next().unwrap_or("x");
+    let buckets = Buckets { source: format!("zf-{tag}-in-{suffix}"), sink: format!("zf-{tag}-out-{suffix}") };
+    let alias = std::env::var("ZF_MC_ALIAS")?;
+    for b in [&buckets.source, &buckets.sink] {
+        mc(&["mb", &format!("{alias}/{b}")]).await?;
+    }
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "store"}, "stringData": {
+        "accessKeyId": std::env::var("ZF_S3_ACCESS_KEY")?, "secretAccessKey": std::env::var("ZF_S3_SECRET_KEY")?}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
+    Ok(buckets)
+}
+
+impl Buckets {
+    /// A pipeline from `source` (under `prefix`) to `sink`; `extra` adds spec sections.
+    fn pipeline(&self, name: &str, prefix: &str, extra: serde_json::Value) -> anyhow::Result<DataPipeline> {
+        let mut spec = json!({
+            "source": {"bucket": self.source, "prefix": prefix,
+                       "store": {"endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "store"}}},
+            "sink": {"bucket": self.sink},
+            "transform": {"image": "example.org/t:1"}
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                match (spec.get_mut(k), v) {
+                    (Some(serde_json::Value::Object(have)), serde_json::Value::Object(add)) => {
+                        have.extend(add.clone());
+                    }
+                    _ => {
+                        spec.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": name}, "spec": spec
+        }))?)
+    }
+}
+
+/// An operator for the test namespace with its gateway on MinIO's webhook address (the caller
+/// holds [`WEBHOOK`]) and its lease API on `lease_addr`.
+async fn operator_with_gateway(ns: &TestNamespace, lease_addr: &str) -> anyhow::Result<Operator> {
+    let token_file = std::env::temp_dir().join(format!("zf-gateway-token-{}", ns.name));
+    std::fs::write(&token_file, std::env::var("ZF_WEBHOOK_TOKEN")?)?;
+    let webhook = std::env::var("ZF_WEBHOOK_ADDR")?;
+    let token_path = token_file.to_str().context("utf-8 path")?;
+    let flags = ["--gateway-addr", &webhook, "--gateway-token-file", token_path, "--lease-api-addr", lease_addr];
+    let operator = Operator::start_with(&ns.name, "solo", &flags).await?;
+    operator.wait_ready(TIMEOUT).await?;
+    Ok(operator)
+}
+
 async fn pending(pipelines: &Api<DataPipeline>, name: &str) -> anyhow::Result<i64> {
     Ok(pipelines.get(name).await?.status.map(|s| s.pending).unwrap_or_default())
 }
@@ -203,47 +264,18 @@ async fn drain(
 
 #[tokio::test]
 async fn uploaded_objects_are_leased_processed_and_recorded_exactly_once() -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Secret;
     let _webhook = WEBHOOK.lock().await;
     let client = client().await?;
     let ns = TestNamespace::create(&client, "zf-loop").await?;
-    let suffix = ns.name.rsplit('-').next().unwrap_or("x").to_owned();
-    let (source, sink) = (format!("zf-loop-in-{suffix}"), format!("zf-loop-out-{suffix}"));
+    let store = buckets(&client, &ns, "loop").await?;
+    let (source, sink) = (store.source.clone(), store.sink.clone());
     let alias = std::env::var("ZF_MC_ALIAS")?;
-    for b in [&source, &sink] {
-        mc(&["mb", &format!("{alias}/{b}")]).await?;
-    }
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "store"}, "stringData": {
-        "accessKeyId": std::env::var("ZF_S3_ACCESS_KEY")?, "secretAccessKey": std::env::var("ZF_S3_SECRET_KEY")?}}))?;
-    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
     let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
-    let pipeline: DataPipeline = serde_json::from_value(json!({
-        "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": "upper"},
-        "spec": {"source": {"bucket": source, "prefix": "in/",
-                            "store": {"endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "store"}}},
-                 "sink": {"bucket": sink, "prefix": "out/"},
-                 "transform": {"image": "example.org/upper:1"}}
-    }))?;
+    let pipeline = store.pipeline("upper", "in/", json!({"sink": {"prefix": "out/"}}))?;
     pipelines.create(&PostParams::default(), &pipeline).await?;
 
-    let token_file = std::env::temp_dir().join(format!("zf-gateway-token-{}", ns.name));
-    std::fs::write(&token_file, std::env::var("ZF_WEBHOOK_TOKEN")?)?;
-    let lease_port = zeroflow_e2e::free_port()?;
-    let lease_addr = format!("127.0.0.1:{lease_port}");
-    let operator = Operator::start_with(
-        &ns.name,
-        "solo",
-        &[
-            "--gateway-addr",
-            &std::env::var("ZF_WEBHOOK_ADDR")?,
-            "--gateway-token-file",
-            token_file.to_str().context("utf-8 path")?,
-            "--lease-api-addr",
-            &lease_addr,
-        ],
-    )
-    .await?;
-    operator.wait_ready(TIMEOUT).await?;
+    let lease_addr = format!("127.0.0.1:{}", zeroflow_e2e::free_port()?);
+    let _operator = operator_with_gateway(&ns, &lease_addr).await?;
     eventually("SourceReachable", TIMEOUT, || async {
         let status = pipelines.get("upper").await?.status.unwrap_or_default();
         Ok(zeroflow_operator::api::conditions::is_true(&status.conditions, "SourceReachable").filter(|r| *r))
@@ -327,16 +359,12 @@ async fn stand_in_endpoint(addr: &str) -> anyhow::Result<tokio::task::JoinHandle
 
 #[tokio::test]
 async fn objects_whose_notifications_were_lost_are_found_by_resync_even_across_a_sigkill() -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Secret;
     let _webhook = WEBHOOK.lock().await;
     let client = client().await?;
     let ns = TestNamespace::create(&client, "zf-resync").await?;
-    let suffix = ns.name.rsplit('-').next().unwrap_or("x").to_owned();
-    let (source, sink) = (format!("zf-rs-in-{suffix}"), format!("zf-rs-out-{suffix}"));
+    let store = buckets(&client, &ns, "rs").await?;
+    let (source, sink) = (store.source.clone(), store.sink.clone());
     let alias = std::env::var("ZF_MC_ALIAS")?;
-    for b in [&source, &sink] {
-        mc(&["mb", &format!("{alias}/{b}")]).await?;
-    }
     // Bind the bucket to MinIO's queue-less target while a stand-in answers, then take the
     // endpoint away: every notification of the uploads below is dropped by MinIO.
     let webhook = std::env::var("ZF_WEBHOOK_ADDR")?;
@@ -358,16 +386,8 @@ async fn objects_whose_notifications_were_lost_are_found_by_resync_even_across_a
     }
     mc(&["cp", "--recursive", &format!("{}/", dir.display()), &format!("{alias}/{source}/")]).await?;
 
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "store"}, "stringData": {
-        "accessKeyId": std::env::var("ZF_S3_ACCESS_KEY")?, "secretAccessKey": std::env::var("ZF_S3_SECRET_KEY")?}}))?;
-    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
     let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
-    let pipeline: DataPipeline = serde_json::from_value(json!({
-        "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": "late"},
-        "spec": {"source": {"bucket": source, "prefix": "in/",
-                            "store": {"endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "store"}}},
-                 "sink": {"bucket": sink}, "transform": {"image": "example.org/t:1"}}
-    }))?;
+    let pipeline = store.pipeline("late", "in/", json!({}))?;
     pipelines.create(&PostParams::default(), &pipeline).await?;
 
     let lease_addr = format!("127.0.0.1:{}", zeroflow_e2e::free_port()?);
@@ -419,27 +439,14 @@ async fn objects_whose_notifications_were_lost_are_found_by_resync_even_across_a
 
 #[tokio::test]
 async fn a_poison_object_ends_failed_after_max_attempts_and_a_redrive_puts_it_back() -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Secret;
     let client = client().await?;
     let ns = TestNamespace::create(&client, "zf-poison").await?;
-    let suffix = ns.name.rsplit('-').next().unwrap_or("x").to_owned();
-    let (source, sink) = (format!("zf-po-in-{suffix}"), format!("zf-po-out-{suffix}"));
+    let store = buckets(&client, &ns, "po").await?;
+    let (source, sink) = (store.source.clone(), store.sink.clone());
     let alias = std::env::var("ZF_MC_ALIAS")?;
-    for b in [&source, &sink] {
-        mc(&["mb", &format!("{alias}/{b}")]).await?;
-    }
     upload(&source, "in/poison.csv", "not,really,csv\n").await?;
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "store"}, "stringData": {
-        "accessKeyId": std::env::var("ZF_S3_ACCESS_KEY")?, "secretAccessKey": std::env::var("ZF_S3_SECRET_KEY")?}}))?;
-    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
     let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
-    let pipeline: DataPipeline = serde_json::from_value(json!({
-        "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": "poison"},
-        "spec": {"source": {"bucket": source, "prefix": "in/",
-                            "store": {"endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "store"}}},
-                 "sink": {"bucket": sink}, "transform": {"image": "example.org/t:1"},
-                 "delivery": {"maxAttempts": 2, "retryBackoff": "500ms"}}
-    }))?;
+    let pipeline = store.pipeline("poison", "in/", json!({"delivery": {"maxAttempts": 2, "retryBackoff": "500ms"}}))?;
     pipelines.create(&PostParams::default(), &pipeline).await?;
     let lease_addr = format!("127.0.0.1:{}", zeroflow_e2e::free_port()?);
     let operator = Operator::start_with(&ns.name, "solo", &["--lease-api-addr", &lease_addr]).await?;
@@ -507,45 +514,18 @@ async fn a_poison_object_ends_failed_after_max_attempts_and_a_redrive_puts_it_ba
 #[tokio::test]
 async fn workers_scale_from_zero_on_the_first_event_and_back_to_zero_when_idle() -> anyhow::Result<()> {
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::core::v1::Secret;
     let _webhook = WEBHOOK.lock().await;
     let client = client().await?;
     let ns = TestNamespace::create(&client, "zf-scale").await?;
-    let suffix = ns.name.rsplit('-').next().unwrap_or("x").to_owned();
-    let (source, sink) = (format!("zf-sc-in-{suffix}"), format!("zf-sc-out-{suffix}"));
+    let store = buckets(&client, &ns, "sc").await?;
+    let source = store.source.clone();
     let alias = std::env::var("ZF_MC_ALIAS")?;
-    for b in [&source, &sink] {
-        mc(&["mb", &format!("{alias}/{b}")]).await?;
-    }
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "store"}, "stringData": {
-        "accessKeyId": std::env::var("ZF_S3_ACCESS_KEY")?, "secretAccessKey": std::env::var("ZF_S3_SECRET_KEY")?}}))?;
-    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
     let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
-    let pipeline: DataPipeline = serde_json::from_value(json!({
-        "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": "burst"},
-        "spec": {"source": {"bucket": source,
-                            "store": {"endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "store"}}},
-                 "sink": {"bucket": sink}, "transform": {"image": "example.org/t:1"},
-                 "scaling": {"maxReplicas": 5, "targetPerReplica": 4, "idleTimeout": "2s", "scaleDownStabilization": "1s"}}
-    }))?;
+    let scaling = json!({"maxReplicas": 5, "targetPerReplica": 4, "idleTimeout": "2s", "scaleDownStabilization": "1s"});
+    let pipeline = store.pipeline("burst", "", json!({"scaling": scaling}))?;
     pipelines.create(&PostParams::default(), &pipeline).await?;
-    let token_file = std::env::temp_dir().join(format!("zf-gateway-token-{}", ns.name));
-    std::fs::write(&token_file, std::env::var("ZF_WEBHOOK_TOKEN")?)?;
     let lease_addr = format!("127.0.0.1:{}", zeroflow_e2e::free_port()?);
-    let operator = Operator::start_with(
-        &ns.name,
-        "solo",
-        &[
-            "--gateway-addr",
-            &std::env::var("ZF_WEBHOOK_ADDR")?,
-            "--gateway-token-file",
-            token_file.to_str().context("utf-8 path")?,
-            "--lease-api-addr",
-            &lease_addr,
-        ],
-    )
-    .await?;
-    operator.wait_ready(TIMEOUT).await?;
+    let operator = operator_with_gateway(&ns, &lease_addr).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let replicas =
         || async { anyhow::Ok(deployments.get("burst-worker").await?.spec.and_then(|s| s.replicas).unwrap_or(-1)) };

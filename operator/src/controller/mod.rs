@@ -532,7 +532,14 @@ async fn write_status(
     let generation = pipeline.metadata.generation;
     status.conditions = conditions::merge(&previous.conditions, &status::conditions(outcome, source), generation, &now);
     status.observed_generation = generation;
-    if pipeline.status.as_ref() == Some(&status) {
+    // The scaler owns the last-scale fields and writes them itself; applying them from this
+    // (possibly older) copy would overwrite a newer scale with a stale one.
+    status.last_scale_time = None;
+    status.last_scale_reason = None;
+    let mut unchanged = previous;
+    unchanged.last_scale_time = None;
+    unchanged.last_scale_reason = None;
+    if pipeline.status.is_some() && unchanged == status {
         return Ok(());
     }
     let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().ok_or(Error::NoNamespace)?);
