@@ -65,8 +65,23 @@ impl Drop for TestNamespace {
 }
 
 /// A free port on loopback for a process the test starts.
+///
+/// Picked below Linux's ephemeral range (32768-60999): a port the kernel hands out for `:0`
+/// can be taken as the source port of some outgoing connection before the process binds it.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    let mut state =
+        SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ u64::from(nanos) ^ u64::from(std::process::id());
+    for _ in 0..200 {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let port = 20_000 + u16::try_from((state >> 33) % 12_000).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in 20000-32000")
 }
 
 /// Path of a binary built from this workspace (`cargo build` puts them next to the test's deps dir).
@@ -157,10 +172,13 @@ impl Operator {
         Ok(())
     }
 
+    /// The start and the end of the operator's log (an early error is followed by a backtrace).
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<_> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        let head = lines.len().min(10);
+        let tail = lines.len().saturating_sub(30).max(head);
+        format!("{}\n...\n{}", lines[..head].join("\n"), lines[tail..].join("\n"))
     }
 }
 
