@@ -209,9 +209,13 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
     }
     let mut ticker = tokio::time::interval(COUNTS_PERIOD);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Failures already announced with an Event, per pipeline. Kept here rather than read from
+    // status, which a reconcile may already have updated.
+    let mut announced_failed: std::collections::HashMap<crate::gateway::PipelineKey, u64> = Default::default();
     loop {
         ticker.tick().await;
         let pipelines: Vec<_> = store.state().iter().filter_map(|guard| guard.0.as_ref().ok().cloned()).collect();
+        announced_failed.retain(|key, _| pipelines.iter().any(|p| &event_path::pipeline_key(p) == key));
         let alive = pipelines.iter().map(event_path::pipeline_key).collect();
         for gone in ctx.registry.retain(namespace.as_deref(), &alive) {
             ctx.replicas.forget(&gone.namespace, &gone.name);
@@ -229,11 +233,9 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
             let labels = [labels[0].as_str(), labels[1].as_str()];
             ctx.metrics.pending.with_label_values(&labels).set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
             ctx.metrics.in_flight.with_label_values(&labels).set(i64::try_from(counts.in_flight).unwrap_or(i64::MAX));
-            let current = current_status(&pipeline);
-            if status::with_counts(current.clone(), &counts) == current {
-                continue;
-            }
-            let newly_failed = i64::try_from(counts.failed).unwrap_or(i64::MAX) - current.failed;
+            let announced = announced_failed.entry(event_path::pipeline_key(&pipeline)).or_insert(0);
+            let newly_failed = counts.failed.saturating_sub(*announced);
+            *announced = counts.failed;
             if newly_failed > 0 {
                 let note = format!(
                     "{newly_failed} object(s) failed every attempt; their errors are in the ledger. Re-drive with: \
@@ -242,6 +244,10 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
                     crate::api::REDRIVE_ANNOTATION
                 );
                 publish(&ctx, &pipeline, EventType::Warning, "ObjectsFailed", "Process", &note).await;
+            }
+            let current = current_status(&pipeline);
+            if status::with_counts(current.clone(), &counts) == current {
+                continue;
             }
             let patch = json!({"status": status::counts_patch(&counts)});
             let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
