@@ -266,3 +266,25 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]
     let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad status line")?;
     Ok((status, response[split + 4..].to_vec()))
 }
+
+/// Runs the testbed's `mc`, returning stdout; fails with stderr.
+pub async fn mc(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(std::env::var("MC").context("MC is not set (eval \"$(e2e/testbed env)\")")?)
+        .args(args)
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "mc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The testbed MinIO as an operator store configuration.
+pub fn store_config() -> anyhow::Result<zeroflow_operator::store::StoreConfig> {
+    let var = |name: &str| std::env::var(name).with_context(|| format!("{name} unset: eval \"$(e2e/testbed env)\""));
+    Ok(zeroflow_operator::store::StoreConfig {
+        endpoint: var("ZF_S3_ENDPOINT")?,
+        region: var("ZF_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        path_style: true,
+        access_key_id: var("ZF_S3_ACCESS_KEY")?,
+        secret_access_key: var("ZF_S3_SECRET_KEY")?,
+    })
+}

@@ -8,16 +8,10 @@ use anyhow::Context as _;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use tokio::sync::Mutex;
-use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, kubectl};
+use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, kubectl, mc};
 use zeroflow_operator::api::DataPipeline;
 
 static WEBHOOK: Mutex<()> = Mutex::const_new(());
-
-async fn mc(args: &[&str]) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new(std::env::var("MC")?).args(args).output().await?;
-    anyhow::ensure!(out.status.success(), "mc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 async fn upload(bucket: &str, key: &str, content: &str) -> anyhow::Result<()> {
     let alias = std::env::var("ZF_MC_ALIAS")?;

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use zeroflow_e2e::mc;
 use zeroflow_operator::dispatch::ledger::{
     FailureDetail, Ledger, Marker, MarkerName, MarkerPath, Outcome, SourceObject,
 };
@@ -62,12 +63,6 @@ impl Drop for TestBucket {
             let _ = std::process::Command::new(mc).args(["rb", "--force", &format!("{alias}/{}", self.name)]).output();
         }
     }
-}
-
-async fn mc(args: &[&str]) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new(std::env::var("MC")?).args(args).output().await?;
-    anyhow::ensure!(out.status.success(), "mc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 fn marker(bucket: &str, key: &str, etag: &str) -> Marker {

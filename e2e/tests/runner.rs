@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, ensure};
+use anyhow::Context as _;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use object_store::aws::AmazonS3;
@@ -14,33 +14,16 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::json;
 use tokio::net::TcpListener;
-use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, free_port, token, workspace_binary};
+use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, free_port, mc, token, workspace_binary};
 use zeroflow_operator::api::DataPipeline;
 use zeroflow_operator::dispatch::backlog::{ObjectId, WorkItem};
 use zeroflow_operator::dispatch::{BacklogConfig, Backlogs};
 use zeroflow_operator::gateway::PipelineKey;
-use zeroflow_operator::store::{StoreConfig, bucket_client};
+use zeroflow_operator::store::bucket_client;
 use zeroflow_operator::workapi::{
     CachingVerifier, InMemoryCompletion, Outcome, PipelineAccess, S3Bucket, TokenReviewVerifier, Waiters, WorkApi,
     WorkApiMetrics, router,
 };
-
-fn store() -> anyhow::Result<StoreConfig> {
-    let var = |name: &str| std::env::var(name).with_context(|| format!("{name} unset: eval \"$(e2e/testbed env)\""));
-    Ok(StoreConfig {
-        endpoint: var("ZF_S3_ENDPOINT")?,
-        region: var("ZF_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        path_style: true,
-        access_key_id: var("ZF_S3_ACCESS_KEY")?,
-        secret_access_key: var("ZF_S3_SECRET_KEY")?,
-    })
-}
-
-async fn mc(args: &[&str]) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new(std::env::var("MC")?).args(args).output().await?;
-    ensure!(out.status.success(), "mc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 #[tokio::test]
 async fn the_runner_binary_drains_a_pipeline_into_the_sink() -> anyhow::Result<()> {
@@ -54,7 +37,7 @@ async fn the_runner_binary_drains_a_pipeline_into_the_sink() -> anyhow::Result<(
     let suffix = namespace.rsplit('-').next().unwrap_or("x");
     let bucket = format!("zf-runner-{suffix}");
     mc(&["mb", "--ignore-existing", &format!("{}/{bucket}", std::env::var("ZF_MC_ALIAS")?)]).await?;
-    let config = store()?;
+    let config = zeroflow_e2e::store_config()?;
     let s3: AmazonS3 = bucket_client(&config, &bucket)?;
 
     let pipeline = PipelineKey::new(namespace.clone(), "demo");
@@ -183,7 +166,7 @@ async fn the_runner_binary_works_for_a_real_operator() -> anyhow::Result<()> {
     Api::<Secret>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &secret).await?;
 
     // Objects exist before the operator starts: its start-up resync finds them.
-    let config = store()?;
+    let config = zeroflow_e2e::store_config()?;
     let source_s3 = bucket_client(&config, &source)?;
     let mut expected = BTreeMap::new();
     for i in 0..4 {

@@ -15,11 +15,11 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use zeroflow_e2e::{TestNamespace, client, http, token};
+use zeroflow_e2e::{TestNamespace, client, http, mc, token};
 use zeroflow_operator::dispatch::backlog::{ObjectId, WorkItem};
 use zeroflow_operator::dispatch::{BacklogConfig, Backlogs};
 use zeroflow_operator::gateway::PipelineKey;
-use zeroflow_operator::store::{StoreConfig, bucket_client};
+use zeroflow_operator::store::bucket_client;
 use zeroflow_operator::workapi::{
     CachingVerifier, InMemoryCompletion, Outcome, PipelineAccess, S3Bucket, TokenReviewVerifier, Waiters, WorkApi,
     WorkApiMetrics, router,
@@ -27,23 +27,6 @@ use zeroflow_operator::workapi::{
 
 const OBJECTS: usize = 50;
 const WORKERS: usize = 4;
-
-fn store() -> anyhow::Result<StoreConfig> {
-    let var = |name: &str| std::env::var(name).with_context(|| format!("{name} unset: eval \"$(e2e/testbed env)\""));
-    Ok(StoreConfig {
-        endpoint: var("ZF_S3_ENDPOINT")?,
-        region: var("ZF_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        path_style: true,
-        access_key_id: var("ZF_S3_ACCESS_KEY")?,
-        secret_access_key: var("ZF_S3_SECRET_KEY")?,
-    })
-}
-
-async fn mc(args: &[&str]) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new(std::env::var("MC")?).args(args).output().await?;
-    ensure!(out.status.success(), "mc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 /// A token for `account` minted by the apiserver's TokenRequest API, as the kubelet projects it.
 struct Bed {
@@ -76,7 +59,7 @@ impl Bed {
         let bucket = format!("zf-workapi-{suffix}");
         let alias = std::env::var("ZF_MC_ALIAS")?;
         mc(&["mb", "--ignore-existing", &format!("{alias}/{bucket}")]).await?;
-        let config = store()?;
+        let config = zeroflow_e2e::store_config()?;
         let s3 = bucket_client(&config, &bucket)?;
 
         let pipeline = PipelineKey::new(namespace.clone(), "demo");
