@@ -175,7 +175,7 @@ pub struct TransformSpec {
     /// Extra environment variables for the command.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
-    /// CPU and memory for each worker. The requests also price each pipeline's usage in status.
+    /// CPU and memory for each worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Image pull policy of the transform container (`Always`, `IfNotPresent` or `Never`).
@@ -363,7 +363,8 @@ pub struct DataPipelineStatus {
     /// Seconds from the first object arriving at zero workers to a worker taking it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_cold_start_seconds: Option<f64>,
-    /// Resources consumed by the workers, for cost attribution.
+    /// Resources consumed by the workers, for cost attribution. Reserved: not computed yet, so
+    /// it stays at zero in this version.
     #[serde(default)]
     pub usage: Usage,
     /// The value of the `zeroflow.dev/redrive` annotation last acted on: changing the annotation
