@@ -400,6 +400,7 @@ test_rbac_cluster_wide() {
   expect_can "$as" get secrets -n "$ns"
   for verb in create patch; do expect_can "$as" "$verb" events.events.k8s.io -n "$ns"; done
   for verb in get create patch; do expect_can "$as" "$verb" leases.coordination.k8s.io -n "$ns_sys"; done
+  for verb in list patch; do expect_can "$as" "$verb" pods -n "$ns"; done
   # Nothing the operator does not call yet.
   for verb in update delete; do
     expect_cannot "$as" "$verb" deployments.apps -n "$ns"
@@ -407,7 +408,8 @@ test_rbac_cluster_wide() {
   done
   expect_can "$as" patch deployments.apps --subresource=scale -n "$ns"
   expect_cannot "$as" update deployments.apps --subresource=scale -n "$ns"
-  expect_cannot "$as" patch pods -n "$ns"
+  expect_cannot "$as" get pods -n "$ns"
+  expect_cannot "$as" watch pods -n "$ns"
   expect_cannot "$as" update datapipelines.zeroflow.dev --subresource=status -n "$ns"
   expect_can "$as" create tokenreviews.authentication.k8s.io
   expect_cannot "$as" update leases.coordination.k8s.io -n "$ns_sys"
@@ -434,11 +436,11 @@ test_rbac_cluster_wide() {
   expect_cannot "$as" get configmaps -n "$ns"
   expect_cannot "$as" create events -n "$ns"
   expect_cannot "$as" impersonate serviceaccounts -n "$ns"
-  # Exactly the rules the operator uses: the workload ClusterRole has 7 rules and nothing with '*'.
+  # Exactly the rules the operator uses: the workload ClusterRole has 8 rules and nothing with '*'.
   local rules; rules=$(kubectl get clusterrole "$rel-zeroflow" -o jsonpath='{range .rules[*]}{.apiGroups}{.resources}{.verbs};{end}')
   echo "$rules"
   ! grep -q '\*' <<<"$rules" || fail "wildcard in the ClusterRole"
-  expect_eq "rule count" "$(kubectl get clusterrole "$rel-zeroflow" -o go-template='{{len .rules}}')" "7"
+  expect_eq "rule count" "$(kubectl get clusterrole "$rel-zeroflow" -o go-template='{{len .rules}}')" "8"
 }
 
 test_rbac_limited() {
@@ -464,6 +466,7 @@ test_rbac_limited() {
     expect_can "$as" patch deployments.apps --subresource=scale -n "$n"
     expect_can "$as" get secrets -n "$n"
     expect_can "$as" create events.events.k8s.io -n "$n"
+    expect_can "$as" patch pods -n "$n"
     expect_cannot "$as" list secrets -n "$n"
   done
   expect_can "$as" patch leases.coordination.k8s.io -n "$ns_lim"
@@ -475,6 +478,7 @@ test_rbac_limited() {
   expect_cannot "$as" list datapipelines.zeroflow.dev --all-namespaces
   expect_cannot "$as" create deployments.apps -n "$ns_other"
   expect_cannot "$as" patch deployments.apps -n "$ns_other"
+  expect_cannot "$as" patch pods -n "$ns_other"
   expect_cannot "$as" create leases.coordination.k8s.io -n "$ns_a"
   expect_cannot "$as" delete namespaces
   expect_cannot "$as" create clusterroles.rbac.authorization.k8s.io

@@ -142,8 +142,15 @@ async fn main() -> anyhow::Result<()> {
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "zeroflow-operator".into(), instance: Some(identity) });
     let scaler = Arc::new(
-        Scaler::new(client.clone(), registry.clone(), replicas.clone(), recorder.clone(), metrics.registry())
-            .context("registering scaler metrics")?,
+        Scaler::new(
+            client.clone(),
+            registry.clone(),
+            replicas.clone(),
+            workapi.clone(),
+            recorder.clone(),
+            metrics.registry(),
+        )
+        .context("registering scaler metrics")?,
     );
     let scaler_task = tokio::spawn(scaler.clone().run(kicks));
 

@@ -37,8 +37,8 @@ struct FakeVerifier;
 impl TokenVerifier for FakeVerifier {
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity, VerifyError>> {
         let result = match token {
-            WORKER => Ok(Identity { username: "system:serviceaccount:finance:invoices-worker".into() }),
-            OTHER => Ok(Identity { username: "system:serviceaccount:finance:other-worker".into() }),
+            WORKER => Ok(Identity { username: "system:serviceaccount:finance:invoices-worker".into(), pod: None }),
+            OTHER => Ok(Identity { username: "system:serviceaccount:finance:other-worker".into(), pod: None }),
             _ => Err(VerifyError::Unauthenticated),
         };
         Box::pin(async move { result })

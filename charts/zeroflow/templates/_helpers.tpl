@@ -94,4 +94,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Before a scale-down the scaler lists the worker pods and sets their
+# controller.kubernetes.io/pod-deletion-cost, so pods holding leases are removed last.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
 {{- end }}

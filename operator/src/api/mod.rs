@@ -363,8 +363,9 @@ pub struct DataPipelineStatus {
     /// Seconds from the first object arriving at zero workers to a worker taking it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_cold_start_seconds: Option<f64>,
-    /// Resources consumed by the workers, for cost attribution. Reserved: not computed yet, so
-    /// it stays at zero in this version.
+    /// Resources given to the workers since the pipeline was created, for cost attribution
+    /// (also exported as `zeroflow_worker_replica_seconds_total` and
+    /// `zeroflow_worker_cpu_core_seconds_total`).
     #[serde(default)]
     pub usage: Usage,
     /// The value of the `zeroflow.dev/redrive` annotation last acted on: changing the annotation
@@ -377,10 +378,11 @@ pub struct DataPipelineStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
-    /// Sum over time of running workers, in seconds.
+    /// Worker replicas the scaler asked for, integrated over time, in seconds.
     #[serde(default)]
     pub replica_seconds: f64,
-    /// Sum over time of the CPU cores requested by running workers, in core-seconds.
+    /// The same, weighted by the CPU cores each worker pod requests (`transform.resources`
+    /// requests, or limits when only limits are set), in core-seconds.
     #[serde(default)]
     pub cpu_core_seconds: f64,
 }

@@ -126,6 +126,11 @@ impl Registry {
     pub fn counts(&self, key: &PipelineKey) -> Option<Counts> {
         self.backlogs.with(key, |backlog, _| backlog.counts())
     }
+
+    /// The key and error of the pipeline's latest object that failed for good.
+    pub fn last_failure(&self, key: &PipelineKey) -> Option<(String, String)> {
+        self.backlogs.with(key, |backlog, _| backlog.last_failure().cloned()).flatten()
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::api::{DataPipeline, DataPipelineStatus, conditions};
+use crate::dispatch::backlog::Counts;
 use crate::dispatch::ledger::Ledger;
 use crate::dispatch::resync::ResyncMetrics;
 use crate::metrics::Metrics;
@@ -233,23 +234,21 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
             let labels = [labels[0].as_str(), labels[1].as_str()];
             ctx.metrics.pending.with_label_values(&labels).set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
             ctx.metrics.in_flight.with_label_values(&labels).set(i64::try_from(counts.in_flight).unwrap_or(i64::MAX));
-            let announced = announced_failed.entry(event_path::pipeline_key(&pipeline)).or_insert(0);
+            let key = event_path::pipeline_key(&pipeline);
+            let announced = announced_failed.entry(key.clone()).or_insert(0);
             let newly_failed = counts.failed.saturating_sub(*announced);
             *announced = counts.failed;
             if newly_failed > 0 {
-                let note = format!(
-                    "{newly_failed} object(s) failed every attempt; their errors are in the ledger. Re-drive with: \
-                     kubectl annotate dp {} {}=\"$(date +%s)\" --overwrite",
-                    pipeline.name_any(),
-                    crate::api::REDRIVE_ANNOTATION
-                );
+                let last = ctx.registry.last_failure(&key);
+                let note = status::failed_note(newly_failed, &pipeline.name_any(), last.as_ref());
                 publish(&ctx, &pipeline, EventType::Warning, "ObjectsFailed", "Process", &note).await;
             }
+            let progress = progress(&ctx, &key, counts);
             let current = current_status(&pipeline);
-            if status::with_counts(current.clone(), &counts) == current {
+            if status::with_progress(current.clone(), &progress) == current {
                 continue;
             }
-            let patch = json!({"status": status::counts_patch(&counts)});
+            let patch = json!({"status": status::progress_patch(&progress)});
             let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
             if let Err(e) = api.patch_status(&pipeline.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
             {
@@ -257,6 +256,11 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
             }
         }
     }
+}
+
+/// Counts, usage and the last cold start of a pipeline the event path serves.
+fn progress(ctx: &Context, key: &crate::gateway::PipelineKey, counts: Counts) -> status::Progress {
+    status::Progress { counts, usage: ctx.scaler.usage(key), last_cold_start: ctx.workapi.last_cold_start(key) }
 }
 
 #[instrument(skip_all, fields(namespace = guard.namespace(), name = guard.name_any()))]
@@ -387,16 +391,23 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
             target_per_replica: scaling.target_per_replica,
             idle_timeout: spec.idle_timeout,
             stabilization: spec.scale_down_stabilization,
+            cpu_per_replica: applied
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .map_or(0.0, crate::scaler::usage::cpu_request_cores),
         },
         observed.desired,
+        &current_status(pipeline).usage,
     );
     ctx.metrics.replicas.with_label_values(&[namespace.as_str(), name.as_str()]).set(i64::from(observed.replicas));
     let mut status = status::with_workers(current_status(pipeline), &worker_name, &observed);
     if let Some(value) = redriven {
         status.last_redrive = Some(value);
     }
-    if let Some(counts) = ctx.registry.counts(&event_path::pipeline_key(pipeline)) {
-        status = status::with_counts(status, &counts);
+    let key = event_path::pipeline_key(pipeline);
+    if let Some(counts) = ctx.registry.counts(&key) {
+        status = status::with_progress(status, &progress(ctx, &key, counts));
     }
     write_status(ctx, pipeline, status, &Outcome::Applied(observed), Some(&source)).await?;
     // Problems that may clear up by themselves (a Secret created later, a store coming back)

@@ -2,8 +2,10 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::api::DataPipelineStatus;
+use std::time::Duration;
+
 use crate::api::conditions::{ACTIVE, DEGRADED, Desired, READY, SOURCE_REACHABLE};
+use crate::api::{DataPipelineStatus, Usage};
 use crate::dispatch::backlog::Counts;
 use crate::store::StoreError;
 
@@ -97,24 +99,75 @@ fn outcome_conditions(outcome: &Outcome) -> Vec<Desired> {
     }
 }
 
-/// Copies the backlog counts into a status.
-pub fn with_counts(mut status: DataPipelineStatus, counts: &Counts) -> DataPipelineStatus {
+/// What the event path measured since status was last written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    pub counts: Counts,
+    /// Accrued by the scaler; `None` before it tracks the pipeline.
+    pub usage: Option<Usage>,
+    pub last_cold_start: Option<Duration>,
+}
+
+/// Copies the progress into a status. Usage is rounded to milliseconds, so status is not
+/// rewritten for noise.
+pub fn with_progress(mut status: DataPipelineStatus, progress: &Progress) -> DataPipelineStatus {
+    let counts = &progress.counts;
     status.pending = i64::try_from(counts.pending).unwrap_or(i64::MAX);
     status.in_flight = i64::try_from(counts.in_flight).unwrap_or(i64::MAX);
     status.succeeded = i64::try_from(counts.succeeded).unwrap_or(i64::MAX);
     status.failed = i64::try_from(counts.failed).unwrap_or(i64::MAX);
+    if let Some(usage) = &progress.usage {
+        status.usage = Usage {
+            replica_seconds: round_ms(usage.replica_seconds),
+            cpu_core_seconds: round_ms(usage.cpu_core_seconds),
+        };
+    }
+    if let Some(cold) = progress.last_cold_start {
+        status.last_cold_start_seconds = Some(round_ms(cold.as_secs_f64()));
+    }
     status
 }
 
-/// The same counts as a merge patch of status.
-pub fn counts_patch(counts: &Counts) -> serde_json::Value {
-    let status = with_counts(DataPipelineStatus::default(), counts);
-    serde_json::json!({
+fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+/// The same progress as a merge patch of status.
+pub fn progress_patch(progress: &Progress) -> serde_json::Value {
+    let status = with_progress(DataPipelineStatus::default(), progress);
+    let mut patch = serde_json::json!({
         "pending": status.pending,
         "inFlight": status.in_flight,
         "succeeded": status.succeeded,
         "failed": status.failed,
-    })
+    });
+    if progress.usage.is_some() {
+        patch["usage"] = serde_json::json!(status.usage);
+    }
+    if let Some(seconds) = status.last_cold_start_seconds {
+        patch["lastColdStartSeconds"] = serde_json::json!(seconds);
+    }
+    patch
+}
+
+/// The note of an `ObjectsFailed` Event: how many failed, the latest one's key and error (the
+/// end of its stderr, which holds the cause), and how to re-drive.
+pub fn failed_note(newly_failed: u64, pipeline: &str, last: Option<&(String, String)>) -> String {
+    // Event notes are limited to 1 KiB; keys and errors are cut to leave room for the rest.
+    const KEY_CHARS: usize = 120;
+    const ERROR_CHARS: usize = 500;
+    let mut note = format!("{newly_failed} object(s) failed every attempt");
+    if let Some((key, error)) = last {
+        let key: String = key.chars().take(KEY_CHARS).collect();
+        let skip = error.chars().count().saturating_sub(ERROR_CHARS);
+        let error: String = error.chars().skip(skip).collect();
+        note.push_str(&format!("; latest {key:?}: {}", error.trim()));
+    }
+    note.push_str(&format!(
+        ". All errors are in the ledger. Re-drive with: kubectl annotate dp {pipeline} {}=\"$(date +%s)\" --overwrite",
+        crate::api::REDRIVE_ANNOTATION
+    ));
+    note
 }
 
 /// Copies the worker counts into a status.
@@ -208,5 +261,34 @@ mod tests {
         assert!(find(&c, DEGRADED).status);
         assert_eq!(find(&c, DEGRADED).message, "source: bucket \"raw\" does not exist");
         assert!(find(&c, READY).status, "idle workers are still ready");
+    }
+
+    #[test]
+    fn progress_reaches_status_and_its_patch() {
+        let progress = Progress {
+            counts: Counts { pending: 2, in_flight: 1, succeeded: 7, failed: 1 },
+            usage: Some(Usage { replica_seconds: 12.345_67, cpu_core_seconds: 6.000_1 }),
+            last_cold_start: Some(Duration::from_millis(1250)),
+        };
+        let status = with_progress(DataPipelineStatus::default(), &progress);
+        assert_eq!((status.pending, status.in_flight, status.succeeded, status.failed), (2, 1, 7, 1));
+        assert_eq!(status.usage, Usage { replica_seconds: 12.346, cpu_core_seconds: 6.0 });
+        assert_eq!(status.last_cold_start_seconds, Some(1.25));
+        let patch = progress_patch(&progress);
+        assert_eq!(patch["usage"]["replicaSeconds"], serde_json::json!(12.346));
+        assert_eq!(patch["lastColdStartSeconds"], serde_json::json!(1.25));
+        let bare = progress_patch(&Progress::default());
+        assert!(bare.get("usage").is_none() && bare.get("lastColdStartSeconds").is_none(), "{bare}");
+    }
+
+    #[test]
+    fn failed_events_show_the_latest_error_tail_within_bounds() {
+        let error = format!("{}\nValueError: bad row 3", "x".repeat(2000));
+        let note = failed_note(2, "invoices", Some(&("in/a.csv".into(), error)));
+        assert!(note.starts_with("2 object(s) failed every attempt; latest \"in/a.csv\": "), "{note}");
+        assert!(note.contains("ValueError: bad row 3"), "the end of stderr is kept: {note}");
+        assert!(note.contains("kubectl annotate dp invoices zeroflow.dev/redrive="), "{note}");
+        assert!(note.len() < 1024, "Event notes are limited to 1 KiB: {}", note.len());
+        assert!(!failed_note(1, "p", None).contains("latest"));
     }
 }

@@ -214,6 +214,8 @@ pub struct Backlog {
     succeeded: u64,
     failed: u64,
     needs_resync: bool,
+    /// Key and last error of the latest object that failed for good.
+    last_failure: Option<(String, String)>,
 }
 
 impl Backlog {
@@ -233,6 +235,7 @@ impl Backlog {
             succeeded: 0,
             failed: 0,
             needs_resync: false,
+            last_failure: None,
         }
     }
 
@@ -431,6 +434,11 @@ impl Backlog {
         Ok(count)
     }
 
+    /// The key and last error of the most recent object that failed for good, for Events.
+    pub fn last_failure(&self) -> Option<&(String, String)> {
+        self.last_failure.as_ref()
+    }
+
     /// The last error of a remembered failure, for Events and status.
     pub fn last_error(&self, id: &ItemId) -> Option<&str> {
         self.finished.get(id).and_then(|f| f.last_error.as_deref())
@@ -516,6 +524,10 @@ impl Backlog {
     }
 
     fn remember(&mut self, entry: Entry, outcome: Finished) {
+        if outcome == Finished::Failed {
+            let error = entry.last_error.clone().unwrap_or_default();
+            self.last_failure = Some((entry.item.object.key.clone(), error));
+        }
         if self.config.finished_capacity == 0 {
             return;
         }

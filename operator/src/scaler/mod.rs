@@ -2,36 +2,42 @@
 //!
 //! Decisions are made by [`decide::decide`] from the backlog's counts once a second, and at once
 //! when an object arrives for a pipeline at zero replicas (the event path kicks the scaler, so a
-//! cold start waits for one API call, not for a poll).
+//! cold start waits for one API call, not for a poll). Before a scale-down, pods holding leases
+//! are given a higher deletion cost ([`deletion_cost`]) so the ReplicaSet removes idle ones.
+//! Every tick also accrues the workers' replica- and CPU-seconds ([`usage`]).
 
 pub mod decide;
+pub mod deletion_cost;
+pub mod usage;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Client, Resource};
-use prometheus::{Histogram, HistogramOpts, Registry};
+use kube::{Client, Resource, ResourceExt};
+use prometheus::{CounterVec, Histogram, HistogramOpts, Opts, Registry};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::api::DataPipeline;
+use crate::api::{DataPipeline, Usage};
+use crate::controller::build::PIPELINE_LABEL;
 use crate::controller::event_path::Registry as Pipelines;
 use crate::controller::replicas::ReplicaBook;
 use crate::dispatch::backlog::Counts;
 use crate::gateway::{Admission, AdmitReport, Overloaded, PipelineKey, StorageEvent};
+use crate::workapi::WorkApi;
 use decide::{ScaleInput, decide};
 
 /// How often every pipeline's scale is looked at.
 const TICK: Duration = Duration::from_secs(1);
 
 /// A pipeline's scaling settings, from its spec.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ScaleSpec {
     pub deployment: String,
     pub min_replicas: i32,
@@ -39,6 +45,8 @@ pub struct ScaleSpec {
     pub target_per_replica: i32,
     pub idle_timeout: Duration,
     pub stabilization: Duration,
+    /// CPU cores one worker pod requests, for usage.
+    pub cpu_per_replica: f64,
 }
 
 struct Tracked {
@@ -47,14 +55,19 @@ struct Tracked {
     idle_since: Option<Instant>,
     /// Recent decisions, for the scale-down stabilization window.
     history: VecDeque<(Instant, i32)>,
+    usage: Usage,
+    accounted_at: Instant,
 }
 
 pub struct Scaler {
     client: Client,
     pipelines: Arc<Pipelines>,
     replicas: Arc<ReplicaBook>,
+    workers: Arc<WorkApi>,
     recorder: Recorder,
     event_to_scale: Histogram,
+    replica_seconds: CounterVec,
+    cpu_core_seconds: CounterVec,
     tracked: Mutex<HashMap<PipelineKey, Tracked>>,
 }
 
@@ -63,6 +76,7 @@ impl Scaler {
         client: Client,
         pipelines: Arc<Pipelines>,
         replicas: Arc<ReplicaBook>,
+        workers: Arc<WorkApi>,
         recorder: Recorder,
         registry: &Registry,
     ) -> Result<Self, prometheus::Error> {
@@ -74,33 +88,79 @@ impl Scaler {
             .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
         )?;
         registry.register(Box::new(event_to_scale.clone()))?;
-        Ok(Self { client, pipelines, replicas, recorder, event_to_scale, tracked: Mutex::new(HashMap::new()) })
+        let replica_seconds = CounterVec::new(
+            Opts::new(
+                "zeroflow_worker_replica_seconds_total",
+                "Worker replicas the scaler asked for, integrated over time (cost attribution)",
+            ),
+            &["namespace", "name"],
+        )?;
+        let cpu_core_seconds = CounterVec::new(
+            Opts::new(
+                "zeroflow_worker_cpu_core_seconds_total",
+                "CPU cores requested by the pod template times replicas, integrated over time (cost attribution)",
+            ),
+            &["namespace", "name"],
+        )?;
+        registry.register(Box::new(replica_seconds.clone()))?;
+        registry.register(Box::new(cpu_core_seconds.clone()))?;
+        Ok(Self {
+            client,
+            pipelines,
+            replicas,
+            workers,
+            recorder,
+            event_to_scale,
+            replica_seconds,
+            cpu_core_seconds,
+            tracked: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// Starts or updates tracking a pipeline; `current` is the Deployment's replicas.
-    pub fn track(&self, key: PipelineKey, spec: ScaleSpec, current: i32) {
-        let mut tracked = self.tracked.lock().unwrap_or_else(PoisonError::into_inner);
-        tracked.entry(key).and_modify(|t| t.spec = spec.clone()).or_insert_with(|| Tracked {
+    fn tracked(&self) -> std::sync::MutexGuard<'_, HashMap<PipelineKey, Tracked>> {
+        self.tracked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts or updates tracking a pipeline; `current` is the Deployment's replicas and `usage`
+    /// what status recorded so far (the count goes on from there after a restart or failover).
+    pub fn track(&self, key: PipelineKey, spec: ScaleSpec, current: i32, usage: &Usage) {
+        self.tracked().entry(key).and_modify(|t| t.spec = spec.clone()).or_insert_with(|| Tracked {
             spec,
             current,
             idle_since: None,
             history: VecDeque::new(),
+            usage: usage.clone(),
+            accounted_at: Instant::now(),
         });
     }
 
     pub fn forget(&self, key: &PipelineKey) {
-        self.tracked.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+        self.tracked().remove(key);
+        let labels = [key.namespace.as_str(), key.name.as_str()];
+        let _ = self.replica_seconds.remove_label_values(&labels);
+        let _ = self.cpu_core_seconds.remove_label_values(&labels);
     }
 
-    /// Runs until the process stops: ticks, and immediate scale-ups from zero when kicked.
+    /// The usage accrued so far, for status.
+    pub fn usage(&self, key: &PipelineKey) -> Option<Usage> {
+        self.tracked().get(key).map(|t| t.usage.clone())
+    }
+
+    /// Runs until the process stops: ticks, and immediate scale-ups from zero when kicked. Each
+    /// kick is handled in its own task, so a slow tick or another pipeline's scale-up never
+    /// delays a cold start.
     pub async fn run(self: Arc<Self>, mut kicks: mpsc::UnboundedReceiver<(PipelineKey, Instant)>) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                Some((key, at)) = kicks.recv() => self.scale_up_from_zero(&key, at).await,
+                Some((key, at)) = kicks.recv() => {
+                    let scaler = self.clone();
+                    tokio::spawn(async move { scaler.scale_up_from_zero(&key, at).await });
+                }
                 _ = ticker.tick() => {
-                    let keys: Vec<_> = self.tracked.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+                    self.accrue_usage(Instant::now());
+                    let keys: Vec<_> = self.tracked().keys().cloned().collect();
                     for key in keys {
                         self.evaluate(&key, None).await;
                     }
@@ -109,10 +169,21 @@ impl Scaler {
         }
     }
 
+    fn accrue_usage(&self, now: Instant) {
+        for (key, t) in self.tracked().iter_mut() {
+            let elapsed = now.saturating_duration_since(t.accounted_at);
+            t.accounted_at = now;
+            let (replica_seconds, core_seconds) =
+                usage::accrue(&mut t.usage, t.current, t.spec.cpu_per_replica, elapsed);
+            let labels = [key.namespace.as_str(), key.name.as_str()];
+            self.replica_seconds.with_label_values(&labels).inc_by(replica_seconds);
+            self.cpu_core_seconds.with_label_values(&labels).inc_by(core_seconds);
+        }
+    }
+
     /// The event path's fast lane: only a pipeline at zero replicas is scaled here.
     async fn scale_up_from_zero(&self, key: &PipelineKey, admitted_at: Instant) {
-        let at_zero =
-            self.tracked.lock().unwrap_or_else(PoisonError::into_inner).get(key).is_some_and(|t| t.current == 0);
+        let at_zero = self.tracked().get(key).is_some_and(|t| t.current == 0);
         if at_zero {
             self.evaluate(key, Some(admitted_at)).await;
         }
@@ -124,6 +195,13 @@ impl Scaler {
         let Some((decision, spec, before)) = self.plan(key, &counts, now) else { return };
         if decision.replicas == before {
             return;
+        }
+        if before == 0 {
+            self.workers.cold_start_began(key, admitted_at.unwrap_or(now));
+        } else if decision.replicas == 0 {
+            self.workers.cold_start_cancelled(key);
+        } else if decision.replicas < before {
+            self.protect_busy_pods(key).await;
         }
         self.replicas.set(&key.namespace, &key.name, decision.replicas);
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
@@ -140,14 +218,44 @@ impl Scaler {
                         "scaled from zero on an event"
                     );
                 }
-                if let Some(t) = self.tracked.lock().unwrap_or_else(PoisonError::into_inner).get_mut(key) {
-                    t.current = decision.replicas;
-                }
                 let note = format!("scaled workers from {before} to {} ({})", decision.replicas, decision.reason);
                 info!(namespace = key.namespace, name = key.name, note, "scale");
                 self.record(key, before, decision.replicas, decision.reason, &note).await;
             }
-            Err(e) => warn!(namespace = key.namespace, name = key.name, error = %e, "scale failed"),
+            Err(e) => {
+                warn!(namespace = key.namespace, name = key.name, error = %e, "scale failed");
+                // Decided again at the next tick, from what the Deployment really has.
+                if let Some(t) = self.tracked().get_mut(key).filter(|t| t.current == decision.replicas) {
+                    t.current = before;
+                }
+            }
+        }
+    }
+
+    /// Marks the pipeline's worker pods with deletion costs from the leases they hold, so the
+    /// coming scale-down removes idle pods first. Best effort: a failure here is logged and the
+    /// scale-down goes on (a removed busy worker still finishes within its grace period).
+    async fn protect_busy_pods(&self, key: &PipelineKey) {
+        let busy = self.workers.busy_pods(key);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
+        let selector = format!("{PIPELINE_LABEL}={},app.kubernetes.io/component=worker", key.name);
+        let pods = match api.list_metadata(&ListParams::default().labels(&selector)).await {
+            Ok(pods) => pods.items,
+            Err(e) => return warn!(namespace = key.namespace, name = key.name, error = %e, "cannot list worker pods"),
+        };
+        let live = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none());
+        let current = live.map(|p| {
+            (
+                p.metadata.name.as_deref().unwrap_or_default(),
+                p.annotations().get(deletion_cost::ANNOTATION).map(String::as_str),
+            )
+        });
+        for (pod, cost) in deletion_cost::changes(current, &busy) {
+            let patch = json!({"metadata": {"annotations": {deletion_cost::ANNOTATION: cost}}});
+            match api.patch(&pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => tracing::debug!(namespace = key.namespace, pod, cost, "deletion cost set"),
+                Err(e) => warn!(namespace = key.namespace, pod, error = %e, "cannot set a pod's deletion cost"),
+            }
         }
     }
 
@@ -159,7 +267,7 @@ impl Scaler {
         counts: &Counts,
         now: Instant,
     ) -> Option<(decide::ScaleDecision, ScaleSpec, i32)> {
-        let mut tracked = self.tracked.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tracked = self.tracked();
         let t = tracked.get_mut(key)?;
         let busy = counts.pending + counts.in_flight > 0;
         t.idle_since = if busy { None } else { Some(t.idle_since.unwrap_or(now)) };
@@ -181,7 +289,10 @@ impl Scaler {
         // Remember what was wanted for the work, so stabilization holds against a short lull.
         let wanted_for_work = if busy { decision.replicas } else { 0 };
         t.history.push_back((now, wanted_for_work));
-        Some((decision, t.spec.clone(), t.current))
+        let before = t.current;
+        // Taken at once, so a concurrent evaluation (a kick during a tick) does not repeat it.
+        t.current = decision.replicas;
+        Some((decision, t.spec.clone(), before))
     }
 
     /// An Event and the last-scale fields of status.

@@ -24,10 +24,15 @@ pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 pub const DEFAULT_CAPACITY: usize = 4096;
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The user-info key under which the apiserver names the pod a bound token belongs to.
+pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub username: String,
+    /// The pod the token is bound to (projected tokens are); `None` for a token that is not.
+    pub pod: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -70,7 +75,15 @@ pub fn identity_from_review(status: Option<&TokenReviewStatus>, audience: &str) 
         .and_then(|u| u.username.clone())
         .filter(|u| !u.is_empty())
         .ok_or(VerifyError::Unauthenticated)?;
-    Ok(Identity { username })
+    let pod = status
+        .user
+        .as_ref()
+        .and_then(|u| u.extra.as_ref())
+        .and_then(|extra| extra.get(POD_NAME_EXTRA))
+        .and_then(|values| values.first())
+        .filter(|name| !name.is_empty())
+        .cloned();
+    Ok(Identity { username, pod })
 }
 
 /// Verifies tokens with `authentication.k8s.io/v1` TokenReview. The operator's ServiceAccount
@@ -224,7 +237,7 @@ mod tests {
     use super::*;
 
     fn ok(name: &str) -> Result<Identity, VerifyError> {
-        Ok(Identity { username: name.into() })
+        Ok(Identity { username: name.into(), pod: None })
     }
 
     #[test]
@@ -311,5 +324,22 @@ mod tests {
         assert_eq!(identity_from_review(Some(&status(true, &["other"], Some(sa))), AUDIENCE), refused);
         assert_eq!(identity_from_review(Some(&status(true, &[AUDIENCE], None)), AUDIENCE), refused);
         assert_eq!(identity_from_review(None, AUDIENCE), refused);
+    }
+
+    #[test]
+    fn a_bound_token_names_its_pod() {
+        let mut status = TokenReviewStatus {
+            authenticated: Some(true),
+            audiences: Some(vec![AUDIENCE.into()]),
+            user: Some(UserInfo { username: Some("system:serviceaccount:ns:p-worker".into()), ..UserInfo::default() }),
+            error: None,
+        };
+        let pod = |status: &TokenReviewStatus| identity_from_review(Some(status), AUDIENCE).map(|i| i.pod);
+        assert_eq!(pod(&status), Ok(None));
+        let extra = [(POD_NAME_EXTRA.to_owned(), vec!["p-worker-7d9f-abcde".to_owned()])].into();
+        if let Some(user) = status.user.as_mut() {
+            user.extra = Some(extra);
+        }
+        assert_eq!(pod(&status), Ok(Some("p-worker-7d9f-abcde".into())));
     }
 }

@@ -203,8 +203,8 @@ async fn post_lease(
 ) -> Response {
     let pipeline = PipelineKey::new(namespace, name);
     let result = async {
-        api.authorize(&headers, &pipeline).await?;
-        api.lease(&pipeline, wait_duration(query.wait_seconds)).await
+        let identity = api.authorize(&headers, &pipeline).await?;
+        api.lease(&pipeline, wait_duration(query.wait_seconds), identity.pod).await
     }
     .await;
     match result {

@@ -16,6 +16,8 @@ pub struct Granted {
     pub attempt: u32,
     /// Last known deadline on the backlog clock.
     pub deadline: Millis,
+    /// The pod holding the lease, when its token names one: the scaler protects busy pods.
+    pub holder: Option<String>,
 }
 
 #[derive(Debug)]
@@ -73,6 +75,20 @@ impl LeaseTable {
         self.granted.retain(|_, g| g.deadline.saturating_add(grace) >= now);
     }
 
+    /// Live leases per holding pod of `pipeline` (expired ones no longer make a pod busy).
+    pub fn busy_pods(&self, pipeline: &PipelineKey, now: Millis) -> HashMap<String, usize> {
+        let mut busy = HashMap::new();
+        for ((p, _), g) in &self.granted {
+            if p == pipeline
+                && g.deadline >= now
+                && let Some(pod) = &g.holder
+            {
+                *busy.entry(pod.clone()).or_insert(0) += 1;
+            }
+        }
+        busy
+    }
+
     pub fn len(&self) -> usize {
         self.granted.len()
     }
@@ -99,6 +115,7 @@ mod tests {
             },
             attempt: 1,
             deadline,
+            holder: None,
         }
     }
 
@@ -117,10 +134,24 @@ mod tests {
         table.sweep(1_000, 60);
         assert!(table.get(&p, &a).is_some(), "swept at most once a second");
         table.sweep(1_250, 60);
+        assert!(table.busy_pods(&p, 1_250).is_empty(), "leases without a pod make no pod busy");
         assert_eq!(table.get(&p, &a), None);
         assert!(table.get(&p, &b).is_some());
         let item = granted("b", 0).item.id();
         assert_eq!(table.take_item(&p, &item).map(|g| g.deadline), Some(10_000));
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn busy_pods_count_live_leases_per_pod() {
+        let p = PipelineKey::new("ns", "p");
+        let held = |key: &str, pod: &str, deadline| Granted { holder: Some(pod.into()), ..granted(key, deadline) };
+        let mut table = LeaseTable::new(1);
+        table.insert(&p, held("a", "pod-1", 500));
+        table.insert(&p, held("b", "pod-1", 900));
+        table.insert(&p, held("c", "pod-2", 100));
+        table.insert(&PipelineKey::new("ns", "q"), held("d", "pod-3", 900));
+        assert_eq!(table.busy_pods(&p, 50), HashMap::from([("pod-1".into(), 2), ("pod-2".into(), 1)]));
+        assert_eq!(table.busy_pods(&p, 600), HashMap::from([("pod-1".into(), 1)]), "pod-2's lease expired");
     }
 }

@@ -1,6 +1,6 @@
 //! Work API metrics, registered into a registry the caller owns. Labels: the pipeline at most.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::gateway::routing::PipelineKey;
 
@@ -33,6 +33,7 @@ pub struct WorkApiMetrics {
     completions: IntCounterVec,
     wait: HistogramVec,
     refused: IntCounterVec,
+    cold_start: Histogram,
 }
 
 impl WorkApiMetrics {
@@ -58,11 +59,19 @@ impl WorkApiMetrics {
             Opts::new("zeroflow_workapi_requests_refused_total", "Work API requests refused, by reason"),
             &["reason"],
         )?;
+        let cold_start = Histogram::with_opts(
+            HistogramOpts::new(
+                "zeroflow_cold_start_seconds",
+                "From the first object that found a pipeline at zero workers to the first lease a worker took",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0]),
+        )?;
         registry.register(Box::new(granted.clone()))?;
+        registry.register(Box::new(cold_start.clone()))?;
         registry.register(Box::new(completions.clone()))?;
         registry.register(Box::new(wait.clone()))?;
         registry.register(Box::new(refused.clone()))?;
-        Ok(Self { granted, completions, wait, refused })
+        Ok(Self { granted, completions, wait, refused, cold_start })
     }
 
     pub fn granted(&self, pipeline: &PipelineKey) {
@@ -78,6 +87,10 @@ impl WorkApiMetrics {
     /// `leased` is false when the poll ended empty-handed.
     pub fn waited(&self, leased: bool, seconds: f64) {
         self.wait.with_label_values(&[if leased { "leased" } else { "empty" }]).observe(seconds);
+    }
+
+    pub fn cold_start(&self, seconds: f64) {
+        self.cold_start.observe(seconds);
     }
 
     pub fn refused(&self, reason: &'static str) {

@@ -8,6 +8,7 @@
 //! [`leases`] are pure; [`server`] does the I/O and [`http`] speaks HTTP.
 
 pub mod auth;
+pub mod cold_starts;
 pub mod completion;
 pub mod http;
 pub mod leases;

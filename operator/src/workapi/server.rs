@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::HeaderMap;
 use object_store::signer::Method;
 
-use super::auth::{TokenVerifier, VerifyError, bearer_token};
+use super::auth::{Identity, TokenVerifier, VerifyError, bearer_token};
+use super::cold_starts::ColdStarts;
 use super::completion::{Completion, Outcome};
 use super::http::{
     ApiError, CompleteRequest, FailRequest, FinishResponse, HeartbeatResponse, LeaseResponse, ObjectRef, OutputRequest,
@@ -53,6 +54,7 @@ pub struct WorkApi {
     pub(super) metrics: WorkApiMetrics,
     pipelines: RwLock<HashMap<PipelineKey, Arc<PipelineAccess>>>,
     leases: Mutex<LeaseTable>,
+    cold_starts: Mutex<ColdStarts>,
 }
 
 impl WorkApi {
@@ -71,6 +73,7 @@ impl WorkApi {
             metrics,
             pipelines: RwLock::new(HashMap::new()),
             leases: Mutex::new(LeaseTable::new(process_epoch())),
+            cold_starts: Mutex::new(ColdStarts::default()),
         }
     }
 
@@ -83,6 +86,32 @@ impl WorkApi {
     pub fn remove_pipeline(&self, pipeline: &PipelineKey) {
         self.pipelines.write().unwrap_or_else(PoisonError::into_inner).remove(pipeline);
         self.waiters.remove(pipeline);
+        self.cold_starts().forget(pipeline);
+    }
+
+    /// The pods of `pipeline` holding live leases, with how many each holds.
+    pub fn busy_pods(&self, pipeline: &PipelineKey) -> HashMap<String, usize> {
+        let Some(now) = self.backlogs.with(pipeline, |_, now| now) else { return HashMap::new() };
+        self.leases().busy_pods(pipeline, now)
+    }
+
+    /// The scaler started workers for a pipeline at zero, for work that arrived at `since`.
+    pub fn cold_start_began(&self, pipeline: &PipelineKey, since: Instant) {
+        self.cold_starts().begin(pipeline, since);
+    }
+
+    /// The scaler returned a pipeline to zero workers.
+    pub fn cold_start_cancelled(&self, pipeline: &PipelineKey) {
+        self.cold_starts().cancel(pipeline);
+    }
+
+    /// The last cold start's duration, for status.
+    pub fn last_cold_start(&self, pipeline: &PipelineKey) -> Option<Duration> {
+        self.cold_starts().last(pipeline)
+    }
+
+    fn cold_starts(&self) -> MutexGuard<'_, ColdStarts> {
+        self.cold_starts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Wakes the pipeline's lease polls; call after admitting work outside the gateway (resync,
@@ -105,10 +134,10 @@ impl WorkApi {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) async fn authorize(&self, headers: &HeaderMap, pipeline: &PipelineKey) -> Result<(), ApiError> {
+    pub(super) async fn authorize(&self, headers: &HeaderMap, pipeline: &PipelineKey) -> Result<Identity, ApiError> {
         let token = bearer_token(headers).ok_or(ApiError::MissingToken)?;
         match self.verifier.verify(token).await {
-            Ok(identity) if may_act_for(&identity.username, pipeline) => Ok(()),
+            Ok(identity) if may_act_for(&identity.username, pipeline) => Ok(identity),
             Ok(identity) => {
                 tracing::debug!(username = %identity.username, %pipeline, "caller is not the pipeline's worker");
                 Err(ApiError::Forbidden)
@@ -121,12 +150,13 @@ impl WorkApi {
         }
     }
 
-    /// Waits up to `wait` for a lease.
+    /// Waits up to `wait` for a lease for the worker in pod `holder` (when its token names one).
     #[tracing::instrument(skip_all, fields(pipeline = %pipeline))]
     pub(super) async fn lease(
         &self,
         pipeline: &PipelineKey,
         wait: Duration,
+        holder: Option<String>,
     ) -> Result<Option<LeaseResponse>, ApiError> {
         let access = self.access(pipeline)?;
         let started = Instant::now();
@@ -151,10 +181,17 @@ impl WorkApi {
             self.leases().sweep(step.now, step.lease_ms.saturating_mul(FORGET_AFTER_LEASES));
             self.reclaim(pipeline, std::mem::take(&mut step.expired)).await;
             if let Some(lease) = step.lease.take() {
-                match self.grant(pipeline, &access, lease, &step).await {
+                match self.grant(pipeline, &access, lease, &step, holder.clone()).await {
                     Ok(Some(granted)) => {
                         self.metrics.granted(pipeline);
                         self.metrics.waited(true, started.elapsed().as_secs_f64());
+                        if let Some(took) = self.cold_starts().leased(pipeline, Instant::now()) {
+                            self.metrics.cold_start(took.as_secs_f64());
+                            tracing::info!(
+                                cold_start_ms = took.as_secs_f64() * 1000.0,
+                                "first lease after a cold start"
+                            );
+                        }
                         return Ok(Some(granted));
                     }
                     // That object could not be handed out; look for the next one at once.
@@ -188,6 +225,7 @@ impl WorkApi {
         access: &PipelineAccess,
         lease: Lease,
         step: &Step,
+        holder: Option<String>,
     ) -> Result<Option<LeaseResponse>, ApiError> {
         let ttl = Duration::from_millis(step.lease_ms);
         let granted = Granted {
@@ -195,6 +233,7 @@ impl WorkApi {
             item: lease.item.clone(),
             attempt: lease.attempt,
             deadline: lease.deadline,
+            holder,
         };
         let url = match access.source.presign(Method::GET, &lease.item.object.key, ttl).await {
             Ok(url) => url,

@@ -134,6 +134,7 @@ fn retryable_failures_back_off_exponentially_then_fail() {
     let id = item("a", "1").id();
     assert_eq!(b.finished(&id), Some(Finished::Failed));
     assert_eq!(b.last_error(&id), Some("exit 2"));
+    assert_eq!(b.last_failure(), Some(&("a".to_owned(), "exit 2".to_owned())));
     assert_eq!(b.admit(item("a", "1"), 40), Ok(Admitted::Duplicate), "failed items wait for a re-drive");
     checked(&b);
 }
