@@ -4,6 +4,9 @@
 //! own namespace and, when it needs one, its own operator process watching only that namespace,
 //! so tests run in parallel without seeing each other.
 
+pub mod pipelines;
+pub mod workers;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -7,19 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use tokio::sync::Mutex;
+use zeroflow_e2e::pipelines::{Buckets, WEBHOOK, operator_with_gateway, upload};
 use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, kubectl, mc};
 use zeroflow_operator::api::DataPipeline;
-
-static WEBHOOK: Mutex<()> = Mutex::const_new(());
-
-async fn upload(bucket: &str, key: &str, content: &str) -> anyhow::Result<()> {
-    let alias = std::env::var("ZF_MC_ALIAS")?;
-    let file = std::env::temp_dir().join(format!("zf-upload-{}", std::process::id()));
-    std::fs::write(&file, content)?;
-    mc(&["cp", file.to_str().context("utf-8 path")?, &format!("{alias}/{bucket}/{key}")]).await?;
-    Ok(())
-}
 
 fn pipeline(name: &str, bucket: &str, prefix: &str, suffix: Option<&str>) -> anyhow::Result<DataPipeline> {
     let mut source = json!({"bucket": bucket, "prefix": prefix});
@@ -30,67 +20,6 @@ fn pipeline(name: &str, bucket: &str, prefix: &str, suffix: Option<&str>) -> any
         "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": name},
         "spec": {"source": source, "sink": {"bucket": "zf-sink"}, "transform": {"image": "example.org/t:1"}}
     }))?)
-}
-
-/// A source and a sink bucket in the testbed's MinIO, with a Secret `store` holding the
-/// credentials in the test namespace.
-struct Buckets {
-    source: String,
-    sink: String,
-}
-
-async fn buckets(client: &kube::Client, ns: &TestNamespace, tag: &str) -> anyhow::Result<Buckets> {
-    use k8s_openapi::api::core::v1::Secret;
-    let suffix = ns.name.rsplit('-').next().unwrap_or("x");
-    let buckets = Buckets { source: format!("zf-{tag}-in-{suffix}"), sink: format!("zf-{tag}-out-{suffix}") };
-    let alias = std::env::var("ZF_MC_ALIAS")?;
-    for b in [&buckets.source, &buckets.sink] {
-        mc(&["mb", &format!("{alias}/{b}")]).await?;
-    }
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "store"}, "stringData": {
-        "accessKeyId": std::env::var("ZF_S3_ACCESS_KEY")?, "secretAccessKey": std::env::var("ZF_S3_SECRET_KEY")?}}))?;
-    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
-    Ok(buckets)
-}
-
-impl Buckets {
-    /// A pipeline from `source` (under `prefix`) to `sink`; `extra` adds spec sections.
-    fn pipeline(&self, name: &str, prefix: &str, extra: serde_json::Value) -> anyhow::Result<DataPipeline> {
-        let mut spec = json!({
-            "source": {"bucket": self.source, "prefix": prefix,
-                       "store": {"endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "store"}}},
-            "sink": {"bucket": self.sink},
-            "transform": {"image": "example.org/t:1"}
-        });
-        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-            for (k, v) in extra {
-                match (spec.get_mut(k), v) {
-                    (Some(serde_json::Value::Object(have)), serde_json::Value::Object(add)) => {
-                        have.extend(add.clone());
-                    }
-                    _ => {
-                        spec.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        Ok(serde_json::from_value(json!({
-            "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": name}, "spec": spec
-        }))?)
-    }
-}
-
-/// An operator for the test namespace with its gateway on MinIO's webhook address (the caller
-/// holds [`WEBHOOK`]) and its lease API on `lease_addr`.
-async fn operator_with_gateway(ns: &TestNamespace, lease_addr: &str) -> anyhow::Result<Operator> {
-    let token_file = std::env::temp_dir().join(format!("zf-gateway-token-{}", ns.name));
-    std::fs::write(&token_file, std::env::var("ZF_WEBHOOK_TOKEN")?)?;
-    let webhook = std::env::var("ZF_WEBHOOK_ADDR")?;
-    let token_path = token_file.to_str().context("utf-8 path")?;
-    let flags = ["--gateway-addr", &webhook, "--gateway-token-file", token_path, "--lease-api-addr", lease_addr];
-    let operator = Operator::start_with(&ns.name, "solo", &flags).await?;
-    operator.wait_ready(TIMEOUT).await?;
-    Ok(operator)
 }
 
 async fn pending(pipelines: &Api<DataPipeline>, name: &str) -> anyhow::Result<i64> {
@@ -261,7 +190,7 @@ async fn uploaded_objects_are_leased_processed_and_recorded_exactly_once() -> an
     let _webhook = WEBHOOK.lock().await;
     let client = client().await?;
     let ns = TestNamespace::create(&client, "zf-loop").await?;
-    let store = buckets(&client, &ns, "loop").await?;
+    let store = Buckets::create(&client, &ns, "loop").await?;
     let (source, sink) = (store.source.clone(), store.sink.clone());
     let alias = std::env::var("ZF_MC_ALIAS")?;
     let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
@@ -356,7 +285,7 @@ async fn objects_whose_notifications_were_lost_are_found_by_resync_even_across_a
     let _webhook = WEBHOOK.lock().await;
     let client = client().await?;
     let ns = TestNamespace::create(&client, "zf-resync").await?;
-    let store = buckets(&client, &ns, "rs").await?;
+    let store = Buckets::create(&client, &ns, "rs").await?;
     let (source, sink) = (store.source.clone(), store.sink.clone());
     let alias = std::env::var("ZF_MC_ALIAS")?;
     // Bind the bucket to MinIO's queue-less target while a stand-in answers, then take the
@@ -435,7 +364,7 @@ async fn objects_whose_notifications_were_lost_are_found_by_resync_even_across_a
 async fn a_poison_object_ends_failed_after_max_attempts_and_a_redrive_puts_it_back() -> anyhow::Result<()> {
     let client = client().await?;
     let ns = TestNamespace::create(&client, "zf-poison").await?;
-    let store = buckets(&client, &ns, "po").await?;
+    let store = Buckets::create(&client, &ns, "po").await?;
     let (source, sink) = (store.source.clone(), store.sink.clone());
     let alias = std::env::var("ZF_MC_ALIAS")?;
     upload(&source, "in/poison.csv", "not,really,csv\n").await?;
@@ -502,74 +431,5 @@ async fn a_poison_object_ends_failed_after_max_attempts_and_a_redrive_puts_it_ba
     .await?;
     let marker = mc(&["cat", &format!("{alias}/{sink}/.zeroflow/ledger/{marker_key}")]).await?;
     assert!(marker.contains("\"succeeded\""), "{marker}");
-    Ok(())
-}
-
-#[tokio::test]
-async fn workers_scale_from_zero_on_the_first_event_and_back_to_zero_when_idle() -> anyhow::Result<()> {
-    use k8s_openapi::api::apps::v1::Deployment;
-    let _webhook = WEBHOOK.lock().await;
-    let client = client().await?;
-    let ns = TestNamespace::create(&client, "zf-scale").await?;
-    let store = buckets(&client, &ns, "sc").await?;
-    let source = store.source.clone();
-    let alias = std::env::var("ZF_MC_ALIAS")?;
-    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
-    let scaling = json!({"maxReplicas": 5, "targetPerReplica": 4, "idleTimeout": "2s", "scaleDownStabilization": "1s"});
-    let pipeline = store.pipeline("burst", "", json!({"scaling": scaling}))?;
-    pipelines.create(&PostParams::default(), &pipeline).await?;
-    let lease_addr = format!("127.0.0.1:{}", zeroflow_e2e::free_port()?);
-    let operator = operator_with_gateway(&ns, &lease_addr).await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    let replicas =
-        || async { anyhow::Ok(deployments.get("burst-worker").await?.spec.and_then(|s| s.replicas).unwrap_or(-1)) };
-    eventually("idle at zero", TIMEOUT, || async { Ok((replicas().await? == 0).then_some(())) }).await?;
-    let arn = std::env::var("ZF_WEBHOOK_ARN")?;
-    eventually("mc event add", TIMEOUT, || async {
-        Ok(mc(&["event", "add", &format!("{alias}/{source}"), &arn, "--event", "put"]).await.ok())
-    })
-    .await?;
-
-    // 50 objects: the first one scales 0 -> 1 from the event path, the backlog takes it to the max.
-    const OBJECTS: usize = 50;
-    let dir = std::env::temp_dir().join(format!("zf-scale-{}", ns.name));
-    std::fs::create_dir_all(&dir)?;
-    for i in 0..OBJECTS {
-        std::fs::write(dir.join(format!("f{i:02}.txt")), format!("file {i}\n"))?;
-    }
-    mc(&["cp", "--recursive", &format!("{}/", dir.display()), &format!("{alias}/{source}/")]).await?;
-    eventually("scaled up beyond one worker", TIMEOUT, || async { Ok((replicas().await? == 5).then_some(())) }).await?;
-    eventually("KWOK runs the workers", TIMEOUT, || async {
-        let status = pipelines.get("burst").await?.status.unwrap_or_default();
-        Ok((status.ready_replicas == 5
-            && zeroflow_operator::api::conditions::is_true(&status.conditions, "Active") == Some(true))
-        .then_some(()))
-    })
-    .await?;
-
-    let token = zeroflow_e2e::token(&client, &ns.name, "burst-worker", "zeroflow").await?;
-    let done = drain(&format!("http://{lease_addr}"), &ns.name, "burst", &token, 4, OBJECTS).await?;
-    assert_eq!(done.len(), OBJECTS);
-
-    // Nothing pending or in flight for idleTimeout: back to zero, Ready and not Active.
-    eventually("scaled back to zero", TIMEOUT, || async { Ok((replicas().await? == 0).then_some(())) }).await?;
-    eventually("idle status", TIMEOUT, || async {
-        let status = pipelines.get("burst").await?.status.unwrap_or_default();
-        let c = &status.conditions;
-        Ok((status.replicas == 0
-            && zeroflow_operator::api::conditions::is_true(c, "Ready") == Some(true)
-            && zeroflow_operator::api::conditions::is_true(c, "Active") == Some(false)
-            && status.last_scale_reason.as_deref() == Some("idle"))
-        .then_some(()))
-    })
-    .await?;
-    let events = kubectl(&["get", "events", "-n", &ns.name, "-o", "jsonpath={.items[*].reason}"]).await?;
-    assert!(events.contains("ScaledUp") && events.contains("ScaledDown"), "{events}");
-    let metrics = operator.metrics().await?;
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("zeroflow_event_to_scale_seconds_count"))
-        .context("event-to-scale histogram")?;
-    assert!(line.ends_with(" 1"), "one scale from zero: {line}");
     Ok(())
 }

@@ -24,6 +24,10 @@ pub struct ScaleInput {
 pub struct ScaleDecision {
     pub replicas: i32,
     pub reason: &'static str,
+    /// What the work alone calls for, before stabilization: the caller's history of these is
+    /// the next decisions' `recent_max` (remembering `replicas` instead would hold a
+    /// stabilized count up forever).
+    pub wanted: i32,
 }
 
 /// Work-driven replicas: ceil(work / targetPerReplica) within [max(1, min), max].
@@ -56,9 +60,10 @@ pub fn decide(input: &ScaleInput) -> ScaleDecision {
         let floor = if work == 0 && reason == "idle" { wanted } else { input.recent_max.min(input.current) };
         // maxReplicas is a hard cap, stabilization or not.
         let replicas = wanted.max(floor).min(input.max_replicas.max(1));
-        return ScaleDecision { replicas, reason: if replicas == wanted { reason } else { "stabilizing scale-down" } };
+        let reason = if replicas == wanted { reason } else { "stabilizing scale-down" };
+        return ScaleDecision { replicas, reason, wanted };
     }
-    ScaleDecision { replicas: wanted, reason }
+    ScaleDecision { replicas: wanted, reason, wanted }
 }
 
 #[cfg(test)]
@@ -82,7 +87,7 @@ mod tests {
     #[test]
     fn the_first_object_at_zero_starts_one_worker() {
         let d = decide(&ScaleInput { pending: 1, ..input() });
-        assert_eq!(d, ScaleDecision { replicas: 1, reason: "objects arrived while scaled to zero" });
+        assert_eq!(d, ScaleDecision { replicas: 1, reason: "objects arrived while scaled to zero", wanted: 1 });
     }
 
     #[test]
@@ -100,7 +105,7 @@ mod tests {
         assert_eq!(waiting.replicas, 3);
         let idle =
             decide(&ScaleInput { current: 3, idle_for: Some(Duration::from_secs(60)), recent_max: 3, ..input() });
-        assert_eq!(idle, ScaleDecision { replicas: 0, reason: "idle" });
+        assert_eq!(idle, ScaleDecision { replicas: 0, reason: "idle", wanted: 0 });
         let warm = ScaleInput { current: 3, min_replicas: 1, idle_for: Some(Duration::from_secs(60)), ..input() };
         assert_eq!(decide(&warm).replicas, 1);
     }
@@ -108,7 +113,7 @@ mod tests {
     #[test]
     fn scale_down_with_work_left_is_stabilized() {
         let d = decide(&ScaleInput { current: 5, pending: 4, recent_max: 5, ..input() });
-        assert_eq!(d, ScaleDecision { replicas: 5, reason: "stabilizing scale-down" });
+        assert_eq!(d, ScaleDecision { replicas: 5, reason: "stabilizing scale-down", wanted: 1 });
         let d = decide(&ScaleInput { current: 5, pending: 4, recent_max: 1, ..input() });
         assert_eq!(d.replicas, 1);
     }

@@ -286,8 +286,8 @@ impl Scaler {
             idle_timeout: t.spec.idle_timeout,
             recent_max,
         });
-        // Remember what was wanted for the work, so stabilization holds against a short lull.
-        let wanted_for_work = if busy { decision.replicas } else { 0 };
+        // Remember what the work wanted, so stabilization holds against a short lull.
+        let wanted_for_work = if busy { decision.wanted } else { 0 };
         t.history.push_back((now, wanted_for_work));
         let before = t.current;
         // Taken at once, so a concurrent evaluation (a kick during a tick) does not repeat it.

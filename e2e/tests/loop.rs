@@ -1,0 +1,362 @@
+//! The whole loop, as a user sees it: objects uploaded to MinIO, notifications to the operator,
+//! the worker Deployment scaled from zero, `zeroflow-runner` processes (one per worker pod, see
+//! [`HostWorkers`]) running the transform, outputs and ledger markers in the sink, and the
+//! return to zero. Every test binds MinIO's webhook address, so they run one at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::TryStreamExt as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
+use kube::api::{Api, ListParams, PostParams};
+use object_store::aws::AmazonS3;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use serde_json::json;
+use zeroflow_e2e::pipelines::{Buckets, WEBHOOK, operator_with_gateway, upload};
+use zeroflow_e2e::workers::HostWorkers;
+use zeroflow_e2e::{TIMEOUT, TestNamespace, client, eventually, free_port, kubectl, mc};
+use zeroflow_operator::api::conditions::is_true;
+use zeroflow_operator::api::{DataPipeline, DataPipelineStatus};
+use zeroflow_operator::dispatch::ledger::{Marker, Outcome};
+use zeroflow_operator::store::bucket_client;
+
+/// Everything one test needs: its namespace, buckets, an operator and the host workers.
+struct Loop {
+    ns: TestNamespace,
+    buckets: Buckets,
+    pipelines: Api<DataPipeline>,
+    deployments: Api<Deployment>,
+    operator: zeroflow_e2e::Operator,
+    workers: HostWorkers,
+    name: String,
+}
+
+impl Loop {
+    /// A pipeline `name` from the source bucket to `out/` in the sink, `extra` merged into its
+    /// spec, the operator running and the source bucket notifying it.
+    async fn start(tag: &str, name: &str, extra: serde_json::Value) -> anyhow::Result<Self> {
+        let client = client().await?;
+        let ns = TestNamespace::create(&client, &format!("zf-{tag}")).await?;
+        let buckets = Buckets::create(&client, &ns, tag).await?;
+        let mut extra = extra;
+        extra["sink"] = json!({"prefix": "out/"});
+        let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+        pipelines.create(&PostParams::default(), &buckets.pipeline(name, "", extra)?).await?;
+        let lease_addr = format!("127.0.0.1:{}", free_port()?);
+        let operator = operator_with_gateway(&ns, &lease_addr).await?;
+        buckets.notify_on_put().await?;
+        let workers = HostWorkers::start(client.clone(), &ns.name, name)?;
+        let deployments = Api::namespaced(client.clone(), &ns.name);
+        let this = Self { ns, buckets, pipelines, deployments, operator, workers, name: name.to_owned() };
+        let idle = eventually("idle at zero", TIMEOUT, || async { Ok((this.replicas().await? == 0).then_some(())) });
+        if let Err(e) = idle.await {
+            anyhow::bail!("{e:#}\nstatus: {:?}", this.status().await.ok());
+        }
+        Ok(this)
+    }
+
+    async fn replicas(&self) -> anyhow::Result<i32> {
+        let deployment = self.deployments.get(&format!("{}-worker", self.name)).await?;
+        Ok(deployment.spec.and_then(|s| s.replicas).unwrap_or(-1))
+    }
+
+    async fn status(&self) -> anyhow::Result<DataPipelineStatus> {
+        Ok(self.pipelines.get(&self.name).await?.status.unwrap_or_default())
+    }
+
+    /// Waits until `done` objects have finished (succeeded + failed), nothing is in flight.
+    async fn wait_finished(&self, succeeded: i64, failed: i64, timeout: Duration) -> anyhow::Result<()> {
+        let result = eventually("objects finished", timeout, || async {
+            let s = self.status().await?;
+            Ok((s.succeeded == succeeded && s.failed == failed && s.in_flight == 0 && s.pending == 0).then_some(()))
+        })
+        .await;
+        if let Err(e) = result {
+            let status = self.status().await.ok();
+            anyhow::bail!("{e:#}\nstatus: {status:?}\noperator log:\n{}", self.operator.log_tail());
+        }
+        Ok(())
+    }
+
+    fn sink(&self) -> anyhow::Result<AmazonS3> {
+        Ok(bucket_client(&zeroflow_e2e::store_config()?, &self.buckets.sink)?)
+    }
+
+    async fn read_sink(&self, key: &str) -> anyhow::Result<String> {
+        let bytes = self.sink()?.get(&Path::parse(key)?).await?.bytes().await?;
+        Ok(String::from_utf8(bytes.to_vec())?)
+    }
+
+    /// Every ledger marker of the pipeline, by source key.
+    async fn markers(&self) -> anyhow::Result<BTreeMap<String, Marker>> {
+        let sink = self.sink()?;
+        let prefix = Path::parse(format!(".zeroflow/ledger/{}/{}", self.ns.name, self.name))?;
+        let listed: Vec<_> = sink.list(Some(&prefix)).try_collect().await?;
+        let mut markers = BTreeMap::new();
+        for meta in listed {
+            let bytes = sink.get(&meta.location).await?.bytes().await?;
+            let marker: Marker = serde_json::from_slice(&bytes).with_context(|| format!("marker {}", meta.location))?;
+            anyhow::ensure!(markers.insert(marker.source.key.clone(), marker).is_none(), "two markers for one object");
+        }
+        Ok(markers)
+    }
+
+    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let metrics = self.operator.metrics().await?;
+        let line = metrics.lines().find(|l| l.starts_with(name)).with_context(|| format!("no metric {name}"))?;
+        Ok(line.rsplit(' ').next().unwrap_or_default().parse()?)
+    }
+}
+
+#[tokio::test]
+async fn fifty_objects_scale_out_through_runner_processes_and_back_to_zero() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let transform = r#"sleep 0.3; tr a-z A-Z < "$ZEROFLOW_INPUT" > "$ZEROFLOW_OUTPUT_DIR/upper.txt""#;
+    let spec = json!({
+        "scaling": {"maxReplicas": 4, "targetPerReplica": 5, "concurrencyPerReplica": 2,
+                    "idleTimeout": "3s", "scaleDownStabilization": "1s"},
+        "transform": {"image": "example.org/t:1", "command": ["sh", "-c", transform], "contract": "exec",
+                      "resources": {"requests": {"cpu": "250m"}}}
+    });
+    let t = Loop::start("loop", "upper", spec).await?;
+
+    // The replica counts the Deployment goes through, sampled while the objects are processed.
+    let seen = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let sampler = tokio::spawn({
+        let (deployments, seen) = (t.deployments.clone(), seen.clone());
+        async move {
+            loop {
+                if let Ok(d) = deployments.get("upper-worker").await {
+                    let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(0);
+                    seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(replicas);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+
+    const OBJECTS: usize = 50;
+    let dir = std::env::temp_dir().join(format!("zf-loop-{}", t.ns.name));
+    std::fs::create_dir_all(&dir)?;
+    let mut expected = BTreeMap::new();
+    for i in 0..OBJECTS {
+        let content = format!("line {i}: the quick brown fox\n");
+        std::fs::write(dir.join(format!("f{i:02}.txt")), &content)?;
+        expected.insert(format!("batch/f{i:02}.txt"), content);
+    }
+    let alias = std::env::var("ZF_MC_ALIAS")?;
+    mc(&["cp", "--recursive", &format!("{}/", dir.display()), &format!("{alias}/{}/batch/", t.buckets.source)]).await?;
+    t.wait_finished(OBJECTS as i64, 0, Duration::from_secs(120)).await?;
+
+    // Every output is there with the right content, and the ledger has one success per object.
+    for (key, content) in &expected {
+        assert_eq!(t.read_sink(&format!("out/{key}/upper.txt")).await?, content.to_uppercase(), "{key}");
+    }
+    let markers = t.markers().await?;
+    assert_eq!(markers.keys().cloned().collect::<Vec<_>>(), expected.keys().cloned().collect::<Vec<_>>());
+    for (key, marker) in &markers {
+        assert_eq!(marker.outcome, Outcome::Succeeded, "{key}");
+        assert_eq!(marker.outputs, vec![format!("out/{key}/upper.txt")], "{key}");
+    }
+
+    // Idle for idleTimeout: back to zero, Ready and not Active; every runner drained and exited 0.
+    eventually("scaled back to zero", TIMEOUT, || async { Ok((t.replicas().await? == 0).then_some(())) }).await?;
+    sampler.abort();
+    let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    assert!(seen.iter().any(|r| *r > 1), "the workers scaled out beyond one: {seen:?}");
+    assert!(seen.iter().all(|r| *r <= 4), "never beyond maxReplicas: {seen:?}");
+    let started = t.workers.started();
+    assert!(started.len() > 1, "more than one worker pod ran: {started:?}");
+    eventually("runners of deleted pods exit", TIMEOUT, || async { Ok(t.workers.running().is_empty().then_some(())) })
+        .await?;
+    let exits = t.workers.exits();
+    assert!(exits.iter().all(|(_, code)| *code == Some(0)), "runners drain and exit 0 on SIGTERM: {exits:?}");
+    assert_eq!(t.workers.restarts(), 0);
+    let status = eventually("idle status", TIMEOUT, || async {
+        let s = t.status().await?;
+        let idle = s.replicas == 0
+            && is_true(&s.conditions, "Ready") == Some(true)
+            && is_true(&s.conditions, "Active") == Some(false)
+            && s.last_scale_reason.as_deref() == Some("idle");
+        Ok(idle.then_some(s))
+    })
+    .await?;
+
+    // Cost attribution and cold-start telemetry.
+    assert!(status.usage.replica_seconds > 1.0, "{:?}", status.usage);
+    let per_replica = status.usage.cpu_core_seconds / status.usage.replica_seconds;
+    assert!((per_replica - 0.25).abs() < 0.01, "250m per worker: {:?}", status.usage);
+    let cold = status.last_cold_start_seconds.context("a cold start was measured")?;
+    assert!(cold > 0.0 && cold < 60.0, "{cold}");
+    assert_eq!(t.metric("zeroflow_cold_start_seconds_count").await?, 1.0);
+    assert_eq!(t.metric("zeroflow_event_to_scale_seconds_count").await?, 1.0);
+    assert!(t.metric("zeroflow_worker_replica_seconds_total").await? > 1.0);
+    let events = kubectl(&["get", "events", "-n", &t.ns.name, "-o", "jsonpath={.items[*].reason}"]).await?;
+    assert!(events.contains("ScaledUp") && events.contains("ScaledDown"), "{events}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn scale_down_spares_the_worker_in_the_middle_of_an_object() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    // The slow object takes 15 s; its output names the pod that ran it.
+    let transform = r#"case "$ZEROFLOW_KEY" in *slow*) sleep 15;; esac; echo "$ZEROFLOW_POD_NAME" > "$ZEROFLOW_OUTPUT_DIR/pod.txt""#;
+    let spec = json!({
+        "scaling": {"maxReplicas": 3, "targetPerReplica": 1, "idleTimeout": "60s", "scaleDownStabilization": "2s"},
+        "transform": {"image": "example.org/t:1", "command": ["sh", "-c", transform], "contract": "exec"}
+    });
+    let t = Loop::start("spare", "spare", spec).await?;
+    upload(&t.buckets.source, "slow.txt", "slow").await?;
+    eventually("a worker holds the slow object", TIMEOUT, || async {
+        Ok((t.status().await?.in_flight == 1).then_some(()))
+    })
+    .await?;
+    for i in 0..4 {
+        upload(&t.buckets.source, &format!("quick-{i}.txt"), "quick").await?;
+    }
+    eventually("scaled out for the quick objects", TIMEOUT, || async { Ok((t.replicas().await? == 3).then_some(())) })
+        .await?;
+    // The quick objects finish; one object in flight wants one worker: 3 -> 1 while it runs.
+    eventually("scaled down to one while the slow object runs", TIMEOUT, || async {
+        Ok((t.replicas().await? == 1).then_some(()))
+    })
+    .await?;
+    let still_running = t.status().await?.in_flight;
+    assert_eq!(still_running, 1, "the slow object is still in progress at the scale-down");
+
+    let pods: Api<Pod> = Api::namespaced(client().await?, &t.ns.name);
+    let left = eventually("the ReplicaSet removed two pods", TIMEOUT, || async {
+        let pods = pods.list(&ListParams::default().labels("zeroflow.dev/pipeline=spare")).await?.items;
+        let live: Vec<Pod> = pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        Ok((live.len() == 1).then_some(live))
+    })
+    .await?;
+    let survivor = &left[0];
+    let cost = survivor.annotations().get("controller.kubernetes.io/pod-deletion-cost").cloned();
+    assert_eq!(cost.as_deref(), Some("1000"), "the busy pod carries the higher deletion cost");
+
+    t.wait_finished(5, 0, Duration::from_secs(90)).await?;
+    let ran_on = t.read_sink("out/slow.txt/pod.txt").await?;
+    assert_eq!(ran_on.trim(), survivor.name_any(), "the pod that kept running is the one that had the object");
+    let markers = t.markers().await?;
+    assert_eq!(markers.get("slow.txt").map(|m| (m.outcome, m.attempts)), Some((Outcome::Succeeded, 1)));
+    assert_eq!(t.metric("zeroflow_workapi_leases_granted_total").await?, 5.0, "no object was leased twice");
+    assert_eq!(t.workers.restarts(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_runner_loses_nothing_and_failing_transforms_report_their_stderr() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let transform = r#"
+case "$ZEROFLOW_KEY" in
+  crash*) if [ "$ZEROFLOW_ATTEMPT" = 1 ]; then touch "$HOME/crash-started"; sleep 30; fi ;;
+  bad*) echo "reading $ZEROFLOW_KEY" >&2; echo "ValueError: row 3 has 2 columns, expected 4" >&2; exit 3 ;;
+  hang*) sleep 30 ;;
+esac
+cp "$ZEROFLOW_INPUT" "$ZEROFLOW_OUTPUT_DIR/copy""#;
+    let spec = json!({
+        "scaling": {"maxReplicas": 1, "idleTimeout": "60s"},
+        "delivery": {"maxAttempts": 2, "leaseDuration": "5s", "retryBackoff": "1s"},
+        "transform": {"image": "example.org/t:1", "command": ["sh", "-c", transform], "contract": "exec",
+                      "timeout": "3s"}
+    });
+    let t = Loop::start("crash", "crashy", spec).await?;
+
+    // A runner SIGKILLed in the middle of an object: the lease expires, the object is leased
+    // again (to the restarted runner) and completes on its second attempt.
+    upload(&t.buckets.source, "crash.txt", "survives").await?;
+    let pod = eventually("the transform started", TIMEOUT, || async {
+        Ok(t.workers.started().into_iter().find(|pod| t.workers.scratch.join(pod).join("crash-started").exists()))
+    })
+    .await?;
+    t.workers.kill(&pod).await?;
+    t.wait_finished(1, 0, Duration::from_secs(60)).await?;
+    assert_eq!(t.read_sink("out/crash.txt/copy").await?, "survives");
+    let markers = t.markers().await?;
+    assert_eq!(markers.get("crash.txt").map(|m| (m.outcome, m.attempts)), Some((Outcome::Succeeded, 2)));
+    assert_eq!(t.workers.restarts(), 1, "the dead runner was restarted, as the kubelet does");
+
+    // A transform that exits non-zero, and one that exceeds its timeout: failed after
+    // maxAttempts, the stderr tail in the ledger and in the ObjectsFailed Event.
+    upload(&t.buckets.source, "bad.csv", "a,b").await?;
+    upload(&t.buckets.source, "hang.txt", "zzz").await?;
+    t.wait_finished(1, 2, Duration::from_secs(90)).await?;
+    let markers = t.markers().await?;
+    let bad = markers.get("bad.csv").context("marker for bad.csv")?;
+    assert_eq!((bad.outcome, bad.attempts), (Outcome::Failed, 2));
+    let error = bad.error.clone().context("failure detail")?;
+    assert_eq!(error.exit_code, Some(3));
+    assert!(error.stderr_tail.contains("ValueError: row 3 has 2 columns"), "{error:?}");
+    let hang = markers.get("hang.txt").context("marker for hang.txt")?;
+    assert_eq!((hang.outcome, hang.attempts), (Outcome::Failed, 2));
+    let detail = hang.error.clone().context("failure detail")?.stderr_tail;
+    assert!(detail.contains("killed after the 3 s timeout"), "{detail}");
+    let notes = eventually("the ObjectsFailed Event", TIMEOUT, || async {
+        let notes = kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &t.ns.name,
+            "--field-selector",
+            "reason=ObjectsFailed",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+        .await?;
+        Ok((notes.contains("ValueError") || notes.contains("timeout")).then_some(notes))
+    })
+    .await?;
+    assert!(notes.contains("zeroflow.dev/redrive"), "{notes}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn hostile_keys_never_leave_the_runner_work_dir() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    // The transform reports where its input was; the runner names it after the key's last segment.
+    let transform = r#"printf '%s' "$ZEROFLOW_INPUT" > "$ZEROFLOW_OUTPUT_DIR/input-path"; cat "$ZEROFLOW_INPUT" > "$ZEROFLOW_OUTPUT_DIR/copy""#;
+    let spec = json!({
+        "scaling": {"maxReplicas": 1, "idleTimeout": "60s"},
+        "delivery": {"maxAttempts": 1},
+        "transform": {"image": "example.org/t:1", "command": ["sh", "-c", transform], "contract": "exec"}
+    });
+    let t = Loop::start("hostile", "hostile", spec).await?;
+    // Near S3's 1024-byte limit; MinIO keeps each segment under 256 bytes.
+    let long = format!("{}{}", format!("{}/", "d".repeat(200)).repeat(3), "n".repeat(250));
+    // MinIO refuses `..` and `.` segments outright; these are the hostile keys it stores.
+    let keys = ["%2e%2e%2F%2e%2e%2Fescape", "-rf", " leading space", "a/.../b", "x/..evil", long.as_str()];
+    for key in keys {
+        upload(&t.buckets.source, key, key).await?;
+    }
+    t.wait_finished(keys.len() as i64, 0, Duration::from_secs(90)).await?;
+
+    let pod = t.workers.started().first().cloned().context("a worker ran")?;
+    let work_dir = t.workers.scratch.join(&pod).join("work");
+    for key in keys {
+        assert_eq!(t.read_sink(&format!("out/{key}/copy")).await?, key, "the object is processed");
+        let input = t.read_sink(&format!("out/{key}/input-path")).await?;
+        let input = std::path::Path::new(&input);
+        assert!(input.starts_with(&work_dir), "{key:?} was downloaded to {}", input.display());
+        let below: Vec<_> = input.strip_prefix(&work_dir)?.components().collect();
+        assert_eq!(below.len(), 3, "<object dir>/in/<one safe name> for {key:?}: {}", input.display());
+        assert!(input.file_name().is_some_and(|n| n.len() <= 255), "{key:?}");
+    }
+    // Nothing anywhere but in the pod's own directories, and the per-object directories are gone.
+    let scratch_files = zeroflow_e2e::workers::files_under(&t.workers.scratch);
+    let allowed = ["token", "runner.log"];
+    for file in &scratch_files {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        assert!(allowed.contains(&name), "unexpected file {}", file.display());
+    }
+    let parent = t.workers.scratch.parent().context("scratch parent")?;
+    for name in ["evil.txt", "escape", "b"] {
+        assert!(!parent.join(name).exists(), "{name} escaped into {}", parent.display());
+    }
+    Ok(())
+}
