@@ -269,7 +269,7 @@ d = json.load(open(sys.argv[1]))
 exprs = " ".join(t["expr"] for p in d["panels"] for t in p.get("targets", []))
 metrics = """zeroflow_reconciles_total zeroflow_reconcile_errors_total zeroflow_reconcile_duration_seconds
 zeroflow_leader zeroflow_events_received_total zeroflow_backlog_pending zeroflow_inflight zeroflow_replicas
-zeroflow_cold_start_seconds zeroflow_event_to_scale_seconds zeroflow_objects_processed_total
+zeroflow_cold_start_seconds zeroflow_event_to_scale_seconds zeroflow_workapi_completions_total
 zeroflow_processing_duration_seconds zeroflow_replica_seconds_total zeroflow_cpu_core_seconds_total
 zeroflow_resync_discovered_total zeroflow_resync_duration_seconds""".split()
 missing = [m for m in metrics if m not in exprs]

@@ -195,9 +195,49 @@ async fn fifty_objects_scale_out_through_runner_processes_and_back_to_zero() -> 
     assert!(cold > 0.0 && cold < 60.0, "{cold}");
     assert_eq!(t.metric("zeroflow_cold_start_seconds_count").await?, 1.0);
     assert_eq!(t.metric("zeroflow_event_to_scale_seconds_count").await?, 1.0);
-    assert!(t.metric("zeroflow_worker_replica_seconds_total").await? > 1.0);
+    assert!(t.metric("zeroflow_replica_seconds_total").await? > 1.0);
     let events = kubectl(&["get", "events", "-n", &t.ns.name, "-o", "jsonpath={.items[*].reason}"]).await?;
     assert!(events.contains("ScaledUp") && events.contains("ScaledDown"), "{events}");
+    dashboard_charts_only_exported_metrics(&t.operator.metrics().await?)?;
+    Ok(())
+}
+
+/// Every metric the chart's Grafana dashboard queries is one this operator exports, with the
+/// `pipeline` label where the dashboard filters on it (a renamed metric or label breaks panels
+/// silently otherwise).
+fn dashboard_charts_only_exported_metrics(exported: &str) -> anyhow::Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/zeroflow/dashboards/zeroflow.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let panels = dashboard["panels"].as_array().context("panels")?;
+    let exprs =
+        panels.iter().flat_map(|p| p["targets"].as_array().into_iter().flatten()).filter_map(|t| t["expr"].as_str());
+    // Only counted on failures, which this run has none of.
+    let seen_only_on_errors = ["zeroflow_reconcile_errors_total"];
+    let mut checked = BTreeSet::new();
+    for expr in exprs {
+        for (at, _) in expr.match_indices("zeroflow_") {
+            let name: String =
+                expr[at..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit()).collect();
+            let selector = expr[at + name.len()..].split('}').next().unwrap_or_default();
+            let family =
+                ["_bucket", "_count", "_sum"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+            if seen_only_on_errors.contains(&family) || !checked.insert(name.clone()) {
+                continue;
+            }
+            let series: Vec<&str> = exported
+                .lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+                .collect();
+            anyhow::ensure!(!series.is_empty(), "the dashboard queries {name}, which the operator does not export");
+            if selector.contains("pipeline=~") {
+                anyhow::ensure!(
+                    series.iter().any(|l| l.contains("pipeline=\"")),
+                    "the dashboard filters {name} by pipeline, which it is not labelled with: {series:?}"
+                );
+            }
+        }
+    }
+    anyhow::ensure!(checked.len() > 10, "too few metrics found in the dashboard: {checked:?}");
     Ok(())
 }
 

@@ -283,10 +283,14 @@ async fn a_lease_runs_from_poll_to_completion_with_presigned_urls() {
 
     let text = metrics_text(&h.registry);
     assert!(
-        text.contains("zeroflow_workapi_leases_granted_total{name=\"invoices\",namespace=\"finance\"} 1"),
+        text.contains("zeroflow_workapi_leases_granted_total{namespace=\"finance\",pipeline=\"invoices\"} 1"),
         "{text}"
     );
-    assert!(text.contains("outcome=\"done\"} 1"), "{text}");
+    assert!(text.contains("outcome=\"done\",pipeline=\"invoices\"} 1"), "{text}");
+    assert!(
+        text.contains("zeroflow_processing_duration_seconds_count{namespace=\"finance\",pipeline=\"invoices\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("zeroflow_workapi_lease_wait_seconds_count{result=\"leased\"} 1"), "{text}");
 }
 

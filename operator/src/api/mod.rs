@@ -364,8 +364,7 @@ pub struct DataPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_cold_start_seconds: Option<f64>,
     /// Resources given to the workers since the pipeline was created, for cost attribution
-    /// (also exported as `zeroflow_worker_replica_seconds_total` and
-    /// `zeroflow_worker_cpu_core_seconds_total`).
+    /// (also exported as `zeroflow_replica_seconds_total` and `zeroflow_cpu_core_seconds_total`).
     #[serde(default)]
     pub usage: Usage,
     /// The value of the `zeroflow.dev/redrive` annotation last acted on: changing the annotation

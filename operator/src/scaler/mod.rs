@@ -90,17 +90,17 @@ impl Scaler {
         registry.register(Box::new(event_to_scale.clone()))?;
         let replica_seconds = CounterVec::new(
             Opts::new(
-                "zeroflow_worker_replica_seconds_total",
+                "zeroflow_replica_seconds_total",
                 "Worker replicas the scaler asked for, integrated over time (cost attribution)",
             ),
-            &["namespace", "name"],
+            &["namespace", "pipeline"],
         )?;
         let cpu_core_seconds = CounterVec::new(
             Opts::new(
-                "zeroflow_worker_cpu_core_seconds_total",
+                "zeroflow_cpu_core_seconds_total",
                 "CPU cores requested by the pod template times replicas, integrated over time (cost attribution)",
             ),
-            &["namespace", "name"],
+            &["namespace", "pipeline"],
         )?;
         registry.register(Box::new(replica_seconds.clone()))?;
         registry.register(Box::new(cpu_core_seconds.clone()))?;

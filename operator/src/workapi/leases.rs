@@ -16,6 +16,8 @@ pub struct Granted {
     pub attempt: u32,
     /// Last known deadline on the backlog clock.
     pub deadline: Millis,
+    /// When it was granted, on the backlog clock.
+    pub granted_at: Millis,
     /// The pod holding the lease, when its token names one: the scaler protects busy pods.
     pub holder: Option<String>,
 }
@@ -115,6 +117,7 @@ mod tests {
             },
             attempt: 1,
             deadline,
+            granted_at: 0,
             holder: None,
         }
     }

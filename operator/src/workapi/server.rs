@@ -87,6 +87,7 @@ impl WorkApi {
         self.pipelines.write().unwrap_or_else(PoisonError::into_inner).remove(pipeline);
         self.waiters.remove(pipeline);
         self.cold_starts().forget(pipeline);
+        self.metrics.forget(pipeline);
     }
 
     /// The pods of `pipeline` holding live leases, with how many each holds.
@@ -186,7 +187,7 @@ impl WorkApi {
                         self.metrics.granted(pipeline);
                         self.metrics.waited(true, started.elapsed().as_secs_f64());
                         if let Some(took) = self.cold_starts().leased(pipeline, Instant::now()) {
-                            self.metrics.cold_start(took.as_secs_f64());
+                            self.metrics.cold_start(pipeline, took.as_secs_f64());
                             tracing::info!(
                                 cold_start_ms = took.as_secs_f64() * 1000.0,
                                 "first lease after a cold start"
@@ -233,6 +234,7 @@ impl WorkApi {
             item: lease.item.clone(),
             attempt: lease.attempt,
             deadline: lease.deadline,
+            granted_at: step.now,
             holder,
         };
         let url = match access.source.presign(Method::GET, &lease.item.object.key, ttl).await {
@@ -357,8 +359,11 @@ impl WorkApi {
         self.record(pipeline, &item, Outcome::Done { attempts, outputs }).await?;
         let lease_held = match granted {
             Some(g) => {
-                let acked =
-                    self.backlogs.with(pipeline, |b, _| b.complete(g.backlog_id)).ok_or(ApiError::UnknownPipeline)?;
+                let (acked, now) = self
+                    .backlogs
+                    .with(pipeline, |b, now| (b.complete(g.backlog_id), now))
+                    .ok_or(ApiError::UnknownPipeline)?;
+                self.observe_processing(pipeline, &g, now);
                 self.leases().remove(pipeline, lease_id);
                 // The object's next revision, if one waits, can be leased now.
                 self.waiters.notify(pipeline);
@@ -382,6 +387,9 @@ impl WorkApi {
         let tail = stderr_tail(request.stderr_tail.as_deref().unwrap_or_default());
         let granted = self.leases().get(pipeline, lease_id);
         if let Some(granted) = granted {
+            if let Some(now) = self.backlogs.with(pipeline, |_, now| now) {
+                self.observe_processing(pipeline, &granted, now);
+            }
             let ack =
                 self.fail_granted(pipeline, &granted, request.retryable, request.exit_code, tail, max_attempts).await?;
             self.leases().remove(pipeline, lease_id);
@@ -438,6 +446,11 @@ impl WorkApi {
             Err(_) if final_failure => Ok(FinishResponse { recorded: true, lease_held: false }),
             Err(_) => Err(ApiError::LeaseGone),
         }
+    }
+
+    fn observe_processing(&self, pipeline: &PipelineKey, granted: &Granted, now: Millis) {
+        let millis = now.saturating_sub(granted.granted_at);
+        self.metrics.processed(pipeline, Duration::from_millis(millis).as_secs_f64());
     }
 
     async fn record(&self, pipeline: &PipelineKey, item: &WorkItem, outcome: Outcome) -> Result<(), ApiError> {
