@@ -491,6 +491,8 @@ cmd_node() {
     forward) shift; (($# == 4)) || die "usage: e2e/testbed node forward NAME host|node LISTEN_IP:PORT TARGET_IP:PORT"; cmd_node_forward "$@" ;;
     unforward) shift; cmd_node_unforward "$1" ;;
     import) shift; cmd_node_import "$@" ;;
-    *) die "usage: e2e/testbed node up|down|status|env|forward|unforward|import" ;;
+    # Prints why this machine cannot run a real node and exits 1, or exits 0.
+    check) local why; why=$(node_unsupported); [[ -z "$why" ]] || { echo "$why"; return 1; } ;;
+    *) die "usage: e2e/testbed node up|down|status|env|check|forward|unforward|import" ;;
   esac
 }
