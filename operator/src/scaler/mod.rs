@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -35,6 +36,10 @@ use decide::{ScaleInput, decide};
 
 /// How often every pipeline's scale is looked at.
 const TICK: Duration = Duration::from_secs(1);
+/// Pipelines evaluated at once in a tick.
+const TICK_CONCURRENCY: usize = 16;
+/// Time for new deletion costs to reach the ReplicaSet controller before a scale-down.
+const COST_PROPAGATION: Duration = Duration::from_millis(300);
 
 /// A pipeline's scaling settings, from its spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,25 +152,30 @@ impl Scaler {
     }
 
     /// Runs until the process stops: ticks, and immediate scale-ups from zero when kicked. Each
-    /// kick is handled in its own task, so a slow tick or another pipeline's scale-up never
-    /// delays a cold start.
+    /// kick is handled in its own task, and ticks in another, so neither a slow tick nor another
+    /// pipeline's scale-up ever delays a cold start.
     pub async fn run(self: Arc<Self>, mut kicks: mpsc::UnboundedReceiver<(PipelineKey, Instant)>) {
+        // A JoinSet aborts its tasks when dropped, so stopping `run` stops the ticks too.
+        let mut ticks = tokio::task::JoinSet::new();
+        ticks.spawn(self.clone().tick_forever());
+        while let Some((key, at)) = kicks.recv().await {
+            let scaler = self.clone();
+            tokio::spawn(async move { scaler.scale_up_from_zero(&key, at).await });
+        }
+    }
+
+    async fn tick_forever(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                Some((key, at)) = kicks.recv() => {
-                    let scaler = self.clone();
-                    tokio::spawn(async move { scaler.scale_up_from_zero(&key, at).await });
-                }
-                _ = ticker.tick() => {
-                    self.accrue_usage(Instant::now());
-                    let keys: Vec<_> = self.tracked().keys().cloned().collect();
-                    for key in keys {
-                        self.evaluate(&key, None).await;
-                    }
-                }
-            }
+            ticker.tick().await;
+            self.accrue_usage(Instant::now());
+            let keys: Vec<_> = self.tracked().keys().cloned().collect();
+            // Concurrently, so one pipeline's slow scale-down does not hold up the others.
+            let scaler = &*self;
+            futures::stream::iter(keys)
+                .for_each_concurrent(TICK_CONCURRENCY, |key| async move { scaler.evaluate(&key, None).await })
+                .await;
         }
     }
 
@@ -250,12 +260,21 @@ impl Scaler {
                 p.annotations().get(deletion_cost::ANNOTATION).map(String::as_str),
             )
         });
+        let mut changed = false;
         for (pod, cost) in deletion_cost::changes(current, &busy) {
             let patch = json!({"metadata": {"annotations": {deletion_cost::ANNOTATION: cost}}});
             match api.patch(&pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(_) => tracing::debug!(namespace = key.namespace, pod, cost, "deletion cost set"),
+                Ok(_) => {
+                    tracing::debug!(namespace = key.namespace, pod, cost, "deletion cost set");
+                    changed = true;
+                }
                 Err(e) => warn!(namespace = key.namespace, pod, error = %e, "cannot set a pod's deletion cost"),
             }
+        }
+        if changed {
+            // The ReplicaSet controller ranks pods from its own watch cache; give the annotation
+            // a moment to reach it ahead of the scale change (a scale-down is not urgent).
+            tokio::time::sleep(COST_PROPAGATION).await;
         }
     }
 
