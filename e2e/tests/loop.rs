@@ -400,3 +400,39 @@ async fn hostile_keys_never_leave_the_runner_work_dir() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_deleted_worker_hands_back_what_it_cannot_finish_within_its_grace_period() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    // The first attempt outlasts the pod's 5 s grace period; the second is quick.
+    let transform = r#"if [ "$ZEROFLOW_ATTEMPT" = 1 ]; then touch "$HOME/long-started"; sleep 60; fi; cp "$ZEROFLOW_INPUT" "$ZEROFLOW_OUTPUT_DIR/copy""#;
+    let spec = json!({
+        "scaling": {"maxReplicas": 1, "idleTimeout": "60s"},
+        "delivery": {"maxAttempts": 3, "retryBackoff": "1s"},
+        "transform": {"image": "example.org/t:1", "command": ["sh", "-c", transform], "contract": "exec",
+                      "timeout": "120s", "podTemplate": {"terminationGracePeriodSeconds": 5}}
+    });
+    let t = Loop::start("handback", "handback", spec).await?;
+    upload(&t.buckets.source, "long.bin", "payload").await?;
+    let pod = eventually("the long attempt started", TIMEOUT, || async {
+        Ok(t.workers.started().into_iter().find(|pod| t.workers.scratch.join(pod).join("long-started").exists()))
+    })
+    .await?;
+    // The pod goes away (a node drain, say): SIGTERM to its runner, which must not wait 60 s.
+    let pods: Api<Pod> = Api::namespaced(client().await?, &t.ns.name);
+    let deleted_at = std::time::Instant::now();
+    pods.delete(&pod, &Default::default()).await?;
+    eventually("the runner exits within the grace period", Duration::from_secs(20), || async {
+        Ok(t.workers.exits().into_iter().find(|(p, _)| p == &pod))
+    })
+    .await?;
+    let took = deleted_at.elapsed();
+    assert!(took < Duration::from_secs(10), "the runner outlived its grace period: {took:?}");
+    assert!(t.workers.log(&pod).contains("handing back unfinished objects"), "{}", t.workers.log(&pod));
+    // The replacement pod's runner takes the object again and finishes it.
+    t.wait_finished(1, 0, Duration::from_secs(60)).await?;
+    assert_eq!(t.read_sink("out/long.bin/copy").await?, "payload");
+    let markers = t.markers().await?;
+    assert_eq!(markers.get("long.bin").map(|m| (m.outcome, m.attempts)), Some((Outcome::Succeeded, 2)));
+    Ok(())
+}

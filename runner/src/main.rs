@@ -46,7 +46,8 @@ THE CONTRACT FOR TRANSFORM AUTHORS
   detach from it.
 
   Shutdown: on SIGTERM the runner takes no new objects, lets running ones finish and exits 0.
-  A second SIGTERM kills running commands and hands their objects back to the queue.
+  A second SIGTERM, or the end of --grace-seconds (less a few seconds), kills running commands
+  and hands their objects back to the queue, before the kubelet's SIGKILL.
   Processing is at-least-once: an object may be run again after a crash, so write outputs that
   are safe to overwrite.";
 
@@ -113,6 +114,10 @@ struct RunArgs {
     /// Where per-object directories are created.
     #[arg(long, env = "ZEROFLOW_WORK_DIR", default_value = "/zeroflow/work")]
     work_dir: PathBuf,
+    /// The pod's termination grace period: after a SIGTERM, running commands that have not
+    /// finished a few seconds before it ends are stopped and their objects handed back.
+    #[arg(long, env = "ZEROFLOW_GRACE_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    grace_seconds: Option<u64>,
     /// Names this runner's directories and logs.
     #[arg(long, env = "ZEROFLOW_POD_NAME")]
     pod_name: Option<String>,
@@ -132,6 +137,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args)),
     }
+}
+
+/// How long after the first SIGTERM running objects may go on: the grace period less a margin
+/// for handing them back (a fifth of it, between 1 and 5 seconds).
+fn hand_back_after(grace_seconds: u64) -> Duration {
+    let grace = Duration::from_secs(grace_seconds);
+    let margin = (grace / 5).clamp(Duration::from_secs(1), Duration::from_secs(5));
+    grace.saturating_sub(margin)
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -160,6 +173,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (terms, shutdown) = watch::channel(0u32);
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let hand_back_after = args.grace_seconds.map(hand_back_after);
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -168,6 +182,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             terms.send_modify(|n| *n += 1);
             tracing::info!(count = *terms.borrow(), "termination signal: draining");
+            if let (1, Some(after)) = (*terms.borrow(), hand_back_after) {
+                let terms = terms.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    tracing::warn!("the grace period is ending: handing back unfinished objects");
+                    terms.send_modify(|n| *n = (*n).max(2));
+                });
+            }
         }
     });
 
@@ -181,4 +203,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("drained, exiting");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_handed_back_before_the_grace_period_ends() {
+        assert_eq!(hand_back_after(315), Duration::from_secs(310));
+        assert_eq!(hand_back_after(10), Duration::from_secs(8));
+        assert_eq!(hand_back_after(2), Duration::from_secs(1));
+        assert_eq!(hand_back_after(1), Duration::ZERO);
+    }
 }

@@ -173,7 +173,7 @@ fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptio
         image: Some(transform.image.clone()),
         image_pull_policy: transform.image_pull_policy.clone(),
         command: Some(runner_command(pipeline)),
-        env: Some(worker_env(pipeline, spec, options)),
+        env: Some(worker_env(pipeline, spec, options, grace)),
         resources: transform.resources.clone(),
         volume_mounts: Some(mounts),
         security_context: Some(restricted_container()),
@@ -225,7 +225,7 @@ fn runner_command(pipeline: &DataPipeline) -> Vec<String> {
     command
 }
 
-fn worker_env(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptions) -> Vec<EnvVar> {
+fn worker_env(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptions, grace: i64) -> Vec<EnvVar> {
     let transform = &pipeline.spec.transform;
     let contract = match transform.contract {
         Contract::Exec => "exec",
@@ -240,6 +240,8 @@ fn worker_env(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptions
         value("ZEROFLOW_CONCURRENCY", pipeline.spec.scaling.concurrency_per_replica.to_string()),
         value("ZEROFLOW_TOKEN_FILE", format!("{TOKEN_DIR}/token")),
         value("ZEROFLOW_WORK_DIR", WORK_DIR.into()),
+        // The runner hands back what it cannot finish before the kubelet's SIGKILL.
+        value("ZEROFLOW_GRACE_SECONDS", grace.to_string()),
         value("TMPDIR", "/tmp".into()),
         EnvVar {
             name: "ZEROFLOW_POD_NAME".into(),
