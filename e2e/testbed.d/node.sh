@@ -58,6 +58,10 @@ node_start() {
   echo "$comm" >"$NODE_DIR/comm/$name"
 }
 
+# A stopped process stays a zombie until this machine's init reaps it (which takes up to ~2 s
+# here), so a zombie counts as stopped.
+node_running() { [[ -e "/proc/$1" ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+
 # node_stop NAME : TERM, wait up to 5 s, KILL; only if the PID still runs the recorded command.
 node_stop() {
   local name=$1 pid comm
@@ -65,7 +69,7 @@ node_stop() {
   comm=$(cat "$NODE_DIR/comm/$name" 2>/dev/null || true)
   if [[ -n "$pid" && -n "$comm" ]] && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$comm" ]]; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 50); do node_running "$pid" || break; sleep 0.1; done
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$(node_pidfile "$name")" "$NODE_DIR/comm/$name"
