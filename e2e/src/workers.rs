@@ -27,7 +27,10 @@ const POLL: Duration = Duration::from_millis(200);
 /// One runner process for one pod.
 struct Runner {
     child: Child,
-    terminating: bool,
+    /// The pod's terminationGracePeriodSeconds.
+    grace: Duration,
+    /// Set at SIGTERM: SIGKILL follows when the grace period is over, as the kubelet does.
+    kill_at: Option<std::time::Instant>,
 }
 
 #[derive(Default)]
@@ -116,6 +119,10 @@ impl Drop for HostWorkers {
         for runner in self.state().runners.values_mut() {
             let _ = runner.child.start_kill();
         }
+        // Tokens, logs and work dirs; kept for a look after a failure with ZF_KEEP_NAMESPACES.
+        if std::env::var_os("ZF_KEEP_NAMESPACES").is_none() {
+            let _ = std::fs::remove_dir_all(&self.scratch);
+        }
     }
 }
 
@@ -149,7 +156,7 @@ impl Kubelet {
             let mut ended = Vec::new();
             for (pod, runner) in &mut state.runners {
                 if let Ok(Some(status)) = runner.child.try_wait() {
-                    ended.push((pod.clone(), status.code(), runner.terminating));
+                    ended.push((pod.clone(), status.code(), runner.kill_at.is_some()));
                 }
             }
             for (pod, code, terminating) in ended {
@@ -159,13 +166,21 @@ impl Kubelet {
                     state.restarts += 1;
                 }
             }
-            // Deleted pods: SIGTERM, once, as the kubelet does at the start of the grace period.
+            // Deleted pods: SIGTERM, once, as the kubelet does at the start of the grace period,
+            // and SIGKILL at its end.
+            let now = std::time::Instant::now();
             for (pod, runner) in &mut state.runners {
-                if !live.contains_key(pod) && !runner.terminating {
-                    runner.terminating = true;
-                    if let Some(pid) = runner.child.id() {
-                        to_terminate(pid);
+                match runner.kill_at {
+                    None if !live.contains_key(pod) => {
+                        runner.kill_at = Some(now + runner.grace);
+                        if let Some(pid) = runner.child.id() {
+                            to_terminate(pid);
+                        }
                     }
+                    Some(at) if now >= at => {
+                        let _ = runner.child.start_kill();
+                    }
+                    _ => {}
                 }
             }
             for (name, pod) in &live {
@@ -181,7 +196,9 @@ impl Kubelet {
             if !state.started.contains(&name) {
                 state.started.push(name.clone());
             }
-            state.runners.insert(name, Runner { child, terminating: false });
+            let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+            let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+            state.runners.insert(name, Runner { child, grace, kill_at: None });
         }
         Ok(())
     }

@@ -242,51 +242,67 @@ fn dashboard_charts_only_exported_metrics(exported: &str) -> anyhow::Result<()> 
 }
 
 #[tokio::test]
-async fn scale_down_spares_the_worker_in_the_middle_of_an_object() -> anyhow::Result<()> {
+async fn scale_down_spares_the_workers_in_the_middle_of_an_object() -> anyhow::Result<()> {
     let _webhook = WEBHOOK.lock().await;
-    // The slow object takes 15 s; its output names the pod that ran it.
-    let transform = r#"case "$ZEROFLOW_KEY" in *slow*) sleep 15;; esac; echo "$ZEROFLOW_POD_NAME" > "$ZEROFLOW_OUTPUT_DIR/pod.txt""#;
+    // Each object's run names its pod, then waits for the test to open its gate.
+    let gates = std::env::temp_dir().join(format!("zf-gates-{}", std::process::id()));
+    std::fs::create_dir_all(&gates)?;
+    let transform = r#"name=$(basename "$ZEROFLOW_KEY"); echo "$ZEROFLOW_POD_NAME" > "$GATE_DIR/$name.pod"
+while [ ! -e "$GATE_DIR/$name.go" ]; do sleep 0.1; done
+echo "$ZEROFLOW_POD_NAME" > "$ZEROFLOW_OUTPUT_DIR/pod.txt""#;
     let spec = json!({
         "scaling": {"maxReplicas": 3, "targetPerReplica": 1, "idleTimeout": "60s", "scaleDownStabilization": "2s"},
-        "transform": {"image": "example.org/t:1", "command": ["sh", "-c", transform], "contract": "exec"}
+        "transform": {"image": "example.org/t:1", "command": ["sh", "-c", transform], "contract": "exec",
+                      "env": [{"name": "GATE_DIR", "value": gates.to_str().context("utf-8 path")?}]}
     });
     let t = Loop::start("spare", "spare", spec).await?;
-    upload(&t.buckets.source, "slow.txt", "slow").await?;
-    eventually("a worker holds the slow object", TIMEOUT, || async {
-        Ok((t.status().await?.in_flight == 1).then_some(()))
-    })
-    .await?;
-    for i in 0..4 {
-        upload(&t.buckets.source, &format!("quick-{i}.txt"), "quick").await?;
-    }
-    eventually("scaled out for the quick objects", TIMEOUT, || async { Ok((t.replicas().await? == 3).then_some(())) })
-        .await?;
-    // The quick objects finish; one object in flight wants one worker: 3 -> 1 while it runs.
-    eventually("scaled down to one while the slow object runs", TIMEOUT, || async {
-        Ok((t.replicas().await? == 1).then_some(()))
-    })
-    .await?;
-    let still_running = t.status().await?.in_flight;
-    assert_eq!(still_running, 1, "the slow object is still in progress at the scale-down");
+    let holder = |name: &str| {
+        let file = gates.join(format!("{name}.pod"));
+        async move { Ok(std::fs::read_to_string(&file).ok().map(|pod| pod.trim().to_owned()).filter(|p| !p.is_empty())) }
+    };
+    upload(&t.buckets.source, "a.txt", "a").await?;
+    let pod_a = eventually("the first worker has a.txt", TIMEOUT, || holder("a.txt")).await?;
+    // The first pod is then clearly the oldest. Left to itself the ReplicaSet removes the newest
+    // pods first (by log-scale age buckets), which below are the busy ones: only their deletion
+    // cost can spare them.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    upload(&t.buckets.source, "b.txt", "b").await?;
+    upload(&t.buckets.source, "c.txt", "c").await?;
+    let pod_b = eventually("a worker has b.txt", TIMEOUT, || holder("b.txt")).await?;
+    let pod_c = eventually("a worker has c.txt", TIMEOUT, || holder("c.txt")).await?;
+    let busy = BTreeSet::from([pod_b.clone(), pod_c.clone()]);
+    assert_eq!(busy.len(), 2, "one object per worker");
+    assert!(!busy.contains(&pod_a));
 
+    // The oldest pod finishes; two objects in flight want two workers: 3 -> 2.
+    std::fs::write(gates.join("a.txt.go"), "")?;
+    eventually("scaled down to two", TIMEOUT, || async { Ok((t.replicas().await? == 2).then_some(())) }).await?;
     let pods: Api<Pod> = Api::namespaced(client().await?, &t.ns.name);
-    let left = eventually("the ReplicaSet removed two pods", TIMEOUT, || async {
+    let left = eventually("the ReplicaSet removed one pod", TIMEOUT, || async {
         let pods = pods.list(&ListParams::default().labels("zeroflow.dev/pipeline=spare")).await?.items;
         let live: Vec<Pod> = pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-        Ok((live.len() == 1).then_some(live))
+        Ok((live.len() == 2).then_some(live))
     })
     .await?;
-    let survivor = &left[0];
-    let cost = survivor.annotations().get("controller.kubernetes.io/pod-deletion-cost").cloned();
-    assert_eq!(cost.as_deref(), Some("1000"), "the busy pod carries the higher deletion cost");
+    let names: BTreeSet<String> = left.iter().map(|p| p.name_any()).collect();
+    assert_eq!(names, busy, "the idle pod went, not a busy one");
+    for pod in &left {
+        let cost = pod.annotations().get("controller.kubernetes.io/pod-deletion-cost").cloned();
+        assert_eq!(cost.as_deref(), Some("1000"), "{} carries the higher deletion cost", pod.name_any());
+    }
 
-    t.wait_finished(5, 0, Duration::from_secs(90)).await?;
-    let ran_on = t.read_sink("out/slow.txt/pod.txt").await?;
-    assert_eq!(ran_on.trim(), survivor.name_any(), "the pod that kept running is the one that had the object");
+    for name in ["b.txt", "c.txt"] {
+        std::fs::write(gates.join(format!("{name}.go")), "")?;
+    }
+    t.wait_finished(3, 0, Duration::from_secs(60)).await?;
+    for (name, pod) in [("a.txt", &pod_a), ("b.txt", &pod_b), ("c.txt", &pod_c)] {
+        assert_eq!(t.read_sink(&format!("out/{name}/pod.txt")).await?.trim(), pod.as_str());
+    }
     let markers = t.markers().await?;
-    assert_eq!(markers.get("slow.txt").map(|m| (m.outcome, m.attempts)), Some((Outcome::Succeeded, 1)));
-    assert_eq!(t.metric("zeroflow_workapi_leases_granted_total").await?, 5.0, "no object was leased twice");
+    assert!(markers.values().all(|m| m.outcome == Outcome::Succeeded && m.attempts == 1), "{markers:?}");
+    assert_eq!(t.metric("zeroflow_workapi_leases_granted_total").await?, 3.0, "no object was leased twice");
     assert_eq!(t.workers.restarts(), 0);
+    std::fs::remove_dir_all(&gates)?;
     Ok(())
 }
 
@@ -404,11 +420,12 @@ async fn hostile_keys_never_leave_the_runner_work_dir() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_deleted_worker_hands_back_what_it_cannot_finish_within_its_grace_period() -> anyhow::Result<()> {
     let _webhook = WEBHOOK.lock().await;
-    // The first attempt outlasts the pod's 5 s grace period; the second is quick.
-    let transform = r#"if [ "$ZEROFLOW_ATTEMPT" = 1 ]; then touch "$HOME/long-started"; sleep 60; fi; cp "$ZEROFLOW_INPUT" "$ZEROFLOW_OUTPUT_DIR/copy""#;
+    // The first run outlasts the pod's 5 s grace period; the next (on another pod) is quick.
+    let transform = r#"if [ ! -e "$HOME/../long-started" ]; then touch "$HOME/../long-started" "$HOME/long-started"; sleep 60; fi; cp "$ZEROFLOW_INPUT" "$ZEROFLOW_OUTPUT_DIR/copy""#;
     let spec = json!({
         "scaling": {"maxReplicas": 1, "idleTimeout": "60s"},
-        "delivery": {"maxAttempts": 3, "retryBackoff": "1s"},
+        // One attempt: handing an object back must not use it up.
+        "delivery": {"maxAttempts": 1},
         "transform": {"image": "example.org/t:1", "command": ["sh", "-c", transform], "contract": "exec",
                       "timeout": "120s", "podTemplate": {"terminationGracePeriodSeconds": 5}}
     });
@@ -433,6 +450,13 @@ async fn a_deleted_worker_hands_back_what_it_cannot_finish_within_its_grace_peri
     t.wait_finished(1, 0, Duration::from_secs(60)).await?;
     assert_eq!(t.read_sink("out/long.bin/copy").await?, "payload");
     let markers = t.markers().await?;
-    assert_eq!(markers.get("long.bin").map(|m| (m.outcome, m.attempts)), Some((Outcome::Succeeded, 2)));
+    assert_eq!(
+        markers.get("long.bin").map(|m| (m.outcome, m.attempts)),
+        Some((Outcome::Succeeded, 1)),
+        "the handed-back run is not an attempt"
+    );
+    let metrics = t.operator.metrics().await?;
+    let handed_back = metrics.lines().find(|l| l.contains("outcome=\"handed_back\""));
+    assert_eq!(handed_back.and_then(|l| l.rsplit(' ').next()), Some("1"), "{metrics}");
     Ok(())
 }

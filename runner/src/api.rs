@@ -79,6 +79,9 @@ pub struct Failure {
     pub retryable: bool,
     pub exit_code: Option<i32>,
     pub stderr_tail: Option<String>,
+    /// The runner stopped the command because it is shutting down: the object goes back to the
+    /// queue without counting as an attempt.
+    pub handed_back: bool,
 }
 
 #[derive(Debug, Serialize)]

@@ -47,7 +47,8 @@ THE CONTRACT FOR TRANSFORM AUTHORS
 
   Shutdown: on SIGTERM the runner takes no new objects, lets running ones finish and exits 0.
   A second SIGTERM, or the end of --grace-seconds (less a few seconds), kills running commands
-  and hands their objects back to the queue, before the kubelet's SIGKILL.
+  and hands their objects back to the queue, before the kubelet's SIGKILL. A handed-back object
+  is leased again at once and does not use up one of its attempts.
   Processing is at-least-once: an object may be run again after a crash, so write outputs that
   are safe to overwrite.";
 
@@ -116,7 +117,7 @@ struct RunArgs {
     work_dir: PathBuf,
     /// The pod's termination grace period: after a SIGTERM, running commands that have not
     /// finished a few seconds before it ends are stopped and their objects handed back.
-    #[arg(long, env = "ZEROFLOW_GRACE_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "ZEROFLOW_GRACE_SECONDS")]
     grace_seconds: Option<u64>,
     /// Names this runner's directories and logs.
     #[arg(long, env = "ZEROFLOW_POD_NAME")]
@@ -215,5 +216,6 @@ mod tests {
         assert_eq!(hand_back_after(10), Duration::from_secs(8));
         assert_eq!(hand_back_after(2), Duration::from_secs(1));
         assert_eq!(hand_back_after(1), Duration::ZERO);
+        assert_eq!(hand_back_after(0), Duration::ZERO, "a zero grace period hands back at once");
     }
 }

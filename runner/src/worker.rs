@@ -86,7 +86,12 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
     let dir = ctx.work_dir.join(format!("{}-{sequence}", ctx.tag));
     let report = match run_object(ctx, &lease, &dir, shutdown, lost).await {
         Ok(report) => report,
-        Err(e) => Report::Fail(Failure { retryable: true, exit_code: None, stderr_tail: Some(e.to_string()) }),
+        Err(e) => Report::Fail(Failure {
+            retryable: true,
+            exit_code: None,
+            stderr_tail: Some(e.to_string()),
+            handed_back: false,
+        }),
     };
     heartbeat.abort();
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await
@@ -171,7 +176,7 @@ async fn run_object(
         timeout: ctx.timeout,
     };
     let failure = |exit_code, stderr_tail: String| {
-        Report::Fail(Failure { retryable: true, exit_code, stderr_tail: Some(stderr_tail) })
+        Report::Fail(Failure { retryable: true, exit_code, stderr_tail: Some(stderr_tail), handed_back: false })
     };
     let outcome = process::run(invocation, stop_signal(shutdown, lost.clone())).await?;
     if *lost.borrow() {
@@ -185,7 +190,13 @@ async fn run_object(
             return Ok(failure(None, tail_with(stderr_tail, &note)));
         }
         Outcome::Aborted { stderr_tail } => {
-            return Ok(failure(None, tail_with(stderr_tail, "\n[zeroflow-runner] killed: the runner is stopping")));
+            let tail = tail_with(stderr_tail, "\n[zeroflow-runner] stopped and handed back: the runner is stopping");
+            return Ok(Report::Fail(Failure {
+                retryable: true,
+                exit_code: None,
+                stderr_tail: Some(tail),
+                handed_back: true,
+            }));
         }
     }
 
@@ -195,7 +206,12 @@ async fn run_object(
             Ok(files) => files,
             // The transform wrote a name the server refuses: a retry would do the same.
             Err(message) => {
-                return Ok(Report::Fail(Failure { retryable: false, exit_code: Some(0), stderr_tail: Some(message) }));
+                return Ok(Report::Fail(Failure {
+                    retryable: false,
+                    exit_code: Some(0),
+                    stderr_tail: Some(message),
+                    handed_back: false,
+                }));
             }
         },
     };

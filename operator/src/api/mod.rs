@@ -363,8 +363,10 @@ pub struct DataPipelineStatus {
     /// Seconds from the first object arriving at zero workers to a worker taking it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_cold_start_seconds: Option<f64>,
-    /// Resources given to the workers since the pipeline was created, for cost attribution
-    /// (also exported as `zeroflow_replica_seconds_total` and `zeroflow_cpu_core_seconds_total`).
+    /// Resources given to the workers, for cost attribution: accrued by the operator while it
+    /// runs (time with no operator running is not counted), written here at least every 60
+    /// replica-seconds and when the workers return to zero. Also exported as
+    /// `zeroflow_replica_seconds_total` and `zeroflow_cpu_core_seconds_total`.
     #[serde(default)]
     pub usage: Usage,
     /// The value of the `zeroflow.dev/redrive` annotation last acted on: changing the annotation

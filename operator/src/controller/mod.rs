@@ -243,8 +243,9 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
                 let note = status::failed_note(newly_failed, &pipeline.name_any(), last.as_ref());
                 publish(&ctx, &pipeline, EventType::Warning, "ObjectsFailed", "Process", &note).await;
             }
-            let progress = progress(&ctx, &key, counts);
             let current = current_status(&pipeline);
+            let mut progress = progress(&ctx, &key, counts);
+            progress.usage = progress.usage.filter(|u| status::usage_due(&current.usage, u, current.replicas));
             if status::with_progress(current.clone(), &progress) == current {
                 continue;
             }

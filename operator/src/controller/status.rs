@@ -128,6 +128,17 @@ pub fn with_progress(mut status: DataPipelineStatus, progress: &Progress) -> Dat
     status
 }
 
+/// Replica-seconds of new usage worth a status write on their own while workers run; status
+/// would otherwise change every few seconds for every running pipeline.
+const USAGE_WRITE_STEP: f64 = 60.0;
+
+/// Whether accrued usage should be written to a status that shows `written`: after every
+/// [`USAGE_WRITE_STEP`], and the final figure once the workers are at zero.
+pub fn usage_due(written: &Usage, accrued: &Usage, replicas: i32) -> bool {
+    let grown = accrued.replica_seconds - written.replica_seconds;
+    grown >= USAGE_WRITE_STEP || (replicas == 0 && round_ms(accrued.replica_seconds) != written.replica_seconds)
+}
+
 fn round_ms(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }
@@ -153,21 +164,33 @@ pub fn progress_patch(progress: &Progress) -> serde_json::Value {
 /// The note of an `ObjectsFailed` Event: how many failed, the latest one's key and error (the
 /// end of its stderr, which holds the cause), and how to re-drive.
 pub fn failed_note(newly_failed: u64, pipeline: &str, last: Option<&(String, String)>) -> String {
-    // Event notes are limited to 1 KiB; keys and errors are cut to leave room for the rest.
-    const KEY_CHARS: usize = 120;
-    const ERROR_CHARS: usize = 500;
+    // Event notes are limited to 1 KiB; keys and errors are cut (in bytes, at character
+    // boundaries) to leave room for the rest.
+    const KEY_BYTES: usize = 120;
+    const ERROR_BYTES: usize = 500;
     let mut note = format!("{newly_failed} object(s) failed every attempt");
     if let Some((key, error)) = last {
-        let key: String = key.chars().take(KEY_CHARS).collect();
-        let skip = error.chars().count().saturating_sub(ERROR_CHARS);
-        let error: String = error.chars().skip(skip).collect();
-        note.push_str(&format!("; latest {key:?}: {}", error.trim()));
+        let key = &key[..floor_char_boundary(key, KEY_BYTES)];
+        let mut start = error.len().saturating_sub(ERROR_BYTES);
+        while !error.is_char_boundary(start) {
+            start += 1;
+        }
+        note.push_str(&format!("; latest {key:?}: {}", error[start..].trim()));
     }
     note.push_str(&format!(
         ". All errors are in the ledger. Re-drive with: kubectl annotate dp {pipeline} {}=\"$(date +%s)\" --overwrite",
         crate::api::REDRIVE_ANNOTATION
     ));
     note
+}
+
+/// The largest index at most `max` that is a character boundary of `text`.
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 /// Copies the worker counts into a status.
@@ -282,6 +305,16 @@ mod tests {
     }
 
     #[test]
+    fn usage_is_written_in_steps_while_workers_run_and_finally_at_zero() {
+        let written = Usage { replica_seconds: 100.0, cpu_core_seconds: 50.0 };
+        let accrued = |replica_seconds| Usage { replica_seconds, cpu_core_seconds: 0.0 };
+        assert!(!usage_due(&written, &accrued(130.0), 2));
+        assert!(usage_due(&written, &accrued(160.0), 2));
+        assert!(usage_due(&written, &accrued(100.5), 0), "the last figure lands once at zero");
+        assert!(!usage_due(&written, &accrued(100.0), 0));
+    }
+
+    #[test]
     fn failed_events_show_the_latest_error_tail_within_bounds() {
         let error = format!("{}\nValueError: bad row 3", "x".repeat(2000));
         let note = failed_note(2, "invoices", Some(&("in/a.csv".into(), error)));
@@ -290,5 +323,8 @@ mod tests {
         assert!(note.contains("kubectl annotate dp invoices zeroflow.dev/redrive="), "{note}");
         assert!(note.len() < 1024, "Event notes are limited to 1 KiB: {}", note.len());
         assert!(!failed_note(1, "p", None).contains("latest"));
+        // Multi-byte text is cut at character boundaries and still fits with the hint.
+        let wide = failed_note(1, "p", Some(&("ü".repeat(300), "日本".repeat(400))));
+        assert!(wide.len() < 1000 && wide.ends_with("--overwrite"), "{}", wide.len());
     }
 }

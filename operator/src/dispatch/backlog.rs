@@ -375,6 +375,24 @@ impl Backlog {
         Ok(self.retry_or_fail(seq, retryable, now))
     }
 
+    /// A worker gives a lease back unfinished because it is shutting down: the item is pending
+    /// again at once, and the attempt does not count (nothing about the object went wrong).
+    pub fn hand_back(&mut self, lease: LeaseId, now: Millis) -> Result<(), LeaseError> {
+        let seq = self.release(lease)?;
+        let Some(entry) = self.entries.get_mut(&seq) else { return Ok(()) };
+        entry.attempts = entry.attempts.saturating_sub(1);
+        let object = entry.item.object.clone();
+        if self.objects.get(&object).and_then(|s| s.pending).is_some() {
+            // A newer revision is already queued and supersedes this one.
+            self.remove_entry(seq);
+            return Ok(());
+        }
+        entry.state = State::Pending { ready_at: now };
+        self.pending.insert((now, seq));
+        self.objects.entry(object).or_default().pending = Some(seq);
+        Ok(())
+    }
+
     /// Returns every lease whose deadline has passed to pending (or to failed when its attempts
     /// are used up). Returns the affected items.
     pub fn expire(&mut self, now: Millis) -> Vec<(ItemId, Retry)> {

@@ -56,12 +56,26 @@ pub struct ScaleSpec {
 
 struct Tracked {
     spec: ScaleSpec,
+    /// The replicas last asked of the Deployment (also in the ReplicaBook, for the controller).
     current: i32,
+    /// A scale request for this pipeline is on its way: one at a time, so two never race.
+    scaling: bool,
+    /// When the first object arrived while at zero replicas (from the event path), until the
+    /// scale-up that serves it: event-to-scale and cold starts are measured from here.
+    work_since: Option<Instant>,
     idle_since: Option<Instant>,
     /// Recent decisions, for the scale-down stabilization window.
     history: VecDeque<(Instant, i32)>,
     usage: Usage,
     accounted_at: Instant,
+}
+
+/// A scale change [`Scaler::plan`] took on; the caller must finish it with [`Scaler::settle`].
+struct Change {
+    decision: decide::ScaleDecision,
+    deployment: String,
+    before: i32,
+    work_since: Option<Instant>,
 }
 
 pub struct Scaler {
@@ -129,14 +143,26 @@ impl Scaler {
     /// Starts or updates tracking a pipeline; `current` is the Deployment's replicas and `usage`
     /// what status recorded so far (the count goes on from there after a restart or failover).
     pub fn track(&self, key: PipelineKey, spec: ScaleSpec, current: i32, usage: &Usage) {
-        self.tracked().entry(key).and_modify(|t| t.spec = spec.clone()).or_insert_with(|| Tracked {
-            spec,
-            current,
-            idle_since: None,
-            history: VecDeque::new(),
-            usage: usage.clone(),
-            accounted_at: Instant::now(),
-        });
+        self.tracked()
+            .entry(key)
+            .and_modify(|t| {
+                t.spec = spec.clone();
+                // What the Deployment really has wins over what was last asked (a reconcile may
+                // have applied an older count), unless a request is on its way.
+                if !t.scaling {
+                    t.current = current;
+                }
+            })
+            .or_insert_with(|| Tracked {
+                spec,
+                current,
+                scaling: false,
+                work_since: None,
+                idle_since: None,
+                history: VecDeque::new(),
+                usage: usage.clone(),
+                accounted_at: Instant::now(),
+            });
     }
 
     pub fn forget(&self, key: &PipelineKey) {
@@ -174,72 +200,114 @@ impl Scaler {
             // Concurrently, so one pipeline's slow scale-down does not hold up the others.
             let scaler = &*self;
             futures::stream::iter(keys)
-                .for_each_concurrent(TICK_CONCURRENCY, |key| async move { scaler.evaluate(&key, None).await })
+                .for_each_concurrent(TICK_CONCURRENCY, |key| async move { scaler.evaluate(&key).await })
                 .await;
         }
     }
 
     fn accrue_usage(&self, now: Instant) {
         for (key, t) in self.tracked().iter_mut() {
-            let elapsed = now.saturating_duration_since(t.accounted_at);
-            t.accounted_at = now;
-            let (replica_seconds, core_seconds) =
-                usage::accrue(&mut t.usage, t.current, t.spec.cpu_per_replica, elapsed);
-            let labels = [key.namespace.as_str(), key.name.as_str()];
-            self.replica_seconds.with_label_values(&labels).inc_by(replica_seconds);
-            self.cpu_core_seconds.with_label_values(&labels).inc_by(core_seconds);
+            self.accrue(key, t, now);
         }
     }
 
-    /// The event path's fast lane: only a pipeline at zero replicas is scaled here.
+    /// Accounts the time since the last accrual at the current replicas; called before every
+    /// change of them, so each scale is accounted to the instant.
+    fn accrue(&self, key: &PipelineKey, t: &mut Tracked, now: Instant) {
+        let elapsed = now.saturating_duration_since(t.accounted_at);
+        t.accounted_at = now;
+        let (replica_seconds, core_seconds) = usage::accrue(&mut t.usage, t.current, t.spec.cpu_per_replica, elapsed);
+        let labels = [key.namespace.as_str(), key.name.as_str()];
+        self.replica_seconds.with_label_values(&labels).inc_by(replica_seconds);
+        self.cpu_core_seconds.with_label_values(&labels).inc_by(core_seconds);
+    }
+
+    /// The event path's fast lane: only a pipeline at zero replicas is scaled here. The
+    /// admission time is kept, so whichever evaluation scales up measures from it.
     async fn scale_up_from_zero(&self, key: &PipelineKey, admitted_at: Instant) {
-        let at_zero = self.tracked().get(key).is_some_and(|t| t.current == 0);
+        let at_zero = match self.tracked().get_mut(key) {
+            Some(t) if t.current == 0 => {
+                t.work_since = Some(t.work_since.map_or(admitted_at, |since| since.min(admitted_at)));
+                true
+            }
+            _ => false,
+        };
         if at_zero {
-            self.evaluate(key, Some(admitted_at)).await;
+            self.evaluate(key).await;
         }
     }
 
-    async fn evaluate(&self, key: &PipelineKey, admitted_at: Option<Instant>) {
-        let Some(counts) = self.pipelines.counts(key) else { return };
-        let now = Instant::now();
-        let Some((decision, spec, before)) = self.plan(key, &counts, now) else { return };
-        if decision.replicas == before {
-            return;
+    async fn evaluate(&self, key: &PipelineKey) {
+        // Twice at most: an object that arrived at zero while a scale-down to zero was on its
+        // way is served at once rather than at the next tick.
+        for _ in 0..2 {
+            let Some(counts) = self.pipelines.counts(key) else { return };
+            let Some(change) = self.plan(key, &counts, Instant::now()) else { return };
+            let scaled = self.apply(key, &change).await;
+            if !self.settle(key, &change, scaled) {
+                return;
+            }
         }
+    }
+
+    /// Sends a change to the apiserver; true when it was accepted.
+    async fn apply(&self, key: &PipelineKey, change: &Change) -> bool {
+        let (before, after) = (change.before, change.decision.replicas);
         if before == 0 {
-            self.workers.cold_start_began(key, admitted_at.unwrap_or(now));
-        } else if decision.replicas == 0 {
+            self.workers.cold_start_began(key, change.work_since.unwrap_or_else(Instant::now));
+        } else if after == 0 {
             self.workers.cold_start_cancelled(key);
-        } else if decision.replicas < before {
+        } else if after < before {
             self.protect_busy_pods(key).await;
         }
-        self.replicas.set(&key.namespace, &key.name, decision.replicas);
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
-        let patch = json!({"spec": {"replicas": decision.replicas}});
-        match api.patch_scale(&spec.deployment, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        let patch = json!({"spec": {"replicas": after}});
+        match api.patch_scale(&change.deployment, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {
-                let event_to_scale = admitted_at.map(|at| at.elapsed());
-                if let Some(took) = event_to_scale {
+                if let Some(since) = change.work_since.filter(|_| before == 0) {
+                    let took = since.elapsed();
                     self.event_to_scale.observe(took.as_secs_f64());
+                    let ms = took.as_secs_f64() * 1000.0;
                     info!(
                         namespace = key.namespace,
                         name = key.name,
-                        event_to_scale_ms = took.as_secs_f64() * 1000.0,
+                        event_to_scale_ms = ms,
                         "scaled from zero on an event"
                     );
                 }
-                let note = format!("scaled workers from {before} to {} ({})", decision.replicas, decision.reason);
+                let reason = change.decision.reason;
+                let note = format!("scaled workers from {before} to {after} ({reason})");
                 info!(namespace = key.namespace, name = key.name, note, "scale");
-                self.record(key, before, decision.replicas, decision.reason, &note).await;
+                self.record(key, before, after, reason, &note).await;
+                true
             }
             Err(e) => {
                 warn!(namespace = key.namespace, name = key.name, error = %e, "scale failed");
-                // Decided again at the next tick, from what the Deployment really has.
-                if let Some(t) = self.tracked().get_mut(key).filter(|t| t.current == decision.replicas) {
-                    t.current = before;
+                if before == 0 {
+                    self.workers.cold_start_cancelled(key);
                 }
+                false
             }
         }
+    }
+
+    /// Ends a change: on failure the replicas go back to what they were (decided again at the
+    /// next tick). True when an object arrived at zero meanwhile and needs another look.
+    fn settle(&self, key: &PipelineKey, change: &Change, scaled: bool) -> bool {
+        let mut tracked = self.tracked();
+        let Some(t) = tracked.get_mut(key) else { return false };
+        t.scaling = false;
+        if !scaled {
+            self.accrue(key, t, Instant::now());
+            t.current = change.before;
+            if change.before == 0 {
+                // Kept for the retry, which serves the same objects.
+                t.work_since = t.work_since.or(change.work_since);
+            }
+            self.replicas.set(&key.namespace, &key.name, change.before);
+            return false;
+        }
+        t.current == 0 && t.work_since.is_some()
     }
 
     /// Marks the pipeline's worker pods with deletion costs from the leases they hold, so the
@@ -278,16 +346,16 @@ impl Scaler {
         }
     }
 
-    /// Updates the idle clock and history and returns the decision, the spec and the current
-    /// replicas; `None` for an untracked pipeline.
-    fn plan(
-        &self,
-        key: &PipelineKey,
-        counts: &Counts,
-        now: Instant,
-    ) -> Option<(decide::ScaleDecision, ScaleSpec, i32)> {
+    /// Updates the idle clock and history and decides. A change is taken on at once — the
+    /// replicas, the ReplicaBook and the usage account move to it under the lock — and
+    /// returned for the caller to send; `None` when nothing changes, the pipeline is not
+    /// tracked, or another change is on its way.
+    fn plan(&self, key: &PipelineKey, counts: &Counts, now: Instant) -> Option<Change> {
         let mut tracked = self.tracked();
         let t = tracked.get_mut(key)?;
+        if t.scaling {
+            return None;
+        }
         let busy = counts.pending + counts.in_flight > 0;
         t.idle_since = if busy { None } else { Some(t.idle_since.unwrap_or(now)) };
         while t.history.front().is_some_and(|(at, _)| now.duration_since(*at) > t.spec.stabilization) {
@@ -308,10 +376,19 @@ impl Scaler {
         // Remember what the work wanted, so stabilization holds against a short lull.
         let wanted_for_work = if busy { decision.wanted } else { 0 };
         t.history.push_back((now, wanted_for_work));
+        if decision.replicas == t.current {
+            if t.current == 0 && !busy {
+                t.work_since = None;
+            }
+            return None;
+        }
+        self.accrue(key, t, now);
         let before = t.current;
-        // Taken at once, so a concurrent evaluation (a kick during a tick) does not repeat it.
         t.current = decision.replicas;
-        Some((decision, t.spec.clone(), before))
+        t.scaling = true;
+        let work_since = if before == 0 { t.work_since.take() } else { None };
+        self.replicas.set(&key.namespace, &key.name, decision.replicas);
+        Some(Change { decision, deployment: t.spec.deployment.clone(), before, work_since })
     }
 
     /// An Event and the last-scale fields of status.

@@ -53,6 +53,10 @@ pub(super) struct FailRequest {
     pub(super) stderr_tail: Option<String>,
     /// The lease's attempt, echoed back; used when the lease is unknown here.
     pub(super) attempt: Option<u32>,
+    /// The worker is shutting down and gives the object back unfinished: not a failure of the
+    /// object, so it is leased again at once and the attempt does not count.
+    #[serde(default)]
+    pub(super) handed_back: bool,
     #[serde(flatten)]
     pub(super) object: ObjectRef,
 }

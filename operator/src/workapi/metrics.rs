@@ -12,8 +12,10 @@ pub enum Ended {
     Failed,
     /// Failed, back to pending for another attempt.
     Retry,
-    /// Reclaimed from a silent worker (whether or not attempts remain).
+    /// Reclaimed from a silent worker, attempts remain (one that used the last is `Failed`).
     Expired,
+    /// Given back unfinished by a stopping worker; not an attempt.
+    HandedBack,
 }
 
 impl Ended {
@@ -23,6 +25,7 @@ impl Ended {
             Ended::Failed => "failed",
             Ended::Retry => "retry",
             Ended::Expired => "expired",
+            Ended::HandedBack => "handed_back",
         }
     }
 }
@@ -47,7 +50,8 @@ impl WorkApiMetrics {
         let completions = IntCounterVec::new(
             Opts::new(
                 "zeroflow_workapi_completions_total",
-                "Leases ended, by outcome: done, failed (for good), retry (failed, attempts remain), expired",
+                "Leases ended, by outcome: done, failed (for good), retry (failed, attempts remain), expired \
+                 (attempts remain), handed_back (by a stopping worker, not an attempt)",
             ),
             &["namespace", "pipeline", "outcome"],
         )?;
@@ -115,7 +119,7 @@ impl WorkApiMetrics {
         let _ = self.granted.remove_label_values(&labels);
         let _ = self.cold_start.remove_label_values(&labels);
         let _ = self.processing.remove_label_values(&labels);
-        for ended in [Ended::Done, Ended::Failed, Ended::Retry, Ended::Expired] {
+        for ended in [Ended::Done, Ended::Failed, Ended::Retry, Ended::Expired, Ended::HandedBack] {
             let _ = self.completions.remove_label_values(&[labels[0], labels[1], ended.as_str()]);
         }
     }

@@ -266,10 +266,12 @@ impl WorkApi {
     /// Records leases the backlog reclaimed for good; their workers went silent.
     async fn reclaim(&self, pipeline: &PipelineKey, expired: Vec<(ItemId, Retry)>) {
         for (id, retry) in expired {
-            self.metrics.ended(pipeline, Ended::Expired);
             if retry != Retry::Exhausted {
+                self.metrics.ended(pipeline, Ended::Expired);
                 continue;
             }
+            // Its last attempt expired: failed for good, counted with the other final failures.
+            self.metrics.ended(pipeline, Ended::Failed);
             let granted = self.leases().take_item(pipeline, &id);
             let (item, attempts) = match granted {
                 Some(g) => (g.item, g.attempt),
@@ -386,6 +388,9 @@ impl WorkApi {
             self.backlogs.with(pipeline, |b, _| b.config().max_attempts).ok_or(ApiError::UnknownPipeline)?;
         let tail = stderr_tail(request.stderr_tail.as_deref().unwrap_or_default());
         let granted = self.leases().get(pipeline, lease_id);
+        if request.handed_back {
+            return self.hand_back(pipeline, lease_id, granted);
+        }
         if let Some(granted) = granted {
             if let Some(now) = self.backlogs.with(pipeline, |_, now| now) {
                 self.observe_processing(pipeline, &granted, now);
@@ -405,6 +410,25 @@ impl WorkApi {
             self.metrics.ended(pipeline, Ended::Failed);
         }
         Ok(FinishResponse { recorded, lease_held: false })
+    }
+
+    /// A lease given back by a worker that is stopping. Unknown here (this replica restarted),
+    /// there is nothing to undo: the object is pending again after the resync.
+    fn hand_back(
+        &self,
+        pipeline: &PipelineKey,
+        lease_id: &str,
+        granted: Option<Granted>,
+    ) -> Result<FinishResponse, ApiError> {
+        let Some(granted) = granted else { return Ok(FinishResponse { recorded: false, lease_held: false }) };
+        let result = self
+            .backlogs
+            .with(pipeline, |b, now| b.hand_back(granted.backlog_id, now))
+            .ok_or(ApiError::UnknownPipeline)?;
+        self.leases().remove(pipeline, lease_id);
+        self.waiters.notify(pipeline);
+        self.metrics.ended(pipeline, Ended::HandedBack);
+        Ok(FinishResponse { recorded: false, lease_held: result.is_ok() })
     }
 
     /// Fails a lease this replica granted: the record first when the failure is final, then the

@@ -234,6 +234,7 @@ enum Op {
     Heartbeat(u8),
     Complete(u8),
     Fail { lease: u8, retryable: bool },
+    HandBack(u8),
     Expire,
     Redrive,
     Tick(u16),
@@ -246,6 +247,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(Op::Heartbeat),
         2 => any::<u8>().prop_map(Op::Complete),
         2 => (any::<u8>(), any::<bool>()).prop_map(|(lease, retryable)| Op::Fail { lease, retryable }),
+        1 => any::<u8>().prop_map(Op::HandBack),
         1 => Just(Op::Expire),
         1 => Just(Op::Redrive),
         2 => (0..150u16).prop_map(Op::Tick),
@@ -295,6 +297,11 @@ proptest! {
                         let _ = b.fail(id, retryable, "x", now);
                     }
                 }
+                Op::HandBack(lease) => {
+                    if let Some(id) = pick(&granted, lease) {
+                        let _ = b.hand_back(id, now);
+                    }
+                }
                 Op::Expire => {
                     for (_, retry) in b.expire(now) {
                         if let Retry::At(at) = retry {
@@ -319,4 +326,24 @@ proptest! {
 
 fn pick(granted: &[LeaseId], i: u8) -> Option<LeaseId> {
     (!granted.is_empty()).then(|| granted[usize::from(i) % granted.len()])
+}
+
+#[test]
+fn a_handed_back_lease_is_pending_again_without_using_an_attempt() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    let first = b.lease(0).expect("leased");
+    b.hand_back(first.id, 5).expect("held");
+    assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0 });
+    let again = b.lease(5).expect("pending at once, no backoff");
+    assert_eq!(again.attempt, 1, "the handed-back attempt does not count");
+    assert_eq!(b.hand_back(first.id, 5), Err(LeaseError::NotHeld(first.id)));
+    // Handed back again and again (a worker fleet rolling over), it never fails.
+    let mut lease = again;
+    for _ in 0..10 {
+        b.hand_back(lease.id, 6).expect("held");
+        lease = b.lease(6).expect("pending");
+    }
+    assert_eq!(lease.attempt, 1);
+    checked(&b);
 }
