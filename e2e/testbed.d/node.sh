@@ -35,7 +35,13 @@ node_ids() {
   NODE_NETNS="zfn-$NODE_ID"
   NODE_HOST_IF="zfh-$NODE_ID"
   NODE_CGROUP="zeroflow-node-$NODE_ID"
-  NODE_X=$(((16#${h:0:4} % 200) + 20))
+  # The subnet number X: from the state path, or the one `node up` recorded (it skips numbers
+  # another testbed's node already uses).
+  NODE_X=$(cat "$NODE_DIR/subnet" 2>/dev/null || echo $(((16#${h:0:4} % 200) + 20)))
+  node_addresses
+}
+
+node_addresses() {
   NODE_HOST_IP="172.30.$NODE_X.1"
   NODE_IP="172.30.$NODE_X.2"
   NODE_POD_CIDR="10.245.$NODE_X.0/24"
@@ -43,6 +49,19 @@ node_ids() {
   # kubelet's node name is its IP: the apiserver reaches a kubelet (logs, exec) by the node's
   # Hostname address first, and a name would make it ask the host's DNS resolver.
   NODE_NAME="$NODE_IP"
+}
+
+node_pick_subnet() {
+  local tries
+  for ((tries = 0; tries < 200; tries++)); do
+    if ! ip -o addr show | grep -q " 172\.30\.$NODE_X\." && ! ip route show | grep -q "^10\.245\.$NODE_X\."; then
+      echo "$NODE_X" >"$NODE_DIR/subnet"
+      node_addresses
+      return
+    fi
+    NODE_X=$(((NODE_X - 20 + 1) % 200 + 20))
+  done
+  die "no free 172.30.X.0/30 and 10.245.X.0/24 subnets for the node"
 }
 
 node_pidfile() { echo "$STATE/pids/node-$1"; }
@@ -351,6 +370,7 @@ cmd_node_up() {
   cmd_node_down restore >/dev/null 2>&1 || true
   local started=$SECONDS
   mkdir -p "$NODE_DIR/comm"
+  node_pick_subnet
   # shellcheck disable=SC1091
   . "$STATE/env"
   NODE_API_PORT=$(sed -n 's#.*server: https://127.0.0.1:\([0-9]*\).*#\1#p' "$STATE/kubeconfig")
