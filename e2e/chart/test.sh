@@ -59,7 +59,8 @@ cleanup_resources() {
     helm status "${r%%:*}" -n "${r##*:}" >/dev/null 2>&1 && helm uninstall "${r%%:*}" -n "${r##*:}" --wait=false >/dev/null 2>&1
   done
   for r in "$rel" "$rel_lim" "$rel_adopt"; do
-    kubectl delete clusterrole,clusterrolebinding -l "app.kubernetes.io/instance=$r" --ignore-not-found --wait=false >/dev/null 2>&1
+    kubectl delete clusterrole,clusterrolebinding,validatingadmissionpolicy,validatingadmissionpolicybinding \
+      -l "app.kubernetes.io/instance=$r" --ignore-not-found --wait=false >/dev/null 2>&1
   done
   kubectl delete crd "$test_crd" "$adopt_crd" --ignore-not-found --wait=false >/dev/null 2>&1
   kubectl delete namespace "$ns_sys" "$ns_lim" "$ns_a" "$ns_b" "$ns_other" "$ns_workers" "$ns_adopt" \
@@ -284,6 +285,28 @@ PY
   [[ -z "$(helm template zf "$chart" --show-only templates/dashboard.yaml 2>/dev/null)" ]] || fail "dashboard on by default"
 }
 
+test_pod_patch_guard_render() {
+  local out
+  out=$(helm template zf "$chart" -n zeroflow-system --kube-version "$kube_version" --show-only templates/podpatchguard.yaml)
+  echo "$out"
+  expect_contains "policy" "$out" "kind: ValidatingAdmissionPolicy"
+  expect_contains "policy name" "$out" "name: zf-zeroflow-pod-patch-guard"
+  expect_contains "binding" "$out" "kind: ValidatingAdmissionPolicyBinding"
+  expect_contains "binding denies" "$out" "validationActions: [Deny]"
+  expect_contains "only the operator's requests" "$out" \
+    "request.userInfo.username == 'system:serviceaccount:zeroflow-system:zf-zeroflow'"
+  # The ServiceAccount's name follows serviceAccount.name, its namespace the release's.
+  out=$(helm template zf "$chart" -n ops --set serviceAccount.create=false --set serviceAccount.name=mine \
+    --show-only templates/podpatchguard.yaml)
+  expect_contains "named ServiceAccount" "$out" "request.userInfo.username == 'system:serviceaccount:ops:mine'"
+  [[ -z "$(helm template zf "$chart" --set podPatchGuard.enabled=false --show-only templates/podpatchguard.yaml 2>/dev/null)" ]] \
+    || fail "podPatchGuard.enabled=false still renders the policy"
+  out=$(helm template zf "$chart" --set podPatchGuard.enabled=yes 2>&1) && fail "podPatchGuard.enabled=yes was accepted"
+  expect_contains "not a boolean" "$out" "at '/podPatchGuard/enabled': got string, want boolean"
+  out=$(helm template zf "$chart" --set podPatchGuard.enable=false 2>&1) && fail "podPatchGuard.enable was accepted"
+  expect_contains "typo" "$out" "additional properties 'enable' not allowed"
+}
+
 test_argocd_health() {
   cd "$root/argocd/healthtest"
   ZEROFLOW_APP_VALUES="$work/app-values.yaml" go test -count=1 -v ./... >"$work/go-test.out" 2>&1 \
@@ -311,7 +334,8 @@ test_dry_run_default() {
   helm template "$rel" "$chart" -n "$ns_sys" --kube-version "$kube_version" >"$work/default.yaml"
   kubectl apply --dry-run=server -f "$work/default.yaml" 2>&1 | tee "$work/dry.out"
   local kind
-  for kind in customresourcedefinition serviceaccount secret clusterrole clusterrolebinding role rolebinding service deployment; do
+  for kind in customresourcedefinition serviceaccount secret clusterrole clusterrolebinding role rolebinding service deployment \
+    validatingadmissionpolicy validatingadmissionpolicybinding; do
     grep -q "^$kind[./]" "$work/dry.out" || fail "no $kind in the default render"
   done
   ! grep -qi 'violate PodSecurity' "$work/dry.out" || fail "PodSecurity warnings"
@@ -443,6 +467,102 @@ test_rbac_cluster_wide() {
   expect_eq "rule count" "$(kubectl get clusterrole "$rel-zeroflow" -o go-template='{{len .rules}}')" "8"
 }
 
+# sa_patch POD TYPE PATCH [QUERY]: sends PATCH with the operator's (cluster-wide release) own
+# ServiceAccount token to a pod of $ns_workers, as the scaler does (`kubectl patch --as` would GET
+# the pod first, which the ServiceAccount may not). TYPE: merge or json. Prints the HTTP status
+# and the Status message, if any; the response body is left in $work/patch.out.
+sa_patch() {
+  local pod=$1 type=$2 patch=$3 query=${4:-}
+  if [[ ! -s "$work/sa.token" ]]; then
+    kubectl -n "$ns_sys" create token "$rel-zeroflow" --duration 10m >"$work/sa.token"
+    local ca; ca=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+    if [[ -n "$ca" ]]; then
+      base64 -d <<<"$ca" >"$work/ca.crt"
+    else
+      cp "$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')" "$work/ca.crt"
+    fi
+  fi
+  local server; server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  local code
+  code=$(curl -sS --cacert "$work/ca.crt" -X PATCH -H "Authorization: Bearer $(cat "$work/sa.token")" \
+    -H "Content-Type: application/$type-patch+json" --data "$patch" -o "$work/patch.out" -w '%{http_code}' \
+    "$server/api/v1/namespaces/$ns_workers/pods/$pod${query:+?$query}")
+  printf '%s %s\n' "$code" "$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("message", ""))' "$work/patch.out")"
+}
+
+# expect_sa_patch WANT-CODE [MESSAGE] -- POD TYPE PATCH: sa_patch answers WANT-CODE (and MESSAGE).
+expect_sa_patch() {
+  local want=$1 msg=""; shift
+  if [[ "$1" != -- ]]; then msg=$1; shift; fi
+  shift
+  local got; got=$(sa_patch "$@")
+  echo "$3 -> $got"
+  expect_eq "status of $3 on $1" "${got%% *}" "$want"
+  [[ -z "$msg" ]] || expect_contains "message of $3 on $1" "$got" "$msg"
+}
+
+test_pod_patch_guard() {
+  helm status "$rel" -n "$ns_sys" >/dev/null || fail "needs the release of the install test"
+  local worker=invoices-worker-test plain=plain-pod-test
+  kubectl -n "$ns_workers" get pod "$worker" >/dev/null || fail "needs the pod of the worker pod test"
+  local policy="$rel-zeroflow-pod-patch-guard"
+  expect_eq "binding's policy" "$(kubectl get validatingadmissionpolicybinding "$policy" -o jsonpath='{.spec.policyName}')" "$policy"
+  # The apiserver type-checks every expression against the Pod schema and reports any warning in
+  # the policy's status.
+  local deadline=$((SECONDS + 30))
+  until [[ "$(kubectl get validatingadmissionpolicy "$policy" -o jsonpath='{.status.observedGeneration}')" == \
+           "$(kubectl get validatingadmissionpolicy "$policy" -o jsonpath='{.metadata.generation}')" ]]; do
+    ((SECONDS < deadline)) || fail "the policy's status was not updated within 30 s"
+    sleep 0.5
+  done
+  expect_eq "type-checking warnings" \
+    "$(kubectl get validatingadmissionpolicy "$policy" -o jsonpath='{.status.typeChecking.expressionWarnings}')" ""
+  # The policy applies once the apiserver has loaded it: wait until a dry-run label change by the
+  # operator is refused.
+  local refusal="the zeroflow operator may only change the controller.kubernetes.io/pod-deletion-cost annotation of zeroflow worker pods"
+  local start=$SECONDS
+  deadline=$((SECONDS + 30))
+  until [[ "$(sa_patch "$worker" merge '{"metadata":{"labels":{"zfc-probe":"x"}}}' dryRun=All)" == "403 "*"$refusal"* ]]; do
+    ((SECONDS < deadline)) || { sa_patch "$worker" merge '{"metadata":{"labels":{"zfc-probe":"x"}}}' dryRun=All; fail "the policy did not apply within 30 s"; }
+    sleep 0.2
+  done
+  echo "policy active after $((SECONDS - start)) s"
+
+  # What the scaler sends is allowed (set, changed).
+  local cost='{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"%s"}}}'
+  expect_sa_patch 200 -- "$worker" merge "$(printf "$cost" 2000)"
+  expect_sa_patch 200 -- "$worker" merge "$(printf "$cost" 0)"
+  expect_eq "deletion cost" "$(kubectl -n "$ns_workers" get pod "$worker" \
+    -o jsonpath='{.metadata.annotations.controller\.kubernetes\.io/pod-deletion-cost}')" 0
+  local shape='{.metadata.labels}|{.metadata.annotations}|{.metadata.finalizers}|{.spec}'
+  local before; before=$(kubectl -n "$ns_workers" get pod "$worker" -o jsonpath="$shape")
+
+  # Anything else the ServiceAccount could do with `pods: patch` is refused.
+  expect_sa_patch 403 "$refusal: labels changed" -- "$worker" merge '{"metadata":{"labels":{"team":"evil"}}}'
+  expect_sa_patch 403 "$refusal: labels changed" -- "$worker" merge '{"metadata":{"labels":{"zeroflow.dev/pipeline":null}}}'
+  expect_sa_patch 403 "$refusal: another annotation changed" -- "$worker" merge '{"metadata":{"annotations":{"team":"evil"}}}'
+  expect_sa_patch 403 "$refusal: another annotation changed" -- "$worker" merge \
+    '{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"1000","team":"evil"}}}'
+  expect_sa_patch 403 "$refusal: the spec changed" -- "$worker" json \
+    '[{"op":"replace","path":"/spec/containers/0/image","value":"ghcr.io/evil/miner:1"}]'
+  expect_sa_patch 403 "$refusal: finalizers or ownerReferences changed" -- "$worker" merge '{"metadata":{"finalizers":["evil.example/hold"]}}'
+  expect_eq "worker pod after the refusals" "$(kubectl -n "$ns_workers" get pod "$worker" -o jsonpath="$shape")" "$before"
+
+  # A pod without the zeroflow.dev/pipeline label (else worker-shaped) is not the operator's to touch.
+  sed "/zeroflow.dev\/pipeline:/d; s/name: $worker/name: $plain/" "$here/worker-pod.yaml" >"$work/plain-pod.yaml"
+  ! grep -q 'zeroflow.dev/pipeline' "$work/plain-pod.yaml" || fail "the label is still in $work/plain-pod.yaml"
+  kubectl -n "$ns_workers" create -f "$work/plain-pod.yaml"
+  expect_sa_patch 403 "$refusal: this pod has no zeroflow.dev/pipeline label" -- "$plain" merge "$(printf "$cost" 1000)"
+  expect_eq "non-worker pod's annotations" "$(kubectl -n "$ns_workers" get pod "$plain" -o jsonpath='{.metadata.annotations}')" ""
+
+  # Other users are not matched: an admin still patches a worker pod's labels, after which the
+  # operator still sets the cost.
+  kubectl -n "$ns_workers" patch pod "$worker" --type merge -p '{"metadata":{"labels":{"team":"finance"}}}'
+  expect_eq "admin's label" "$(kubectl -n "$ns_workers" get pod "$worker" -o jsonpath='{.metadata.labels.team}')" finance
+  expect_sa_patch 200 -- "$worker" merge "$(printf "$cost" 3000)"
+  kubectl -n "$ns_workers" delete pod "$plain" --wait=false
+}
+
 test_rbac_limited() {
   kubectl get namespace "$ns_lim" >/dev/null 2>&1 || new_ns "$ns_lim" restricted
   for n in "$ns_a" "$ns_b"; do kubectl get namespace "$n" >/dev/null 2>&1 || new_ns "$n"; done
@@ -526,7 +646,8 @@ test_uninstall_keeps_crd() {
       -l "app.kubernetes.io/instance=$rel" -o name 2>&1)
   fi
   [[ -z "$left" ]] || fail "left behind: $left"
-  left=$(kubectl get clusterroles,clusterrolebindings -l "app.kubernetes.io/instance=$rel" -o name)
+  left=$(kubectl get clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings \
+    -l "app.kubernetes.io/instance=$rel" -o name)
   [[ -z "$left" ]] || fail "left behind: $left"
   crd_kept "$test_crd"
 }
@@ -561,12 +682,14 @@ t "chart CRD is crds/datapipelines.zeroflow.dev.yaml (symlink, package, render)"
 t "values schema refuses bad values with a readable message" test_schema_refuses_bad_values
 t "helm template is deterministic with an existing token Secret (Argo CD)" test_render_is_deterministic
 t "Grafana dashboard: valid JSON, every metric, optional ConfigMap" test_dashboard
+t "pod patch guard: rendered by default, off by value, schema-checked" test_pod_patch_guard_render
 t "Argo CD: health check (gopher-lua, health_test.yaml), example Application" test_argocd_health
 t "helm template (default) | kubectl apply --dry-run=server" test_dry_run_default
 t "helm template (values-limited) | kubectl apply --dry-run=server" test_dry_run_non_default
 t "helm install into a restricted namespace; pods Running" test_install_restricted
 t "worker-shaped pod admitted in a restricted namespace" test_worker_pod_restricted
 t "RBAC cluster-wide: exactly the needed permissions" test_rbac_cluster_wide
+t "pod patch guard: the operator may only set worker pods' deletion cost" test_pod_patch_guard
 t "RBAC limited to watchNamespaces; existing token Secret" test_rbac_limited
 t "helm upgrade changes values, upgrades the CRD, keeps it when crds.install=false" test_upgrade
 t "helm uninstall removes everything but the CRD" test_uninstall_keeps_crd
