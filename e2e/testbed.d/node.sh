@@ -438,7 +438,9 @@ cmd_node_down() {
     kubectl_ delete node "$NODE_NAME" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   fi
   local c
-  for c in "$NODE_DIR"/comm/fwd-*; do [[ -e "$c" ]] && node_stop "$(basename "$c")"; done
+  for c in "$NODE_DIR"/comm/fwd-*; do
+    if [[ -e "$c" ]]; then node_stop "$(basename "$c")"; fi
+  done
   node_stop kubelet
   node_stop containerd
   node_stop holder
