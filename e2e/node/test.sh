@@ -20,6 +20,12 @@ log_tag="node-test"
 . "$root/e2e/node/lib.sh"
 
 zfn_start_node
+# The network rule, checked without sending anything: the node netns (and so every pod) has no
+# route beyond the harness's own subnets.
+[[ -z "$(ip -n "$ZF_NODE_NETNS" route show default)" ]] || fail "the node netns has a default route"
+! ip -n "$ZF_NODE_NETNS" route show | grep -vE "^(10\.245\.|172\.30\.)" | grep -q . \
+  || fail "the node netns routes beyond the harness's subnets: $(ip -n "$ZF_NODE_NETNS" route show)"
+ok "node $ZF_NODE_NAME: its netns routes only the harness's subnets (no default route)"
 zfn_install_operator
 zfn_pipeline "{maxReplicas: 1, idleTimeout: 3s, scaleDownStabilization: 0s}"
 [[ "$(replicas)" == 0 && -z "$(worker_pods)" ]] || fail "workers before any object: replicas $(replicas), pods '$(worker_pods)'"
