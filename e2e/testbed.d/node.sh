@@ -363,9 +363,9 @@ cmd_node_up() {
   if ! [[ -f "$STATE/env" ]] || ! alive kube-apiserver; then die "the testbed is not up (run: e2e/testbed up)"; fi
   node_ids
   if node_alive kubelet && node_alive containerd; then log "node $NODE_NAME already running"; return 0; fi
+  if ((EUID == 0)); then node_install_packages; fi
   local why; why=$(node_unsupported)
   [[ -z "$why" ]] || die "this machine cannot run a real node: $why"
-  node_install_packages
   "$here/testbed.d/build.sh" kubelet
   cmd_node_down restore >/dev/null 2>&1 || true
   local started=$SECONDS
@@ -517,8 +517,12 @@ cmd_node() {
     forward) shift; (($# == 4)) || die "usage: e2e/testbed node forward NAME host|node LISTEN_IP:PORT TARGET_IP:PORT"; cmd_node_forward "$@" ;;
     unforward) shift; cmd_node_unforward "$1" ;;
     import) shift; cmd_node_import "$@" ;;
-    # Prints why this machine cannot run a real node and exits 1, or exits 0.
-    check) local why; why=$(node_unsupported); [[ -z "$why" ]] || { echo "$why"; return 1; } ;;
+    # Exits 0 if this machine can run a real node; 3, printing why, if it cannot; else failed.
+    check)
+      # The probes need ip(8): install the packages first (a failure is an error, never a reason
+      # to skip).
+      if ((EUID == 0)); then node_install_packages >&2; fi
+      local why; why=$(node_unsupported); [[ -z "$why" ]] || { echo "$why"; return 3; } ;;
     *) die "usage: e2e/testbed node up|down|status|env|check|forward|unforward|import" ;;
   esac
 }
