@@ -87,13 +87,18 @@ pub fn free_port() -> anyhow::Result<u16> {
     bail!("no free port in 20000-32000")
 }
 
-/// Path of a binary built from this workspace (`cargo build` puts them next to the test's deps dir).
+/// Path of a binary built from this workspace: next to the running binary, or next to the
+/// `deps` directory a test runs from.
 pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(format!("ZF_{}_BIN", name.to_uppercase().replace('-', "_"))) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|deps| deps.parent()).context("test binary has no target dir")?;
+    let own_dir = exe.parent().context("binary has no directory")?;
+    if own_dir.join(name).exists() {
+        return Ok(own_dir.join(name));
+    }
+    let dir = own_dir.parent().context("test binary has no target dir")?;
     let path = dir.join(name);
     if !path.exists() {
         bail!("{} not found: run `cargo build -p zeroflow-operator` first", path.display());

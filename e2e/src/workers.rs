@@ -54,6 +54,17 @@ impl HostWorkers {
     /// Runs workers for the pods of `pipeline` in `namespace` until dropped; runner logs and
     /// work dirs go under `scratch/<pod>/`.
     pub fn start(client: Client, namespace: &str, pipeline: &str) -> anyhow::Result<Self> {
+        Self::start_with_transform(client, namespace, pipeline, None)
+    }
+
+    /// Like [`HostWorkers::start`], with `transform` run in place of the pod's own transform
+    /// command (whose paths exist inside its image, not on this host).
+    pub fn start_with_transform(
+        client: Client,
+        namespace: &str,
+        pipeline: &str,
+        transform: Option<Vec<String>>,
+    ) -> anyhow::Result<Self> {
         let scratch = std::env::temp_dir().join(format!("zf-workers-{namespace}-{pipeline}"));
         std::fs::create_dir_all(&scratch)?;
         let runner = crate::workspace_binary("zeroflow-runner")?;
@@ -63,6 +74,7 @@ impl HostWorkers {
             accounts: Api::namespaced(client, namespace),
             selector: format!("zeroflow.dev/pipeline={pipeline},app.kubernetes.io/component=worker"),
             runner,
+            transform,
             scratch: scratch.clone(),
             state: state.clone(),
         };
@@ -131,6 +143,7 @@ struct Kubelet {
     accounts: Api<ServiceAccount>,
     selector: String,
     runner: PathBuf,
+    transform: Option<Vec<String>>,
     scratch: PathBuf,
     state: Arc<Mutex<State>>,
 }
@@ -214,7 +227,13 @@ impl Kubelet {
         }
         let token = self.bound_token(account, pod).await?;
         std::fs::write(dir.join("token"), token)?;
-        let argv = container.command.as_ref().context("worker container without command")?;
+        let mut argv = container.command.clone().context("worker container without command")?;
+        if let Some(transform) = &self.transform {
+            // `<runner> run -- <transform...>`: keep the runner's part, replace the rest.
+            let end = argv.iter().position(|a| a == "--").context("no `--` in the worker command")?;
+            argv.truncate(end + 1);
+            argv.extend(transform.iter().cloned());
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("runner.log"))?;
         let mut command = Command::new(&self.runner);
         command

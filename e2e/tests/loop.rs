@@ -196,8 +196,12 @@ async fn fifty_objects_scale_out_through_runner_processes_and_back_to_zero() -> 
     assert_eq!(t.metric("zeroflow_cold_start_seconds_count").await?, 1.0);
     assert_eq!(t.metric("zeroflow_event_to_scale_seconds_count").await?, 1.0);
     assert!(t.metric("zeroflow_replica_seconds_total").await? > 1.0);
-    let events = kubectl(&["get", "events", "-n", &t.ns.name, "-o", "jsonpath={.items[*].reason}"]).await?;
-    assert!(events.contains("ScaledUp") && events.contains("ScaledDown"), "{events}");
+    // One Event per transition: the scale-out is not folded into the first scale-up's series.
+    let notes =
+        kubectl(&["get", "events", "-n", &t.ns.name, "-o", "jsonpath={range .items[*]}{.message}{'\\n'}{end}"]).await?;
+    assert!(notes.contains("scaled workers from 0 to 1 (objects arrived while scaled to zero)"), "{notes}");
+    assert!(notes.lines().any(|n| n.starts_with("scaled workers from") && n.ends_with("(backlog)")), "{notes}");
+    assert!(notes.contains("to 0 (idle)"), "{notes}");
     dashboard_charts_only_exported_metrics(&t.operator.metrics().await?)?;
     Ok(())
 }

@@ -404,7 +404,9 @@ impl Scaler {
             type_: EventType::Normal,
             reason: if after > before { "ScaledUp".into() } else { "ScaledDown".into() },
             note: Some(note.to_owned()),
-            action: "Scale".into(),
+            // Events with the same action and reason form one series, which keeps its first
+            // note: one series per transition, so "from 1 to 4" is not shown as "from 0 to 1".
+            action: format!("Scale{before}To{after}"),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &reference).await {
