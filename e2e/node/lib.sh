@@ -78,7 +78,14 @@ zfn_cleanup() {
     mc rb --force "$ZF_MC_ALIAS/$raw" >/dev/null 2>&1
     mc rb --force "$ZF_MC_ALIAS/$out" >/dev/null 2>&1
   fi
-  if [[ -n "$started_node" ]]; then "$testbed" node down >/dev/null 2>&1; fi
+  if [[ -n "$started_node" ]]; then
+    "$testbed" node down >/dev/null 2>&1
+    # The node leaves nothing behind: processes, netns, cgroups (named after its netns id).
+    local id=${ZF_NODE_NETNS#zfn-} left
+    left=$(pgrep -af -- "$ZF_TESTBED_STATE/node";
+      ip netns list | grep -F "$ZF_NODE_NETNS"; ls -d /sys/fs/cgroup/*/"zeroflow-node-$id" 2>/dev/null)
+    if [[ -n "$left" ]]; then printf 'FAILED node down left behind:\n%s\n' "$left"; rc=1; fi
+  fi
   rm -rf "$work"
   exit "$rc"
 }

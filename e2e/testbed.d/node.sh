@@ -159,7 +159,8 @@ node_remove_cgroups() {
     kill -KILL $pids 2>/dev/null || true
     sleep 0.5
   fi
-  for h in $(node_cgroup_hierarchies); do
+  # runc also mirrors the containers' cgroups in the hybrid layout's cgroup2 ("unified").
+  for h in $(node_cgroup_hierarchies) /sys/fs/cgroup/unified; do
     [[ -d "$h/$NODE_CGROUP" ]] || continue
     for _ in $(seq 1 50); do
       find "$h/$NODE_CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null || true
