@@ -93,6 +93,23 @@ struct FailRequest<'a> {
     object: ObjectRef<'a>,
 }
 
+/// An HTTP client trusting the image's CA certificates, or, in images that have none (scratch,
+/// distroless static, busybox), the Mozilla roots built into the runner: the transform's image
+/// must not need a CA bundle for the runner to reach an HTTPS store.
+fn http_client() -> Result<reqwest::Client, Error> {
+    let builder = || reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+    match builder().build() {
+        Ok(client) => Ok(client),
+        Err(e) => {
+            tracing::info!(error = %e, "no usable CA certificates in the image: using the runner's built-in roots");
+            let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .filter_map(|der| reqwest::Certificate::from_der(der).ok());
+            Ok(builder().tls_certs_only(roots).build()?)
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -107,7 +124,7 @@ impl Client {
             .split_once('/')
             .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
             .ok_or_else(|| Error::Config(format!("pipeline {pipeline:?} is not <namespace>/<name>")))?;
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+        let http = http_client()?;
         let base = format!("{}/v1/pipelines/{namespace}/{name}", api.trim_end_matches('/'));
         Ok(Client { http, base, token_file })
     }
