@@ -118,6 +118,18 @@ impl Error {
     }
 }
 
+/// What a DataPipeline change must reconcile for: its spec (generation) and its annotations (a
+/// re-drive). Status changes, which this operator writes every few seconds itself, need none;
+/// the worker Deployment's changes arrive through `owns`, and every reconcile requeues itself.
+fn spec_or_annotations(guard: &DeserializeGuard<DataPipeline>) -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let meta = guard.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Runs the controller for one namespace (or all, with `None`) until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -145,7 +157,8 @@ pub async fn run(
             Err(invalid) => invalid.metadata.managed_fields = None,
         })
         .reflect(writer)
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(spec_or_annotations, Default::default());
     let controller = Controller::for_stream(pipeline_stream, reader)
         .owns(deployments, owned.clone())
         .owns(accounts, owned)
@@ -639,4 +652,27 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::testing::{minimal_spec, pipeline};
+
+    #[test]
+    fn only_spec_and_annotation_changes_call_for_a_reconcile() {
+        let guard = |p: DataPipeline| DeserializeGuard(Ok(p));
+        let base = pipeline(minimal_spec());
+        let hash = |p: &DataPipeline| spec_or_annotations(&guard(p.clone()));
+        let mut status_only = base.clone();
+        status_only.status = Some(DataPipelineStatus { pending: 7, ..DataPipelineStatus::default() });
+        status_only.metadata.resource_version = Some("42".into());
+        assert_eq!(hash(&status_only), hash(&base), "status is written by the operator itself");
+        let mut edited = base.clone();
+        edited.metadata.generation = Some(2);
+        assert_ne!(hash(&edited), hash(&base));
+        let mut redriven = base.clone();
+        redriven.metadata.annotations = Some([(crate::api::REDRIVE_ANNOTATION.to_owned(), "1".to_owned())].into());
+        assert_ne!(hash(&redriven), hash(&base));
+    }
 }
