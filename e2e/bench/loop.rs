@@ -7,6 +7,10 @@
 //! Run it with `e2e/bench/loop [N]` (default 500), which builds release binaries. It only talks
 //! to the testbed on 127.0.0.1. Figures, not a timed test: it asserts only that every object
 //! succeeded.
+//!
+//! Measured 2026-11-27 on the testbed (2 cores shared by apiserver, MinIO, operator, runners):
+//! 2000 objects, 4 workers x 4 concurrent `cp`s: 14.0 s from the first PUT to the last success,
+//! 143 objects/s (500 objects: 95 objects/s, the cold start weighing more).
 
 use std::time::{Duration, Instant};
 
