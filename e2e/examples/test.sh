@@ -46,41 +46,8 @@ cleanup_resources() {
   rm -rf "$work"
   set -e
 }
-cleanup() {
-  local rc=$?
-  cleanup_resources
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-passed=0 failed=0
-failures=()
-# t NAME FUNCTION: runs FUNCTION in a subshell with errexit in force, output to a log shown on failure.
-t() {
-  local name=$1 fn=$2 rc
-  if [[ -n "$filter" && ! "$name" =~ $filter ]]; then return 0; fi
-  local out="$work/log.$((passed + failed))"
-  local start=$SECONDS
-  set +e
-  (set -euo pipefail; "$fn") >"$out" 2>&1
-  rc=$?
-  set -e
-  if ((rc == 0)); then
-    passed=$((passed + 1)); printf 'ok     %-70s %3ds\n' "$name" $((SECONDS - start))
-    if [[ -n "${ZF_VERBOSE:-}" ]]; then sed 's/^/    | /' "$out"; fi
-  else
-    failed=$((failed + 1)); failures+=("$name")
-    printf 'FAILED %-70s %3ds\n' "$name" $((SECONDS - start))
-    sed 's/^/    | /' "$out" | tail -n 60
-  fi
-}
-
-fail() { echo "FAIL: $*" >&2; return 1; }
-# expect_eq WHAT GOT WANT
-expect_eq() { [[ "$2" == "$3" ]] || fail "$1: got '$2', want '$3'"; }
-# expect_contains WHAT TEXT NEEDLE
-expect_contains() { grep -qF -- "$3" <<<"$2" || { echo "$2" | tail -n 20 >&2; fail "$1: no '$3' in the output above"; }; }
+# shellcheck source=../suite.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../suite.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Running a transform the way zeroflow-runner does (exec contract)
@@ -342,9 +309,4 @@ t "Dockerfiles copy the script each pipeline.yaml runs" test_dockerfiles_match_p
 t "pipeline.yaml of every example: kubectl apply --dry-run=server, strict" test_pipelines_dry_run
 t "the dry run refuses a misspelt field and an invalid value" test_dry_run_bites
 
-cleanup_resources
-if ((failed > 0)); then
-  printf 'failed: %s\n' "${failures[@]}"
-fi
-echo "$passed passed, $failed failed"
-((failed == 0))
+finish
