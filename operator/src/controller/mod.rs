@@ -234,6 +234,7 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
         for gone in ctx.registry.retain(namespace.as_deref(), &alive) {
             ctx.replicas.forget(&gone.namespace, &gone.name);
             ctx.metrics.forget_pipeline(&gone.namespace, &gone.name);
+            ctx.resync_metrics.forget(&gone.namespace, &gone.name);
             ctx.workapi.remove_pipeline(&gone);
             ctx.scaler.forget(&gone);
             ctx.completion.remove_pipeline(&gone);

@@ -271,6 +271,11 @@ impl ResyncMetrics {
         self.duration.observe(report.took.as_secs_f64());
         self.discovered.with_label_values(&[namespace, pipeline]).inc_by(report.discovered);
     }
+
+    /// Drops a deleted pipeline's series.
+    pub fn forget(&self, namespace: &str, pipeline: &str) {
+        let _ = self.discovered.remove_label_values(&[namespace, pipeline]);
+    }
 }
 
 #[cfg(test)]

@@ -167,6 +167,12 @@ fn metrics_count_discoveries_per_pipeline() {
     assert_eq!(discovered.get_metric()[0].get_counter().get_value(), 3.0);
     assert!(families.iter().any(|f| f.name() == "zeroflow_resync_duration_seconds"));
     assert!(ResyncMetrics::register(&registry).is_err(), "registering twice is refused");
+    metrics.forget("ns", "p");
+    let families = registry.gather();
+    assert!(
+        !families.iter().any(|f| f.name() == "zeroflow_resync_discovered_total"),
+        "a deleted pipeline's series are gone"
+    );
 }
 
 proptest! {
