@@ -19,7 +19,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use zeroflow_operator::dispatch::ledger::{Ledger, Marker, Outcome, SourceObject};
 use zeroflow_operator::dispatch::resync::{Admission, SourceFilter, resync};
-use zeroflow_operator::store::{StoreConfig, bucket_client};
+use zeroflow_operator::store::bucket_client;
 
 /// Requests in flight while seeding; MinIO on a busy 2-core machine saturates well below this.
 const PARALLEL_PUTS: usize = 32;
@@ -29,17 +29,10 @@ async fn main() -> anyhow::Result<()> {
     let count: usize =
         std::env::args().skip(1).find(|a| !a.starts_with('-')).map(|a| a.parse()).transpose()?.unwrap_or(100_000);
     let bucket = std::env::var("ZF_BENCH_BUCKET").context("the e2e/bench/resync script creates the bucket")?;
-    let endpoint = std::env::var("ZF_S3_ENDPOINT").context("eval \"$(e2e/testbed env)\" first")?;
-    if !endpoint.starts_with("http://127.0.0.1:") {
-        bail!("refusing to run against {endpoint}: this benchmark only talks to the testbed on 127.0.0.1");
+    let config = zeroflow_e2e::store_config()?;
+    if !config.endpoint.starts_with("http://127.0.0.1:") {
+        bail!("refusing to run against {}: this benchmark only talks to the testbed on 127.0.0.1", config.endpoint);
     }
-    let config = StoreConfig {
-        endpoint,
-        region: std::env::var("ZF_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        path_style: true,
-        access_key_id: std::env::var("ZF_S3_ACCESS_KEY")?,
-        secret_access_key: std::env::var("ZF_S3_SECRET_KEY")?,
-    };
     let store: Arc<dyn ObjectStore> = Arc::new(bucket_client(&config, &bucket)?);
     let ledger = Ledger::new(store.clone(), ".zeroflow/ledger/bench/resync/")?;
 

@@ -89,7 +89,9 @@ async fn minio_notifications_become_pending_items_of_matching_pipelines_only() -
             .then_some(()))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(3)).await; // two status periods
+    // Nothing to wait for: the counts must stay as they were. Longer than one status period
+    // (2 s), so a wrongly queued duplicate would have been published by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     for (name, count) in expected {
         assert_eq!(pending(&pipelines, name).await?, count, "{name} after re-uploads");
     }

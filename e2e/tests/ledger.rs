@@ -13,7 +13,7 @@ use zeroflow_operator::dispatch::ledger::{
     FailureDetail, Ledger, Marker, MarkerName, MarkerPath, Outcome, SourceObject,
 };
 use zeroflow_operator::dispatch::resync::{Admission, ResyncReport, SourceFilter, resync};
-use zeroflow_operator::store::{StoreConfig, bucket_client};
+use zeroflow_operator::store::bucket_client;
 
 const LEDGER: &str = ".zeroflow/ledger/ns/pipeline/";
 
@@ -25,18 +25,10 @@ struct TestBucket {
 
 impl TestBucket {
     async fn create(prefix: &str) -> anyhow::Result<Self> {
-        let endpoint = std::env::var("ZF_S3_ENDPOINT").context("start the testbed and eval `e2e/testbed env`")?;
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.subsec_nanos();
         let name = format!("{prefix}-{}-{nanos}", std::process::id());
         mc(&["mb", &format!("{}/{name}", std::env::var("ZF_MC_ALIAS")?)]).await?;
-        let config = StoreConfig {
-            endpoint,
-            region: std::env::var("ZF_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
-            path_style: true,
-            access_key_id: std::env::var("ZF_S3_ACCESS_KEY")?,
-            secret_access_key: std::env::var("ZF_S3_SECRET_KEY")?,
-        };
-        Ok(Self { store: Arc::new(bucket_client(&config, &name)?), name })
+        Ok(Self { store: Arc::new(bucket_client(&zeroflow_e2e::store_config()?, &name)?), name })
     }
 
     fn ledger(&self) -> anyhow::Result<Ledger> {

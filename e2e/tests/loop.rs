@@ -266,10 +266,16 @@ echo "$ZEROFLOW_POD_NAME" > "$ZEROFLOW_OUTPUT_DIR/pod.txt""#;
     };
     upload(&t.buckets.source, "a.txt", "a").await?;
     let pod_a = eventually("the first worker has a.txt", TIMEOUT, || holder("a.txt")).await?;
-    // The first pod is then clearly the oldest. Left to itself the ReplicaSet removes the newest
+    // The first pod is made clearly the oldest. Left to itself the ReplicaSet removes the newest
     // pods first (by log-scale age buckets), which below are the busy ones: only their deletion
     // cost can spare them.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let pods: Api<Pod> = Api::namespaced(client().await?, &t.ns.name);
+    eventually("the first pod is 8 s old", TIMEOUT, || async {
+        let created = pods.get(&pod_a).await?.metadata.creation_timestamp.context("creation time")?;
+        let age = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
+        Ok((age.as_secs() >= 8).then_some(()))
+    })
+    .await?;
     upload(&t.buckets.source, "b.txt", "b").await?;
     upload(&t.buckets.source, "c.txt", "c").await?;
     let pod_b = eventually("a worker has b.txt", TIMEOUT, || holder("b.txt")).await?;
@@ -281,7 +287,6 @@ echo "$ZEROFLOW_POD_NAME" > "$ZEROFLOW_OUTPUT_DIR/pod.txt""#;
     // The oldest pod finishes; two objects in flight want two workers: 3 -> 2.
     std::fs::write(gates.join("a.txt.go"), "")?;
     eventually("scaled down to two", TIMEOUT, || async { Ok((t.replicas().await? == 2).then_some(())) }).await?;
-    let pods: Api<Pod> = Api::namespaced(client().await?, &t.ns.name);
     let left = eventually("the ReplicaSet removed one pod", TIMEOUT, || async {
         let pods = pods.list(&ListParams::default().labels("zeroflow.dev/pipeline=spare")).await?.items;
         let live: Vec<Pod> = pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
