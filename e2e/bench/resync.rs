@@ -17,8 +17,8 @@ use anyhow::{Context as _, bail};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use zeroflow_operator::dispatch::ledger::{Ledger, Marker, Outcome, SourceObject};
-use zeroflow_operator::dispatch::resync::{Admission, SourceFilter, resync};
+use zeroflow_core::ledger::{Ledger, Marker, Outcome, SourceObject};
+use zeroflow_core::resync::{Admission, SourceFilter, resync};
 use zeroflow_operator::store::bucket_client;
 
 /// Requests in flight while seeding; MinIO on a busy 2-core machine saturates well below this.

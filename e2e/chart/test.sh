@@ -352,10 +352,10 @@ test_install_restricted() {
     expect_contains "securityContext" "$sc" "$want"
   done
   local svc; svc=$(kubectl -n "$ns_sys" get svc "$rel-zeroflow" -o jsonpath='{range .spec.ports[*]}{.name}={.port} {end}')
-  expect_eq "service ports" "$svc" "gateway=8080 lease-api=8081 metrics=9090 "
+  expect_eq "service ports" "$svc" "gateway=8080 work-api=8081 metrics=9090 "
   local url; url=$(kubectl -n "$ns_sys" get deploy "$rel-zeroflow" \
-    -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="ZEROFLOW_LEASE_API_URL")].value}')
-  expect_eq "lease API URL" "$url" "http://$rel-zeroflow.$ns_sys.svc:8081"
+    -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="ZEROFLOW_WORK_API_URL")].value}')
+  expect_eq "work API URL" "$url" "http://$rel-zeroflow.$ns_sys.svc:8081"
   local token; token=$(kubectl -n "$ns_sys" get secret "$rel-zeroflow-gateway-token" -o jsonpath='{.data.token}' | base64 -d)
   ((${#token} == 48)) || fail "generated gateway token has ${#token} characters, want 48"
   echo "$token" >"$work/token.v1"

@@ -19,7 +19,7 @@ rel="zfn-$run_id"
 raw="zfn-$run_id-raw"
 out="zfn-$run_id-out"
 pipe=csv
-# No kube-proxy and no DNS on the testbed: workers reach the lease API at this address in the
+# No kube-proxy and no DNS on the testbed: workers reach the work API at this address in the
 # node netns, where a forwarder passes connections on to the operator pod.
 lease_vip="10.97.0.1"
 work="$(mktemp -d "${TMPDIR:-/tmp}/zeroflow-node.XXXXXX")"
@@ -124,7 +124,7 @@ zfn_install_operator() {
 image: {repository: ${ZF_NODE_OPERATOR_IMAGE%:*}, tag: ${ZF_NODE_OPERATOR_IMAGE##*:}, pullPolicy: Never}
 runnerImage: {repository: ${ZF_NODE_RUNNER_IMAGE%:*}, tag: ${ZF_NODE_RUNNER_IMAGE##*:}}
 watchNamespaces: [$ns]
-leaseApiUrl: http://$lease_vip:8081
+workApiUrl: http://$lease_vip:8081
 gatewayToken: {existingSecret: gateway-token, key: token}
 crds: {install: false}
 logFormat: json
@@ -145,7 +145,7 @@ YAML
 
   "$testbed" node forward "gateway-$run_id" host "$ZF_WEBHOOK_ADDR" "$operator_ip:8080"
   "$testbed" node forward "lease-$run_id" node "$lease_vip:8081" "$operator_ip:8081"
-  ok "forwarders: MinIO webhook $ZF_WEBHOOK_ADDR -> gateway, $lease_vip:8081 (node netns) -> lease API"
+  ok "forwarders: MinIO webhook $ZF_WEBHOOK_ADDR -> gateway, $lease_vip:8081 (node netns) -> work API"
 }
 
 zfn_operator_ip() {

@@ -128,7 +128,7 @@ impl Operator {
         let log = log_dir.join(format!("operator-{namespace}-{identity}.log"));
         let log_file = std::fs::File::create(&log)?;
         let mut command = Command::new(workspace_binary("zeroflow-operator")?);
-        for flag in ["--gateway-addr", "--lease-api-addr"] {
+        for flag in ["--gateway-addr", "--work-api-addr"] {
             if !extra.contains(&flag) {
                 command.args([flag, &format!("127.0.0.1:{}", free_port()?)]);
             }
@@ -136,7 +136,7 @@ impl Operator {
         let child = command
             .args(["--namespaces", namespace, "--leader-election-namespace", namespace])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--identity", identity, "--lease-duration-seconds", "6"])
+            .args(["--identity", identity, "--leader-election-lease-seconds", "6"])
             .args(extra)
             .env("RUST_LOG", "info,zeroflow_operator=debug")
             .stdout(Stdio::from(log_file.try_clone()?))

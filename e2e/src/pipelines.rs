@@ -84,7 +84,7 @@ pub async fn upload(bucket: &str, key: &str, content: &str) -> anyhow::Result<()
 }
 
 /// An operator for the test namespace with its gateway on MinIO's webhook address (the caller
-/// holds [`WEBHOOK`]), its lease API on `lease_addr` and worker pods pointed there.
+/// holds [`WEBHOOK`]), its work API on `lease_addr` and worker pods pointed there.
 pub async fn operator_with_gateway(ns: &TestNamespace, lease_addr: &str) -> anyhow::Result<Operator> {
     let token_file = std::env::temp_dir().join(format!("zf-gateway-token-{}", ns.name));
     std::fs::write(&token_file, std::env::var("ZF_WEBHOOK_TOKEN")?)?;
@@ -96,9 +96,9 @@ pub async fn operator_with_gateway(ns: &TestNamespace, lease_addr: &str) -> anyh
         &webhook,
         "--gateway-token-file",
         token_path,
-        "--lease-api-addr",
+        "--work-api-addr",
         lease_addr,
-        "--lease-api-url",
+        "--work-api-url",
         &lease_url,
     ];
     let operator = Operator::start_with(&ns.name, "solo", &flags).await?;

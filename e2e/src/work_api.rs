@@ -12,9 +12,10 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use zeroflow_operator::dispatch::backlog::{ObjectId, WorkItem};
-use zeroflow_operator::dispatch::{BacklogConfig, Backlogs};
-use zeroflow_operator::gateway::PipelineKey;
+use zeroflow_core::PipelineKey;
+use zeroflow_core::backlog::BacklogConfig;
+use zeroflow_core::backlog::{ObjectId, WorkItem};
+use zeroflow_operator::dispatch::Backlogs;
 use zeroflow_operator::store::bucket_client;
 use zeroflow_operator::workapi::{
     CachingVerifier, InMemoryCompletion, PipelineAccess, S3Bucket, TokenReviewVerifier, Waiters, WorkApi,

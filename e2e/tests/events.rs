@@ -102,7 +102,7 @@ async fn minio_notifications_become_pending_items_of_matching_pipelines_only() -
     Ok(())
 }
 
-/// Plays the runner against the operator's lease API with the worker ServiceAccount's token:
+/// Plays the runner against the operator's work API with the worker ServiceAccount's token:
 /// one lease, read, transform, write, complete. `None` when nothing was pending.
 async fn process_one(lease_api: &str, namespace: &str, pipeline: &str, token: &str) -> anyhow::Result<Option<String>> {
     let auth = format!("Bearer {token}");
@@ -316,7 +316,7 @@ async fn objects_whose_notifications_were_lost_are_found_by_resync_even_across_a
     pipelines.create(&PostParams::default(), &pipeline).await?;
 
     let lease_addr = format!("127.0.0.1:{}", zeroflow_e2e::free_port()?);
-    let flags = ["--lease-api-addr", lease_addr.as_str()];
+    let flags = ["--work-api-addr", lease_addr.as_str()];
     let mut operator = Operator::start_with(&ns.name, "solo", &flags).await?;
     operator.wait_ready(TIMEOUT).await?;
     eventually("resync finds all lost objects", TIMEOUT, || async {
@@ -374,7 +374,7 @@ async fn a_poison_object_ends_failed_after_max_attempts_and_a_redrive_puts_it_ba
     let pipeline = store.pipeline("poison", "in/", json!({"delivery": {"maxAttempts": 2, "retryBackoff": "500ms"}}))?;
     pipelines.create(&PostParams::default(), &pipeline).await?;
     let lease_addr = format!("127.0.0.1:{}", zeroflow_e2e::free_port()?);
-    let operator = Operator::start_with(&ns.name, "solo", &["--lease-api-addr", &lease_addr]).await?;
+    let operator = Operator::start_with(&ns.name, "solo", &["--work-api-addr", &lease_addr]).await?;
     operator.wait_ready(TIMEOUT).await?;
     eventually("the object is pending (start-up resync)", TIMEOUT, || async {
         Ok((pending(&pipelines, "poison").await? == 1).then_some(()))

@@ -8,11 +8,9 @@ use anyhow::Context as _;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use zeroflow_core::ledger::{FailureDetail, Ledger, Marker, MarkerName, MarkerPath, Outcome, SourceObject};
+use zeroflow_core::resync::{Admission, ResyncReport, SourceFilter, resync};
 use zeroflow_e2e::mc;
-use zeroflow_operator::dispatch::ledger::{
-    FailureDetail, Ledger, Marker, MarkerName, MarkerPath, Outcome, SourceObject,
-};
-use zeroflow_operator::dispatch::resync::{Admission, ResyncReport, SourceFilter, resync};
 use zeroflow_operator::store::bucket_client;
 
 const LEDGER: &str = ".zeroflow/ledger/ns/pipeline/";

@@ -17,12 +17,12 @@ use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use serde_json::json;
+use zeroflow_core::ledger::{Marker, Outcome};
 use zeroflow_e2e::pipelines::{Buckets, WEBHOOK, operator_with_gateway, upload};
 use zeroflow_e2e::workers::HostWorkers;
 use zeroflow_e2e::{TIMEOUT, TestNamespace, client, eventually, free_port, kubectl, mc};
 use zeroflow_operator::api::conditions::is_true;
 use zeroflow_operator::api::{DataPipeline, DataPipelineStatus};
-use zeroflow_operator::dispatch::ledger::{Marker, Outcome};
 use zeroflow_operator::store::bucket_client;
 
 /// Everything one test needs: its namespace, buckets, an operator and the host workers.
@@ -361,7 +361,7 @@ cp "$ZEROFLOW_INPUT" "$ZEROFLOW_OUTPUT_DIR/copy""#;
     let hang = markers.get("hang.txt").context("marker for hang.txt")?;
     assert_eq!((hang.outcome, hang.attempts), (Outcome::Failed, 2));
     let detail = hang.error.clone().context("failure detail")?.stderr_tail;
-    assert!(detail.contains("killed after the 3 s timeout"), "{detail}");
+    assert!(detail.contains("killed after the 3s timeout"), "{detail}");
     let notes = eventually("the ObjectsFailed Event", TIMEOUT, || async {
         let notes = kubectl(&[
             "get",

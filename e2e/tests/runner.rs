@@ -10,10 +10,10 @@ use kube::api::{Api, PostParams};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::json;
+use zeroflow_core::backlog::BacklogConfig;
 use zeroflow_e2e::work_api::WorkApiBed;
 use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, free_port, mc, token, workspace_binary};
 use zeroflow_operator::api::DataPipeline;
-use zeroflow_operator::dispatch::BacklogConfig;
 use zeroflow_operator::store::bucket_client;
 use zeroflow_operator::workapi::Outcome;
 
@@ -34,10 +34,10 @@ async fn the_runner_binary_drains_a_pipeline_into_the_sink() -> anyhow::Result<(
     std::fs::write(scratch.join("token"), &bed.worker_token)?;
     let mut runner = tokio::process::Command::new(workspace_binary("zeroflow-runner")?)
         .args(["run", "--", "tr", "a-z", "A-Z"])
-        .env("ZEROFLOW_LEASE_API", format!("http://{}", bed.addr))
+        .env("ZEROFLOW_WORK_API", format!("http://{}", bed.addr))
         .env("ZEROFLOW_PIPELINE", format!("{namespace}/demo"))
         .env("ZEROFLOW_CONTRACT", "stdio")
-        .env("ZEROFLOW_TIMEOUT_SECONDS", "30")
+        .env("ZEROFLOW_TIMEOUT", "30s")
         .env("ZEROFLOW_CONCURRENCY", "3")
         .env("ZEROFLOW_TOKEN_FILE", scratch.join("token"))
         .env("ZEROFLOW_WORK_DIR", scratch.join("work"))
@@ -84,10 +84,10 @@ fn start_runner(
         .arg("run")
         .arg("--")
         .args(command)
-        .env("ZEROFLOW_LEASE_API", api)
+        .env("ZEROFLOW_WORK_API", api)
         .env("ZEROFLOW_PIPELINE", pipeline)
         .env("ZEROFLOW_CONTRACT", contract)
-        .env("ZEROFLOW_TIMEOUT_SECONDS", "30")
+        .env("ZEROFLOW_TIMEOUT", "30s")
         .env("ZEROFLOW_CONCURRENCY", "2")
         .env("ZEROFLOW_TOKEN_FILE", scratch.join("token"))
         .env("ZEROFLOW_WORK_DIR", scratch.join("work"))
@@ -134,7 +134,7 @@ async fn the_runner_binary_works_for_a_real_operator() -> anyhow::Result<()> {
     let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &namespace);
     pipelines.create(&PostParams::default(), &pipeline).await?;
     let lease_addr = format!("127.0.0.1:{}", free_port()?);
-    let operator = Operator::start_with(&namespace, "solo", &["--lease-api-addr", &lease_addr]).await?;
+    let operator = Operator::start_with(&namespace, "solo", &["--work-api-addr", &lease_addr]).await?;
     operator.wait_ready(TIMEOUT).await?;
     let worker_token = eventually("the worker ServiceAccount", TIMEOUT, || {
         let client = client.clone();

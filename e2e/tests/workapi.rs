@@ -10,9 +10,9 @@ use anyhow::{Context as _, bail, ensure};
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
 use serde_json::json;
+use zeroflow_core::backlog::BacklogConfig;
 use zeroflow_e2e::work_api::WorkApiBed;
 use zeroflow_e2e::{client, http, token};
-use zeroflow_operator::dispatch::BacklogConfig;
 use zeroflow_operator::workapi::Outcome;
 
 const OBJECTS: usize = 50;

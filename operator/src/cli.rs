@@ -34,13 +34,13 @@ pub struct Cli {
     #[arg(long, env = "ZEROFLOW_GATEWAY_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub gateway_body_limit: usize,
 
-    /// Address of the lease API that worker pods call.
-    #[arg(long, env = "ZEROFLOW_LEASE_API_ADDR", default_value = "0.0.0.0:8081")]
-    pub lease_api_addr: SocketAddr,
+    /// Address of the work API that worker pods call (leases, heartbeats, outputs, results).
+    #[arg(long, env = "ZEROFLOW_WORK_API_ADDR", default_value = "0.0.0.0:8081")]
+    pub work_api_addr: SocketAddr,
 
-    /// URL at which worker pods reach the lease API (usually the operator's Service).
-    #[arg(long, env = "ZEROFLOW_LEASE_API_URL", default_value = "http://zeroflow.zeroflow-system.svc:8081")]
-    pub lease_api_url: String,
+    /// URL at which worker pods reach the work API (usually the operator's Service).
+    #[arg(long, env = "ZEROFLOW_WORK_API_URL", default_value = "http://zeroflow.zeroflow-system.svc:8081")]
+    pub work_api_url: String,
 
     /// Image with `zeroflow-runner`, copied into every worker pod by an init container.
     #[arg(long, env = "ZEROFLOW_RUNNER_IMAGE", default_value = concat!("ghcr.io/zeroflow-dev/zeroflow-runner:", env!("CARGO_PKG_VERSION")))]
@@ -76,9 +76,10 @@ pub struct Cli {
     #[arg(long, env = "ZEROFLOW_LEADER_ELECTION_ID", default_value = "zeroflow-operator-leader")]
     pub leader_election_id: String,
 
-    /// Seconds a leader's Lease is valid without renewal; a follower takes over after it.
-    #[arg(long, env = "ZEROFLOW_LEASE_DURATION_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
-    pub lease_duration_seconds: u64,
+    /// Seconds the leader election Lease is valid without renewal; a follower takes over after
+    /// it. (Not the work lease of an object: that is each pipeline's `delivery.leaseDuration`.)
+    #[arg(long, env = "ZEROFLOW_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub leader_election_lease_seconds: u64,
 
     /// Identity of this replica in the Lease (defaults to the pod name, else the host name).
     #[arg(long, env = "POD_NAME")]

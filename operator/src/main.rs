@@ -8,13 +8,14 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use zeroflow_core::routing::RouteTable;
 use zeroflow_operator::api::DataPipeline;
 use zeroflow_operator::cli::Cli;
+use zeroflow_operator::controller::resync_loop::ResyncMetrics;
 use zeroflow_operator::controller::{self, Context, build::WorkerOptions, event_path::Registry, replicas::ReplicaBook};
 use zeroflow_operator::dispatch::Backlogs;
-use zeroflow_operator::dispatch::resync::ResyncMetrics;
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
-use zeroflow_operator::gateway::{self, GatewayConfig, RouteTable, SharedRoutes};
+use zeroflow_operator::gateway::{self, GatewayConfig, SharedRoutes};
 use zeroflow_operator::health::{self, Readiness};
 use zeroflow_operator::leader::Leadership;
 use zeroflow_operator::metrics::Metrics;
@@ -72,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
             &cli.leader_election_namespace,
             &cli.leader_election_id,
             &identity,
-            cli.lease_duration_seconds,
+            cli.leader_election_lease_seconds,
         )
         .await
         .context("joining leader election")?;
@@ -121,12 +122,12 @@ async fn main() -> anyhow::Result<()> {
         waiters,
         Arc::new(CachingVerifier::new(TokenReviewVerifier::new(client.clone()))),
         completion.clone(),
-        WorkApiMetrics::register(metrics.registry()).context("registering lease API metrics")?,
+        WorkApiMetrics::register(metrics.registry()).context("registering work API metrics")?,
     ));
-    let lease_listener = tokio::net::TcpListener::bind(cli.lease_api_addr)
+    let lease_listener = tokio::net::TcpListener::bind(cli.work_api_addr)
         .await
-        .with_context(|| format!("binding --lease-api-addr {}", cli.lease_api_addr))?;
-    info!(addr = %cli.lease_api_addr, "serving the lease API");
+        .with_context(|| format!("binding --work-api-addr {}", cli.work_api_addr))?;
+    info!(addr = %cli.work_api_addr, "serving the work API");
     let lease_server = tokio::spawn({
         let router = workapi::router(workapi.clone());
         let stop = stop.clone();
@@ -158,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
         client: client.clone(),
         recorder,
         metrics: metrics.clone(),
-        workers: WorkerOptions { runner_image: cli.runner_image.clone(), lease_api_url: cli.lease_api_url.clone() },
+        workers: WorkerOptions { runner_image: cli.runner_image.clone(), work_api_url: cli.work_api_url.clone() },
         replicas,
         default_store,
         concurrency: cli.max_concurrent_reconciles,

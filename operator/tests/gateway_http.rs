@@ -10,10 +10,13 @@ use hyper_util::rt::TokioIo;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::{TcpListener, TcpStream};
 
-use zeroflow_operator::dispatch::{BacklogConfig, Backlogs};
+use zeroflow_core::PipelineKey;
+use zeroflow_core::backlog::BacklogConfig;
+use zeroflow_core::routing::{Route, RouteTable};
+use zeroflow_operator::dispatch::Backlogs;
 use zeroflow_operator::gateway::auth::BearerToken;
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
-use zeroflow_operator::gateway::{GatewayConfig, PipelineKey, Route, RouteTable, SharedRoutes, router};
+use zeroflow_operator::gateway::{GatewayConfig, SharedRoutes, router};
 
 const TOKEN: &str = "t0ken-for-tests";
 

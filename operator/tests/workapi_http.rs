@@ -17,11 +17,12 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
-use zeroflow_operator::dispatch::backlog::{ObjectId, WorkItem};
-use zeroflow_operator::dispatch::{BacklogConfig, Backlogs};
-use zeroflow_operator::gateway::records::EventKind;
-use zeroflow_operator::gateway::server::Admission;
-use zeroflow_operator::gateway::{PipelineKey, StorageEvent};
+use zeroflow_core::PipelineKey;
+use zeroflow_core::admission::Admission;
+use zeroflow_core::backlog::{BacklogConfig, ObjectId, WorkItem};
+use zeroflow_core::events::EventKind;
+use zeroflow_core::events::StorageEvent;
+use zeroflow_operator::dispatch::Backlogs;
 use zeroflow_operator::store::{StoreConfig, bucket_client};
 use zeroflow_operator::workapi::{
     BucketAccess, Identity, InMemoryCompletion, NotifyingAdmission, ObjectError, ObjectInfo, Outcome, PipelineAccess,
@@ -140,7 +141,7 @@ impl Harness {
         self.api.notify(&self.pipeline);
     }
 
-    fn counts(&self) -> zeroflow_operator::dispatch::Counts {
+    fn counts(&self) -> zeroflow_core::backlog::Counts {
         self.backlogs.with(&self.pipeline, |b, _| b.counts()).expect("backlog")
     }
 
@@ -239,7 +240,11 @@ async fn a_lease_runs_from_poll_to_completion_with_presigned_urls() {
         (body["etag"].as_str(), body["size"].as_u64(), body["attempt"].as_u64()),
         (Some("abc"), Some(42), Some(1))
     );
-    assert_eq!((body["lease_seconds"].as_u64(), body["heartbeat_interval_seconds"].as_u64()), (Some(120), Some(40)));
+    assert_eq!(
+        (body["lease_seconds"].as_u64(), body["heartbeat_interval_seconds"].as_u64()),
+        (Some(120), Some(10)),
+        "heartbeats at most every 10 s"
+    );
     let input = Url::parse(body["input_url"].as_str().expect("input_url")).expect("url");
     assert_eq!(input.path(), "/raw-invoices/incoming/march%202026.csv");
     let query: HashMap<_, _> = input.query_pairs().into_owned().collect();

@@ -8,73 +8,20 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
+use zeroflow_contract::wire::{CompleteRequest, FailRequest, HeartbeatRequest, OutputRequest, pipeline_base};
+pub use zeroflow_contract::wire::{Lease, OutputTarget};
 
 use crate::Error;
 
 /// How long the server may hold a lease request open (it caps this at 30 s).
-pub const LEASE_WAIT_SECONDS: u64 = 20;
+pub const LEASE_WAIT_SECONDS: u64 = zeroflow_contract::wire::DEFAULT_WAIT_SECONDS;
 /// Slack on top of the long poll before a lease request is given up.
 const LEASE_SLACK: Duration = Duration::from_secs(15);
 /// Any other API call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A granted lease; unknown fields are ignored so the server may add some.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Lease {
-    pub lease_id: String,
-    pub bucket: String,
-    pub key: String,
-    pub etag: Option<String>,
-    pub version_id: Option<String>,
-    pub size: Option<u64>,
-    pub attempt: u32,
-    pub heartbeat_interval_seconds: u64,
-    pub input_url: String,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct OutputTarget {
-    pub url: String,
-    #[serde(default = "put")]
-    pub method: String,
-}
-
-fn put() -> String {
-    "PUT".to_owned()
-}
-
-/// The object a request is about, echoed so the server can still record it after a restart
-/// lost the lease.
-#[derive(Debug, Serialize)]
-struct ObjectRef<'a> {
-    bucket: &'a str,
-    key: &'a str,
-    etag: Option<&'a str>,
-}
-
-impl<'a> From<&'a Lease> for ObjectRef<'a> {
-    fn from(lease: &'a Lease) -> Self {
-        ObjectRef { bucket: &lease.bucket, key: &lease.key, etag: lease.etag.as_deref() }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct OutputRequest<'a> {
-    name: &'a str,
-    #[serde(flatten)]
-    object: ObjectRef<'a>,
-}
-
-#[derive(Debug, Serialize)]
-struct CompleteRequest<'a> {
-    outputs: &'a [String],
-    attempt: u32,
-    #[serde(flatten)]
-    object: ObjectRef<'a>,
-}
-
 /// Why an object failed, as reported to the work API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Failure {
     pub retryable: bool,
     pub exit_code: Option<i32>,
@@ -82,15 +29,8 @@ pub struct Failure {
     /// The runner stopped the command because it is shutting down: the object goes back to the
     /// queue without counting as an attempt.
     pub handed_back: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct FailRequest<'a> {
-    #[serde(flatten)]
-    failure: &'a Failure,
-    attempt: u32,
-    #[serde(flatten)]
-    object: ObjectRef<'a>,
+    /// The input's download answered 404/412: the object revision is gone.
+    pub input_missing: bool,
 }
 
 /// An HTTP client trusting the image's CA certificates, or, in images that have none (scratch,
@@ -125,7 +65,7 @@ impl Client {
             .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
             .ok_or_else(|| Error::Config(format!("pipeline {pipeline:?} is not <namespace>/<name>")))?;
         let http = http_client()?;
-        let base = format!("{}/v1/pipelines/{namespace}/{name}", api.trim_end_matches('/'));
+        let base = pipeline_base(api, namespace, name);
         Ok(Client { http, base, token_file })
     }
 
@@ -162,24 +102,33 @@ impl Client {
 
     pub async fn heartbeat(&self, lease: &Lease) -> Result<(), Error> {
         let path = format!("/leases/{}/heartbeat", lease.lease_id);
-        self.post(&path, &serde_json::json!({}), CALL_TIMEOUT).await.map(drop)
+        let body = HeartbeatRequest { attempt: Some(lease.attempt), object: lease.into() };
+        self.post(&path, &body, CALL_TIMEOUT).await.map(drop)
     }
 
     pub async fn output(&self, lease: &Lease, name: &str) -> Result<OutputTarget, Error> {
         let path = format!("/leases/{}/outputs", lease.lease_id);
-        let body = OutputRequest { name, object: lease.into() };
+        let body = OutputRequest { name: name.to_owned(), object: lease.into() };
         json(self.post(&path, &body, CALL_TIMEOUT).await?).await
     }
 
     pub async fn complete(&self, lease: &Lease, outputs: &[String]) -> Result<(), Error> {
         let path = format!("/leases/{}/complete", lease.lease_id);
-        let body = CompleteRequest { outputs, attempt: lease.attempt, object: lease.into() };
+        let body = CompleteRequest { outputs: outputs.to_vec(), attempt: Some(lease.attempt), object: lease.into() };
         self.post(&path, &body, CALL_TIMEOUT).await.map(drop)
     }
 
     pub async fn fail(&self, lease: &Lease, failure: &Failure) -> Result<(), Error> {
         let path = format!("/leases/{}/fail", lease.lease_id);
-        let body = FailRequest { failure, attempt: lease.attempt, object: lease.into() };
+        let body = FailRequest {
+            retryable: failure.retryable,
+            exit_code: failure.exit_code,
+            stderr_tail: failure.stderr_tail.clone(),
+            attempt: Some(lease.attempt),
+            handed_back: failure.handed_back,
+            input_missing: failure.input_missing,
+            object: lease.into(),
+        };
         self.post(&path, &body, CALL_TIMEOUT).await.map(drop)
     }
 

@@ -2,27 +2,21 @@
 
 use std::path::Path;
 
-use crate::api::Lease;
+use zeroflow_contract::env;
+pub use zeroflow_contract::worker::Contract;
 
-/// How the user command receives its input and gives back its outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Contract {
-    /// The input is a file (`ZEROFLOW_INPUT`); every file written to `ZEROFLOW_OUTPUT_DIR` is an output.
-    Exec,
-    /// The input is on stdin; stdout is the single output, named after the input file.
-    Stdio,
-}
+use crate::api::Lease;
 
 /// The variables the user command gets on top of the runner's own environment.
 pub fn contract_env(lease: &Lease, input: &Path, output_dir: &Path) -> Vec<(&'static str, String)> {
     vec![
-        ("ZEROFLOW_INPUT", input.display().to_string()),
-        ("ZEROFLOW_OUTPUT_DIR", output_dir.display().to_string()),
-        ("ZEROFLOW_BUCKET", lease.bucket.clone()),
-        ("ZEROFLOW_KEY", lease.key.clone()),
-        ("ZEROFLOW_ETAG", lease.etag.clone().unwrap_or_default()),
-        ("ZEROFLOW_SIZE", lease.size.map(|s| s.to_string()).unwrap_or_default()),
-        ("ZEROFLOW_ATTEMPT", lease.attempt.to_string()),
+        (env::INPUT, input.display().to_string()),
+        (env::OUTPUT_DIR, output_dir.display().to_string()),
+        (env::BUCKET, lease.bucket.clone()),
+        (env::KEY, lease.key.clone()),
+        (env::ETAG, lease.etag.clone().unwrap_or_default()),
+        (env::SIZE, lease.size.map(|s| s.to_string()).unwrap_or_default()),
+        (env::ATTEMPT, lease.attempt.to_string()),
     ]
 }
 
@@ -40,6 +34,8 @@ mod tests {
             version_id: None,
             size: Some(42),
             attempt: 2,
+            deadline_unix_ms: 0,
+            lease_seconds: 15,
             heartbeat_interval_seconds: 5,
             input_url: "http://x".into(),
         };

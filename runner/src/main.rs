@@ -9,9 +9,22 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use zeroflow_contract::env;
+use zeroflow_contract::worker::DEFAULT_TIMEOUT;
 use zeroflow_runner::api::Client;
 use zeroflow_runner::contract::Contract;
 use zeroflow_runner::worker::{self, Context};
+
+/// `exec` or `stdio`, listed in `--help`.
+fn contract_parser() -> impl clap::builder::TypedValueParser<Value = Contract> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new([Contract::Exec.as_str(), Contract::Stdio.as_str()])
+        .try_map(|s| s.parse::<Contract>())
+}
+
+fn timeout_parser(s: &str) -> Result<Duration, String> {
+    zeroflow_contract::duration::parse_timeout(s).map_err(|e| e.to_string())
+}
 
 const CONTRACT_HELP: &str = "\
 THE CONTRACT FOR TRANSFORM AUTHORS
@@ -41,8 +54,8 @@ THE CONTRACT FOR TRANSFORM AUTHORS
 
   Exit codes: 0 = success (outputs uploaded, object done). Any other code, or death by a signal,
   = failure, retried up to the pipeline's maxAttempts, then recorded as failed.
-  Timeout: after --timeout-seconds the command's whole process group gets SIGKILL and the
-  attempt fails (retryable). Commands that fork keep their children in that group; do not
+  Timeout: after --timeout the command's whole process group gets SIGKILL and the attempt
+  fails (retryable). Commands that fork keep their children in that group; do not
   detach from it.
 
   Shutdown: on SIGTERM the runner takes no new objects, lets running ones finish and exits 0.
@@ -56,7 +69,7 @@ THE CONTRACT FOR TRANSFORM AUTHORS
 #[command(name = "zeroflow-runner", version, about = "Turns any container into a zeroflow worker", after_help = CONTRACT_HELP)]
 struct Cli {
     /// Log format: `plain` for people, `json` for log pipelines. Filter with RUST_LOG.
-    #[arg(long, global = true, env = "ZEROFLOW_LOG_FORMAT", value_enum, default_value = "plain")]
+    #[arg(long, global = true, env = env::LOG_FORMAT, value_enum, default_value = "plain")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -95,32 +108,33 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// Base URL of the operator's work API.
-    #[arg(long, env = "ZEROFLOW_LEASE_API")]
-    lease_api: String,
+    #[arg(long, env = env::WORK_API)]
+    work_api: String,
     /// The pipeline, as <namespace>/<name>.
-    #[arg(long, env = "ZEROFLOW_PIPELINE")]
+    #[arg(long, env = env::PIPELINE)]
     pipeline: String,
-    /// How the command receives input and gives back outputs.
-    #[arg(long, env = "ZEROFLOW_CONTRACT", value_enum, default_value = "exec")]
+    /// How the command receives input and gives back outputs: exec or stdio.
+    #[arg(long, env = env::CONTRACT, default_value = "exec", value_parser = contract_parser())]
     contract: Contract,
-    /// Seconds one run of the command may take before its process group is killed.
-    #[arg(long, env = "ZEROFLOW_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
-    timeout_seconds: u64,
+    /// Longest time one run of the command may take before its process group is killed, as a
+    /// duration (500ms, 30s, 10m, 1h30m; at most 168h), the same grammar as transform.timeout.
+    #[arg(long, env = env::TIMEOUT, default_value = DEFAULT_TIMEOUT, value_parser = timeout_parser)]
+    timeout: Duration,
     /// Objects processed at once.
-    #[arg(long, env = "ZEROFLOW_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = env::CONCURRENCY, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     concurrency: u32,
     /// The ServiceAccount token; re-read on every request because the kubelet rotates it.
-    #[arg(long, env = "ZEROFLOW_TOKEN_FILE")]
+    #[arg(long, env = env::TOKEN_FILE)]
     token_file: PathBuf,
     /// Where per-object directories are created.
-    #[arg(long, env = "ZEROFLOW_WORK_DIR", default_value = "/zeroflow/work")]
+    #[arg(long, env = env::WORK_DIR, default_value = "/zeroflow/work")]
     work_dir: PathBuf,
     /// The pod's termination grace period: after a SIGTERM, running commands that have not
     /// finished a few seconds before it ends are stopped and their objects handed back.
-    #[arg(long, env = "ZEROFLOW_GRACE_SECONDS")]
+    #[arg(long, env = env::GRACE_SECONDS)]
     grace_seconds: Option<u64>,
     /// Names this runner's directories and logs.
-    #[arg(long, env = "ZEROFLOW_POD_NAME")]
+    #[arg(long, env = env::POD_NAME)]
     pod_name: Option<String>,
     /// The transform and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
@@ -149,7 +163,7 @@ fn hand_back_after(grace_seconds: u64) -> Duration {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.lease_api, &args.pipeline, args.token_file)?;
+    let client = Client::new(&args.work_api, &args.pipeline, args.token_file)?;
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating the work dir {}", args.work_dir.display()))?;
     let owner = args.pod_name.as_deref().map_or_else(|| "runner".to_owned(), zeroflow_runner::names::safe_file_name);
@@ -165,7 +179,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         client,
         contract: args.contract,
         command: args.command,
-        timeout: Duration::from_secs(args.timeout_seconds),
+        timeout: args.timeout,
         work_dir: args.work_dir,
         tag,
         sequence: AtomicU64::new(0),

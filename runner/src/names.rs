@@ -1,12 +1,8 @@
-//! Names: the local file name for an untrusted object key, the output names the server accepts,
-//! and the stderr tail a failure carries. Pure functions, no I/O.
+//! Names: the local file name for an untrusted object key, and the stderr tail a failure
+//! carries. The output-name rules are the work API's own ([`zeroflow_contract::names`]). Pure.
 
-use thiserror::Error;
-
-/// The longest file or output name, in bytes (a common file system limit and the server's).
-pub const MAX_NAME: usize = 255;
-/// How much of the end of stderr a failure report carries.
-pub const STDERR_TAIL_LIMIT: usize = 4096;
+/// The longest file name, in bytes: the longest output name the work API accepts.
+pub const MAX_NAME: usize = zeroflow_contract::names::MAX_OUTPUT_NAME;
 /// The file name used when nothing usable is left of a key.
 pub const FALLBACK_NAME: &str = "input";
 
@@ -37,56 +33,11 @@ fn truncate_to_boundary(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Why an output file's name is not uploaded; the same rules as the work API's.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum NameError {
-    #[error("empty name")]
-    Empty,
-    #[error("name is {0} bytes, more than {MAX_NAME}")]
-    TooLong(usize),
-    #[error("name contains a path separator")]
-    Separator,
-    #[error("name is '.' or contains '..'")]
-    Dots,
-    #[error("name contains a control character")]
-    Control,
-    #[error("name is not UTF-8")]
-    NotUtf8,
-}
+pub use zeroflow_contract::names::{NameError, STDERR_TAIL_LIMIT, validate_output_name};
 
-/// Checks an output name as the work API does, so a name it would refuse is reported before
-/// anything is uploaded.
-pub fn validate_output_name(name: &str) -> Result<(), NameError> {
-    if name.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if name.len() > MAX_NAME {
-        return Err(NameError::TooLong(name.len()));
-    }
-    if name.contains(['/', '\\']) {
-        return Err(NameError::Separator);
-    }
-    if name == "." || name.contains("..") {
-        return Err(NameError::Dots);
-    }
-    if name.chars().any(char::is_control) {
-        return Err(NameError::Control);
-    }
-    Ok(())
-}
-
-/// The end of `stderr`, at most [`STDERR_TAIL_LIMIT`] bytes, decoded lossily; the cut is moved
-/// forward to a character boundary.
+/// The end of `stderr`, at most [`STDERR_TAIL_LIMIT`] bytes, decoded lossily.
 pub fn stderr_tail(stderr: &[u8]) -> String {
-    let start = stderr.len().saturating_sub(STDERR_TAIL_LIMIT);
-    let text = String::from_utf8_lossy(&stderr[start..]);
-    // Lossy decoding of a cut multi-byte character may add replacement characters that grow the
-    // text past the limit; keep the end.
-    let mut cut = text.len().saturating_sub(STDERR_TAIL_LIMIT);
-    while !text.is_char_boundary(cut) {
-        cut += 1;
-    }
-    text[cut..].to_owned()
+    zeroflow_contract::names::stderr_tail_lossy(stderr)
 }
 
 /// Keeps the last [`STDERR_TAIL_LIMIT`] bytes of a stream as it is read.
@@ -127,19 +78,6 @@ mod tests {
         assert_eq!(safe_file_name("a/b/data.tar.gz"), "data.tar.gz");
         assert_eq!(safe_file_name("...."), "__");
         assert_eq!(safe_file_name(&"é".repeat(200)).len(), 254);
-    }
-
-    #[test]
-    fn output_names_follow_the_server_rules() {
-        assert_eq!(validate_output_name("result.json"), Ok(()));
-        assert_eq!(validate_output_name(""), Err(NameError::Empty));
-        assert_eq!(validate_output_name("a/b"), Err(NameError::Separator));
-        assert_eq!(validate_output_name("a\\b"), Err(NameError::Separator));
-        assert_eq!(validate_output_name("."), Err(NameError::Dots));
-        assert_eq!(validate_output_name("a..b"), Err(NameError::Dots));
-        assert_eq!(validate_output_name("a\tb"), Err(NameError::Control));
-        assert_eq!(validate_output_name(&"x".repeat(256)), Err(NameError::TooLong(256)));
-        assert_eq!(validate_output_name(&"x".repeat(255)), Ok(()));
     }
 
     #[test]

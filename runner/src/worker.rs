@@ -86,12 +86,7 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
     let dir = ctx.work_dir.join(format!("{}-{sequence}", ctx.tag));
     let report = match run_object(ctx, &lease, &dir, shutdown, lost).await {
         Ok(report) => report,
-        Err(e) => Report::Fail(Failure {
-            retryable: true,
-            exit_code: None,
-            stderr_tail: Some(e.to_string()),
-            handed_back: false,
-        }),
+        Err(e) => Report::Fail(Failure { retryable: true, stderr_tail: Some(e.to_string()), ..Failure::default() }),
     };
     heartbeat.abort();
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await
@@ -164,7 +159,22 @@ async fn run_object(
     }
     let name = safe_file_name(&lease.key);
     let input = input_dir.join(&name);
-    ctx.client.download(&lease.input_url, &input).await?;
+    match ctx.client.download(&lease.input_url, &input).await {
+        Ok(_) => {}
+        // The object (revision) is gone: deleted, overwritten, or never written. Not the
+        // transform's failure; the work API checks the store and skips it.
+        Err(Error::Status { status: 404 | 412, body }) => {
+            tracing::info!(key = %lease.key, "the input no longer exists");
+            let tail = format!("[zeroflow-runner] the input no longer exists: {body}");
+            return Ok(Report::Fail(Failure {
+                retryable: true,
+                stderr_tail: Some(tail),
+                input_missing: true,
+                ..Failure::default()
+            }));
+        }
+        Err(e) => return Err(e),
+    }
 
     let stdout = dir.join("stdout");
     let invocation = Invocation {
@@ -176,7 +186,7 @@ async fn run_object(
         timeout: ctx.timeout,
     };
     let failure = |exit_code, stderr_tail: String| {
-        Report::Fail(Failure { retryable: true, exit_code, stderr_tail: Some(stderr_tail), handed_back: false })
+        Report::Fail(Failure { retryable: true, exit_code, stderr_tail: Some(stderr_tail), ..Failure::default() })
     };
     let outcome = process::run(invocation, stop_signal(shutdown, lost.clone())).await?;
     if *lost.borrow() {
@@ -186,16 +196,17 @@ async fn run_object(
         Outcome::Exited { code: Some(0), .. } => {}
         Outcome::Exited { code, stderr_tail } => return Ok(failure(code, stderr_tail)),
         Outcome::TimedOut { stderr_tail } => {
-            let note = format!("\n[zeroflow-runner] killed after the {} s timeout", ctx.timeout.as_secs());
+            let timeout = zeroflow_contract::duration::format_duration(ctx.timeout);
+            let note = format!("\n[zeroflow-runner] killed after the {timeout} timeout");
             return Ok(failure(None, tail_with(stderr_tail, &note)));
         }
         Outcome::Aborted { stderr_tail } => {
             let tail = tail_with(stderr_tail, "\n[zeroflow-runner] stopped and handed back: the runner is stopping");
             return Ok(Report::Fail(Failure {
                 retryable: true,
-                exit_code: None,
                 stderr_tail: Some(tail),
                 handed_back: true,
+                ..Failure::default()
             }));
         }
     }
@@ -210,7 +221,7 @@ async fn run_object(
                     retryable: false,
                     exit_code: Some(0),
                     stderr_tail: Some(message),
-                    handed_back: false,
+                    ..Failure::default()
                 }));
             }
         },

@@ -12,7 +12,7 @@ fn without_system_ca_certificates_the_runner_uses_its_built_in_roots() {
     std::fs::write(scratch.join("empty.pem"), "").expect("empty bundle");
     // rustls-native-certs reads these instead of the system's paths: an image without certificates.
     let mut child = Command::new(env!("CARGO_BIN_EXE_zeroflow-runner"))
-        .args(["run", "--lease-api", "http://127.0.0.1:9", "--pipeline", "ns/p"])
+        .args(["run", "--work-api", "http://127.0.0.1:9", "--pipeline", "ns/p"])
         .arg("--token-file")
         .arg(scratch.join("no-token"))
         .arg("--work-dir")

@@ -160,10 +160,10 @@ fn runner_command(
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zeroflow-runner"));
     command
         .args(["run", "--", "sh", "-c", script])
-        .env("ZEROFLOW_LEASE_API", &fake.base)
+        .env("ZEROFLOW_WORK_API", &fake.base)
         .env("ZEROFLOW_PIPELINE", "team/pipe")
         .env("ZEROFLOW_CONTRACT", contract)
-        .env("ZEROFLOW_TIMEOUT_SECONDS", timeout.to_string())
+        .env("ZEROFLOW_TIMEOUT", format!("{timeout}s"))
         .env("ZEROFLOW_CONCURRENCY", "1")
         .env("ZEROFLOW_TOKEN_FILE", scratch.root.join("token"))
         .env("ZEROFLOW_WORK_DIR", scratch.work())

@@ -57,8 +57,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-gateway-token" (include "zeroflow.fullname" .)) .Values.gatewayToken.existingSecret }}
 {{- end }}
 
-{{- define "zeroflow.leaseApiUrl" -}}
-{{- default (printf "http://%s.%s.svc:%v" (include "zeroflow.fullname" .) .Release.Namespace .Values.ports.leaseApi) .Values.leaseApiUrl }}
+{{- define "zeroflow.workApiUrl" -}}
+{{- default (printf "http://%s.%s.svc:%v" (include "zeroflow.fullname" .) .Release.Namespace .Values.ports.workApi) .Values.workApiUrl }}
 {{- end }}
 
 {{- define "zeroflow.leaderElectionId" -}}

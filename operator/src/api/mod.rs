@@ -5,7 +5,6 @@
 //! Developer notes therefore use `//`.
 
 pub mod conditions;
-pub mod duration;
 
 use std::collections::BTreeMap;
 
@@ -16,7 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-pub use duration::{ParseDurationError, format_duration, parse_duration};
+pub use zeroflow_contract::duration::{self, format_duration, parse_duration};
+pub use zeroflow_contract::worker::Contract;
+pub use zeroflow_core::scaling::usage::Usage;
 
 /// The API group of every zeroflow resource.
 pub const GROUP: &str = "zeroflow.dev";
@@ -87,7 +88,11 @@ pub struct SourceSpec {
     /// How often the bucket is listed and compared with the ledger, to find objects whose
     /// notifications were lost. `0s` disables the periodic resync (it still runs at start-up).
     #[serde(default = "default_resync_interval")]
-    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE),
+        validation = Rule::new(duration::MAX_DURATION_CEL).message(duration::MAX_DURATION_MESSAGE),
+    )]
     pub resync_interval: String,
     /// Process objects that were already in the bucket when the pipeline was created.
     /// When false, only objects newer than the pipeline are processed.
@@ -136,19 +141,6 @@ impl Default for SinkSpec {
     }
 }
 
-/// How each object is handed to the transform.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Contract {
-    /// The object is a file: its path is in `ZEROFLOW_INPUT`; every file the command writes to
-    /// `ZEROFLOW_OUTPUT_DIR` becomes an output.
-    #[default]
-    #[serde(rename = "exec")]
-    Exec,
-    /// The object is piped to the command's stdin; its stdout is the single output.
-    #[serde(rename = "stdio")]
-    Stdio,
-}
-
 /// The container that processes objects. Any image works: zeroflow adds its runner next to it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -170,7 +162,12 @@ pub struct TransformSpec {
     /// Longest time one object may take; the command is killed when it runs longer, and the
     /// attempt counts as failed.
     #[serde(default = "default_timeout")]
-    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE),
+        validation = Rule::new(duration::POSITIVE_CEL).message(duration::POSITIVE_MESSAGE),
+        validation = Rule::new(duration::MAX_DURATION_CEL).message(duration::MAX_DURATION_MESSAGE),
+    )]
     pub timeout: String,
     /// Extra environment variables for the command.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -257,12 +254,20 @@ pub struct ScalingSpec {
     pub concurrency_per_replica: i32,
     /// Time with nothing pending or in flight before the workers scale to minReplicas.
     #[serde(default = "default_idle_timeout")]
-    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE),
+        validation = Rule::new(duration::MAX_DURATION_CEL).message(duration::MAX_DURATION_MESSAGE),
+    )]
     pub idle_timeout: String,
     /// Scale-down uses the highest replica count wanted during this window, so a short lull does
     /// not remove workers that are needed again a moment later.
     #[serde(default = "default_stabilization")]
-    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE),
+        validation = Rule::new(duration::MAX_DURATION_CEL).message(duration::MAX_DURATION_MESSAGE),
+    )]
     pub scale_down_stabilization: String,
 }
 
@@ -291,11 +296,20 @@ pub struct DeliverySpec {
     /// A worker must renew its lease on an object within this time, or the object goes back to
     /// the queue for another worker.
     #[serde(default = "default_lease_duration")]
-    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE),
+        validation = Rule::new(duration::MIN_LEASE_DURATION_CEL).message(duration::MIN_LEASE_DURATION_MESSAGE),
+        validation = Rule::new(duration::MAX_DURATION_CEL).message(duration::MAX_DURATION_MESSAGE),
+    )]
     pub lease_duration: String,
     /// Wait before the first retry of a failed attempt; doubled for each further attempt.
     #[serde(default = "default_retry_backoff")]
-    #[x_kube(validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE))]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE),
+        validation = Rule::new(duration::MAX_DURATION_CEL).message(duration::MAX_DURATION_MESSAGE),
+    )]
     pub retry_backoff: String,
     /// Where the ledger (one marker per finished object) is kept in the sink bucket.
     /// Defaults to `.zeroflow/ledger/<namespace>/<name>/`.
@@ -373,19 +387,6 @@ pub struct DataPipelineStatus {
     /// puts every failed object back to work once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_redrive: Option<String>,
-}
-
-/// Resources the workers of a pipeline consumed since it was created.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Usage {
-    /// Worker replicas the scaler asked for, integrated over time, in seconds.
-    #[serde(default)]
-    pub replica_seconds: f64,
-    /// The same, weighted by the CPU cores each worker pod requests (`transform.resources`
-    /// requests, or limits when only limits are set), in core-seconds.
-    #[serde(default)]
-    pub cpu_core_seconds: f64,
 }
 
 fn default_true() -> bool {

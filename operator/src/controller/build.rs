@@ -12,16 +12,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+pub use zeroflow_contract::worker::TOKEN_AUDIENCE;
+use zeroflow_contract::{duration::format_duration, env};
+
 use super::validate::ValidSpec;
-use crate::api::{Contract, DataPipeline};
+use crate::api::DataPipeline;
 
 /// Label every object zeroflow manages carries; watches are filtered on it.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "zeroflow";
 /// Label that ties worker objects to their pipeline.
 pub const PIPELINE_LABEL: &str = "zeroflow.dev/pipeline";
-/// Audience of the projected token workers present to the lease API.
-pub const TOKEN_AUDIENCE: &str = "zeroflow";
 /// Name of the transform container in worker pods.
 pub const TRANSFORM_CONTAINER: &str = "transform";
 
@@ -40,13 +41,13 @@ const GRACE_MARGIN_SECONDS: i64 = 15;
 pub struct WorkerOptions {
     /// Image holding `zeroflow-runner`, copied into each worker pod by an init container.
     pub runner_image: String,
-    /// URL workers use to reach the lease API.
-    pub lease_api_url: String,
+    /// URL workers use to reach the work API.
+    pub work_api_url: String,
 }
 
 /// Names of the objects owned by a pipeline.
 pub fn worker_name(pipeline: &DataPipeline) -> String {
-    format!("{}-worker", pipeline.name_any())
+    zeroflow_contract::worker::worker_name(&pipeline.name_any())
 }
 
 pub fn selector_labels(pipeline: &DataPipeline) -> BTreeMap<String, String> {
@@ -75,7 +76,7 @@ fn owned_meta(pipeline: &DataPipeline, owner: OwnerReference) -> ObjectMeta {
 }
 
 /// The workers' ServiceAccount: it has no API permissions and its token is never automounted;
-/// workers only get a projected token whose audience is the lease API.
+/// workers only get a projected token whose audience is the work API.
 pub fn service_account(pipeline: &DataPipeline, owner: OwnerReference) -> ServiceAccount {
     ServiceAccount {
         metadata: owned_meta(pipeline, owner),
@@ -153,9 +154,11 @@ fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptio
     ];
     mounts.extend(overlay.volume_mounts.iter().cloned());
 
+    // Whole seconds, rounded up: a 500ms timeout still gets its full margin.
+    let timeout_seconds = spec.timeout.as_secs() + u64::from(spec.timeout.subsec_nanos() > 0);
     let grace = overlay
         .termination_grace_period_seconds
-        .unwrap_or_else(|| spec.timeout.as_secs().try_into().unwrap_or(i64::MAX).saturating_add(GRACE_MARGIN_SECONDS));
+        .unwrap_or_else(|| i64::try_from(timeout_seconds).unwrap_or(i64::MAX).saturating_add(GRACE_MARGIN_SECONDS));
 
     let installer = Container {
         name: "zeroflow-runner-install".into(),
@@ -227,24 +230,21 @@ fn runner_command(pipeline: &DataPipeline) -> Vec<String> {
 
 fn worker_env(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptions, grace: i64) -> Vec<EnvVar> {
     let transform = &pipeline.spec.transform;
-    let contract = match transform.contract {
-        Contract::Exec => "exec",
-        Contract::Stdio => "stdio",
-    };
     let value = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), value_from: None };
     let mut env = vec![
-        value("ZEROFLOW_LEASE_API", options.lease_api_url.clone()),
-        value("ZEROFLOW_PIPELINE", format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any())),
-        value("ZEROFLOW_CONTRACT", contract.into()),
-        value("ZEROFLOW_TIMEOUT_SECONDS", spec.timeout.as_secs().to_string()),
-        value("ZEROFLOW_CONCURRENCY", pipeline.spec.scaling.concurrency_per_replica.to_string()),
-        value("ZEROFLOW_TOKEN_FILE", format!("{TOKEN_DIR}/token")),
-        value("ZEROFLOW_WORK_DIR", WORK_DIR.into()),
+        value(env::WORK_API, options.work_api_url.clone()),
+        value(env::PIPELINE, format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any())),
+        value(env::CONTRACT, transform.contract.to_string()),
+        // Exactly, not in whole seconds: the runner parses the same grammar.
+        value(env::TIMEOUT, format_duration(spec.timeout)),
+        value(env::CONCURRENCY, pipeline.spec.scaling.concurrency_per_replica.to_string()),
+        value(env::TOKEN_FILE, format!("{TOKEN_DIR}/token")),
+        value(env::WORK_DIR, WORK_DIR.into()),
         // The runner hands back what it cannot finish before the kubelet's SIGKILL.
-        value("ZEROFLOW_GRACE_SECONDS", grace.to_string()),
+        value(env::GRACE_SECONDS, grace.to_string()),
         value("TMPDIR", "/tmp".into()),
         EnvVar {
-            name: "ZEROFLOW_POD_NAME".into(),
+            name: env::POD_NAME.into(),
             value: None,
             value_from: Some(EnvVarSource {
                 field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".into(), api_version: None }),
@@ -253,7 +253,7 @@ fn worker_env(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptions
         },
     ];
     // User variables come last so they can be read by the command, but never replace ours.
-    env.extend(transform.env.iter().filter(|e| !e.name.starts_with("ZEROFLOW_")).cloned());
+    env.extend(transform.env.iter().filter(|e| !e.name.starts_with(env::RESERVED_PREFIX)).cloned());
     env
 }
 
@@ -283,6 +283,24 @@ fn restricted_container() -> SecurityContext {
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
         ..SecurityContext::default()
     }
+}
+
+/// CPU cores one worker pod requests: the sum over its containers of `requests.cpu`, or of
+/// `limits.cpu` where only a limit is set (Kubernetes then requests the limit). Init containers
+/// run before the worker starts and are not counted.
+pub fn cpu_request_cores(pod: &PodSpec) -> f64 {
+    pod.containers
+        .iter()
+        .filter_map(|c| {
+            let resources = c.resources.as_ref()?;
+            let quantity = resources
+                .requests
+                .as_ref()
+                .and_then(|r| r.get("cpu"))
+                .or_else(|| resources.limits.as_ref().and_then(|l| l.get("cpu")))?;
+            zeroflow_core::scaling::usage::parse_cpu(&quantity.0)
+        })
+        .sum()
 }
 
 /// The owner reference children carry, so deleting a pipeline garbage-collects them.

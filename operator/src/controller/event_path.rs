@@ -10,9 +10,11 @@ use kube::ResourceExt;
 use super::validate::ValidSpec;
 use crate::api::DataPipeline;
 use crate::dispatch::Backlogs;
-use crate::dispatch::backlog::{Admitted, BacklogConfig, Counts, Overloaded, WorkItem};
-use crate::gateway::routing::{Location, RouteError};
-use crate::gateway::{PipelineKey, Route, RouteTable, SharedRoutes};
+use crate::gateway::SharedRoutes;
+use zeroflow_core::PipelineKey;
+use zeroflow_core::backlog::{Admitted, BacklogConfig, Counts, Overloaded, WorkItem};
+use zeroflow_core::routing::{Location, RouteError};
+use zeroflow_core::routing::{Route, RouteTable};
 
 /// Longest backoff between attempts, whatever the base and attempt count.
 const MAX_BACKOFF_MS: u64 = 10 * 60 * 1000;
@@ -138,7 +140,7 @@ mod tests {
     use super::*;
     use crate::controller::testing::{minimal_spec, pipeline};
     use crate::controller::validate::validate;
-    use crate::gateway::records::{EventKind, StorageEvent};
+    use zeroflow_core::events::{EventKind, StorageEvent};
 
     fn created(bucket: &str, key: &str) -> StorageEvent {
         StorageEvent {

@@ -28,16 +28,16 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::api::{DataPipeline, DataPipelineStatus, conditions};
-use crate::dispatch::backlog::Counts;
-use crate::dispatch::ledger::Ledger;
-use crate::dispatch::resync::ResyncMetrics;
 use crate::metrics::Metrics;
 use crate::scaler::{ScaleSpec, Scaler};
 use crate::store::{self, DefaultStore, StoreConfig, StoreError};
 use crate::workapi::{LedgerCompletion, PipelineAccess, S3Bucket, WorkApi};
 use build::{MANAGED_BY, MANAGED_BY_LABEL, WorkerOptions};
 use replicas::ReplicaBook;
+use resync_loop::ResyncMetrics;
 use status::{Outcome, WorkerObservation};
+use zeroflow_core::backlog::Counts;
+use zeroflow_core::ledger::Ledger;
 
 /// Field manager of every write the operator makes, so server-side apply sees one owner.
 pub const FIELD_MANAGER: &str = "zeroflow-operator";
@@ -62,7 +62,7 @@ pub struct Context {
     pub registry: Arc<event_path::Registry>,
     /// Recent source probes, by pipeline uid.
     pub probes: store::ProbeCache,
-    /// The lease API workers call, and the ledger completions are recorded in.
+    /// The work API workers call, and the ledger completions are recorded in.
     pub workapi: Arc<WorkApi>,
     pub completion: Arc<LedgerCompletion>,
     pub resync_metrics: ResyncMetrics,
@@ -225,7 +225,7 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Failures already announced with an Event, per pipeline. Kept here rather than read from
     // status, which a reconcile may already have updated.
-    let mut announced_failed: std::collections::HashMap<crate::gateway::PipelineKey, u64> = Default::default();
+    let mut announced_failed: std::collections::HashMap<zeroflow_core::PipelineKey, u64> = Default::default();
     loop {
         ticker.tick().await;
         let pipelines: Vec<_> = store.state().iter().filter_map(|guard| guard.0.as_ref().ok().cloned()).collect();
@@ -274,7 +274,7 @@ async fn publish_counts(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPip
 }
 
 /// Counts, usage and the last cold start of a pipeline the event path serves.
-fn progress(ctx: &Context, key: &crate::gateway::PipelineKey, counts: Counts) -> status::Progress {
+fn progress(ctx: &Context, key: &zeroflow_core::PipelineKey, counts: Counts) -> status::Progress {
     status::Progress { counts, usage: ctx.scaler.usage(key), last_cold_start: ctx.workapi.last_cold_start(key) }
 }
 
@@ -410,7 +410,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
                 .spec
                 .as_ref()
                 .and_then(|s| s.template.spec.as_ref())
-                .map_or(0.0, crate::scaler::usage::cpu_request_cores),
+                .map_or(0.0, crate::controller::build::cpu_request_cores),
         },
         observed.desired,
         &current_status(pipeline).usage,
@@ -437,7 +437,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
 }
 
 /// Lists the source bucket once with the pipeline's credentials and, when it can, hands the
-/// lease API and the ledger their clients for this pipeline's buckets.
+/// work API and the ledger their clients for this pipeline's buckets.
 async fn check_source(ctx: &Context, pipeline: &DataPipeline, namespace: &str) -> Result<(), StoreError> {
     let source = &pipeline.spec.source;
     let source_config = resolve_store(ctx, source.store.as_ref(), namespace).await?;

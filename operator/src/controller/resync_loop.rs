@@ -13,10 +13,11 @@ use tracing::{info, warn};
 
 use super::{Context, event_path, resolve_store, validate};
 use crate::api::DataPipeline;
-use crate::dispatch::backlog::Admitted;
-use crate::dispatch::ledger::Ledger;
-use crate::dispatch::resync::{self, Admission, SourceFilter};
 use crate::store::{self, StoreError};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use zeroflow_core::backlog::Admitted;
+use zeroflow_core::ledger::Ledger;
+use zeroflow_core::resync::{self, Admission, ResyncReport, SourceFilter};
 
 /// How often the loop looks for pipelines that are due.
 const TICK: Duration = Duration::from_secs(1);
@@ -118,9 +119,68 @@ async fn pass(ctx: &Context, pipeline: &DataPipeline) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Resync metrics, registered into a registry the caller owns.
+#[derive(Debug, Clone)]
+pub struct ResyncMetrics {
+    duration: Histogram,
+    discovered: IntCounterVec,
+}
+
+impl ResyncMetrics {
+    /// Creates the metrics and registers them; call once per registry.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let duration = Histogram::with_opts(
+            HistogramOpts::new("zeroflow_resync_duration_seconds", "Time of one resync pass over a pipeline's source")
+                .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0]),
+        )?;
+        let discovered = IntCounterVec::new(
+            Opts::new(
+                "zeroflow_resync_discovered_total",
+                "Objects a resync found unfinished and unknown to the backlog: missed notifications or backfill",
+            ),
+            &["namespace", "pipeline"],
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(discovered.clone()))?;
+        Ok(Self { duration, discovered })
+    }
+
+    pub fn observe(&self, namespace: &str, pipeline: &str, report: &ResyncReport) {
+        self.duration.observe(report.took.as_secs_f64());
+        self.discovered.with_label_values(&[namespace, pipeline]).inc_by(report.discovered);
+    }
+
+    /// Drops a deleted pipeline's series.
+    pub fn forget(&self, namespace: &str, pipeline: &str) {
+        let _ = self.discovered.remove_label_values(&[namespace, pipeline]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_count_discoveries_per_pipeline() {
+        let registry = Registry::new();
+        let metrics = ResyncMetrics::register(&registry).expect("register");
+        metrics.observe(
+            "ns",
+            "p",
+            &ResyncReport { discovered: 3, took: Duration::from_millis(5), ..Default::default() },
+        );
+        let families = registry.gather();
+        let discovered = families.iter().find(|f| f.name() == "zeroflow_resync_discovered_total").expect("counter");
+        assert_eq!(discovered.get_metric()[0].get_counter().get_value(), 3.0);
+        assert!(families.iter().any(|f| f.name() == "zeroflow_resync_duration_seconds"));
+        assert!(ResyncMetrics::register(&registry).is_err(), "registering twice is refused");
+        metrics.forget("ns", "p");
+        let families = registry.gather();
+        assert!(
+            !families.iter().any(|f| f.name() == "zeroflow_resync_discovered_total"),
+            "a deleted pipeline's series are gone"
+        );
+    }
 
     #[test]
     fn every_pipeline_is_resynced_at_start_up() {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::api::conditions::{ACTIVE, DEGRADED, Desired, READY, SOURCE_REACHABLE};
 use crate::api::{DataPipelineStatus, Usage};
-use crate::dispatch::backlog::Counts;
 use crate::store::StoreError;
+use zeroflow_core::backlog::Counts;
 
 /// What the controller learned about the worker Deployment in this reconcile.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::api::{DataPipelineSpec, parse_duration};
+use zeroflow_contract::duration::{DurationError, parse_bounded, parse_lease_duration, parse_timeout};
+
+use crate::api::DataPipelineSpec;
 
 /// A spec the controller can act on, with its durations parsed.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,35 +26,29 @@ pub struct InvalidSpec {
     pub reason: String,
 }
 
-const MIN_LEASE: Duration = Duration::from_secs(5);
-const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-
-fn duration(field: &'static str, value: &str) -> Result<Duration, InvalidSpec> {
-    let parsed = parse_duration(value).map_err(|e| InvalidSpec { field, reason: e.to_string() })?;
-    if parsed > MAX_DURATION {
-        return Err(InvalidSpec { field, reason: format!("{value} is longer than the maximum of 168h") });
-    }
-    Ok(parsed)
+/// Parses a duration field with the bounds the runtime honours (the CRD's CEL rules are built
+/// from the same constants, [`zeroflow_contract::duration`]).
+fn duration(
+    field: &'static str,
+    value: &str,
+    parse: fn(&str) -> Result<Duration, DurationError>,
+) -> Result<Duration, InvalidSpec> {
+    parse(value).map_err(|e| InvalidSpec { field, reason: e.to_string() })
 }
 
 pub fn validate(spec: &DataPipelineSpec) -> Result<ValidSpec, InvalidSpec> {
     let valid = ValidSpec {
-        timeout: duration("spec.transform.timeout", &spec.transform.timeout)?,
-        resync_interval: duration("spec.source.resyncInterval", &spec.source.resync_interval)?,
-        idle_timeout: duration("spec.scaling.idleTimeout", &spec.scaling.idle_timeout)?,
+        timeout: duration("spec.transform.timeout", &spec.transform.timeout, parse_timeout)?,
+        resync_interval: duration("spec.source.resyncInterval", &spec.source.resync_interval, parse_bounded)?,
+        idle_timeout: duration("spec.scaling.idleTimeout", &spec.scaling.idle_timeout, parse_bounded)?,
         scale_down_stabilization: duration(
             "spec.scaling.scaleDownStabilization",
             &spec.scaling.scale_down_stabilization,
+            parse_bounded,
         )?,
-        lease_duration: duration("spec.delivery.leaseDuration", &spec.delivery.lease_duration)?,
-        retry_backoff: duration("spec.delivery.retryBackoff", &spec.delivery.retry_backoff)?,
+        lease_duration: duration("spec.delivery.leaseDuration", &spec.delivery.lease_duration, parse_lease_duration)?,
+        retry_backoff: duration("spec.delivery.retryBackoff", &spec.delivery.retry_backoff, parse_bounded)?,
     };
-    if valid.timeout.is_zero() {
-        return Err(InvalidSpec { field: "spec.transform.timeout", reason: "must be longer than 0s".into() });
-    }
-    if valid.lease_duration < MIN_LEASE {
-        return Err(InvalidSpec { field: "spec.delivery.leaseDuration", reason: "must be at least 5s".into() });
-    }
     if spec.scaling.min_replicas > spec.scaling.max_replicas {
         return Err(InvalidSpec {
             field: "spec.scaling",

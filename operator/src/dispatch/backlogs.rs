@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use super::backlog::{Admitted, Backlog, BacklogConfig, Millis, WorkItem};
-use crate::gateway::records::StorageEvent;
-use crate::gateway::routing::PipelineKey;
-use crate::gateway::server::{Admission, AdmitReport, Overloaded};
+use zeroflow_core::PipelineKey;
+use zeroflow_core::admission::{Admission, AdmitReport, Overloaded};
+use zeroflow_core::backlog::{Admitted, Backlog, BacklogConfig, Millis, WorkItem};
+use zeroflow_core::events::StorageEvent;
 
 #[derive(Debug)]
 pub struct Backlogs {

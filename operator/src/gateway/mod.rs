@@ -4,10 +4,6 @@
 
 pub mod auth;
 pub mod metrics;
-pub mod records;
-pub mod routing;
 pub mod server;
 
-pub use records::{EventKind, RecordError, StorageEvent};
-pub use routing::{PipelineKey, Route, RouteTable};
-pub use server::{Admission, AdmitReport, GatewayConfig, Overloaded, SharedRoutes, router};
+pub use server::{GatewayConfig, SharedRoutes, router};

@@ -19,43 +19,15 @@ use thiserror::Error;
 
 use super::auth::{AuthError, BearerToken};
 use super::metrics::{GatewayMetrics, Outcome, Source};
-use super::records::{RecordError, StorageEvent, cloudevents, s3};
-use super::routing::{PipelineKey, RouteTable};
+use zeroflow_core::admission::{Admission, Overloaded};
+use zeroflow_core::events::{RecordError, cloudevents, s3};
+use zeroflow_core::routing::RouteTable;
 
 pub const S3_PATH: &str = "/v1/events/s3";
 pub const CLOUDEVENTS_PATH: &str = "/v1/events/cloudevents";
 
 /// Default request body limit: MinIO sends one record per request, AWS at most a few.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
-
-/// Where routed events go. Implementations must make `Ok` mean durable enough to promise the
-/// sender it need not resend (the in-memory backlog plus resync from the ledger is that promise).
-/// On `Err` some events may have been admitted; senders retry the whole request and those come
-/// back as duplicates, so partial admission is safe.
-pub trait Admission: Send + Sync + 'static {
-    fn admit(&self, events: Vec<(PipelineKey, StorageEvent)>) -> Result<AdmitReport, Overloaded>;
-}
-
-impl<A: Admission> Admission for Arc<A> {
-    fn admit(&self, events: Vec<(PipelineKey, StorageEvent)>) -> Result<AdmitReport, Overloaded> {
-        A::admit(self, events)
-    }
-}
-
-/// Per (pipeline, event) pair.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct AdmitReport {
-    pub accepted: u64,
-    pub duplicate: u64,
-    /// Routed to a pipeline whose backlog no longer exists (it was just deleted).
-    pub unrouted: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("overloaded; retry after {retry_after_secs}s")]
-pub struct Overloaded {
-    pub retry_after_secs: u32,
-}
 
 /// The route table the controller swaps in as pipelines change; readers clone the `Arc`.
 #[derive(Debug, Clone, Default)]

@@ -6,10 +6,6 @@
 //! are given a higher deletion cost ([`deletion_cost`]) so the ReplicaSet removes idle ones.
 //! Every tick also accrues the workers' replica- and CPU-seconds ([`usage`]).
 
-pub mod decide;
-pub mod deletion_cost;
-pub mod usage;
-
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -29,10 +25,13 @@ use crate::api::{DataPipeline, Usage};
 use crate::controller::build::PIPELINE_LABEL;
 use crate::controller::event_path::Registry as Pipelines;
 use crate::controller::replicas::ReplicaBook;
-use crate::dispatch::backlog::Counts;
-use crate::gateway::{Admission, AdmitReport, Overloaded, PipelineKey, StorageEvent};
 use crate::workapi::WorkApi;
-use decide::{ScaleInput, decide};
+use zeroflow_core::PipelineKey;
+use zeroflow_core::admission::{Admission, AdmitReport, Overloaded};
+use zeroflow_core::backlog::Counts;
+use zeroflow_core::events::StorageEvent;
+use zeroflow_core::scaling::decide::{self, ScaleInput, decide};
+use zeroflow_core::scaling::{deletion_cost, usage};
 
 /// How often every pipeline's scale is looked at.
 const TICK: Duration = Duration::from_secs(1);

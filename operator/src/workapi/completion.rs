@@ -7,8 +7,8 @@ use std::sync::{Mutex, PoisonError};
 use futures::future::BoxFuture;
 use thiserror::Error;
 
-use crate::dispatch::backlog::WorkItem;
-use crate::gateway::routing::PipelineKey;
+use zeroflow_core::PipelineKey;
+use zeroflow_core::backlog::WorkItem;
 
 /// How an object ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,97 +14,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thiserror::Error;
 
-use super::rules::wait_duration;
 use super::server::WorkApi;
-use crate::gateway::routing::PipelineKey;
+use zeroflow_core::PipelineKey;
+use zeroflow_core::work::wait_duration;
 
-/// Request bodies are small JSON documents; the largest is a failure with 4 KiB of stderr.
-pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// The object a finishing worker names, used only when its lease is unknown here.
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct ObjectRef {
-    pub(super) bucket: Option<String>,
-    pub(super) key: Option<String>,
-    pub(super) etag: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct OutputRequest {
-    pub(super) name: String,
-    #[serde(flatten)]
-    pub(super) object: ObjectRef,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct CompleteRequest {
-    #[serde(default)]
-    pub(super) outputs: Vec<String>,
-    /// The lease's attempt, echoed back; used when the lease is unknown here.
-    pub(super) attempt: Option<u32>,
-    #[serde(flatten)]
-    pub(super) object: ObjectRef,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct FailRequest {
-    pub(super) retryable: bool,
-    pub(super) exit_code: Option<i32>,
-    pub(super) stderr_tail: Option<String>,
-    /// The lease's attempt, echoed back; used when the lease is unknown here.
-    pub(super) attempt: Option<u32>,
-    /// The worker is shutting down and gives the object back unfinished: not a failure of the
-    /// object, so it is leased again at once and the attempt does not count.
-    #[serde(default)]
-    pub(super) handed_back: bool,
-    #[serde(flatten)]
-    pub(super) object: ObjectRef,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct WaitQuery {
-    pub(super) wait_seconds: Option<u64>,
-}
-
-/// A granted lease, as the runner receives it.
-#[derive(Debug, Serialize)]
-pub struct LeaseResponse {
-    pub lease_id: String,
-    pub bucket: String,
-    pub key: String,
-    pub etag: Option<String>,
-    pub version_id: Option<String>,
-    pub size: Option<u64>,
-    pub attempt: u32,
-    pub deadline_unix_ms: u64,
-    pub lease_seconds: u64,
-    pub heartbeat_interval_seconds: u64,
-    /// Presigned GET, valid for one lease duration.
-    pub input_url: String,
-}
-
-#[derive(Debug, Serialize)]
-pub(super) struct HeartbeatResponse {
-    pub(super) deadline_unix_ms: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub(super) struct OutputResponse {
-    pub(super) name: String,
-    pub(super) bucket: String,
-    pub(super) key: String,
-    pub(super) method: &'static str,
-    pub(super) url: String,
-    pub(super) expires_in_seconds: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub(super) struct FinishResponse {
-    /// A record (done/failed) was written.
-    pub(super) recorded: bool,
-    /// The lease was still this replica's; false for late or unknown leases.
-    pub(super) lease_held: bool,
-}
+pub use zeroflow_contract::wire::BODY_LIMIT;
+pub use zeroflow_contract::wire::Lease as LeaseResponse;
+use zeroflow_contract::wire::routes;
+pub(super) use zeroflow_contract::wire::{
+    CompleteRequest, FailRequest, FinishResponse, HeartbeatResponse, ObjectRef, OutputRequest,
+    OutputTarget as OutputResponse, WaitQuery,
+};
 
 /// Why a request was refused; each maps to one status code.
 #[derive(Debug, Error)]
@@ -169,14 +89,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The work API's routes, to be served on their own address (`--lease-api-addr`).
+/// The work API's routes, to be served on their own address (`--work-api-addr`).
 pub fn router(api: Arc<WorkApi>) -> Router {
     Router::new()
-        .route("/v1/pipelines/{namespace}/{name}/leases", post(post_lease))
-        .route("/v1/pipelines/{namespace}/{name}/leases/{lease_id}/heartbeat", post(post_heartbeat))
-        .route("/v1/pipelines/{namespace}/{name}/leases/{lease_id}/outputs", post(post_output))
-        .route("/v1/pipelines/{namespace}/{name}/leases/{lease_id}/complete", post(post_complete))
-        .route("/v1/pipelines/{namespace}/{name}/leases/{lease_id}/fail", post(post_fail))
+        .route(routes::LEASES, post(post_lease))
+        .route(routes::HEARTBEAT, post(post_heartbeat))
+        .route(routes::OUTPUTS, post(post_output))
+        .route(routes::COMPLETE, post(post_complete))
+        .route(routes::FAIL, post(post_fail))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
 }

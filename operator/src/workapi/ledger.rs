@@ -1,4 +1,4 @@
-//! [`Completion`] backed by the durable ledger ([`crate::dispatch::ledger`]): one marker per
+//! [`Completion`] backed by the durable ledger ([`zeroflow_core::ledger`]): one marker per
 //! finished object revision. The controller registers each pipeline's [`Ledger`] as it does the
 //! pipeline's store access.
 
@@ -9,9 +9,9 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 
 use super::completion::{Completion, CompletionError, Outcome};
-use crate::dispatch::backlog::WorkItem;
-use crate::dispatch::ledger::{self, FailureDetail, Ledger, Marker, SourceObject};
-use crate::gateway::routing::PipelineKey;
+use zeroflow_core::PipelineKey;
+use zeroflow_core::backlog::WorkItem;
+use zeroflow_core::ledger::{self, FailureDetail, Ledger, Marker, SourceObject};
 
 #[derive(Debug, Default)]
 pub struct LedgerCompletion {
@@ -86,7 +86,7 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
-    use crate::dispatch::backlog::ObjectId;
+    use zeroflow_core::backlog::ObjectId;
 
     fn item() -> WorkItem {
         WorkItem {

@@ -2,7 +2,7 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use crate::gateway::routing::PipelineKey;
+use zeroflow_core::PipelineKey;
 
 /// How a lease ended, as counted by `zeroflow_workapi_completions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The lease API served to runners (DESIGN §3 "Work API").
+//! The work API served to runners (DESIGN §3 "Work API").
 //!
 //! Workers authenticate with their pod's projected ServiceAccount token (audience `zeroflow`),
 //! verified by TokenReview ([`auth`]); a worker acts only for the pipeline bound to its
@@ -8,14 +8,11 @@
 //! [`leases`] are pure; [`server`] does the I/O and [`http`] speaks HTTP.
 
 pub mod auth;
-pub mod cold_starts;
 pub mod completion;
 pub mod http;
-pub mod leases;
 pub mod ledger;
 pub mod metrics;
 pub mod objects;
-pub mod rules;
 pub mod server;
 pub mod waiters;
 

@@ -15,22 +15,21 @@ use axum::http::HeaderMap;
 use object_store::signer::Method;
 
 use super::auth::{Identity, TokenVerifier, VerifyError, bearer_token};
-use super::cold_starts::ColdStarts;
 use super::completion::{Completion, Outcome};
 use super::http::{
     ApiError, CompleteRequest, FailRequest, FinishResponse, HeartbeatResponse, LeaseResponse, ObjectRef, OutputRequest,
     OutputResponse,
 };
-use super::leases::{Granted, LeaseTable};
 use super::metrics::{Ended, WorkApiMetrics};
 use super::objects::{BucketAccess, ObjectError};
-use super::rules::{
-    heartbeat_interval_seconds, is_final_failure, may_act_for, output_key, same_etag, stderr_tail, validate_output_name,
-};
 use super::waiters::Waiters;
-use crate::dispatch::backlog::{ItemId, Lease, Millis, ObjectId, Retry, WorkItem};
-use crate::dispatch::backlogs::Backlogs;
-use crate::gateway::routing::PipelineKey;
+use crate::dispatch::Backlogs;
+use zeroflow_contract::names::{output_key, stderr_tail, validate_output_name};
+use zeroflow_core::PipelineKey;
+use zeroflow_core::backlog::{ItemId, Lease, Millis, ObjectId, Retry, WorkItem};
+use zeroflow_core::cold_starts::ColdStarts;
+use zeroflow_core::leases::{Granted, LeaseTable};
+use zeroflow_core::work::{heartbeat_interval_seconds, is_final_failure, may_act_for, same_etag};
 
 /// A granted lease is remembered this many lease durations past its deadline, so a late answer
 /// is still matched to its object without asking the store.
@@ -335,7 +334,7 @@ impl WorkApi {
             name: request.name,
             bucket: access.sink.name().to_owned(),
             key,
-            method: "PUT",
+            method: "PUT".into(),
             url: url.to_string(),
             expires_in_seconds: lease_ms / 1000,
         })

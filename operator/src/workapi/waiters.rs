@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
-use crate::gateway::records::StorageEvent;
-use crate::gateway::routing::PipelineKey;
-use crate::gateway::server::{Admission, AdmitReport, Overloaded};
+use zeroflow_core::PipelineKey;
+use zeroflow_core::admission::{Admission, AdmitReport, Overloaded};
+use zeroflow_core::events::StorageEvent;
 
 #[derive(Debug, Default)]
 pub struct Waiters {

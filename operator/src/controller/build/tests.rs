@@ -10,7 +10,7 @@ use crate::controller::validate::validate;
 fn options() -> WorkerOptions {
     WorkerOptions {
         runner_image: "ghcr.io/zeroflow-dev/zeroflow-runner:test".into(),
-        lease_api_url: "http://zeroflow.zeroflow-system.svc:8081".into(),
+        work_api_url: "http://zeroflow.zeroflow-system.svc:8081".into(),
     }
 }
 
@@ -108,10 +108,10 @@ fn worker_gets_a_projected_token_for_the_zeroflow_audience() {
     let env = transform(&d).env.clone().expect("env");
     let get = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
     assert_eq!(get("ZEROFLOW_TOKEN_FILE").as_deref(), Some("/var/run/secrets/zeroflow/token"));
-    assert_eq!(get("ZEROFLOW_LEASE_API").as_deref(), Some("http://zeroflow.zeroflow-system.svc:8081"));
+    assert_eq!(get("ZEROFLOW_WORK_API").as_deref(), Some("http://zeroflow.zeroflow-system.svc:8081"));
     assert_eq!(get("ZEROFLOW_PIPELINE").as_deref(), Some("finance/invoices"));
     assert_eq!(get("ZEROFLOW_CONTRACT").as_deref(), Some("exec"));
-    assert_eq!(get("ZEROFLOW_TIMEOUT_SECONDS").as_deref(), Some("600"));
+    assert_eq!(get("ZEROFLOW_TIMEOUT").as_deref(), Some("10m"));
 }
 
 #[test]
@@ -120,12 +120,28 @@ fn grace_period_lets_an_object_finish() {
     assert_eq!(pod_spec(&d).termination_grace_period_seconds, Some(600 + 15));
 }
 
+/// Issue #13.8: `500ms` used to reach the runner as `ZEROFLOW_TIMEOUT_SECONDS=0`, which it refused.
+#[test]
+fn sub_second_timeouts_reach_the_runner_exactly() {
+    for (timeout, wanted, grace) in [("500ms", "500ms", 1 + 15), ("1.5s", "1.5s", 2 + 15), ("90s", "1m30s", 90 + 15)] {
+        let mut spec = minimal_spec();
+        spec.transform.timeout = timeout.into();
+        let d = deployment_for(spec, 0);
+        let env = transform(&d).env.clone().expect("env");
+        let value = env.iter().find(|e| e.name == "ZEROFLOW_TIMEOUT").and_then(|e| e.value.clone());
+        assert_eq!(value.as_deref(), Some(wanted), "{timeout}");
+        let parsed = zeroflow_contract::duration::parse_timeout(wanted).expect("the runner accepts it");
+        assert_eq!(parsed, zeroflow_contract::duration::parse_duration(timeout).expect("valid"));
+        assert_eq!(pod_spec(&d).termination_grace_period_seconds, Some(grace), "{timeout}");
+    }
+}
+
 #[test]
 fn overlay_is_merged_without_breaking_zeroflow_settings() {
     let mut spec = minimal_spec();
     spec.transform.env = vec![
         EnvVar { name: "MODE".into(), value: Some("fast".into()), value_from: None },
-        EnvVar { name: "ZEROFLOW_LEASE_API".into(), value: Some("http://evil".into()), value_from: None },
+        EnvVar { name: "ZEROFLOW_WORK_API".into(), value: Some("http://evil".into()), value_from: None },
     ];
     spec.transform.pod_template = Some(PodTemplateOverlay {
         labels: BTreeMap::from([
@@ -159,9 +175,9 @@ fn overlay_is_merged_without_breaking_zeroflow_settings() {
     assert!(c.volume_mounts.iter().flatten().any(|m| m.mount_path == "/models"));
     let env = c.env.as_ref().expect("env");
     assert!(env.iter().any(|e| e.name == "MODE"));
-    let lease_apis: Vec<_> = env.iter().filter(|e| e.name == "ZEROFLOW_LEASE_API").collect();
-    assert_eq!(lease_apis.len(), 1, "users cannot override zeroflow's variables");
-    assert_eq!(lease_apis[0].value.as_deref(), Some("http://zeroflow.zeroflow-system.svc:8081"));
+    let work_apis: Vec<_> = env.iter().filter(|e| e.name == "ZEROFLOW_WORK_API").collect();
+    assert_eq!(work_apis.len(), 1, "users cannot override zeroflow's variables");
+    assert_eq!(work_apis[0].value.as_deref(), Some("http://zeroflow.zeroflow-system.svc:8081"));
 }
 
 #[test]

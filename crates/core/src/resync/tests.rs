@@ -8,7 +8,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use proptest::prelude::*;
 
 use super::*;
-use crate::dispatch::ledger::{Marker, Outcome, SourceObject};
+use crate::ledger::{Marker, Outcome, SourceObject};
 
 const BUCKET: &str = "b";
 /// The ledger shares the source bucket, as it does by default.
@@ -155,24 +155,6 @@ async fn long_keys_are_checked_by_name() {
     ledger.record(&marker(&long, &etag)).await.expect("record");
     let (report, admitted) = run(&store, &filter(""), &ledger, None).await;
     assert_eq!((admitted, report.already_done), (vec!["m".to_owned()], 1));
-}
-
-#[test]
-fn metrics_count_discoveries_per_pipeline() {
-    let registry = Registry::new();
-    let metrics = ResyncMetrics::register(&registry).expect("register");
-    metrics.observe("ns", "p", &ResyncReport { discovered: 3, took: Duration::from_millis(5), ..Default::default() });
-    let families = registry.gather();
-    let discovered = families.iter().find(|f| f.name() == "zeroflow_resync_discovered_total").expect("counter");
-    assert_eq!(discovered.get_metric()[0].get_counter().get_value(), 3.0);
-    assert!(families.iter().any(|f| f.name() == "zeroflow_resync_duration_seconds"));
-    assert!(ResyncMetrics::register(&registry).is_err(), "registering twice is refused");
-    metrics.forget("ns", "p");
-    let families = registry.gather();
-    assert!(
-        !families.iter().any(|f| f.name() == "zeroflow_resync_discovered_total"),
-        "a deleted pipeline's series are gone"
-    );
 }
 
 proptest! {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::gateway::routing::PipelineKey;
+use crate::PipelineKey;
 
 #[derive(Debug, Default)]
 pub struct ColdStarts {

@@ -15,7 +15,7 @@
 //!   an S3 record, a whole notification, or an EventBridge `detail` (`bucket.name`, `object.key`).
 
 use ::cloudevents::{AttributesReader, Data, Event};
-use axum::http::{HeaderMap, header::CONTENT_TYPE};
+use http::{HeaderMap, header::CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 

@@ -1,4 +1,4 @@
-use axum::http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 
 use super::*;

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use crate::dispatch::backlog::{ItemId, LeaseId, Millis, WorkItem};
-use crate::gateway::routing::PipelineKey;
+use crate::PipelineKey;
+use crate::backlog::{ItemId, LeaseId, Millis, WorkItem};
 
-use super::rules::format_lease_id;
+use crate::work::format_lease_id;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Granted {
@@ -103,7 +103,7 @@ impl LeaseTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::backlog::ObjectId;
+    use crate::backlog::ObjectId;
 
     fn granted(key: &str, deadline: Millis) -> Granted {
         Granted {

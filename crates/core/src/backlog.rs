@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use thiserror::Error;
 
-use crate::gateway::records::StorageEvent;
+use crate::events::StorageEvent;
 
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::stream::{BoxStream, StreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use thiserror::Error;
 
-use super::backlog::{ObjectId, WorkItem};
-use super::ledger::{Ledger, LedgerError, MAX_KEY_BYTES, MarkerName, MarkerPath, normalize_etag};
+use crate::backlog::{ObjectId, WorkItem};
+use crate::ledger::{Ledger, LedgerError, MAX_KEY_BYTES, MarkerName, MarkerPath, normalize_etag};
 
 /// Which source objects belong to the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,43 +237,6 @@ impl MarkerCursor {
             }
             self.previous = self.head.take();
         }
-    }
-}
-
-/// Resync metrics, registered into a registry the caller owns.
-#[derive(Debug, Clone)]
-pub struct ResyncMetrics {
-    duration: Histogram,
-    discovered: IntCounterVec,
-}
-
-impl ResyncMetrics {
-    /// Creates the metrics and registers them; call once per registry.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let duration = Histogram::with_opts(
-            HistogramOpts::new("zeroflow_resync_duration_seconds", "Time of one resync pass over a pipeline's source")
-                .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0]),
-        )?;
-        let discovered = IntCounterVec::new(
-            Opts::new(
-                "zeroflow_resync_discovered_total",
-                "Objects a resync found unfinished and unknown to the backlog: missed notifications or backfill",
-            ),
-            &["namespace", "pipeline"],
-        )?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(discovered.clone()))?;
-        Ok(Self { duration, discovered })
-    }
-
-    pub fn observe(&self, namespace: &str, pipeline: &str, report: &ResyncReport) {
-        self.duration.observe(report.took.as_secs_f64());
-        self.discovered.with_label_values(&[namespace, pipeline]).inc_by(report.discovered);
-    }
-
-    /// Drops a deleted pipeline's series.
-    pub fn forget(&self, namespace: &str, pipeline: &str) {
-        let _ = self.discovered.remove_label_values(&[namespace, pipeline]);
     }
 }
 

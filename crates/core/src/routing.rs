@@ -2,30 +2,11 @@
 //! `DataPipeline`s it sees and swaps it in; the gateway only reads it.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use thiserror::Error;
 
-use super::records::StorageEvent;
-
-/// A pipeline's identity, without any Kubernetes type.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PipelineKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl PipelineKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
-    }
-}
-
-impl fmt::Display for PipelineKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+use crate::PipelineKey;
+use crate::events::StorageEvent;
 
 /// One pipeline's source filter. Matching is byte-exact and case-sensitive, like S3's own filters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +118,7 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::records::EventKind;
+    use crate::events::EventKind;
 
     fn event(bucket: &str, key: &str) -> StorageEvent {
         StorageEvent {

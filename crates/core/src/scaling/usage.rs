@@ -2,9 +2,21 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PodSpec;
+use serde::{Deserialize, Serialize};
 
-use crate::api::Usage;
+/// Resources the workers of a pipeline consumed since it was created.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Worker replicas the scaler asked for, integrated over time, in seconds.
+    #[serde(default)]
+    pub replica_seconds: f64,
+    /// The same, weighted by the CPU cores each worker pod requests (`transform.resources`
+    /// requests, or limits when only limits are set), in core-seconds.
+    #[serde(default)]
+    pub cpu_core_seconds: f64,
+}
 
 /// Adds `elapsed` of `replicas` workers, each requesting `cpu_cores`, to `usage`; returns the
 /// replica-seconds and core-seconds added.
@@ -14,24 +26,6 @@ pub fn accrue(usage: &mut Usage, replicas: i32, cpu_cores: f64, elapsed: Duratio
     usage.replica_seconds += replica_seconds;
     usage.cpu_core_seconds += core_seconds;
     (replica_seconds, core_seconds)
-}
-
-/// CPU cores one worker pod requests: the sum over its containers of `requests.cpu`, or of
-/// `limits.cpu` where only a limit is set (Kubernetes then requests the limit). Init containers
-/// run before the worker starts and are not counted.
-pub fn cpu_request_cores(pod: &PodSpec) -> f64 {
-    pod.containers
-        .iter()
-        .filter_map(|c| {
-            let resources = c.resources.as_ref()?;
-            let quantity = resources
-                .requests
-                .as_ref()
-                .and_then(|r| r.get("cpu"))
-                .or_else(|| resources.limits.as_ref().and_then(|l| l.get("cpu")))?;
-            parse_cpu(&quantity.0)
-        })
-        .sum()
 }
 
 /// A CPU quantity in cores: `250m`, `0.5`, `2`; `None` for anything else.
@@ -47,24 +41,7 @@ pub fn parse_cpu(quantity: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-
     use super::*;
-
-    fn container(requests: Option<&str>, limits: Option<&str>) -> Container {
-        let cpu = |v: Option<&str>| v.map(|v| BTreeMap::from([("cpu".to_owned(), Quantity(v.to_owned()))]));
-        Container {
-            resources: Some(ResourceRequirements {
-                requests: cpu(requests),
-                limits: cpu(limits),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn cpu_quantities_parse_to_cores() {
@@ -74,16 +51,6 @@ mod tests {
         assert_eq!(parse_cpu("-1"), None);
         assert_eq!(parse_cpu("1Gi"), None);
         assert_eq!(parse_cpu("NaN"), None);
-    }
-
-    #[test]
-    fn a_pod_requests_the_sum_of_its_containers() {
-        let pod = PodSpec {
-            containers: vec![container(Some("500m"), Some("2")), container(None, Some("1")), container(None, None)],
-            init_containers: Some(vec![container(Some("4"), None)]),
-            ..Default::default()
-        };
-        assert!((cpu_request_cores(&pod) - 1.5).abs() < 1e-9);
     }
 
     #[test]
