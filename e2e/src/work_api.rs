@@ -13,14 +13,13 @@ use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use zeroflow_core::PipelineKey;
-use zeroflow_core::backlog::BacklogConfig;
-use zeroflow_core::backlog::{ObjectId, WorkItem};
-use zeroflow_operator::dispatch::Backlogs;
+use zeroflow_core::backlog::{BacklogConfig, Counts, ObjectId, WorkItem};
+use zeroflow_core::ledger::{Ledger, Marker};
+use zeroflow_core::routing::Route;
+use zeroflow_operator::metrics::Metrics;
+use zeroflow_operator::runtime::{Access, Pipeline, Pipelines, Seed, Settings};
 use zeroflow_operator::store::bucket_client;
-use zeroflow_operator::workapi::{
-    CachingVerifier, InMemoryCompletion, PipelineAccess, S3Bucket, TokenReviewVerifier, Waiters, WorkApi,
-    WorkApiMetrics, router,
-};
+use zeroflow_operator::workapi::{CachingVerifier, S3Bucket, TokenReviewVerifier, WorkApi, router};
 
 use crate::{TestNamespace, client, http, mc, token};
 
@@ -30,9 +29,10 @@ pub struct WorkApiBed {
     pub _ns: TestNamespace,
     pub namespace: String,
     pub addr: SocketAddr,
-    pub api: Arc<WorkApi>,
-    pub backlogs: Arc<Backlogs>,
-    pub completion: Arc<InMemoryCompletion>,
+    pub pipelines: Arc<Pipelines>,
+    pub runtime: Arc<Pipeline>,
+    /// The pipeline's real ledger, in the bucket.
+    pub ledger: Ledger,
     pub pipeline: PipelineKey,
     pub bucket: String,
     pub s3: AmazonS3,
@@ -60,30 +60,40 @@ impl WorkApiBed {
         let s3 = bucket_client(&config, &bucket)?;
 
         let pipeline = PipelineKey::new(namespace.clone(), "demo");
-        let backlogs = Arc::new(Backlogs::new(1));
-        backlogs.ensure(pipeline.clone(), backlog);
-        let completion = Arc::new(InMemoryCompletion::new());
-        let registry = prometheus::Registry::new();
+        let metrics = Arc::new(Metrics::new()?);
+        // No scaler runs here: its kicks go nowhere.
+        let (kick, _kicks) = tokio::sync::mpsc::unbounded_channel();
+        let pipelines = Arc::new(Pipelines::new(1, kick, metrics));
+        let route = Route {
+            namespace: namespace.clone(),
+            name: "demo".into(),
+            bucket: bucket.clone(),
+            prefix: Some("in/".into()),
+            suffix: None,
+            exclude_prefixes: vec![],
+        };
+        let mut settings = Settings::new(route, backlog);
+        settings.sink_prefix = "out/".into();
+        let runtime = pipelines.upsert(&pipeline, settings, &Seed::default());
+        let ledger =
+            Ledger::new(Arc::new(bucket_client(&config, &bucket)?), &format!(".zeroflow/ledger/{namespace}/demo/"))?;
+        runtime.lock().access = Some(Arc::new(Access {
+            source: Arc::new(S3Bucket::new(&bucket, bucket_client(&config, &bucket)?)),
+            sink: Arc::new(S3Bucket::new(&bucket, bucket_client(&config, &bucket)?)),
+            source_store: Arc::new(bucket_client(&config, &bucket)?),
+            ledger: ledger.clone(),
+        }));
+        // Leasing starts when the scaler adopts a pipeline: at once here.
+        runtime.lock().backlog.hold_until(0);
         let api = Arc::new(WorkApi::new(
-            backlogs.clone(),
-            Arc::new(Waiters::new()),
+            pipelines.clone(),
             Arc::new(CachingVerifier::new(TokenReviewVerifier::new(client.clone()))),
-            completion.clone(),
-            WorkApiMetrics::register(&registry)?,
         ));
-        api.set_pipeline(
-            pipeline.clone(),
-            PipelineAccess {
-                source: Arc::new(S3Bucket::new(&bucket, bucket_client(&config, &bucket)?)),
-                sink: Arc::new(S3Bucket::new(&bucket, bucket_client(&config, &bucket)?)),
-                sink_prefix: "out/".into(),
-            },
-        );
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = router(api.clone());
+        let app = router(api);
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(Self { _ns: ns, namespace, addr, api, backlogs, completion, pipeline, bucket, s3, worker_token })
+        Ok(Self { _ns: ns, namespace, addr, pipelines, runtime, ledger, pipeline, bucket, s3, worker_token })
     }
 
     /// Uploads an object and admits it, as the gateway would on its notification.
@@ -96,10 +106,26 @@ impl WorkApiBed {
             size: Some(content.len() as u64),
             sequencer: None,
         };
-        let admitted = self.backlogs.with(&self.pipeline, |b, now| b.admit(item, now)).context("no backlog")?;
-        admitted?;
-        self.api.notify(&self.pipeline);
+        self.pipelines.admit_item(&self.pipeline, item).context("no runtime")??;
+        self.runtime.notify.notify_waiters();
         Ok(())
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.runtime.lock().backlog.counts()
+    }
+
+    /// Every marker in the pipeline's ledger, in key order.
+    pub async fn records(&self) -> anyhow::Result<Vec<Marker>> {
+        use futures::StreamExt as _;
+        let names: Vec<_> = self.ledger.list().collect().await;
+        let mut markers = Vec::new();
+        for name in names {
+            let name = name?;
+            let etag = (!name.etag.is_empty()).then_some(name.etag.as_str());
+            markers.extend(self.ledger.get(&name.key, etag).await?);
+        }
+        Ok(markers)
     }
 
     pub fn url(&self, rest: &str) -> String {

@@ -11,11 +11,11 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::json;
 use zeroflow_core::backlog::BacklogConfig;
+use zeroflow_core::ledger::Outcome;
 use zeroflow_e2e::work_api::WorkApiBed;
 use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, free_port, mc, token, workspace_binary};
 use zeroflow_operator::api::DataPipeline;
 use zeroflow_operator::store::bucket_client;
-use zeroflow_operator::workapi::Outcome;
 
 #[tokio::test]
 async fn the_runner_binary_drains_a_pipeline_into_the_sink() -> anyhow::Result<()> {
@@ -46,9 +46,9 @@ async fn the_runner_binary_drains_a_pipeline_into_the_sink() -> anyhow::Result<(
         .context("starting zeroflow-runner")?;
 
     let wanted = expected.len();
-    let records = eventually("every object recorded", Duration::from_secs(60), || {
-        let records = bed.completion.records();
-        async move { Ok((records.len() >= wanted).then_some(records)) }
+    let records = eventually("every object recorded", Duration::from_secs(60), || async {
+        let records = bed.records().await?;
+        Ok((records.len() >= wanted).then_some(records))
     })
     .await?;
     let pid = runner.id().context("runner exited early")?.to_string();
@@ -58,12 +58,13 @@ async fn the_runner_binary_drains_a_pipeline_into_the_sink() -> anyhow::Result<(
     assert!(status.success(), "runner exited with {status}");
 
     assert_eq!(records.len(), expected.len());
-    for (_, item, outcome) in &records {
-        let name = item.object.key.rsplit('/').next().context("key")?;
-        let output = format!("out/{}/{name}", item.object.key);
-        assert_eq!(outcome, &Outcome::Done { attempts: 1, outputs: vec![output.clone()] });
+    for marker in &records {
+        let key = &marker.source.key;
+        let name = key.rsplit('/').next().context("key")?;
+        let output = format!("out/{key}/{name}");
+        assert_eq!((marker.outcome, marker.attempts, &marker.outputs), (Outcome::Succeeded, 1, &vec![output.clone()]));
         let written = bed.s3.get(&Path::parse(&output)?).await?.bytes().await?;
-        let input = expected.get(&item.object.key).context("unexpected object")?;
+        let input = expected.get(key).context("unexpected object")?;
         assert_eq!(String::from_utf8(written.to_vec())?, input.to_uppercase());
     }
     assert_eq!(std::fs::read_dir(scratch.join("work"))?.count(), 0, "per-object directories are cleaned");

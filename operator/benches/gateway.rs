@@ -12,16 +12,16 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use prometheus::Registry;
 use tokio::net::{TcpListener, TcpStream};
 
 use zeroflow_core::PipelineKey;
 use zeroflow_core::backlog::BacklogConfig;
-use zeroflow_core::routing::{Route, RouteTable};
-use zeroflow_operator::dispatch::Backlogs;
+use zeroflow_core::routing::Route;
 use zeroflow_operator::gateway::auth::BearerToken;
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
-use zeroflow_operator::gateway::{GatewayConfig, SharedRoutes, router};
+use zeroflow_operator::gateway::{GatewayConfig, router};
+use zeroflow_operator::metrics::Metrics;
+use zeroflow_operator::runtime::{Pipelines, Seed, Settings};
 
 const TOKEN: &str = "bench-token";
 
@@ -37,19 +37,26 @@ fn main() -> Result<(), BoxError> {
 
 async fn run(events: usize, connections: usize) -> Result<(), BoxError> {
     let pipeline = PipelineKey::new("bench", "p");
-    let routes = SharedRoutes::new(RouteTable::new([Route {
+    let route = Route {
         namespace: "bench".into(),
         name: "p".into(),
         bucket: "bench".into(),
         prefix: Some("in/".into()),
         suffix: Some(".csv".into()),
         exclude_prefixes: vec!["out/".into()],
-    }]));
-    let backlogs = Arc::new(Backlogs::new(1));
-    backlogs.ensure(pipeline.clone(), BacklogConfig { capacity: events + 1_000, ..BacklogConfig::default() });
-    let metrics = GatewayMetrics::register(&Registry::new())?;
+    };
+    let metrics = Arc::new(Metrics::new()?);
+    // The production admission path: the runtime map, its backlog, the waiters' wake-up and a
+    // kick per admission; the kicks are drained here as the scaler's fast path would (the
+    // pipeline is not at zero, so a kick costs one look).
+    let (kick, mut kicks) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move { while kicks.recv().await.is_some() {} });
+    let pipelines = Arc::new(Pipelines::new(1, kick, metrics.clone()));
+    let backlog = BacklogConfig { capacity: events + 1_000, ..BacklogConfig::default() };
+    pipelines.upsert(&pipeline, Settings::new(route, backlog), &Seed::default());
+    let gateway_metrics = GatewayMetrics::register(metrics.registry())?;
     let config = GatewayConfig { token: Some(BearerToken::new(TOKEN)?), ..GatewayConfig::default() };
-    let app = router(config, routes, backlogs.clone(), metrics);
+    let app = router(config, pipelines.clone(), gateway_metrics);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -71,7 +78,7 @@ async fn run(events: usize, connections: usize) -> Result<(), BoxError> {
     server.abort();
 
     latencies.sort();
-    let pending = backlogs.with(&pipeline, |b, _| b.counts().pending).unwrap_or(0);
+    let pending = pipelines.get(&pipeline).map_or(0, |p| p.lock().backlog.counts().pending);
     let rate = latencies.len() as f64 / elapsed.as_secs_f64();
     println!("gateway: {} events over {connections} connections in {:.2}s", latencies.len(), elapsed.as_secs_f64());
     println!("gateway: {rate:.0} events/s");

@@ -8,22 +8,19 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
-use zeroflow_core::routing::RouteTable;
 use zeroflow_operator::api::DataPipeline;
 use zeroflow_operator::cli::Cli;
-use zeroflow_operator::controller::resync_loop::ResyncMetrics;
-use zeroflow_operator::controller::{self, Context, build::WorkerOptions, event_path::Registry, replicas::ReplicaBook};
-use zeroflow_operator::dispatch::Backlogs;
+use zeroflow_operator::controller::{self, Context, build::WorkerOptions};
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
-use zeroflow_operator::gateway::{self, GatewayConfig, SharedRoutes};
+use zeroflow_operator::gateway::{self, GatewayConfig};
 use zeroflow_operator::health::{self, Readiness};
 use zeroflow_operator::leader::Leadership;
 use zeroflow_operator::metrics::Metrics;
-use zeroflow_operator::scaler::{Scaler, ScalingAdmission};
+use zeroflow_operator::runtime::{Pipelines, progress, resync};
+use zeroflow_operator::scaler::Scaler;
+use zeroflow_operator::status_writer::StatusWriter;
 use zeroflow_operator::telemetry;
-use zeroflow_operator::workapi::{
-    self, CachingVerifier, LedgerCompletion, NotifyingAdmission, TokenReviewVerifier, Waiters, WorkApi, WorkApiMetrics,
-};
+use zeroflow_operator::workapi::{self, CachingVerifier, TokenReviewVerifier, WorkApi};
 
 /// Seconds an event sender is asked to wait (Retry-After) when a backlog is full.
 const GATEWAY_RETRY_AFTER_SECONDS: u32 = 5;
@@ -101,74 +98,55 @@ async fn main() -> anyhow::Result<()> {
         .shared()
     };
 
-    // The event path: the gateway admits events into per-pipeline backlogs along the routes the
-    // controller keeps up to date. Served only by the leader, which owns the backlogs.
-    let routes = SharedRoutes::new(RouteTable::default());
-    let backlogs = Arc::new(Backlogs::new(GATEWAY_RETRY_AFTER_SECONDS));
-    let registry = Arc::new(Registry::new(routes.clone(), backlogs.clone()));
+    // Everything per pipeline lives in its runtime, in one map this leader owns: the gateway
+    // admits into it, the work API leases from it, the scaler and the background tasks read it.
+    let (kick, kicks) = tokio::sync::mpsc::unbounded_channel();
+    let pipelines = Arc::new(Pipelines::new(GATEWAY_RETRY_AFTER_SECONDS, kick, metrics.clone()));
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: "zeroflow-operator".into(), instance: Some(identity) });
+    let (status, status_task) = StatusWriter::spawn(client.clone(), pipelines.clone());
+
     let gateway_metrics = GatewayMetrics::register(metrics.registry()).context("registering gateway metrics")?;
     let gateway_config = GatewayConfig { token: gateway_token, body_limit: cli.gateway_body_limit };
     let gateway_listener = tokio::net::TcpListener::bind(cli.gateway_addr)
         .await
         .with_context(|| format!("binding --gateway-addr {}", cli.gateway_addr))?;
     info!(addr = %cli.gateway_addr, "serving the event gateway");
-    // Work admitted by the gateway wakes the lease polls waiting for it.
-    let waiters = Arc::new(Waiters::new());
-    let (kick, kicks) = tokio::sync::mpsc::unbounded_channel();
-    let admission = ScalingAdmission::new(NotifyingAdmission::new(backlogs.clone(), waiters.clone()), kick);
-    let completion = Arc::new(LedgerCompletion::new());
     let workapi = Arc::new(WorkApi::new(
-        backlogs.clone(),
-        waiters,
+        pipelines.clone(),
         Arc::new(CachingVerifier::new(TokenReviewVerifier::new(client.clone()))),
-        completion.clone(),
-        WorkApiMetrics::register(metrics.registry()).context("registering work API metrics")?,
     ));
-    let lease_listener = tokio::net::TcpListener::bind(cli.work_api_addr)
+    let workapi_listener = tokio::net::TcpListener::bind(cli.work_api_addr)
         .await
         .with_context(|| format!("binding --work-api-addr {}", cli.work_api_addr))?;
     info!(addr = %cli.work_api_addr, "serving the work API");
-    let lease_server = tokio::spawn({
-        let router = workapi::router(workapi.clone());
+    let workapi_server = tokio::spawn({
+        let router = workapi::router(workapi);
         let stop = stop.clone();
-        async move { axum::serve(lease_listener, router).with_graceful_shutdown(stop).await }
+        async move { axum::serve(workapi_listener, router).with_graceful_shutdown(stop).await }
     });
     let gateway_server = tokio::spawn({
-        let router = gateway::router(gateway_config, routes, admission, gateway_metrics);
+        let router = gateway::router(gateway_config, pipelines.clone(), gateway_metrics);
         let stop = stop.clone();
         async move { axum::serve(gateway_listener, router).with_graceful_shutdown(stop).await }
     });
 
-    let replicas = Arc::new(ReplicaBook::default());
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: "zeroflow-operator".into(), instance: Some(identity) });
-    let scaler = Arc::new(
-        Scaler::new(
-            client.clone(),
-            registry.clone(),
-            replicas.clone(),
-            workapi.clone(),
-            recorder.clone(),
-            metrics.registry(),
-        )
-        .context("registering scaler metrics")?,
-    );
-    let scaler_task = tokio::spawn(scaler.clone().run(kicks));
+    let scaler = Arc::new(Scaler::new(client.clone(), pipelines.clone(), recorder.clone(), status.clone()));
+    let runtime_tasks = [
+        tokio::spawn(scaler.run(kicks)),
+        tokio::spawn(progress::run(pipelines.clone(), status.clone(), recorder.clone())),
+        tokio::spawn(resync::run(pipelines.clone())),
+    ];
 
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
         metrics: metrics.clone(),
         workers: WorkerOptions { runner_image: cli.runner_image.clone(), work_api_url: cli.work_api_url.clone() },
-        replicas,
         default_store,
         concurrency: cli.max_concurrent_reconciles,
-        registry,
-        probes: Default::default(),
-        workapi,
-        completion,
-        resync_metrics: ResyncMetrics::register(metrics.registry()).context("registering resync metrics")?,
-        scaler,
+        pipelines,
+        status,
     });
     let namespaces = cli.watched_namespaces();
     readiness.expect_watches(namespaces.len());
@@ -177,7 +155,11 @@ async fn main() -> anyhow::Result<()> {
         controller::run(ctx.clone(), ns, stop.clone(), move || readiness.watch_synced())
     });
     futures::future::join_all(controllers).await;
-    scaler_task.abort();
+    for task in runtime_tasks {
+        task.abort();
+    }
+    drop(ctx);
+    status_task.abort();
 
     readiness.set_leader(false);
     metrics.leader.set(0);
@@ -188,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = health_server.await;
     let _ = gateway_server.await;
-    let _ = lease_server.await;
+    let _ = workapi_server.await;
     if lost_leadership {
         // Exit so the pod restarts as a clean follower: no state from the old term survives.
         error!("lost the leader lease; exiting");

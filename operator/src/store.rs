@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::api::StoreSpec;
 
@@ -20,6 +20,11 @@ pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
 
 /// How long a reachability probe may take before the store counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Retries of one store request: a few, within seconds. object_store's default (10 retries over
+/// up to 3 minutes) would hold a worker's completion, or a lease poll, far longer than its
+/// caller waits; callers retry at their own level instead.
+const RETRIES: usize = 3;
+const RETRY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything needed to talk to one store.
 #[derive(Clone, PartialEq, Eq)]
@@ -117,6 +122,11 @@ pub fn bucket_client(config: &StoreConfig, bucket: &str) -> Result<AmazonS3, Sto
         .with_access_key_id(&config.access_key_id)
         .with_secret_access_key(&config.secret_access_key)
         .with_virtual_hosted_style_request(!config.path_style)
+        .with_retry(RetryConfig {
+            max_retries: RETRIES,
+            retry_timeout: RETRY_TIMEOUT,
+            backoff: BackoffConfig::default(),
+        })
         .with_client_options(
             ClientOptions::new()
                 .with_allow_http(config.endpoint.starts_with("http://"))
@@ -156,47 +166,6 @@ fn classify(error: object_store::Error, bucket: &str) -> StoreError {
     }
 }
 
-/// Remembers probe results, so that reconciles caused by worker churn do not list the bucket
-/// again (and a slow endpoint does not hold a reconcile slot on every one of them).
-#[derive(Default)]
-pub struct ProbeCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, CachedProbe>>,
-}
-
-#[derive(Clone)]
-struct CachedProbe {
-    generation: Option<i64>,
-    checked_at: std::time::Instant,
-    result: Result<(), StoreError>,
-}
-
-/// A successful probe is trusted this long; a failed one half as long.
-const PROBE_TTL: Duration = Duration::from_secs(60);
-
-impl ProbeCache {
-    /// The cached result for this pipeline (by uid) if it is for the same generation and fresh.
-    pub fn get(&self, uid: &str, generation: Option<i64>) -> Option<Result<(), StoreError>> {
-        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = entries.get(uid)?;
-        let ttl = if entry.result.is_ok() { PROBE_TTL } else { PROBE_TTL / 2 };
-        (entry.generation == generation && entry.checked_at.elapsed() < ttl).then(|| entry.result.clone())
-    }
-
-    pub fn put(&self, uid: &str, generation: Option<i64>, result: Result<(), StoreError>) {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.insert(uid.to_owned(), CachedProbe { generation, checked_at: std::time::Instant::now(), result });
-    }
-
-    pub fn forget(&self, uid: &str) {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
-    }
-
-    /// Drops the entries of pipelines that no longer exist.
-    pub fn retain(&self, alive: &std::collections::HashSet<String>) {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|uid, _| alive.contains(uid));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,17 +199,6 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("very-secret") && !printed.contains("AKIAEXAMPLE"), "{printed}");
         assert!(printed.contains("http://minio:9000"));
-    }
-
-    #[test]
-    fn cached_probes_expire_and_follow_the_generation() {
-        let cache = ProbeCache::default();
-        assert_eq!(cache.get("uid", Some(1)), None);
-        cache.put("uid", Some(1), Err(StoreError::BucketNotFound("b".into())));
-        assert_eq!(cache.get("uid", Some(1)), Some(Err(StoreError::BucketNotFound("b".into()))));
-        assert_eq!(cache.get("uid", Some(2)), None, "a spec change probes again");
-        cache.forget("uid");
-        assert_eq!(cache.get("uid", Some(1)), None);
     }
 
     #[test]

@@ -7,29 +7,38 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::{TcpListener, TcpStream};
 
 use zeroflow_core::PipelineKey;
-use zeroflow_core::backlog::BacklogConfig;
-use zeroflow_core::routing::{Route, RouteTable};
-use zeroflow_operator::dispatch::Backlogs;
+use zeroflow_core::backlog::{Backlog, BacklogConfig, Millis};
+use zeroflow_core::routing::Route;
 use zeroflow_operator::gateway::auth::BearerToken;
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
-use zeroflow_operator::gateway::{GatewayConfig, SharedRoutes, router};
+use zeroflow_operator::gateway::{GatewayConfig, router};
+use zeroflow_operator::metrics::Metrics;
+use zeroflow_operator::runtime::{Pipelines, Seed, Settings};
 
 const TOKEN: &str = "t0ken-for-tests";
 
 struct Harness {
     addr: SocketAddr,
-    backlogs: Arc<Backlogs>,
-    registry: Registry,
+    pipelines: Arc<Pipelines>,
+    metrics: Arc<Metrics>,
     pipeline: PipelineKey,
+}
+
+impl Harness {
+    /// Runs `f` on a pipeline's backlog.
+    fn with<T>(&self, key: &PipelineKey, f: impl FnOnce(&mut Backlog, Millis) -> T) -> T {
+        let pipeline = self.pipelines.get(key).expect("served");
+        let now = self.pipelines.now();
+        f(&mut pipeline.lock().backlog, now)
+    }
 }
 
 async fn start(capacity: usize, body_limit: usize) -> Harness {
     let pipeline = PipelineKey::new("finance", "invoices");
-    let routes = SharedRoutes::new(RouteTable::new([
+    let routes = [
         Route {
             namespace: "finance".into(),
             name: "invoices".into(),
@@ -54,20 +63,25 @@ async fn start(capacity: usize, body_limit: usize) -> Harness {
             suffix: None,
             exclude_prefixes: vec![],
         },
-    ]));
-    let backlogs = Arc::new(Backlogs::new(7));
+    ];
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    // The scaler is not running: its kicks go nowhere.
+    let (kick, _kicks) = tokio::sync::mpsc::unbounded_channel();
+    let pipelines = Arc::new(Pipelines::new(7, kick, metrics.clone()));
     let config = BacklogConfig { capacity, ..BacklogConfig::default() };
-    for key in [pipeline.clone(), PipelineKey::new("gcs", "p"), PipelineKey::new("azure", "p")] {
-        backlogs.ensure(key, config.clone());
+    for route in routes {
+        let key = route.key();
+        let runtime = pipelines.upsert(&key, Settings::new(route, config.clone()), &Seed::default());
+        // Leasing starts when the scaler adopts a pipeline; here, at once.
+        runtime.lock().backlog.hold_until(0);
     }
-    let registry = Registry::new();
-    let metrics = GatewayMetrics::register(&registry).expect("metrics");
+    let gateway_metrics = GatewayMetrics::register(metrics.registry()).expect("metrics");
     let config = GatewayConfig { token: Some(BearerToken::new(TOKEN).expect("token")), body_limit };
-    let app = router(config, routes, backlogs.clone(), metrics);
+    let app = router(config, pipelines.clone(), gateway_metrics);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    Harness { addr, backlogs, registry, pipeline }
+    Harness { addr, pipelines, metrics, pipeline }
 }
 
 struct Reply {
@@ -128,15 +142,13 @@ fn minio_body(event: &str, bucket: &str, escaped_key: &str, etag: &str) -> Strin
     .to_string()
 }
 
-fn metrics_text(registry: &Registry) -> String {
-    let mut buffer = Vec::new();
-    TextEncoder::new().encode(&registry.gather(), &mut buffer).expect("encode");
-    String::from_utf8(buffer).expect("utf8")
+fn metrics_text(metrics: &Metrics) -> String {
+    metrics.render().expect("render")
 }
 
 fn leased_keys(h: &Harness) -> Vec<String> {
     let mut keys = Vec::new();
-    while let Some(Some(lease)) = h.backlogs.with(&h.pipeline, |b, now| b.lease(now)) {
+    while let Some(lease) = h.with(&h.pipeline, |b, now| b.lease(now)) {
         keys.push(lease.item.object.key);
     }
     keys
@@ -160,7 +172,7 @@ async fn minio_put_is_accepted_once_then_duplicate() {
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!((second.json()["accepted"].clone(), second.json()["duplicate"].clone()), (0.into(), 1.into()));
     assert_eq!(leased_keys(&h), ["incoming/march 2026.csv"]);
-    let text = metrics_text(&h.registry);
+    let text = metrics_text(&h.metrics);
     assert!(text.contains(r#"zeroflow_events_received_total{outcome="accepted",source="s3"} 1"#), "{text}");
     assert!(text.contains(r#"zeroflow_events_received_total{outcome="duplicate",source="s3"} 1"#), "{text}");
     assert!(text.contains(r#"zeroflow_gateway_request_duration_seconds_count{source="s3"} 2"#), "{text}");
@@ -211,9 +223,9 @@ async fn credentials_are_required() {
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
     let ce = send(h.addr, Method::POST, "/v1/events/cloudevents", &[], body).await;
     assert_eq!(ce.status, StatusCode::UNAUTHORIZED);
-    let text = metrics_text(&h.registry);
+    let text = metrics_text(&h.metrics);
     assert!(text.contains(r#"zeroflow_events_received_total{outcome="unauthorized",source="s3"} 2"#), "{text}");
-    assert!(h.backlogs.with(&h.pipeline, |b, _| b.is_idle()).expect("pipeline"));
+    assert!(h.with(&h.pipeline, |b, _| b.is_idle()));
 }
 
 #[tokio::test]
@@ -269,15 +281,15 @@ async fn overload_is_503_with_retry_after_and_nothing_is_lost_on_retry() {
     let refused = post_s3(&h, &second_body).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.headers.get("retry-after").map(|v| v.as_bytes()), Some(&b"7"[..]));
-    assert!(h.backlogs.with(&h.pipeline, |b, _| b.needs_resync()).expect("pipeline"));
+    assert!(h.with(&h.pipeline, |b, _| b.needs_resync()));
     // Once the backlog drains, the sender's retry of the same request is accepted.
-    let lease = h.backlogs.with(&h.pipeline, |b, now| b.lease(now)).flatten().expect("leased");
+    let lease = h.with(&h.pipeline, |b, now| b.lease(now)).expect("leased");
     assert_eq!(lease.item.object.key, "a.csv");
-    h.backlogs.with(&h.pipeline, |b, _| b.complete(lease.id)).expect("pipeline").expect("held");
+    h.with(&h.pipeline, |b, _| b.complete(lease.id)).expect("held");
     let retried = post_s3(&h, &second_body).await;
     assert_eq!((retried.status, retried.json()["accepted"].clone()), (StatusCode::OK, 1.into()));
     assert_eq!(leased_keys(&h), ["b.csv"]);
-    let text = metrics_text(&h.registry);
+    let text = metrics_text(&h.metrics);
     assert!(text.contains(r#"zeroflow_events_received_total{outcome="overloaded",source="s3"} 1"#), "{text}");
 }
 
@@ -295,7 +307,7 @@ async fn removals_and_unrouted_events_are_counted_not_queued() {
     assert_eq!(own_output.json()["unrouted"], 1, "a pipeline never consumes its own output");
     let test_event = post_s3(&h, r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"raw-invoices"}"#).await;
     assert_eq!(test_event.status, StatusCode::OK);
-    assert!(h.backlogs.with(&h.pipeline, |b, _| b.is_idle()).expect("pipeline"));
+    assert!(h.with(&h.pipeline, |b, _| b.is_idle()));
 }
 
 #[tokio::test]
@@ -332,7 +344,7 @@ async fn cloudevents_binary_and_structured() {
     .await;
     assert_eq!((structured.status, structured.json()["accepted"].clone()), (StatusCode::OK, 1.into()));
     let azure_key = PipelineKey::new("azure", "p");
-    let lease = h.backlogs.with(&azure_key, |b, now| b.lease(now)).flatten().expect("leased");
+    let lease = h.with(&azure_key, |b, now| b.lease(now)).expect("leased");
     assert_eq!(lease.item.object.key, "dir/x+y z.json");
 }
 

@@ -2,31 +2,36 @@
 //! admitted where the operator will not lose them (the in-memory backlog, backed by resync from
 //! the ledger); overload is answered 503 with `Retry-After`, never 2xx-then-drop.
 
+use std::time::Instant;
+
 use thiserror::Error;
 
-use crate::PipelineKey;
 use crate::events::StorageEvent;
 
-/// Where routed events go. `Ok` means the sender need not resend. On `Err` some events may have
-/// been admitted; senders retry the whole request and those come back as duplicates, so partial
-/// admission is safe.
+/// Where the gateway's events go: each new-content event is routed to every pipeline whose
+/// filter matches it and admitted into their backlogs. `Ok` means the sender need not resend.
+/// On `Err` some events may have been admitted; senders retry the whole request and those come
+/// back as duplicates, so partial admission is safe. `received_at` is when the request reached
+/// the gateway: event-to-scale is measured from it.
 pub trait Admission: Send + Sync + 'static {
-    fn admit(&self, events: Vec<(PipelineKey, StorageEvent)>) -> Result<AdmitReport, Overloaded>;
+    fn admit(&self, events: &[StorageEvent], received_at: Instant) -> Result<AdmitReport, Overloaded>;
 }
 
 impl<A: Admission> Admission for std::sync::Arc<A> {
-    fn admit(&self, events: Vec<(PipelineKey, StorageEvent)>) -> Result<AdmitReport, Overloaded> {
-        A::admit(self, events)
+    fn admit(&self, events: &[StorageEvent], received_at: Instant) -> Result<AdmitReport, Overloaded> {
+        A::admit(self, events, received_at)
     }
 }
 
-/// Counts per (pipeline, event) pair.
+/// What an admission did: `accepted`, `duplicate` and `skipped` per (pipeline, event) pair,
+/// `unrouted` per event no pipeline takes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AdmitReport {
     pub accepted: u64,
     pub duplicate: u64,
-    /// Routed to a pipeline whose backlog no longer exists (it was just deleted).
     pub unrouted: u64,
+    /// Routed, but not work: a folder placeholder (a key ending in `/`).
+    pub skipped: u64,
 }
 
 /// Some pipeline's backlog is full: the sender should retry after `retry_after_secs`.

@@ -5,10 +5,17 @@
 //!
 //! ```text
 //! admit -> Pending --lease--> Leased --complete--> Done
-//!             ^                 |  \--fail(permanent) or attempts exhausted--> Failed
-//!             `--fail(retryable)/expire, with backoff                           |
+//!             ^   \             |  \--fail(permanent) or attempts exhausted--> Failed
+//!             |    `-reattach-> |   \--finish_duplicate / drop_gone--> Skipped |
+//!             `--fail(retryable)/expire, with backoff, or hand_back            |
 //!             `------------------------------- redrive ------------------------'
 //! ```
+//!
+//! After a restart or a leader change the backlog is rebuilt by resync, which knows nothing of
+//! the leases workers still hold. So a new leader holds leasing back ([`Backlog::hold_until`])
+//! until every busy worker had one heartbeat to re-attach its lease ([`Backlog::reattach`]), and
+//! a completion for a lease it never granted removes the queued copy
+//! ([`Backlog::complete_unleased`]): finished work is not leased again.
 //!
 //! Items are keyed by (bucket, key, revision) where the revision is the etag, else the version id.
 //! Finished items are remembered only in a bounded recent set, enough to absorb duplicate
@@ -149,14 +156,27 @@ pub enum RedriveError {
     Overloaded(#[from] Overloaded),
 }
 
-/// For status: pending and in-flight now; succeeded and failed since this backlog was created
-/// (a re-driven item stops counting as failed).
+/// For status: pending and in-flight now; succeeded, failed and skipped since this backlog was
+/// created (a re-driven item stops counting as failed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub pending: usize,
     pub in_flight: usize,
     pub succeeded: u64,
     pub failed: u64,
+    /// Leased but not work after all: already in the ledger, or gone from the store.
+    pub skipped: u64,
+}
+
+/// Why a worker's lease cannot be re-attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ReattachError {
+    #[error("the object revision is already finished")]
+    Finished,
+    #[error("the object is leased to another worker")]
+    LeasedElsewhere,
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +189,8 @@ enum State {
 struct Entry {
     item: WorkItem,
     id: ItemId,
+    /// When it was first admitted: the age of the oldest pending item is the queue's health.
+    admitted_at: Millis,
     /// Leases granted so far.
     attempts: u32,
     state: State,
@@ -186,6 +208,8 @@ struct Slots {
 pub enum Finished {
     Done,
     Failed,
+    /// Leased, then found already recorded in the ledger: not run again.
+    Duplicate,
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +237,9 @@ pub struct Backlog {
     finished_order: VecDeque<(ItemId, u64)>,
     succeeded: u64,
     failed: u64,
+    skipped: u64,
+    /// No lease is granted before this time (see [`Backlog::hold_until`]).
+    leasable_from: Millis,
     needs_resync: bool,
     /// Key and last error of the latest object that failed for good.
     last_failure: Option<(String, String)>,
@@ -234,6 +261,8 @@ impl Backlog {
             finished_order: VecDeque::new(),
             succeeded: 0,
             failed: 0,
+            skipped: 0,
+            leasable_from: 0,
             needs_resync: false,
             last_failure: None,
         }
@@ -255,7 +284,29 @@ impl Backlog {
             in_flight: self.leases.len(),
             succeeded: self.succeeded,
             failed: self.failed,
+            skipped: self.skipped,
         }
+    }
+
+    /// Grants no lease before `at`. A new leader calls it (with `Millis::MAX` until it knows
+    /// better) so that objects a resync re-queued are not handed to a second worker while the
+    /// first, still busy, has not re-attached its lease yet.
+    pub fn hold_until(&mut self, at: Millis) {
+        self.leasable_from = at;
+    }
+
+    /// Whether leasing is held back at `now`.
+    pub fn is_held(&self, now: Millis) -> bool {
+        now < self.leasable_from
+    }
+
+    /// How long the oldest pending item has waited since it was first admitted.
+    pub fn oldest_pending_age(&self, now: Millis) -> Option<Millis> {
+        self.pending
+            .iter()
+            .filter_map(|(_, seq)| self.entries.get(seq).map(|e| e.admitted_at))
+            .min()
+            .map(|admitted| now.saturating_sub(admitted))
     }
 
     /// Nothing pending and nothing in flight: the scaler may count idle time from here.
@@ -275,7 +326,7 @@ impl Backlog {
 
     /// The earliest time something changes without a call: a backoff ends or a lease expires.
     pub fn next_wakeup(&self) -> Option<Millis> {
-        let ready = self.pending.first().map(|(t, _)| *t);
+        let ready = self.pending.first().map(|(t, _)| (*t).max(self.leasable_from));
         let deadline = self.deadlines.first().map(|(t, _)| *t);
         match (ready, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -319,6 +370,9 @@ impl Backlog {
     /// Leases the pending item that has been eligible longest, skipping keys that already have a
     /// revision in flight.
     pub fn lease(&mut self, now: Millis) -> Option<Lease> {
+        if self.is_held(now) {
+            return None;
+        }
         let seq =
             self.pending.iter().take_while(|(ready_at, _)| *ready_at <= now).map(|(_, seq)| *seq).find(|seq| {
                 self.entries
@@ -361,6 +415,117 @@ impl Backlog {
         if let Some(entry) = self.remove_entry(seq) {
             self.succeeded += 1;
             self.remember(entry, Finished::Done);
+        }
+        Ok(())
+    }
+
+    /// A worker finished `item` under a lease this backlog never granted (granted before a
+    /// restart or a leader change, and already recorded in the ledger by the caller). A queued
+    /// copy of the revision (a resync found it unfinished meanwhile) is removed, and a lease
+    /// another worker holds on it is taken back (its next heartbeat is refused), so finished
+    /// work is never leased again. Returns false when the revision was already finished here.
+    pub fn complete_unleased(&mut self, item: WorkItem, now: Millis) -> bool {
+        let id = item.id();
+        if self.finished.get(&id).is_some_and(|f| f.outcome == Finished::Done) {
+            return false;
+        }
+        let entry = match self.by_item.get(&id).copied() {
+            Some(seq) => {
+                if let Some(State::Leased { lease, .. }) = self.entries.get(&seq).map(|e| e.state) {
+                    let _ = self.release(lease);
+                }
+                self.remove_entry(seq)
+            }
+            None => None,
+        };
+        let entry = entry.unwrap_or(Entry {
+            item,
+            id,
+            admitted_at: now,
+            attempts: 0,
+            state: State::Pending { ready_at: now },
+            last_error: None,
+        });
+        self.succeeded += 1;
+        self.remember(entry, Finished::Done);
+        true
+    }
+
+    /// Re-attaches a lease a worker still holds but this backlog never granted: the worker
+    /// heartbeats with its object and attempt. The revision becomes leased for `attempt`
+    /// attempts (taken out of pending when a resync queued it). Refused when the revision is
+    /// finished here or already leased, or when another revision of the key is leased.
+    pub fn reattach(&mut self, item: WorkItem, attempt: u32, now: Millis) -> Result<Lease, ReattachError> {
+        let id = item.id();
+        if self.finished.contains_key(&id) {
+            return Err(ReattachError::Finished);
+        }
+        let slots = self.objects.get(&item.object).copied().unwrap_or_default();
+        if slots.leased.is_some() {
+            return Err(ReattachError::LeasedElsewhere);
+        }
+        let seq = match self.by_item.get(&id).copied() {
+            Some(seq) => {
+                if let Some(Entry { state: State::Pending { ready_at }, .. }) = self.entries.get(&seq) {
+                    self.pending.remove(&(*ready_at, seq));
+                }
+                if self.objects.get(&item.object).is_some_and(|s| s.pending == Some(seq)) {
+                    self.objects.entry(item.object.clone()).or_default().pending = None;
+                }
+                seq
+            }
+            None => {
+                if self.entries.len() >= self.config.capacity {
+                    self.needs_resync = true;
+                    return Err(Overloaded { capacity: self.config.capacity }.into());
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.by_item.insert(id.clone(), seq);
+                let entry = Entry {
+                    item,
+                    id,
+                    admitted_at: now,
+                    attempts: 0,
+                    state: State::Pending { ready_at: now },
+                    last_error: None,
+                };
+                self.entries.insert(seq, entry);
+                seq
+            }
+        };
+        let lease = LeaseId(self.next_lease);
+        self.next_lease += 1;
+        let deadline = now.saturating_add(self.config.lease_duration_ms);
+        let Some(entry) = self.entries.get_mut(&seq) else { return Err(ReattachError::Finished) };
+        entry.state = State::Leased { lease, deadline };
+        entry.attempts = entry.attempts.max(attempt).clamp(1, self.config.max_attempts.max(1));
+        let granted = Lease { id: lease, item: entry.item.clone(), attempt: entry.attempts, deadline };
+        self.objects.entry(entry.item.object.clone()).or_default().leased = Some(seq);
+        self.deadlines.insert((deadline, seq));
+        self.leases.insert(lease, seq);
+        Ok(granted)
+    }
+
+    /// A leased revision turned out to be recorded in the ledger already (a duplicate
+    /// notification after the finished set forgot it, a restart): finished without running,
+    /// remembered as done, counted as skipped.
+    pub fn finish_duplicate(&mut self, lease: LeaseId) -> Result<(), LeaseError> {
+        let seq = self.release(lease)?;
+        if let Some(entry) = self.remove_entry(seq) {
+            self.skipped += 1;
+            self.remember(entry, Finished::Duplicate);
+        }
+        Ok(())
+    }
+
+    /// A leased revision no longer exists in the store (deleted or overwritten before a worker
+    /// got to it): dropped without using an attempt, counted as skipped, and not remembered, so
+    /// the same content uploaded again later is new work.
+    pub fn drop_gone(&mut self, lease: LeaseId) -> Result<(), LeaseError> {
+        let seq = self.release(lease)?;
+        if self.remove_entry(seq).is_some() {
+            self.skipped += 1;
         }
         Ok(())
     }
@@ -468,8 +633,15 @@ impl Backlog {
         self.objects.entry(item.object.clone()).or_default().pending = Some(seq);
         self.by_item.insert(id.clone(), seq);
         self.pending.insert((now, seq));
-        self.entries
-            .insert(seq, Entry { item, id, attempts: 0, state: State::Pending { ready_at: now }, last_error: None });
+        let entry = Entry {
+            item,
+            id,
+            admitted_at: now,
+            attempts: 0,
+            state: State::Pending { ready_at: now },
+            last_error: None,
+        };
+        self.entries.insert(seq, entry);
     }
 
     /// Drops a lease's bookkeeping and returns its entry's sequence number; the entry stays.

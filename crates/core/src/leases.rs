@@ -1,12 +1,11 @@
-//! The leases this replica granted, by the ids workers hold. The backlog knows a lease only by
-//! its own number and cannot say which object it covers; this table keeps what the work API needs
-//! to write a record before acknowledging. Pure: the caller passes the backlog clock.
+//! The work leases one pipeline's workers hold, by the ids they were handed. The backlog knows a
+//! lease only by its own number and cannot say which object it covers or which pod holds it;
+//! this table keeps what the work API needs to record a result before acknowledging it, and
+//! what the scaler needs to spare busy pods. Pure: the caller passes the backlog clock.
 
 use std::collections::HashMap;
 
-use crate::PipelineKey;
 use crate::backlog::{ItemId, LeaseId, Millis, WorkItem};
-
 use crate::work::format_lease_id;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +15,7 @@ pub struct Granted {
     pub attempt: u32,
     /// Last known deadline on the backlog clock.
     pub deadline: Millis,
-    /// When it was granted, on the backlog clock.
+    /// When it was granted (or re-attached), on the backlog clock.
     pub granted_at: Millis,
     /// The pod holding the lease, when its token names one: the scaler protects busy pods.
     pub holder: Option<String>,
@@ -26,7 +25,7 @@ pub struct Granted {
 pub struct LeaseTable {
     epoch: u64,
     next: u64,
-    granted: HashMap<(PipelineKey, String), Granted>,
+    granted: HashMap<String, Granted>,
     last_sweep: Option<Millis>,
 }
 
@@ -34,37 +33,42 @@ pub struct LeaseTable {
 const SWEEP_EVERY: Millis = 1_000;
 
 impl LeaseTable {
+    /// `epoch` distinguishes this process's lease ids from an earlier run's.
     pub fn new(epoch: u64) -> Self {
         Self { epoch, next: 0, granted: HashMap::new(), last_sweep: None }
     }
 
     /// Stores a lease and returns the id to hand out.
-    pub fn insert(&mut self, pipeline: &PipelineKey, granted: Granted) -> String {
+    pub fn insert(&mut self, granted: Granted) -> String {
         let id = format_lease_id(self.epoch, self.next);
         self.next += 1;
-        self.granted.insert((pipeline.clone(), id.clone()), granted);
+        self.granted.insert(id.clone(), granted);
         id
     }
 
-    pub fn get(&self, pipeline: &PipelineKey, id: &str) -> Option<Granted> {
-        self.granted.get(&(pipeline.clone(), id.to_owned())).cloned()
+    /// Stores a lease under the id a worker already holds (granted by an earlier leader).
+    pub fn insert_as(&mut self, id: &str, granted: Granted) {
+        self.granted.insert(id.to_owned(), granted);
     }
 
-    pub fn set_deadline(&mut self, pipeline: &PipelineKey, id: &str, deadline: Millis) {
-        if let Some(g) = self.granted.get_mut(&(pipeline.clone(), id.to_owned())) {
+    pub fn get(&self, id: &str) -> Option<&Granted> {
+        self.granted.get(id)
+    }
+
+    pub fn set_deadline(&mut self, id: &str, deadline: Millis) {
+        if let Some(g) = self.granted.get_mut(id) {
             g.deadline = deadline;
         }
     }
 
-    pub fn remove(&mut self, pipeline: &PipelineKey, id: &str) -> Option<Granted> {
-        self.granted.remove(&(pipeline.clone(), id.to_owned()))
+    pub fn remove(&mut self, id: &str) -> Option<Granted> {
+        self.granted.remove(id)
     }
 
     /// Removes and returns the lease of an item the backlog reclaimed.
-    pub fn take_item(&mut self, pipeline: &PipelineKey, item: &ItemId) -> Option<Granted> {
-        let key =
-            self.granted.iter().find(|((p, _), g)| p == pipeline && &g.item.id() == item).map(|(k, _)| k.clone())?;
-        self.granted.remove(&key)
+    pub fn take_item(&mut self, item: &ItemId) -> Option<Granted> {
+        let id = self.granted.iter().find(|(_, g)| &g.item.id() == item).map(|(id, _)| id.clone())?;
+        self.granted.remove(&id)
     }
 
     /// Forgets leases past their deadline by more than `grace`: a worker that answers later goes
@@ -77,18 +81,18 @@ impl LeaseTable {
         self.granted.retain(|_, g| g.deadline.saturating_add(grace) >= now);
     }
 
-    /// Live leases per holding pod of `pipeline` (expired ones no longer make a pod busy).
-    pub fn busy_pods(&self, pipeline: &PipelineKey, now: Millis) -> HashMap<String, usize> {
+    /// Live leases per holding pod (expired ones no longer make a pod busy), and how many live
+    /// leases name no pod.
+    pub fn busy_pods(&self, now: Millis) -> (HashMap<String, usize>, usize) {
         let mut busy = HashMap::new();
-        for ((p, _), g) in &self.granted {
-            if p == pipeline
-                && g.deadline >= now
-                && let Some(pod) = &g.holder
-            {
-                *busy.entry(pod.clone()).or_insert(0) += 1;
+        let mut anonymous = 0;
+        for g in self.granted.values().filter(|g| g.deadline >= now) {
+            match &g.holder {
+                Some(pod) => *busy.entry(pod.clone()).or_insert(0) += 1,
+                None => anonymous += 1,
             }
         }
-        busy
+        (busy, anonymous)
     }
 
     pub fn len(&self) -> usize {
@@ -123,38 +127,35 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_unique_per_pipeline_and_old_leases_are_swept() {
-        let p = PipelineKey::new("ns", "p");
-        let q = PipelineKey::new("ns", "q");
+    fn ids_are_unique_and_old_leases_are_swept() {
         let mut table = LeaseTable::new(1);
-        let a = table.insert(&p, granted("a", 100));
-        let b = table.insert(&p, granted("b", 10_000));
+        let a = table.insert(granted("a", 100));
+        let b = table.insert(granted("b", 10_000));
         assert_ne!(a, b);
-        assert_eq!(table.get(&q, &a), None, "a lease belongs to its pipeline");
-        table.set_deadline(&p, &a, 200);
+        table.set_deadline(&a, 200);
         table.sweep(250, 60);
-        assert!(table.get(&p, &a).is_some(), "within its grace");
+        assert!(table.get(&a).is_some(), "within its grace");
         table.sweep(1_000, 60);
-        assert!(table.get(&p, &a).is_some(), "swept at most once a second");
+        assert!(table.get(&a).is_some(), "swept at most once a second");
         table.sweep(1_250, 60);
-        assert!(table.busy_pods(&p, 1_250).is_empty(), "leases without a pod make no pod busy");
-        assert_eq!(table.get(&p, &a), None);
-        assert!(table.get(&p, &b).is_some());
+        assert_eq!(table.get(&a), None);
+        assert!(table.get(&b).is_some());
+        table.insert_as("0000000000000007-3", granted("c", 10_000));
+        assert!(table.get("0000000000000007-3").is_some(), "a re-attached lease keeps the worker's id");
         let item = granted("b", 0).item.id();
-        assert_eq!(table.take_item(&p, &item).map(|g| g.deadline), Some(10_000));
-        assert!(table.is_empty());
+        assert_eq!(table.take_item(&item).map(|g| g.deadline), Some(10_000));
+        assert_eq!(table.len(), 1);
     }
 
     #[test]
     fn busy_pods_count_live_leases_per_pod() {
-        let p = PipelineKey::new("ns", "p");
         let held = |key: &str, pod: &str, deadline| Granted { holder: Some(pod.into()), ..granted(key, deadline) };
         let mut table = LeaseTable::new(1);
-        table.insert(&p, held("a", "pod-1", 500));
-        table.insert(&p, held("b", "pod-1", 900));
-        table.insert(&p, held("c", "pod-2", 100));
-        table.insert(&PipelineKey::new("ns", "q"), held("d", "pod-3", 900));
-        assert_eq!(table.busy_pods(&p, 50), HashMap::from([("pod-1".into(), 2), ("pod-2".into(), 1)]));
-        assert_eq!(table.busy_pods(&p, 600), HashMap::from([("pod-1".into(), 1)]), "pod-2's lease expired");
+        table.insert(held("a", "pod-1", 500));
+        table.insert(held("b", "pod-1", 900));
+        table.insert(held("c", "pod-2", 100));
+        table.insert(granted("d", 900));
+        assert_eq!(table.busy_pods(50), (HashMap::from([("pod-1".into(), 2), ("pod-2".into(), 1)]), 1));
+        assert_eq!(table.busy_pods(600), (HashMap::from([("pod-1".into(), 1)]), 1), "pod-2's lease expired");
     }
 }

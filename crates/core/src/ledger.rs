@@ -34,6 +34,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::backlog::WorkItem;
+
 /// Longest object key S3 accepts, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -189,6 +191,43 @@ pub struct Marker {
     pub finished_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<FailureDetail>,
+}
+
+impl Marker {
+    /// The marker of a revision processed on attempt `attempts`; `outputs` are full sink keys.
+    pub fn succeeded(item: &WorkItem, attempts: u32, outputs: Vec<String>, finished_at: DateTime<Utc>) -> Self {
+        Self { outcome: Outcome::Succeeded, source: item.into(), outputs, attempts, finished_at, error: None }
+    }
+
+    /// The marker of a revision that failed for good. `stderr_tail` is the end of the
+    /// transform's stderr, or why the operator gave up (`lease expired`).
+    pub fn failed(
+        item: &WorkItem,
+        attempts: u32,
+        exit_code: Option<i32>,
+        stderr_tail: String,
+        finished_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            outcome: Outcome::Failed,
+            source: item.into(),
+            outputs: Vec::new(),
+            attempts,
+            finished_at,
+            error: Some(FailureDetail { exit_code, stderr_tail }),
+        }
+    }
+}
+
+impl From<&WorkItem> for SourceObject {
+    fn from(item: &WorkItem) -> Self {
+        SourceObject {
+            bucket: item.object.bucket.clone(),
+            key: item.object.key.clone(),
+            etag: item.etag.clone(),
+            version_id: item.version_id.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Error)]

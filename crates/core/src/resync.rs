@@ -32,8 +32,9 @@ pub struct SourceFilter {
 
 impl SourceFilter {
     /// Whether a key that starts with the prefix and is not excluded is the pipeline's work.
+    /// Folder placeholders are never work (see [`crate::events::StorageEvent::is_folder_marker`]).
     fn admits(&self, key: &str) -> bool {
-        self.suffix.as_deref().is_none_or(|s| key.ends_with(s))
+        self.suffix.as_deref().is_none_or(|s| key.ends_with(s)) && !crate::events::is_folder_marker(key)
     }
 
     fn excluded_by(&self, key: &str) -> Option<&str> {

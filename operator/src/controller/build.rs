@@ -85,19 +85,19 @@ pub fn service_account(pipeline: &DataPipeline, owner: OwnerReference) -> Servic
     }
 }
 
-/// The worker Deployment. `replicas` is decided by the scaler and passed in, so there is
-/// exactly one opinion about it in every apply.
+/// The worker Deployment, without `replicas`: the scaler owns that field (field manager
+/// `zeroflow-scaler`), so the controller's applies never touch it. Only the request that
+/// creates the Deployment carries a first count ([`with_initial_replicas`]).
 pub fn worker_deployment(
     pipeline: &DataPipeline,
     spec: &ValidSpec,
     owner: OwnerReference,
     options: &WorkerOptions,
-    replicas: i32,
 ) -> Deployment {
     Deployment {
         metadata: owned_meta(pipeline, owner),
         spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
+            replicas: None,
             revision_history_limit: Some(3),
             selector: LabelSelector { match_labels: Some(selector_labels(pipeline)), ..LabelSelector::default() },
             // Never take a busy worker away for a rollout before its replacement is up.
@@ -113,6 +113,16 @@ pub fn worker_deployment(
         }),
         status: None,
     }
+}
+
+/// The Deployment as first created: with `replicas`, or the apiserver would default it to 1 and
+/// start a worker for nothing. Sent under the scaler's field manager, which owns the field from
+/// then on.
+pub fn with_initial_replicas(mut deployment: Deployment, replicas: i32) -> Deployment {
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.replicas = Some(replicas);
+    }
+    deployment
 }
 
 fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptions) -> PodTemplateSpec {

@@ -2,12 +2,8 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 
-use std::time::Duration;
-
 use crate::api::conditions::{ACTIVE, DEGRADED, Desired, READY, SOURCE_REACHABLE};
-use crate::api::{DataPipelineStatus, Usage};
 use crate::store::StoreError;
-use zeroflow_core::backlog::Counts;
 
 /// What the controller learned about the worker Deployment in this reconcile.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,9 +31,9 @@ impl WorkerObservation {
     }
 }
 
-/// How the reconcile went, as far as status is concerned.
+/// How the reconcile went, as far as conditions are concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Reconciled {
     Applied(WorkerObservation),
     InvalidSpec(String),
     ApplyFailed(String),
@@ -46,7 +42,7 @@ pub enum Outcome {
 /// Conditions for an outcome. Ready means the workers run the current spec at the wanted
 /// scale; a pipeline idle at zero replicas is Ready and not Active. An unreachable source
 /// degrades the pipeline without making its workers un-Ready.
-pub fn conditions(outcome: &Outcome, source: Option<&Result<(), StoreError>>) -> Vec<Desired> {
+pub fn conditions(outcome: &Reconciled, source: Option<&Result<(), StoreError>>) -> Vec<Desired> {
     let mut conditions = outcome_conditions(outcome);
     match source {
         Some(Ok(())) => {
@@ -63,9 +59,9 @@ pub fn conditions(outcome: &Outcome, source: Option<&Result<(), StoreError>>) ->
     conditions
 }
 
-fn outcome_conditions(outcome: &Outcome) -> Vec<Desired> {
+fn outcome_conditions(outcome: &Reconciled) -> Vec<Desired> {
     match outcome {
-        Outcome::Applied(w) => {
+        Reconciled::Applied(w) => {
             let rolled_out = w.rollout_observed && w.updated >= w.desired && w.replicas == w.desired;
             let ready = if !rolled_out {
                 Desired::new(
@@ -88,77 +84,15 @@ fn outcome_conditions(outcome: &Outcome) -> Vec<Desired> {
             };
             vec![ready, active, Desired::new(DEGRADED, false, "AsExpected", "")]
         }
-        Outcome::InvalidSpec(message) => vec![
+        Reconciled::InvalidSpec(message) => vec![
             Desired::new(READY, false, "InvalidSpec", message.clone()),
             Desired::new(DEGRADED, true, "InvalidSpec", message.clone()),
         ],
-        Outcome::ApplyFailed(message) => vec![
+        Reconciled::ApplyFailed(message) => vec![
             Desired::new(READY, false, "ApplyFailed", message.clone()),
             Desired::new(DEGRADED, true, "ApplyFailed", message.clone()),
         ],
     }
-}
-
-/// What the event path measured since status was last written.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Progress {
-    pub counts: Counts,
-    /// Accrued by the scaler; `None` before it tracks the pipeline.
-    pub usage: Option<Usage>,
-    pub last_cold_start: Option<Duration>,
-}
-
-/// Copies the progress into a status. Usage is rounded to milliseconds, so status is not
-/// rewritten for noise.
-pub fn with_progress(mut status: DataPipelineStatus, progress: &Progress) -> DataPipelineStatus {
-    let counts = &progress.counts;
-    status.pending = i64::try_from(counts.pending).unwrap_or(i64::MAX);
-    status.in_flight = i64::try_from(counts.in_flight).unwrap_or(i64::MAX);
-    status.succeeded = i64::try_from(counts.succeeded).unwrap_or(i64::MAX);
-    status.failed = i64::try_from(counts.failed).unwrap_or(i64::MAX);
-    if let Some(usage) = &progress.usage {
-        status.usage = Usage {
-            replica_seconds: round_ms(usage.replica_seconds),
-            cpu_core_seconds: round_ms(usage.cpu_core_seconds),
-        };
-    }
-    if let Some(cold) = progress.last_cold_start {
-        status.last_cold_start_seconds = Some(round_ms(cold.as_secs_f64()));
-    }
-    status
-}
-
-/// Replica-seconds of new usage worth a status write on their own while workers run; status
-/// would otherwise change every few seconds for every running pipeline.
-const USAGE_WRITE_STEP: f64 = 60.0;
-
-/// Whether accrued usage should be written to a status that shows `written`: after every
-/// [`USAGE_WRITE_STEP`], and the final figure once the workers are at zero.
-pub fn usage_due(written: &Usage, accrued: &Usage, replicas: i32) -> bool {
-    let grown = accrued.replica_seconds - written.replica_seconds;
-    grown >= USAGE_WRITE_STEP || (replicas == 0 && round_ms(accrued.replica_seconds) != written.replica_seconds)
-}
-
-fn round_ms(seconds: f64) -> f64 {
-    (seconds * 1000.0).round() / 1000.0
-}
-
-/// The same progress as a merge patch of status.
-pub fn progress_patch(progress: &Progress) -> serde_json::Value {
-    let status = with_progress(DataPipelineStatus::default(), progress);
-    let mut patch = serde_json::json!({
-        "pending": status.pending,
-        "inFlight": status.in_flight,
-        "succeeded": status.succeeded,
-        "failed": status.failed,
-    });
-    if progress.usage.is_some() {
-        patch["usage"] = serde_json::json!(status.usage);
-    }
-    if let Some(seconds) = status.last_cold_start_seconds {
-        patch["lastColdStartSeconds"] = serde_json::json!(seconds);
-    }
-    patch
 }
 
 /// The note of an `ObjectsFailed` Event: how many failed, the latest one's key and error (the
@@ -193,21 +127,12 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
     end
 }
 
-/// Copies the worker counts into a status.
-pub fn with_workers(mut status: DataPipelineStatus, worker_name: &str, w: &WorkerObservation) -> DataPipelineStatus {
-    status.worker_deployment = Some(worker_name.to_owned());
-    status.replicas = w.replicas;
-    status.ready_replicas = w.ready;
-    status.desired_replicas = w.desired;
-    status
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn observed(desired: i32, replicas: i32, ready: i32) -> Outcome {
-        Outcome::Applied(WorkerObservation { desired, replicas, ready, updated: replicas, rollout_observed: true })
+    fn observed(desired: i32, replicas: i32, ready: i32) -> Reconciled {
+        Reconciled::Applied(WorkerObservation { desired, replicas, ready, updated: replicas, rollout_observed: true })
     }
 
     fn find<'a>(conds: &'a [Desired], t: &str) -> &'a Desired {
@@ -226,7 +151,7 @@ mod tests {
     #[test]
     fn scaling_up_is_active_but_not_yet_ready() {
         let c = conditions(
-            &Outcome::Applied(WorkerObservation {
+            &Reconciled::Applied(WorkerObservation {
                 desired: 3,
                 replicas: 3,
                 ready: 1,
@@ -243,7 +168,7 @@ mod tests {
     #[test]
     fn an_unobserved_rollout_is_not_ready() {
         let c = conditions(
-            &Outcome::Applied(WorkerObservation {
+            &Reconciled::Applied(WorkerObservation {
                 desired: 0,
                 replicas: 0,
                 ready: 0,
@@ -264,7 +189,7 @@ mod tests {
 
     #[test]
     fn invalid_spec_degrades_without_claiming_activity() {
-        let c = conditions(&Outcome::InvalidSpec("spec.x: bad".into()), None);
+        let c = conditions(&Reconciled::InvalidSpec("spec.x: bad".into()), None);
         assert!(!find(&c, READY).status);
         assert!(find(&c, DEGRADED).status);
         assert_eq!(find(&c, DEGRADED).message, "spec.x: bad");
@@ -284,34 +209,6 @@ mod tests {
         assert!(find(&c, DEGRADED).status);
         assert_eq!(find(&c, DEGRADED).message, "source: bucket \"raw\" does not exist");
         assert!(find(&c, READY).status, "idle workers are still ready");
-    }
-
-    #[test]
-    fn progress_reaches_status_and_its_patch() {
-        let progress = Progress {
-            counts: Counts { pending: 2, in_flight: 1, succeeded: 7, failed: 1 },
-            usage: Some(Usage { replica_seconds: 12.345_67, cpu_core_seconds: 6.000_1 }),
-            last_cold_start: Some(Duration::from_millis(1250)),
-        };
-        let status = with_progress(DataPipelineStatus::default(), &progress);
-        assert_eq!((status.pending, status.in_flight, status.succeeded, status.failed), (2, 1, 7, 1));
-        assert_eq!(status.usage, Usage { replica_seconds: 12.346, cpu_core_seconds: 6.0 });
-        assert_eq!(status.last_cold_start_seconds, Some(1.25));
-        let patch = progress_patch(&progress);
-        assert_eq!(patch["usage"]["replicaSeconds"], serde_json::json!(12.346));
-        assert_eq!(patch["lastColdStartSeconds"], serde_json::json!(1.25));
-        let bare = progress_patch(&Progress::default());
-        assert!(bare.get("usage").is_none() && bare.get("lastColdStartSeconds").is_none(), "{bare}");
-    }
-
-    #[test]
-    fn usage_is_written_in_steps_while_workers_run_and_finally_at_zero() {
-        let written = Usage { replica_seconds: 100.0, cpu_core_seconds: 50.0 };
-        let accrued = |replica_seconds| Usage { replica_seconds, cpu_core_seconds: 0.0 };
-        assert!(!usage_due(&written, &accrued(130.0), 2));
-        assert!(usage_due(&written, &accrued(160.0), 2));
-        assert!(usage_due(&written, &accrued(100.5), 0), "the last figure lands once at zero");
-        assert!(!usage_due(&written, &accrued(100.0), 0));
     }
 
     #[test]

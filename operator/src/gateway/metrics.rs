@@ -17,28 +17,32 @@ impl Source {
     }
 }
 
-/// Per record (and pipeline, for accepted/duplicate) or, for whole-request refusals, per request.
+/// Per record (and pipeline, for accepted/duplicate/skipped) or, for whole-request refusals,
+/// per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum EventOutcome {
     Accepted,
     Duplicate,
     Unrouted,
     Ignored,
+    /// Routed, but not work: a folder placeholder.
+    Skipped,
     Rejected,
     Unauthorized,
     Overloaded,
 }
 
-impl Outcome {
+impl EventOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Accepted => "accepted",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Unrouted => "unrouted",
-            Outcome::Ignored => "ignored",
-            Outcome::Rejected => "rejected",
-            Outcome::Unauthorized => "unauthorized",
-            Outcome::Overloaded => "overloaded",
+            EventOutcome::Accepted => "accepted",
+            EventOutcome::Duplicate => "duplicate",
+            EventOutcome::Unrouted => "unrouted",
+            EventOutcome::Ignored => "ignored",
+            EventOutcome::Skipped => "skipped",
+            EventOutcome::Rejected => "rejected",
+            EventOutcome::Unauthorized => "unauthorized",
+            EventOutcome::Overloaded => "overloaded",
         }
     }
 }
@@ -55,7 +59,7 @@ impl GatewayMetrics {
         let events = IntCounterVec::new(
             Opts::new(
                 "zeroflow_events_received_total",
-                "Storage notifications by source and outcome: accepted/duplicate per record and \
+                "Storage notifications by source and outcome: accepted/duplicate/skipped per record and \
                  pipeline, unrouted/ignored per record, rejected/unauthorized/overloaded per request",
             ),
             &["source", "outcome"],
@@ -70,7 +74,7 @@ impl GatewayMetrics {
         Ok(Self { events, duration })
     }
 
-    pub fn count(&self, source: Source, outcome: Outcome, n: u64) {
+    pub fn count(&self, source: Source, outcome: EventOutcome, n: u64) {
         if n > 0 {
             self.events.with_label_values(&[source.as_str(), outcome.as_str()]).inc_by(n);
         }

@@ -6,4 +6,4 @@ pub mod auth;
 pub mod metrics;
 pub mod server;
 
-pub use server::{GatewayConfig, SharedRoutes, router};
+pub use server::{GatewayConfig, router};

@@ -2,7 +2,7 @@
 //! records and hands them to an [`Admission`]; only then does it answer 2xx. Everything it decides
 //! is delegated to the pure modules, so it is tested over real HTTP with an in-memory admission.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -18,34 +18,15 @@ use serde_json::json;
 use thiserror::Error;
 
 use super::auth::{AuthError, BearerToken};
-use super::metrics::{GatewayMetrics, Outcome, Source};
+use super::metrics::{EventOutcome, GatewayMetrics, Source};
 use zeroflow_core::admission::{Admission, Overloaded};
 use zeroflow_core::events::{RecordError, cloudevents, s3};
-use zeroflow_core::routing::RouteTable;
 
 pub const S3_PATH: &str = "/v1/events/s3";
 pub const CLOUDEVENTS_PATH: &str = "/v1/events/cloudevents";
 
 /// Default request body limit: MinIO sends one record per request, AWS at most a few.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
-
-/// The route table the controller swaps in as pipelines change; readers clone the `Arc`.
-#[derive(Debug, Clone, Default)]
-pub struct SharedRoutes(Arc<RwLock<Arc<RouteTable>>>);
-
-impl SharedRoutes {
-    pub fn new(table: RouteTable) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(table))))
-    }
-
-    pub fn replace(&self, table: RouteTable) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
-    }
-
-    pub fn current(&self) -> Arc<RouteTable> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -62,19 +43,14 @@ impl Default for GatewayConfig {
 
 struct Gateway<A> {
     config: GatewayConfig,
-    routes: SharedRoutes,
     admission: A,
     metrics: GatewayMetrics,
 }
 
 /// The gateway's routes, ready to be merged into the operator's server or served alone.
-pub fn router<A: Admission>(
-    config: GatewayConfig,
-    routes: SharedRoutes,
-    admission: A,
-    metrics: GatewayMetrics,
-) -> Router {
-    let state = Arc::new(Gateway { config, routes, admission, metrics });
+/// `admission` routes the events to pipelines and admits them.
+pub fn router<A: Admission>(config: GatewayConfig, admission: A, metrics: GatewayMetrics) -> Router {
+    let state = Arc::new(Gateway { config, admission, metrics });
     Router::new()
         .route(S3_PATH, post(post_s3::<A>).head(probe))
         .route(CLOUDEVENTS_PATH, post(post_cloudevents::<A>).options(webhook_handshake))
@@ -123,11 +99,11 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn outcome(&self) -> Outcome {
+    fn outcome(&self) -> EventOutcome {
         match self {
-            Refusal::Auth(_) => Outcome::Unauthorized,
-            Refusal::Overloaded(_) => Outcome::Overloaded,
-            _ => Outcome::Rejected,
+            Refusal::Auth(_) => EventOutcome::Unauthorized,
+            Refusal::Overloaded(_) => EventOutcome::Overloaded,
+            _ => EventOutcome::Rejected,
         }
     }
 
@@ -168,17 +144,20 @@ struct Summary {
     duplicate: u64,
     unrouted: u64,
     ignored: u64,
+    /// Routed, but not work (a folder placeholder).
+    skipped: u64,
 }
 
 impl<A: Admission> Gateway<A> {
     async fn handle(&self, source: Source, headers: HeaderMap, body: Body) -> Response {
         let started = Instant::now();
-        let response = match self.accept(source, &headers, body).await {
+        let response = match self.accept(source, &headers, body, started).await {
             Ok(summary) => {
-                self.metrics.count(source, Outcome::Accepted, summary.accepted);
-                self.metrics.count(source, Outcome::Duplicate, summary.duplicate);
-                self.metrics.count(source, Outcome::Unrouted, summary.unrouted);
-                self.metrics.count(source, Outcome::Ignored, summary.ignored);
+                self.metrics.count(source, EventOutcome::Accepted, summary.accepted);
+                self.metrics.count(source, EventOutcome::Duplicate, summary.duplicate);
+                self.metrics.count(source, EventOutcome::Unrouted, summary.unrouted);
+                self.metrics.count(source, EventOutcome::Ignored, summary.ignored);
+                self.metrics.count(source, EventOutcome::Skipped, summary.skipped);
                 (StatusCode::OK, axum::Json(summary)).into_response()
             }
             Err(refusal) => {
@@ -191,7 +170,13 @@ impl<A: Admission> Gateway<A> {
         response
     }
 
-    async fn accept(&self, source: Source, headers: &HeaderMap, body: Body) -> Result<Summary, Refusal> {
+    async fn accept(
+        &self,
+        source: Source,
+        headers: &HeaderMap,
+        body: Body,
+        received_at: Instant,
+    ) -> Result<Summary, Refusal> {
         if let Some(token) = &self.config.token {
             token.check(headers)?;
         }
@@ -206,27 +191,15 @@ impl<A: Admission> Gateway<A> {
             Source::S3 => s3::parse_notification(&body)?,
             Source::CloudEvents => cloudevents::parse_http(headers, &body)?,
         };
-        let routes = self.routes.current();
         let mut summary = Summary::default();
-        let mut routed = Vec::new();
-        for event in events {
-            if !event.is_created() {
-                summary.ignored += 1;
-                continue;
-            }
-            let pipelines = routes.routes_for(&event);
-            if pipelines.is_empty() {
-                summary.unrouted += 1;
-            }
-            for pipeline in pipelines {
-                routed.push((pipeline, event.clone()));
-            }
-        }
-        if !routed.is_empty() {
-            let report = self.admission.admit(routed)?;
-            summary.accepted += report.accepted;
-            summary.duplicate += report.duplicate;
-            summary.unrouted += report.unrouted;
+        let (work, ignored): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| e.is_created());
+        summary.ignored = ignored.len() as u64;
+        if !work.is_empty() {
+            let report = self.admission.admit(&work, received_at)?;
+            summary.accepted = report.accepted;
+            summary.duplicate = report.duplicate;
+            summary.unrouted = report.unrouted;
+            summary.skipped = report.skipped;
         }
         Ok(summary)
     }

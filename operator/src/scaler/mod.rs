@@ -1,13 +1,22 @@
-//! The scaler: the single writer of each worker Deployment's replicas.
+//! The scaler: the only writer of each worker Deployment's `spec.replicas` (field manager
+//! `zeroflow-scaler`, through the `scale` subresource).
 //!
-//! Decisions are made by [`decide::decide`] from the backlog's counts once a second, and at once
-//! when an object arrives for a pipeline at zero replicas (the event path kicks the scaler, so a
-//! cold start waits for one API call, not for a poll). Before a scale-down, pods holding leases
-//! are given a higher deletion cost ([`deletion_cost`]) so the ReplicaSet removes idle ones.
-//! Every tick also accrues the workers' replica- and CPU-seconds ([`usage`]).
+//! Decisions are made by [`decide`] from the backlog's counts once a second, and at once when
+//! an object arrives for a pipeline at zero replicas (the gateway kicks the scaler, so a cold
+//! start waits for one API call, not for a poll). Before a scale-down, pods holding work leases
+//! get a higher deletion cost so the ReplicaSet removes idle ones; a scale-down never goes below
+//! the workers holding leases. Every tick also accrues the workers' replica- and CPU-seconds.
+//!
+//! **Adoption.** When this replica takes a pipeline up (a start, a restart, a leader change) it
+//! knows nothing of the workers already running. Before anything else it reads the live replica
+//! count and adopts it; nothing is reset. If workers are running, some may be busy with leases
+//! the previous leader granted: for one heartbeat interval plus a margin (the recovery window)
+//! the pipeline leases nothing and is not scaled below the adopted count, so every busy worker
+//! can re-attach its lease ([`crate::workapi`]) before any object could be handed to a second
+//! worker. A pipeline at zero workers needs no window and serves at once.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -16,29 +25,31 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
-use prometheus::{CounterVec, Histogram, HistogramOpts, Opts, Registry};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
-
-use crate::api::{DataPipeline, Usage};
-use crate::controller::build::PIPELINE_LABEL;
-use crate::controller::event_path::Registry as Pipelines;
-use crate::controller::replicas::ReplicaBook;
-use crate::workapi::WorkApi;
 use zeroflow_core::PipelineKey;
-use zeroflow_core::admission::{Admission, AdmitReport, Overloaded};
-use zeroflow_core::backlog::Counts;
-use zeroflow_core::events::StorageEvent;
-use zeroflow_core::scaling::decide::{self, ScaleInput, decide};
+use zeroflow_core::scaling::decide::{ScaleDecision, ScaleInput, decide};
+use zeroflow_core::scaling::usage::Usage;
 use zeroflow_core::scaling::{deletion_cost, usage};
+use zeroflow_core::work::heartbeat_interval_seconds;
 
+use crate::api::DataPipeline;
+use crate::controller::build::PIPELINE_LABEL;
+use crate::runtime::{Kick, Pipeline, Pipelines};
+use crate::status_writer::{Concern, StatusWriter};
+
+/// Field manager of every replica write.
+pub const FIELD_MANAGER: &str = "zeroflow-scaler";
 /// How often every pipeline's scale is looked at.
 const TICK: Duration = Duration::from_secs(1);
 /// Pipelines evaluated at once in a tick.
 const TICK_CONCURRENCY: usize = 16;
 /// Time for new deletion costs to reach the ReplicaSet controller before a scale-down.
 const COST_PROPAGATION: Duration = Duration::from_millis(300);
+/// Added to one heartbeat interval for the recovery window: a busy worker whose heartbeat failed
+/// while no leader answered retries within this.
+const RECOVERY_MARGIN: Duration = Duration::from_secs(5);
 
 /// A pipeline's scaling settings, from its spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,31 +58,84 @@ pub struct ScaleSpec {
     pub min_replicas: i32,
     pub max_replicas: i32,
     pub target_per_replica: i32,
+    pub concurrency_per_replica: i32,
     pub idle_timeout: Duration,
     pub stabilization: Duration,
+    /// The work lease duration: busy workers renew within a third of it (at most 10 s).
+    pub lease_duration: Duration,
     /// CPU cores one worker pod requests, for usage.
     pub cpu_per_replica: f64,
 }
 
-struct Tracked {
-    spec: ScaleSpec,
-    /// The replicas last asked of the Deployment (also in the ReplicaBook, for the controller).
-    current: i32,
-    /// A scale request for this pipeline is on its way: one at a time, so two never race.
-    scaling: bool,
-    /// When the first object arrived while at zero replicas (from the event path), until the
-    /// scale-up that serves it: event-to-scale and cold starts are measured from here.
+/// The replicas a new worker Deployment is created with: `minReplicas`, so that the apiserver
+/// does not default it to 1 and start a worker for nothing.
+pub fn initial_replicas(spec: &ScaleSpec) -> i32 {
+    spec.min_replicas.max(0)
+}
+
+/// How long a new leader holds a pipeline with running workers: one heartbeat interval of its
+/// work leases plus a margin.
+pub fn recovery_window(lease_duration: Duration) -> Duration {
+    let lease_ms = u64::try_from(lease_duration.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_secs(heartbeat_interval_seconds(lease_ms)) + RECOVERY_MARGIN
+}
+
+/// Workers that must not be removed: pods holding live leases, and a share of the leases whose
+/// holder is unknown (tokens that name no pod).
+pub fn busy_workers(pods: usize, anonymous_leases: usize, concurrency_per_replica: i32) -> i32 {
+    let per = usize::try_from(concurrency_per_replica.max(1)).unwrap_or(1);
+    i32::try_from(pods + anonymous_leases.div_ceil(per)).unwrap_or(i32::MAX)
+}
+
+/// The scaler's per-pipeline state, in the pipeline's runtime; only this module changes it.
+#[derive(Debug)]
+pub struct ScaleState {
+    /// The Deployment's replicas as last adopted or asked for; `None` until adopted.
+    current: Option<i32>,
+    /// A scale request is on its way (or the adoption read): one at a time, so two never race.
+    busy: bool,
+    /// When the first object arrived while at zero replicas (its notification reached the
+    /// gateway), until the scale-up that serves it: event-to-scale and cold starts start here.
     work_since: Option<Instant>,
     idle_since: Option<Instant>,
-    /// Recent decisions, for the scale-down stabilization window.
+    /// Recent wanted counts, for the scale-down stabilization window.
     history: VecDeque<(Instant, i32)>,
+    /// No scale below `recovery_floor` until then (see the module docs).
+    recovering_until: Option<Instant>,
+    recovery_floor: i32,
     usage: Usage,
     accounted_at: Instant,
 }
 
-/// A scale change [`Scaler::plan`] took on; the caller must finish it with [`Scaler::settle`].
+impl ScaleState {
+    /// `usage` is what status recorded so far: the count goes on after a restart.
+    pub fn new(usage: Usage) -> Self {
+        Self {
+            current: None,
+            busy: false,
+            work_since: None,
+            idle_since: None,
+            history: VecDeque::new(),
+            recovering_until: None,
+            recovery_floor: 0,
+            usage,
+            accounted_at: Instant::now(),
+        }
+    }
+
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// The replicas asked for, once adopted.
+    pub fn replicas(&self) -> Option<i32> {
+        self.current
+    }
+}
+
+/// A change [`Scaler::plan`] took on; the caller must finish it with [`Scaler::settle`].
 struct Change {
-    decision: decide::ScaleDecision,
+    decision: ScaleDecision,
     deployment: String,
     before: i32,
     work_since: Option<Instant>,
@@ -80,112 +144,25 @@ struct Change {
 pub struct Scaler {
     client: Client,
     pipelines: Arc<Pipelines>,
-    replicas: Arc<ReplicaBook>,
-    workers: Arc<WorkApi>,
     recorder: Recorder,
-    event_to_scale: Histogram,
-    replica_seconds: CounterVec,
-    cpu_core_seconds: CounterVec,
-    tracked: Mutex<HashMap<PipelineKey, Tracked>>,
+    status: StatusWriter,
 }
 
 impl Scaler {
-    pub fn new(
-        client: Client,
-        pipelines: Arc<Pipelines>,
-        replicas: Arc<ReplicaBook>,
-        workers: Arc<WorkApi>,
-        recorder: Recorder,
-        registry: &Registry,
-    ) -> Result<Self, prometheus::Error> {
-        let event_to_scale = Histogram::with_opts(
-            HistogramOpts::new(
-                "zeroflow_event_to_scale_seconds",
-                "From admitting an object for a pipeline at zero replicas to the apiserver accepting its scale-up",
-            )
-            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
-        )?;
-        registry.register(Box::new(event_to_scale.clone()))?;
-        let replica_seconds = CounterVec::new(
-            Opts::new(
-                "zeroflow_replica_seconds_total",
-                "Worker replicas the scaler asked for, integrated over time (cost attribution)",
-            ),
-            &["namespace", "pipeline"],
-        )?;
-        let cpu_core_seconds = CounterVec::new(
-            Opts::new(
-                "zeroflow_cpu_core_seconds_total",
-                "CPU cores requested by the pod template times replicas, integrated over time (cost attribution)",
-            ),
-            &["namespace", "pipeline"],
-        )?;
-        registry.register(Box::new(replica_seconds.clone()))?;
-        registry.register(Box::new(cpu_core_seconds.clone()))?;
-        Ok(Self {
-            client,
-            pipelines,
-            replicas,
-            workers,
-            recorder,
-            event_to_scale,
-            replica_seconds,
-            cpu_core_seconds,
-            tracked: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn tracked(&self) -> std::sync::MutexGuard<'_, HashMap<PipelineKey, Tracked>> {
-        self.tracked.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Starts or updates tracking a pipeline; `current` is the Deployment's replicas and `usage`
-    /// what status recorded so far (the count goes on from there after a restart or failover).
-    pub fn track(&self, key: PipelineKey, spec: ScaleSpec, current: i32, usage: &Usage) {
-        self.tracked()
-            .entry(key)
-            .and_modify(|t| {
-                t.spec = spec.clone();
-                // What the Deployment really has wins over what was last asked (a reconcile may
-                // have applied an older count), unless a request is on its way.
-                if !t.scaling {
-                    t.current = current;
-                }
-            })
-            .or_insert_with(|| Tracked {
-                spec,
-                current,
-                scaling: false,
-                work_since: None,
-                idle_since: None,
-                history: VecDeque::new(),
-                usage: usage.clone(),
-                accounted_at: Instant::now(),
-            });
-    }
-
-    pub fn forget(&self, key: &PipelineKey) {
-        self.tracked().remove(key);
-        let labels = [key.namespace.as_str(), key.name.as_str()];
-        let _ = self.replica_seconds.remove_label_values(&labels);
-        let _ = self.cpu_core_seconds.remove_label_values(&labels);
-    }
-
-    /// The usage accrued so far, for status.
-    pub fn usage(&self, key: &PipelineKey) -> Option<Usage> {
-        self.tracked().get(key).map(|t| t.usage.clone())
+    pub fn new(client: Client, pipelines: Arc<Pipelines>, recorder: Recorder, status: StatusWriter) -> Self {
+        Self { client, pipelines, recorder, status }
     }
 
     /// Runs until the process stops: ticks, and immediate scale-ups from zero when kicked. Each
     /// kick is handled in its own task, and ticks in another, so neither a slow tick nor another
     /// pipeline's scale-up ever delays a cold start.
-    pub async fn run(self: Arc<Self>, mut kicks: mpsc::UnboundedReceiver<(PipelineKey, Instant)>) {
+    pub async fn run(self: Arc<Self>, mut kicks: mpsc::UnboundedReceiver<Kick>) {
         // A JoinSet aborts its tasks when dropped, so stopping `run` stops the ticks too.
         let mut ticks = tokio::task::JoinSet::new();
         ticks.spawn(self.clone().tick_forever());
-        while let Some((key, at)) = kicks.recv().await {
+        while let Some(kick) = kicks.recv().await {
             let scaler = self.clone();
-            tokio::spawn(async move { scaler.scale_up_from_zero(&key, at).await });
+            tokio::spawn(async move { scaler.scale_up_from_zero(&kick).await });
         }
     }
 
@@ -194,97 +171,205 @@ impl Scaler {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            self.accrue_usage(Instant::now());
-            let keys: Vec<_> = self.tracked().keys().cloned().collect();
+            let pipelines = self.pipelines.all();
+            for pipeline in &pipelines {
+                self.accrue(pipeline, Instant::now());
+            }
             // Concurrently, so one pipeline's slow scale-down does not hold up the others.
             let scaler = &*self;
-            futures::stream::iter(keys)
-                .for_each_concurrent(TICK_CONCURRENCY, |key| async move { scaler.evaluate(&key).await })
+            futures::stream::iter(pipelines)
+                .for_each_concurrent(TICK_CONCURRENCY, |p| async move { scaler.evaluate(&p).await })
                 .await;
         }
     }
 
-    fn accrue_usage(&self, now: Instant) {
-        for (key, t) in self.tracked().iter_mut() {
-            self.accrue(key, t, now);
-        }
+    /// Accounts the time since the last accrual at the current replicas; called every tick and
+    /// before every change of them, so each scale is accounted to the instant.
+    fn accrue(&self, pipeline: &Pipeline, now: Instant) {
+        let mut guard = pipeline.lock();
+        let state = &mut *guard;
+        let cpu = state.settings.scale.cpu_per_replica;
+        let s = &mut state.scale;
+        let elapsed = now.saturating_duration_since(s.accounted_at);
+        s.accounted_at = now;
+        let Some(current) = s.current else { return };
+        let (replica_seconds, core_seconds) = usage::accrue(&mut s.usage, current, cpu, elapsed);
+        let labels = [pipeline.key.namespace.as_str(), pipeline.key.name.as_str()];
+        let metrics = self.pipelines.metrics();
+        metrics.replica_seconds.with_label_values(&labels).inc_by(replica_seconds);
+        metrics.cpu_core_seconds.with_label_values(&labels).inc_by(core_seconds);
     }
 
-    /// Accounts the time since the last accrual at the current replicas; called before every
-    /// change of them, so each scale is accounted to the instant.
-    fn accrue(&self, key: &PipelineKey, t: &mut Tracked, now: Instant) {
-        let elapsed = now.saturating_duration_since(t.accounted_at);
-        t.accounted_at = now;
-        let (replica_seconds, core_seconds) = usage::accrue(&mut t.usage, t.current, t.spec.cpu_per_replica, elapsed);
-        let labels = [key.namespace.as_str(), key.name.as_str()];
-        self.replica_seconds.with_label_values(&labels).inc_by(replica_seconds);
-        self.cpu_core_seconds.with_label_values(&labels).inc_by(core_seconds);
-    }
-
-    /// The event path's fast lane: only a pipeline at zero replicas is scaled here. The
-    /// admission time is kept, so whichever evaluation scales up measures from it.
-    async fn scale_up_from_zero(&self, key: &PipelineKey, admitted_at: Instant) {
-        let at_zero = match self.tracked().get_mut(key) {
-            Some(t) if t.current == 0 => {
-                t.work_since = Some(t.work_since.map_or(admitted_at, |since| since.min(admitted_at)));
-                true
+    /// The event path's fast lane: a pipeline at zero replicas (or not adopted yet) is
+    /// evaluated at once. The first arrival time is kept, so whichever evaluation scales up
+    /// measures from it.
+    async fn scale_up_from_zero(&self, kick: &Kick) {
+        let Some(pipeline) = self.pipelines.get(&kick.pipeline) else { return };
+        let at_zero = {
+            let mut state = pipeline.lock();
+            let s = &mut state.scale;
+            let at_zero = s.current.is_none_or(|c| c == 0);
+            if at_zero {
+                s.work_since = Some(s.work_since.map_or(kick.received_at, |since| since.min(kick.received_at)));
             }
-            _ => false,
+            at_zero
         };
         if at_zero {
-            self.evaluate(key).await;
+            self.evaluate(&pipeline).await;
         }
     }
 
-    async fn evaluate(&self, key: &PipelineKey) {
+    async fn evaluate(&self, pipeline: &Pipeline) {
+        if !self.adopt(pipeline).await {
+            return;
+        }
         // Twice at most: an object that arrived at zero while a scale-down to zero was on its
         // way is served at once rather than at the next tick.
         for _ in 0..2 {
-            let Some(counts) = self.pipelines.counts(key) else { return };
-            let Some(change) = self.plan(key, &counts, Instant::now()) else { return };
-            let scaled = self.apply(key, &change).await;
-            if !self.settle(key, &change, scaled) {
+            let Some(change) = self.plan(pipeline, Instant::now()) else { return };
+            let scaled = self.apply(pipeline, &change).await;
+            if !self.settle(pipeline, &change, scaled) {
                 return;
             }
         }
     }
 
+    /// Reads the live replica count once, when the pipeline is taken up; true once adopted.
+    async fn adopt(&self, pipeline: &Pipeline) -> bool {
+        let deployment = {
+            let mut state = pipeline.lock();
+            if state.scale.current.is_some() {
+                return true;
+            }
+            if state.scale.busy {
+                return false;
+            }
+            state.scale.busy = true;
+            state.settings.scale.deployment.clone()
+        };
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &pipeline.key.namespace);
+        let live = match api.get_scale(&deployment).await {
+            Ok(scale) => Some(scale.spec.and_then(|s| s.replicas).unwrap_or(0)),
+            // Not created yet: the controller kicks the scaler once it is.
+            Err(kube::Error::Api(e)) if e.code == 404 => None,
+            Err(e) => {
+                warn!(pipeline = %pipeline.key, error = %e, "cannot read the worker Deployment's scale");
+                None
+            }
+        };
+        let now = Instant::now();
+        let now_ms = self.pipelines.millis_at(now);
+        let mut guard = pipeline.lock();
+        let state = &mut *guard;
+        state.scale.busy = false;
+        let Some(live) = live else { return false };
+        let lease_duration = state.settings.scale.lease_duration;
+        let s = &mut state.scale;
+        s.current = Some(live);
+        s.accounted_at = now;
+        if live > 0 {
+            let window = recovery_window(lease_duration);
+            s.recovering_until = Some(now + window);
+            s.recovery_floor = live;
+            let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            state.backlog.hold_until(now_ms.saturating_add(window_ms));
+            info!(pipeline = %pipeline.key, replicas = live, window_s = window.as_secs(), "adopted running workers; leasing resumes after their leases had a chance to re-attach");
+        } else {
+            state.backlog.hold_until(0);
+            info!(pipeline = %pipeline.key, "adopted at zero workers");
+        }
+        drop(guard);
+        pipeline.notify.notify_waiters();
+        true
+    }
+
+    /// Updates the idle clock and history and decides. A change is taken on at once — the
+    /// replicas and the usage account move to it under the lock — and returned for the caller
+    /// to send; `None` when nothing changes or another change is on its way.
+    fn plan(&self, pipeline: &Pipeline, now: Instant) -> Option<Change> {
+        let now_ms = self.pipelines.millis_at(now);
+        let mut guard = pipeline.lock();
+        let state = &mut *guard;
+        let counts = state.backlog.counts();
+        let (pods, anonymous) = state.leases.busy_pods(now_ms);
+        let spec = state.settings.scale.clone();
+        let cpu = spec.cpu_per_replica;
+        let t = &mut state.scale;
+        let current = t.current?;
+        if t.busy {
+            return None;
+        }
+        let has_work = counts.pending + counts.in_flight > 0;
+        t.idle_since = if has_work { None } else { Some(t.idle_since.unwrap_or(now)) };
+        while t.history.front().is_some_and(|(at, _)| now.duration_since(*at) > spec.stabilization) {
+            t.history.pop_front();
+        }
+        let recent_max = t.history.iter().map(|(_, r)| *r).max().unwrap_or(current);
+        if t.recovering_until.is_some_and(|until| now >= until) {
+            t.recovering_until = None;
+        }
+        let recovering = if t.recovering_until.is_some() { t.recovery_floor } else { 0 };
+        let busy = busy_workers(pods.len(), anonymous, spec.concurrency_per_replica);
+        let decision = decide(&ScaleInput {
+            current,
+            pending: u64::try_from(counts.pending).unwrap_or(u64::MAX),
+            in_flight: u64::try_from(counts.in_flight).unwrap_or(u64::MAX),
+            min_replicas: spec.min_replicas,
+            max_replicas: spec.max_replicas,
+            target_per_replica: spec.target_per_replica,
+            idle_for: t.idle_since.map(|since| now.duration_since(since)),
+            idle_timeout: spec.idle_timeout,
+            recent_max,
+            floor: busy.max(recovering),
+        });
+        // Remember what the work wanted, so stabilization holds against a short lull.
+        t.history.push_back((now, if has_work { decision.wanted } else { 0 }));
+        if decision.replicas == current {
+            if current == 0 && !has_work {
+                t.work_since = None;
+            }
+            return None;
+        }
+        // Account the old count up to now, then move.
+        let elapsed = now.saturating_duration_since(t.accounted_at);
+        t.accounted_at = now;
+        usage::accrue(&mut t.usage, current, cpu, elapsed);
+        t.current = Some(decision.replicas);
+        t.busy = true;
+        let work_since = if current == 0 { t.work_since.take() } else { None };
+        if current == 0 {
+            state.cold_start.begin(work_since.unwrap_or(now));
+        } else if decision.replicas == 0 {
+            state.cold_start.cancel();
+        }
+        Some(Change { decision, deployment: spec.deployment, before: current, work_since })
+    }
+
     /// Sends a change to the apiserver; true when it was accepted.
-    async fn apply(&self, key: &PipelineKey, change: &Change) -> bool {
+    async fn apply(&self, pipeline: &Pipeline, change: &Change) -> bool {
+        let key = &pipeline.key;
         let (before, after) = (change.before, change.decision.replicas);
-        if before == 0 {
-            self.workers.cold_start_began(key, change.work_since.unwrap_or_else(Instant::now));
-        } else if after == 0 {
-            self.workers.cold_start_cancelled(key);
-        } else if after < before {
-            self.protect_busy_pods(key).await;
+        if after < before && after > 0 {
+            self.protect_busy_pods(pipeline).await;
         }
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
         let patch = json!({"spec": {"replicas": after}});
-        match api.patch_scale(&change.deployment, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+        match api.patch_scale(&change.deployment, &params, &Patch::Merge(&patch)).await {
             Ok(_) => {
                 if let Some(since) = change.work_since.filter(|_| before == 0) {
                     let took = since.elapsed();
-                    self.event_to_scale.observe(took.as_secs_f64());
-                    let ms = took.as_secs_f64() * 1000.0;
-                    info!(
-                        namespace = key.namespace,
-                        name = key.name,
-                        event_to_scale_ms = ms,
-                        "scaled from zero on an event"
-                    );
+                    self.pipelines.metrics().event_to_scale.observe(took.as_secs_f64());
+                    info!(pipeline = %key, event_to_scale_ms = took.as_secs_f64() * 1000.0, "scaled from zero on an event");
                 }
                 let reason = change.decision.reason;
                 let note = format!("scaled workers from {before} to {after} ({reason})");
-                info!(namespace = key.namespace, name = key.name, note, "scale");
+                info!(pipeline = %key, note, "scale");
                 self.record(key, before, after, reason, &note).await;
                 true
             }
             Err(e) => {
-                warn!(namespace = key.namespace, name = key.name, error = %e, "scale failed");
-                if before == 0 {
-                    self.workers.cold_start_cancelled(key);
-                }
+                warn!(pipeline = %key, error = %e, "scale failed");
                 false
             }
         }
@@ -292,33 +377,37 @@ impl Scaler {
 
     /// Ends a change: on failure the replicas go back to what they were (decided again at the
     /// next tick). True when an object arrived at zero meanwhile and needs another look.
-    fn settle(&self, key: &PipelineKey, change: &Change, scaled: bool) -> bool {
-        let mut tracked = self.tracked();
-        let Some(t) = tracked.get_mut(key) else { return false };
-        t.scaling = false;
+    fn settle(&self, pipeline: &Pipeline, change: &Change, scaled: bool) -> bool {
+        let mut guard = pipeline.lock();
+        let state = &mut *guard;
+        let t = &mut state.scale;
+        t.busy = false;
         if !scaled {
-            self.accrue(key, t, Instant::now());
-            t.current = change.before;
+            t.current = Some(change.before);
             if change.before == 0 {
                 // Kept for the retry, which serves the same objects.
                 t.work_since = t.work_since.or(change.work_since);
+                state.cold_start.cancel();
             }
-            self.replicas.set(&key.namespace, &key.name, change.before);
             return false;
         }
-        t.current == 0 && t.work_since.is_some()
+        t.current == Some(0) && t.work_since.is_some()
     }
 
     /// Marks the pipeline's worker pods with deletion costs from the leases they hold, so the
     /// coming scale-down removes idle pods first. Best effort: a failure here is logged and the
     /// scale-down goes on (a removed busy worker still finishes within its grace period).
-    async fn protect_busy_pods(&self, key: &PipelineKey) {
-        let busy = self.workers.busy_pods(key);
+    async fn protect_busy_pods(&self, pipeline: &Pipeline) {
+        let key = &pipeline.key;
+        let busy = {
+            let state = pipeline.lock();
+            state.leases.busy_pods(self.pipelines.now()).0
+        };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let selector = format!("{PIPELINE_LABEL}={},app.kubernetes.io/component=worker", key.name);
         let pods = match api.list_metadata(&ListParams::default().labels(&selector)).await {
             Ok(pods) => pods.items,
-            Err(e) => return warn!(namespace = key.namespace, name = key.name, error = %e, "cannot list worker pods"),
+            Err(e) => return warn!(pipeline = %key, error = %e, "cannot list worker pods"),
         };
         let live = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none());
         let current = live.map(|p| {
@@ -328,14 +417,15 @@ impl Scaler {
             )
         });
         let mut changed = false;
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
         for (pod, cost) in deletion_cost::changes(current, &busy) {
             let patch = json!({"metadata": {"annotations": {deletion_cost::ANNOTATION: cost}}});
-            match api.patch(&pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api.patch(&pod, &params, &Patch::Merge(&patch)).await {
                 Ok(_) => {
-                    tracing::debug!(namespace = key.namespace, pod, cost, "deletion cost set");
+                    tracing::debug!(pipeline = %key, pod, cost, "deletion cost set");
                     changed = true;
                 }
-                Err(e) => warn!(namespace = key.namespace, pod, error = %e, "cannot set a pod's deletion cost"),
+                Err(e) => warn!(pipeline = %key, pod, error = %e, "cannot set a pod's deletion cost"),
             }
         }
         if changed {
@@ -345,52 +435,7 @@ impl Scaler {
         }
     }
 
-    /// Updates the idle clock and history and decides. A change is taken on at once — the
-    /// replicas, the ReplicaBook and the usage account move to it under the lock — and
-    /// returned for the caller to send; `None` when nothing changes, the pipeline is not
-    /// tracked, or another change is on its way.
-    fn plan(&self, key: &PipelineKey, counts: &Counts, now: Instant) -> Option<Change> {
-        let mut tracked = self.tracked();
-        let t = tracked.get_mut(key)?;
-        if t.scaling {
-            return None;
-        }
-        let busy = counts.pending + counts.in_flight > 0;
-        t.idle_since = if busy { None } else { Some(t.idle_since.unwrap_or(now)) };
-        while t.history.front().is_some_and(|(at, _)| now.duration_since(*at) > t.spec.stabilization) {
-            t.history.pop_front();
-        }
-        let recent_max = t.history.iter().map(|(_, r)| *r).max().unwrap_or(t.current);
-        let decision = decide(&ScaleInput {
-            current: t.current,
-            pending: u64::try_from(counts.pending).unwrap_or(u64::MAX),
-            in_flight: u64::try_from(counts.in_flight).unwrap_or(u64::MAX),
-            min_replicas: t.spec.min_replicas,
-            max_replicas: t.spec.max_replicas,
-            target_per_replica: t.spec.target_per_replica,
-            idle_for: t.idle_since.map(|since| now.duration_since(since)),
-            idle_timeout: t.spec.idle_timeout,
-            recent_max,
-        });
-        // Remember what the work wanted, so stabilization holds against a short lull.
-        let wanted_for_work = if busy { decision.wanted } else { 0 };
-        t.history.push_back((now, wanted_for_work));
-        if decision.replicas == t.current {
-            if t.current == 0 && !busy {
-                t.work_since = None;
-            }
-            return None;
-        }
-        self.accrue(key, t, now);
-        let before = t.current;
-        t.current = decision.replicas;
-        t.scaling = true;
-        let work_since = if before == 0 { t.work_since.take() } else { None };
-        self.replicas.set(&key.namespace, &key.name, decision.replicas);
-        Some(Change { decision, deployment: t.spec.deployment.clone(), before, work_since })
-    }
-
-    /// An Event and the last-scale fields of status.
+    /// An Event and the scale fields of status.
     async fn record(&self, key: &PipelineKey, before: i32, after: i32, reason: &str, note: &str) {
         let reference = ObjectReference {
             api_version: Some(DataPipeline::api_version(&()).into()),
@@ -411,39 +456,48 @@ impl Scaler {
         if let Err(e) = self.recorder.publish(&event, &reference).await {
             warn!(error = %e, "failed to publish Event");
         }
-        let api: Api<DataPipeline> = Api::namespaced(self.client.clone(), &key.namespace);
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        let patch = json!({"status": {"desiredReplicas": after, "lastScaleTime": now, "lastScaleReason": reason}});
-        if let Err(e) = api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            warn!(error = %e, "failed to record the scale in status");
-        }
+        self.status.apply(
+            key,
+            Concern::Scale,
+            json!({"desiredReplicas": after, "lastScaleTime": now, "lastScaleReason": reason}),
+        );
     }
 }
 
-/// Wraps the gateway's admission so that objects for a pipeline kick the scaler at once.
-pub struct ScalingAdmission<A> {
-    inner: A,
-    kick: mpsc::UnboundedSender<(PipelineKey, Instant)>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<A> ScalingAdmission<A> {
-    pub fn new(inner: A, kick: mpsc::UnboundedSender<(PipelineKey, Instant)>) -> Self {
-        Self { inner, kick }
+    #[test]
+    fn new_deployments_start_at_min_replicas() {
+        let spec = ScaleSpec {
+            deployment: "p-worker".into(),
+            min_replicas: 2,
+            max_replicas: 5,
+            target_per_replica: 4,
+            concurrency_per_replica: 1,
+            idle_timeout: Duration::from_secs(60),
+            stabilization: Duration::from_secs(30),
+            lease_duration: Duration::from_secs(120),
+            cpu_per_replica: 0.0,
+        };
+        assert_eq!(initial_replicas(&spec), 2);
+        assert_eq!(initial_replicas(&ScaleSpec { min_replicas: 0, ..spec }), 0);
     }
-}
 
-impl<A: Admission> Admission for ScalingAdmission<A> {
-    fn admit(&self, events: Vec<(PipelineKey, StorageEvent)>) -> Result<AdmitReport, Overloaded> {
-        let now = Instant::now();
-        let mut keys: Vec<PipelineKey> = events.iter().map(|(k, _)| k.clone()).collect();
-        keys.dedup();
-        let report = self.inner.admit(events)?;
-        if report.accepted > 0 {
-            for key in keys {
-                // A closed channel only means the scaler stopped with the process.
-                let _ = self.kick.send((key, now));
-            }
-        }
-        Ok(report)
+    #[test]
+    fn the_recovery_window_is_one_heartbeat_plus_a_margin() {
+        assert_eq!(recovery_window(Duration::from_secs(120)), Duration::from_secs(10 + 5));
+        assert_eq!(recovery_window(Duration::from_secs(15)), Duration::from_secs(5 + 5));
+        assert_eq!(recovery_window(Duration::from_secs(5)), Duration::from_secs(1 + 5));
+    }
+
+    #[test]
+    fn busy_workers_count_pods_and_unattributed_leases() {
+        assert_eq!(busy_workers(3, 0, 1), 3);
+        assert_eq!(busy_workers(1, 5, 2), 1 + 3);
+        assert_eq!(busy_workers(0, 0, 4), 0);
+        assert_eq!(busy_workers(0, 1, 0), 1, "a nonsense concurrency counts as 1");
     }
 }

@@ -18,13 +18,7 @@ use super::server::WorkApi;
 use zeroflow_core::PipelineKey;
 use zeroflow_core::work::wait_duration;
 
-pub use zeroflow_contract::wire::BODY_LIMIT;
-pub use zeroflow_contract::wire::Lease as LeaseResponse;
-use zeroflow_contract::wire::routes;
-pub(super) use zeroflow_contract::wire::{
-    CompleteRequest, FailRequest, FinishResponse, HeartbeatResponse, ObjectRef, OutputRequest,
-    OutputTarget as OutputResponse, WaitQuery,
-};
+use zeroflow_contract::wire::{BODY_LIMIT, WaitQuery, routes};
 
 /// Why a request was refused; each maps to one status code.
 #[derive(Debug, Error)]
@@ -105,7 +99,7 @@ fn answer<T: Serialize>(api: &WorkApi, result: Result<T, ApiError>) -> Response 
     match result {
         Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
         Err(e) => {
-            api.metrics.refused(e.reason());
+            api.refused(e.reason());
             e.into_response()
         }
     }
@@ -141,11 +135,12 @@ async fn post_heartbeat(
     State(api): State<Arc<WorkApi>>,
     Path((namespace, name, lease)): LeasePath,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     let pipeline = PipelineKey::new(namespace, name);
     let result = async {
-        api.authorize(&headers, &pipeline).await?;
-        api.heartbeat(&pipeline, &lease).await
+        let identity = api.authorize(&headers, &pipeline).await?;
+        api.heartbeat(&pipeline, &lease, parse(&body)?, identity.pod).await
     }
     .await;
     answer(&api, result)

@@ -1,35 +1,33 @@
-//! The work API's behaviour: authorization, long-poll leasing, heartbeats, presigned outputs,
-//! completion. The wire is in [`super::http`], the decisions in [`super::rules`], the state in
-//! the backlogs and [`super::leases`].
+//! The work API's behaviour: authorization, long-poll leasing, heartbeats (and re-attaching the
+//! leases an earlier leader granted), presigned outputs, completion. The wire is in
+//! [`super::http`], the pure decisions in [`zeroflow_core::work`], the state in each pipeline's
+//! runtime.
 //!
-//! A lease's life: `POST .../leases` (long poll) -> `.../heartbeat` every
-//! `heartbeat_interval_seconds` -> `.../outputs` per output file -> `.../complete` or `.../fail`.
-//! Completion is recorded through [`Completion`] before the backlog is told, so an acknowledged
-//! object always has its record.
+//! A result is recorded in the ledger before the backlog is told, so an acknowledged object
+//! always has its record; and a revision already in the ledger is never leased again.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
+use chrono::Utc;
 use object_store::signer::Method;
+use zeroflow_contract::names::{output_key, stderr_tail, validate_output_name};
+use zeroflow_contract::wire::{
+    CompleteRequest, FailRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse, Lease as LeaseResponse,
+    ObjectRef, OutputRequest, OutputTarget,
+};
+use zeroflow_core::PipelineKey;
+use zeroflow_core::backlog::{ItemId, Lease, Millis, ObjectId, ReattachError, Retry, WorkItem};
+use zeroflow_core::leases::Granted;
+use zeroflow_core::ledger::{Marker, normalize_etag};
+use zeroflow_core::work::{heartbeat_interval_seconds, is_final_failure, may_act_for, same_etag};
 
 use super::auth::{Identity, TokenVerifier, VerifyError, bearer_token};
-use super::completion::{Completion, Outcome};
-use super::http::{
-    ApiError, CompleteRequest, FailRequest, FinishResponse, HeartbeatResponse, LeaseResponse, ObjectRef, OutputRequest,
-    OutputResponse,
-};
-use super::metrics::{Ended, WorkApiMetrics};
-use super::objects::{BucketAccess, ObjectError};
-use super::waiters::Waiters;
-use crate::dispatch::Backlogs;
-use zeroflow_contract::names::{output_key, stderr_tail, validate_output_name};
-use zeroflow_core::PipelineKey;
-use zeroflow_core::backlog::{ItemId, Lease, Millis, ObjectId, Retry, WorkItem};
-use zeroflow_core::cold_starts::ColdStarts;
-use zeroflow_core::leases::{Granted, LeaseTable};
-use zeroflow_core::work::{heartbeat_interval_seconds, is_final_failure, may_act_for, same_etag};
+use super::http::ApiError;
+use super::objects::ObjectError;
+use crate::metrics::{Ended, Skipped};
+use crate::runtime::{Access, Pipeline, Pipelines};
 
 /// A granted lease is remembered this many lease durations past its deadline, so a late answer
 /// is still matched to its object without asking the store.
@@ -37,101 +35,35 @@ const FORGET_AFTER_LEASES: u64 = 10;
 /// When a blocked item hides the next timer, polls look again this often.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// Where a pipeline's objects are read and its outputs written. Set by the controller.
-pub struct PipelineAccess {
-    pub source: Arc<dyn BucketAccess>,
-    pub sink: Arc<dyn BucketAccess>,
-    /// Prepended to `<input key>/<output name>`.
-    pub sink_prefix: String,
+pub struct WorkApi {
+    pipelines: Arc<Pipelines>,
+    verifier: Arc<dyn TokenVerifier>,
 }
 
-pub struct WorkApi {
-    backlogs: Arc<Backlogs>,
-    waiters: Arc<Waiters>,
-    verifier: Arc<dyn TokenVerifier>,
-    completion: Arc<dyn Completion>,
-    pub(super) metrics: WorkApiMetrics,
-    pipelines: RwLock<HashMap<PipelineKey, Arc<PipelineAccess>>>,
-    leases: Mutex<LeaseTable>,
-    cold_starts: Mutex<ColdStarts>,
+struct Step {
+    expired: Vec<(ItemId, Retry)>,
+    lease: Option<Lease>,
+    next_wakeup: Option<Millis>,
+    now: Millis,
+    lease_ms: Millis,
+    max_attempts: u32,
 }
 
 impl WorkApi {
-    pub fn new(
-        backlogs: Arc<Backlogs>,
-        waiters: Arc<Waiters>,
-        verifier: Arc<dyn TokenVerifier>,
-        completion: Arc<dyn Completion>,
-        metrics: WorkApiMetrics,
-    ) -> Self {
-        Self {
-            backlogs,
-            waiters,
-            verifier,
-            completion,
-            metrics,
-            pipelines: RwLock::new(HashMap::new()),
-            leases: Mutex::new(LeaseTable::new(process_epoch())),
-            cold_starts: Mutex::new(ColdStarts::default()),
-        }
+    pub fn new(pipelines: Arc<Pipelines>, verifier: Arc<dyn TokenVerifier>) -> Self {
+        Self { pipelines, verifier }
     }
 
-    /// Makes a pipeline's leases servable (its backlog must also exist in the backlogs).
-    pub fn set_pipeline(&self, pipeline: PipelineKey, access: PipelineAccess) {
-        self.pipelines.write().unwrap_or_else(PoisonError::into_inner).insert(pipeline.clone(), Arc::new(access));
-        self.waiters.notify(&pipeline);
+    pub(super) fn refused(&self, reason: &'static str) {
+        self.pipelines.metrics().refused(reason);
     }
 
-    pub fn remove_pipeline(&self, pipeline: &PipelineKey) {
-        self.pipelines.write().unwrap_or_else(PoisonError::into_inner).remove(pipeline);
-        self.waiters.remove(pipeline);
-        self.cold_starts().forget(pipeline);
-        self.metrics.forget(pipeline);
+    fn pipeline(&self, key: &PipelineKey) -> Result<Arc<Pipeline>, ApiError> {
+        self.pipelines.get(key).ok_or(ApiError::UnknownPipeline)
     }
 
-    /// The pods of `pipeline` holding live leases, with how many each holds.
-    pub fn busy_pods(&self, pipeline: &PipelineKey) -> HashMap<String, usize> {
-        let Some(now) = self.backlogs.with(pipeline, |_, now| now) else { return HashMap::new() };
-        self.leases().busy_pods(pipeline, now)
-    }
-
-    /// The scaler started workers for a pipeline at zero, for work that arrived at `since`.
-    pub fn cold_start_began(&self, pipeline: &PipelineKey, since: Instant) {
-        self.cold_starts().begin(pipeline, since);
-    }
-
-    /// The scaler returned a pipeline to zero workers.
-    pub fn cold_start_cancelled(&self, pipeline: &PipelineKey) {
-        self.cold_starts().cancel(pipeline);
-    }
-
-    /// The last cold start's duration, for status.
-    pub fn last_cold_start(&self, pipeline: &PipelineKey) -> Option<Duration> {
-        self.cold_starts().last(pipeline)
-    }
-
-    fn cold_starts(&self) -> MutexGuard<'_, ColdStarts> {
-        self.cold_starts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Wakes the pipeline's lease polls; call after admitting work outside the gateway (resync,
-    /// backfill, redrive). The gateway path is covered by [`super::NotifyingAdmission`].
-    pub fn notify(&self, pipeline: &PipelineKey) {
-        self.waiters.notify(pipeline);
-    }
-
-    fn access(&self, pipeline: &PipelineKey) -> Result<Arc<PipelineAccess>, ApiError> {
-        self.pipelines
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(pipeline)
-            .cloned()
-            .ok_or(ApiError::UnknownPipeline)
-    }
-
-    fn leases(&self) -> MutexGuard<'_, LeaseTable> {
-        // Every table method leaves it consistent, so a panic elsewhere cannot corrupt it.
-        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    fn access(pipeline: &Pipeline) -> Result<Arc<Access>, ApiError> {
+        pipeline.access().ok_or(ApiError::Unavailable("the pipeline's store is not reachable yet"))
     }
 
     pub(super) async fn authorize(&self, headers: &HeaderMap, pipeline: &PipelineKey) -> Result<Identity, ApiError> {
@@ -151,42 +83,49 @@ impl WorkApi {
     }
 
     /// Waits up to `wait` for a lease for the worker in pod `holder` (when its token names one).
-    #[tracing::instrument(skip_all, fields(pipeline = %pipeline))]
+    #[tracing::instrument(skip_all, fields(pipeline = %key))]
     pub(super) async fn lease(
         &self,
-        pipeline: &PipelineKey,
+        key: &PipelineKey,
         wait: Duration,
         holder: Option<String>,
     ) -> Result<Option<LeaseResponse>, ApiError> {
-        let access = self.access(pipeline)?;
+        let pipeline = self.pipeline(key)?;
+        let metrics = self.pipelines.metrics();
         let started = Instant::now();
         let give_up = started + wait;
-        let notify = self.waiters.get(pipeline);
         loop {
             // Registered before looking, so an admission between the look and the wait still wakes us.
-            let notified = notify.notified();
+            let notified = pipeline.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let mut step = self
-                .backlogs
-                .with(pipeline, |b, now| Step {
-                    expired: b.expire(now),
-                    lease: b.lease(now),
-                    next_wakeup: b.next_wakeup(),
+            let access = pipeline.access();
+            let mut step = {
+                let now = self.pipelines.now();
+                let mut state = pipeline.lock();
+                let config = state.backlog.config().clone();
+                let expired = state.backlog.expire(now);
+                // Without store access nothing can be handed out; the lease waits for it.
+                let lease = if access.is_some() { state.backlog.lease(now) } else { None };
+                state.leases.sweep(now, config.lease_duration_ms.saturating_mul(FORGET_AFTER_LEASES));
+                Step {
+                    expired,
+                    lease,
+                    next_wakeup: state.backlog.next_wakeup(),
                     now,
-                    lease_ms: b.config().lease_duration_ms,
-                    max_attempts: b.config().max_attempts,
-                })
-                .ok_or(ApiError::UnknownPipeline)?;
-            self.leases().sweep(step.now, step.lease_ms.saturating_mul(FORGET_AFTER_LEASES));
-            self.reclaim(pipeline, std::mem::take(&mut step.expired)).await;
-            if let Some(lease) = step.lease.take() {
-                match self.grant(pipeline, &access, lease, &step, holder.clone()).await {
-                    Ok(Some(granted)) => {
-                        self.metrics.granted(pipeline);
-                        self.metrics.waited(true, started.elapsed().as_secs_f64());
-                        if let Some(took) = self.cold_starts().leased(pipeline, Instant::now()) {
-                            self.metrics.cold_start(pipeline, took.as_secs_f64());
+                    lease_ms: config.lease_duration_ms,
+                    max_attempts: config.max_attempts,
+                }
+            };
+            self.reclaim(&pipeline, access.as_deref(), std::mem::take(&mut step.expired)).await;
+            if let (Some(lease), Some(access)) = (step.lease.take(), access.as_ref()) {
+                match self.grant(&pipeline, access, lease, &step, holder.clone()).await? {
+                    Some(granted) => {
+                        metrics.granted(key);
+                        metrics.lease_waited(true, started.elapsed().as_secs_f64());
+                        let cold = pipeline.lock().cold_start.leased(Instant::now());
+                        if let Some(took) = cold {
+                            metrics.cold_start(key, took.as_secs_f64());
                             tracing::info!(
                                 cold_start_ms = took.as_secs_f64() * 1000.0,
                                 "first lease after a cold start"
@@ -194,14 +133,17 @@ impl WorkApi {
                         }
                         return Ok(Some(granted));
                     }
-                    // That object could not be handed out; look for the next one at once.
-                    Ok(None) => continue,
-                    Err(e) => return Err(e),
+                    // That object was not work after all; look for the next one at once.
+                    None => continue,
                 }
+            }
+            // Removed (deleted, or this replica stopped leading) while waiting.
+            if !self.pipelines.get(key).is_some_and(|p| Arc::ptr_eq(&p, &pipeline)) {
+                return Err(ApiError::UnknownPipeline);
             }
             let now = Instant::now();
             if now >= give_up {
-                self.metrics.waited(false, started.elapsed().as_secs_f64());
+                metrics.lease_waited(false, started.elapsed().as_secs_f64());
                 return Ok(None);
             }
             let sleep = match step.next_wakeup {
@@ -218,34 +160,52 @@ impl WorkApi {
         }
     }
 
-    /// Hands out a lease the backlog granted: presigns its input and remembers it.
+    /// Hands out a lease the backlog granted: skips a revision the ledger already has, presigns
+    /// the input and remembers the lease. `None` when the object was not work after all.
     async fn grant(
         &self,
-        pipeline: &PipelineKey,
-        access: &PipelineAccess,
+        pipeline: &Pipeline,
+        access: &Access,
         lease: Lease,
         step: &Step,
         holder: Option<String>,
     ) -> Result<Option<LeaseResponse>, ApiError> {
-        let ttl = Duration::from_millis(step.lease_ms);
-        let granted = Granted {
-            backlog_id: lease.id,
-            item: lease.item.clone(),
-            attempt: lease.attempt,
-            deadline: lease.deadline,
-            granted_at: step.now,
-            holder,
-        };
-        let url = match access.source.presign(Method::GET, &lease.item.object.key, ttl).await {
-            Ok(url) => url,
+        let key = &pipeline.key;
+        let item = &lease.item;
+        match access.ledger.contains(&item.object.key, item.etag.as_deref()).await {
+            Ok(true) => {
+                // A duplicate notification after the backlog forgot the revision (a restart, a
+                // long time): done already, not run again.
+                let _ = pipeline.lock().backlog.finish_duplicate(lease.id);
+                self.pipelines.metrics().skipped(key, Skipped::AlreadyDone, 1);
+                tracing::info!(key = %item.object.key, "already in the ledger: not leased again");
+                return Ok(None);
+            }
+            Ok(false) => {}
             Err(e) => {
-                let permanent = matches!(e, ObjectError::UnsupportedKey(_));
-                tracing::warn!(error = %e, "cannot presign a leased object");
-                self.fail_granted(pipeline, &granted, !permanent, None, &e.to_string(), step.max_attempts).await?;
-                return if permanent { Ok(None) } else { Err(ApiError::Unavailable("the store cannot presign")) };
+                tracing::warn!(error = %e, "cannot read the ledger; giving the object back");
+                let now = self.pipelines.now();
+                let _ = pipeline.lock().backlog.hand_back(lease.id, now);
+                return Err(ApiError::Unavailable("the ledger cannot be read"));
+            }
+        }
+        let ttl = Duration::from_millis(step.lease_ms);
+        let url = match access.source.presign(Method::GET, &item.object.key, ttl).await {
+            Ok(url) => url,
+            Err(e @ ObjectError::UnsupportedKey(_)) => {
+                // No worker could ever read it: a failure for good, recorded.
+                let granted = self.granted(lease.clone(), step.now, holder);
+                self.fail_granted(pipeline, access, &granted, false, None, &e.to_string(), step.max_attempts).await?;
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot presign a leased object; giving it back");
+                let now = self.pipelines.now();
+                let _ = pipeline.lock().backlog.hand_back(lease.id, now);
+                return Err(ApiError::Unavailable("the store cannot presign"));
             }
         };
-        let lease_id = self.leases().insert(pipeline, granted);
+        let lease_id = pipeline.lock().leases.insert(self.granted(lease.clone(), step.now, holder));
         let item = lease.item;
         Ok(Some(LeaseResponse {
             lease_id,
@@ -262,78 +222,141 @@ impl WorkApi {
         }))
     }
 
+    fn granted(&self, lease: Lease, now: Millis, holder: Option<String>) -> Granted {
+        Granted {
+            backlog_id: lease.id,
+            item: lease.item,
+            attempt: lease.attempt,
+            deadline: lease.deadline,
+            granted_at: now,
+            holder,
+        }
+    }
+
     /// Records leases the backlog reclaimed for good; their workers went silent.
-    async fn reclaim(&self, pipeline: &PipelineKey, expired: Vec<(ItemId, Retry)>) {
+    async fn reclaim(&self, pipeline: &Pipeline, access: Option<&Access>, expired: Vec<(ItemId, Retry)>) {
+        let key = &pipeline.key;
         for (id, retry) in expired {
+            let metrics = self.pipelines.metrics();
             if retry != Retry::Exhausted {
-                self.metrics.ended(pipeline, Ended::Expired);
+                metrics.ended(key, Ended::Expired);
                 continue;
             }
             // Its last attempt expired: failed for good, counted with the other final failures.
-            self.metrics.ended(pipeline, Ended::Failed);
-            let granted = self.leases().take_item(pipeline, &id);
+            metrics.ended(key, Ended::Failed);
+            let granted = pipeline.lock().leases.take_item(&id);
             let (item, attempts) = match granted {
                 Some(g) => (g.item, g.attempt),
                 None => (item_from_id(id), 0),
             };
-            let outcome = Outcome::Failed { attempts, exit_code: None, reason: "lease expired".into() };
+            let marker = Marker::failed(&item, attempts, None, "lease expired".into(), Utc::now());
             // The backlog has already moved on; a lost record here is found again by resync.
-            if let Err(e) = self.completion.record(pipeline, &item, &outcome).await {
+            if let Some(access) = access
+                && let Err(e) = access.ledger.record(&marker).await
+            {
                 tracing::warn!(error = %e, "cannot record an expired object as failed");
             }
         }
     }
 
+    /// Renews a lease. A lease this replica does not hold (granted by an earlier leader, or
+    /// expired here while its worker went on) is re-attached when its worker is the only one
+    /// working on the revision and nobody finished it.
     pub(super) async fn heartbeat(
         &self,
-        pipeline: &PipelineKey,
+        key: &PipelineKey,
         lease_id: &str,
+        request: HeartbeatRequest,
+        holder: Option<String>,
     ) -> Result<HeartbeatResponse, ApiError> {
-        let granted = self.leases().get(pipeline, lease_id).ok_or(ApiError::UnknownLease)?;
-        let (result, now) = self
-            .backlogs
-            .with(pipeline, |b, now| (b.heartbeat(granted.backlog_id, now), now))
-            .ok_or(ApiError::UnknownPipeline)?;
-        match result {
-            Ok(deadline) => {
-                self.leases().set_deadline(pipeline, lease_id, deadline);
-                Ok(HeartbeatResponse { deadline_unix_ms: unix_ms(deadline, now) })
+        let pipeline = self.pipeline(key)?;
+        let now = self.pipelines.now();
+        let lapsed = {
+            let mut state = pipeline.lock();
+            match state.leases.get(lease_id).cloned() {
+                Some(granted) => match state.backlog.heartbeat(granted.backlog_id, now) {
+                    Ok(deadline) => {
+                        state.leases.set_deadline(lease_id, deadline);
+                        return Ok(HeartbeatResponse { deadline_unix_ms: unix_ms(deadline, now) });
+                    }
+                    Err(_) => {
+                        state.leases.remove(lease_id);
+                        true
+                    }
+                },
+                None => false,
             }
-            Err(_) => {
-                self.leases().remove(pipeline, lease_id);
-                Err(ApiError::LeaseGone)
+        };
+        match self.reattach(&pipeline, lease_id, &request, holder).await {
+            // A lease this replica granted and lost, from a worker that does not say what it
+            // holds: gone, so the worker stops.
+            Err(ApiError::UnknownLease) if lapsed => Err(ApiError::LeaseGone),
+            other => other,
+        }
+    }
+
+    async fn reattach(
+        &self,
+        pipeline: &Pipeline,
+        lease_id: &str,
+        request: &HeartbeatRequest,
+        holder: Option<String>,
+    ) -> Result<HeartbeatResponse, ApiError> {
+        let access = Self::access(pipeline)?;
+        let item = self.verify_unknown(&access, &request.object).await?;
+        match access.ledger.contains(&item.object.key, item.etag.as_deref()).await {
+            // Finished by someone else while this worker's lease had lapsed.
+            Ok(true) => return Err(ApiError::LeaseGone),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the ledger to re-attach a lease");
+                return Err(ApiError::Unavailable("the ledger cannot be read"));
             }
         }
+        let now = self.pipelines.now();
+        let mut state = pipeline.lock();
+        let lease = match state.backlog.reattach(item, request.attempt.unwrap_or(1), now) {
+            Ok(lease) => lease,
+            Err(ReattachError::Finished | ReattachError::LeasedElsewhere) => return Err(ApiError::LeaseGone),
+            Err(ReattachError::Overloaded(_)) => return Err(ApiError::Unavailable("the backlog is full")),
+        };
+        let deadline = lease.deadline;
+        tracing::info!(pipeline = %pipeline.key, key = %lease.item.object.key, attempt = lease.attempt, "re-attached a lease granted before");
+        state.leases.insert_as(lease_id, self.granted(lease, now, holder));
+        Ok(HeartbeatResponse { deadline_unix_ms: unix_ms(deadline, now) })
     }
 
     pub(super) async fn output(
         &self,
-        pipeline: &PipelineKey,
+        key: &PipelineKey,
         lease_id: &str,
         request: OutputRequest,
-    ) -> Result<OutputResponse, ApiError> {
+    ) -> Result<OutputTarget, ApiError> {
         validate_output_name(&request.name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let access = self.access(pipeline)?;
-        let (now, lease_ms) = self
-            .backlogs
-            .with(pipeline, |b, now| (now, b.config().lease_duration_ms))
-            .ok_or(ApiError::UnknownPipeline)?;
-        let granted = self.leases().get(pipeline, lease_id);
+        let pipeline = self.pipeline(key)?;
+        let access = Self::access(&pipeline)?;
+        let (granted, lease_ms, sink_prefix) = {
+            let state = pipeline.lock();
+            (
+                state.leases.get(lease_id).cloned(),
+                state.backlog.config().lease_duration_ms,
+                state.settings.sink_prefix.clone(),
+            )
+        };
         let input_key = match granted {
-            Some(g) if g.deadline < now => return Err(ApiError::LeaseGone),
             Some(g) => g.item.object.key,
             None => self.verify_unknown(&access, &request.object).await?.object.key,
         };
-        let key = output_key(&access.sink_prefix, &input_key, &request.name);
+        let output = output_key(&sink_prefix, &input_key, &request.name);
         let url =
-            access.sink.presign(Method::PUT, &key, Duration::from_millis(lease_ms)).await.map_err(|e| match e {
+            access.sink.presign(Method::PUT, &output, Duration::from_millis(lease_ms)).await.map_err(|e| match e {
                 ObjectError::UnsupportedKey(_) => ApiError::BadRequest(e.to_string()),
                 ObjectError::Store(_) => ApiError::Unavailable("the store cannot presign"),
             })?;
-        Ok(OutputResponse {
+        Ok(OutputTarget {
             name: request.name,
             bucket: access.sink.name().to_owned(),
-            key,
+            key: output,
             method: "PUT".into(),
             url: url.to_string(),
             expires_in_seconds: lease_ms / 1000,
@@ -342,61 +365,81 @@ impl WorkApi {
 
     pub(super) async fn complete(
         &self,
-        pipeline: &PipelineKey,
+        key: &PipelineKey,
         lease_id: &str,
         request: CompleteRequest,
     ) -> Result<FinishResponse, ApiError> {
         for name in &request.outputs {
             validate_output_name(name).map_err(|e| ApiError::BadRequest(format!("{name:?}: {e}")))?;
         }
-        let access = self.access(pipeline)?;
-        let granted = self.leases().get(pipeline, lease_id);
+        let pipeline = self.pipeline(key)?;
+        let access = Self::access(&pipeline)?;
+        let (granted, sink_prefix) = {
+            let state = pipeline.lock();
+            (state.leases.get(lease_id).cloned(), state.settings.sink_prefix.clone())
+        };
         let item = match &granted {
             Some(g) => g.item.clone(),
             None => self.verify_unknown(&access, &request.object).await?,
         };
-        let outputs = request.outputs.iter().map(|n| output_key(&access.sink_prefix, &item.object.key, n)).collect();
+        let outputs = request.outputs.iter().map(|n| output_key(&sink_prefix, &item.object.key, n)).collect();
         let attempts = granted.as_ref().map_or(request.attempt.unwrap_or(1), |g| g.attempt);
-        self.record(pipeline, &item, Outcome::Done { attempts, outputs }).await?;
-        let lease_held = match granted {
-            Some(g) => {
-                let (acked, now) = self
-                    .backlogs
-                    .with(pipeline, |b, now| (b.complete(g.backlog_id), now))
-                    .ok_or(ApiError::UnknownPipeline)?;
-                self.observe_processing(pipeline, &g, now);
-                self.leases().remove(pipeline, lease_id);
-                // The object's next revision, if one waits, can be leased now.
-                self.waiters.notify(pipeline);
-                acked.is_ok()
+        self.record(&access, &Marker::succeeded(&item, attempts, outputs, Utc::now())).await?;
+        let now = self.pipelines.now();
+        let lease_held = {
+            let mut state = pipeline.lock();
+            match granted {
+                Some(g) => {
+                    state.leases.remove(lease_id);
+                    if state.backlog.complete(g.backlog_id).is_ok() {
+                        self.observe_processing(key, &g, now);
+                        true
+                    } else {
+                        // Expired meanwhile: the queued copy must not run again.
+                        state.backlog.complete_unleased(item, now);
+                        false
+                    }
+                }
+                None => {
+                    // Granted before a restart: a resync may have queued it again meanwhile.
+                    state.backlog.complete_unleased(item, now);
+                    false
+                }
             }
-            None => false,
         };
-        self.metrics.ended(pipeline, Ended::Done);
+        // The object's next revision, if one waits, can be leased now.
+        pipeline.notify.notify_waiters();
+        self.pipelines.metrics().ended(key, Ended::Done);
         Ok(FinishResponse { recorded: true, lease_held })
     }
 
     pub(super) async fn fail(
         &self,
-        pipeline: &PipelineKey,
+        key: &PipelineKey,
         lease_id: &str,
         request: FailRequest,
     ) -> Result<FinishResponse, ApiError> {
-        let access = self.access(pipeline)?;
-        let max_attempts =
-            self.backlogs.with(pipeline, |b, _| b.config().max_attempts).ok_or(ApiError::UnknownPipeline)?;
-        let tail = stderr_tail(request.stderr_tail.as_deref().unwrap_or_default());
-        let granted = self.leases().get(pipeline, lease_id);
+        let pipeline = self.pipeline(key)?;
+        let access = Self::access(&pipeline)?;
+        let (granted, max_attempts) = {
+            let state = pipeline.lock();
+            (state.leases.get(lease_id).cloned(), state.backlog.config().max_attempts)
+        };
         if request.handed_back {
-            return self.hand_back(pipeline, lease_id, granted);
+            return Ok(self.hand_back(&pipeline, lease_id, granted));
         }
+        if request.input_missing
+            && let Some(answer) = self.input_gone(&pipeline, &access, lease_id, granted.as_ref(), &request).await?
+        {
+            return Ok(answer);
+        }
+        let tail = stderr_tail(request.stderr_tail.as_deref().unwrap_or_default());
         if let Some(granted) = granted {
-            if let Some(now) = self.backlogs.with(pipeline, |_, now| now) {
-                self.observe_processing(pipeline, &granted, now);
-            }
-            let ack =
-                self.fail_granted(pipeline, &granted, request.retryable, request.exit_code, tail, max_attempts).await?;
-            self.leases().remove(pipeline, lease_id);
+            self.observe_processing(key, &granted, self.pipelines.now());
+            let ack = self
+                .fail_granted(&pipeline, &access, &granted, request.retryable, request.exit_code, tail, max_attempts)
+                .await?;
+            pipeline.lock().leases.remove(lease_id);
             return Ok(ack);
         }
         // Unknown here (this replica restarted): only a final failure has something to record.
@@ -404,37 +447,78 @@ impl WorkApi {
         let attempt = request.attempt.unwrap_or(1);
         let recorded = is_final_failure(request.retryable, attempt, max_attempts);
         if recorded {
-            let outcome = Outcome::Failed { attempts: attempt, exit_code: request.exit_code, reason: tail.to_owned() };
-            self.record(pipeline, &item, outcome).await?;
-            self.metrics.ended(pipeline, Ended::Failed);
+            let marker = Marker::failed(&item, attempt, request.exit_code, tail.to_owned(), Utc::now());
+            self.record(&access, &marker).await?;
+            self.pipelines.metrics().ended(key, Ended::Failed);
         }
         Ok(FinishResponse { recorded, lease_held: false })
     }
 
+    /// The worker found no input (404/412): when the store confirms the revision is gone, the
+    /// object is dropped without using an attempt. `None` when it still exists (an ordinary
+    /// failure, then).
+    async fn input_gone(
+        &self,
+        pipeline: &Pipeline,
+        access: &Access,
+        lease_id: &str,
+        granted: Option<&Granted>,
+        request: &FailRequest,
+    ) -> Result<Option<FinishResponse>, ApiError> {
+        let (key, etag) = match granted {
+            Some(g) => (g.item.object.key.clone(), g.item.etag.clone()),
+            None => match (&request.object.key, &request.object.etag) {
+                (Some(k), e) => (k.clone(), e.clone()),
+                _ => return Err(ApiError::UnknownLease),
+            },
+        };
+        let still_there = match access.source.head(&key).await {
+            Ok(Some(info)) => match (&info.etag, &etag) {
+                (Some(now), Some(leased)) => same_etag(now, leased),
+                _ => true,
+            },
+            Ok(None) | Err(ObjectError::UnsupportedKey(_)) => false,
+            Err(ObjectError::Store(e)) => {
+                tracing::warn!(error = %e, "cannot check whether an input is gone");
+                return Err(ApiError::Unavailable("the store is unreachable"));
+            }
+        };
+        if still_there {
+            return Ok(None);
+        }
+        tracing::info!(pipeline = %pipeline.key, key, "the input is gone: skipped");
+        let lease_held = {
+            let mut state = pipeline.lock();
+            state.leases.remove(lease_id);
+            granted.is_some_and(|g| state.backlog.drop_gone(g.backlog_id).is_ok())
+        };
+        pipeline.notify.notify_waiters();
+        self.pipelines.metrics().skipped(&pipeline.key, Skipped::Gone, 1);
+        Ok(Some(FinishResponse { recorded: false, lease_held }))
+    }
+
     /// A lease given back by a worker that is stopping. Unknown here (this replica restarted),
     /// there is nothing to undo: the object is pending again after the resync.
-    fn hand_back(
-        &self,
-        pipeline: &PipelineKey,
-        lease_id: &str,
-        granted: Option<Granted>,
-    ) -> Result<FinishResponse, ApiError> {
-        let Some(granted) = granted else { return Ok(FinishResponse { recorded: false, lease_held: false }) };
-        let result = self
-            .backlogs
-            .with(pipeline, |b, now| b.hand_back(granted.backlog_id, now))
-            .ok_or(ApiError::UnknownPipeline)?;
-        self.leases().remove(pipeline, lease_id);
-        self.waiters.notify(pipeline);
-        self.metrics.ended(pipeline, Ended::HandedBack);
-        Ok(FinishResponse { recorded: false, lease_held: result.is_ok() })
+    fn hand_back(&self, pipeline: &Pipeline, lease_id: &str, granted: Option<Granted>) -> FinishResponse {
+        let Some(granted) = granted else { return FinishResponse { recorded: false, lease_held: false } };
+        let now = self.pipelines.now();
+        let held = {
+            let mut state = pipeline.lock();
+            state.leases.remove(lease_id);
+            state.backlog.hand_back(granted.backlog_id, now).is_ok()
+        };
+        pipeline.notify.notify_waiters();
+        self.pipelines.metrics().ended(&pipeline.key, Ended::HandedBack);
+        FinishResponse { recorded: false, lease_held: held }
     }
 
     /// Fails a lease this replica granted: the record first when the failure is final, then the
     /// backlog. `detail` is the stderr tail or the operator's reason.
+    #[allow(clippy::too_many_arguments)] // each is one fact about the failure, named at the call
     async fn fail_granted(
         &self,
-        pipeline: &PipelineKey,
+        pipeline: &Pipeline,
+        access: &Access,
         granted: &Granted,
         retryable: bool,
         exit_code: Option<i32>,
@@ -443,26 +527,25 @@ impl WorkApi {
     ) -> Result<FinishResponse, ApiError> {
         let final_failure = is_final_failure(retryable, granted.attempt, max_attempts);
         if final_failure {
-            let outcome = Outcome::Failed { attempts: granted.attempt, exit_code, reason: detail.to_owned() };
-            self.record(pipeline, &granted.item, outcome).await?;
+            let marker = Marker::failed(&granted.item, granted.attempt, exit_code, detail.to_owned(), Utc::now());
+            self.record(access, &marker).await?;
         }
         // The backlog keeps it as the item's last error, for Events and status.
         let last_error = match exit_code {
             Some(code) => format!("exit code {code}: {detail}"),
             None => detail.to_owned(),
         };
-        let result = self
-            .backlogs
-            .with(pipeline, |b, now| b.fail(granted.backlog_id, retryable, &last_error, now))
-            .ok_or(ApiError::UnknownPipeline)?;
-        self.waiters.notify(pipeline);
+        let now = self.pipelines.now();
+        let result = pipeline.lock().backlog.fail(granted.backlog_id, retryable, &last_error, now);
+        pipeline.notify.notify_waiters();
+        let metrics = self.pipelines.metrics();
         match result {
             Ok(Retry::At(_)) => {
-                self.metrics.ended(pipeline, Ended::Retry);
+                metrics.ended(&pipeline.key, Ended::Retry);
                 Ok(FinishResponse { recorded: final_failure, lease_held: true })
             }
             Ok(Retry::Exhausted) => {
-                self.metrics.ended(pipeline, Ended::Failed);
+                metrics.ended(&pipeline.key, Ended::Failed);
                 Ok(FinishResponse { recorded: final_failure, lease_held: true })
             }
             // Expired meanwhile: the failure only counts if it was final and is now recorded.
@@ -471,14 +554,14 @@ impl WorkApi {
         }
     }
 
-    fn observe_processing(&self, pipeline: &PipelineKey, granted: &Granted, now: Millis) {
+    fn observe_processing(&self, key: &PipelineKey, granted: &Granted, now: Millis) {
         let millis = now.saturating_sub(granted.granted_at);
-        self.metrics.processed(pipeline, Duration::from_millis(millis).as_secs_f64());
+        self.pipelines.metrics().processed(key, Duration::from_millis(millis).as_secs_f64());
     }
 
-    async fn record(&self, pipeline: &PipelineKey, item: &WorkItem, outcome: Outcome) -> Result<(), ApiError> {
-        self.completion.record(pipeline, item, &outcome).await.map_err(|e| {
-            tracing::warn!(error = %e, %pipeline, "cannot record an outcome");
+    async fn record(&self, access: &Access, marker: &Marker) -> Result<(), ApiError> {
+        access.ledger.record(marker).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot record an outcome");
             ApiError::Unavailable("cannot record the outcome; retry")
         })
     }
@@ -486,7 +569,7 @@ impl WorkApi {
     /// A lease this replica does not know (it restarted, or forgot a long-expired lease): the
     /// answer is accepted only for a real object of the pipeline, at the revision leased, so
     /// finished work is not redone and nothing else can be recorded.
-    async fn verify_unknown(&self, access: &PipelineAccess, object: &ObjectRef) -> Result<WorkItem, ApiError> {
+    async fn verify_unknown(&self, access: &Access, object: &ObjectRef) -> Result<WorkItem, ApiError> {
         let (Some(bucket), Some(key), Some(etag)) = (&object.bucket, &object.key, &object.etag) else {
             return Err(ApiError::UnknownLease);
         };
@@ -496,7 +579,7 @@ impl WorkApi {
         match access.source.head(key).await {
             Ok(Some(info)) if info.etag.as_deref().is_some_and(|e| same_etag(e, etag)) => Ok(WorkItem {
                 object: ObjectId { bucket: bucket.clone(), key: key.clone() },
-                etag: Some(etag.clone()),
+                etag: Some(normalize_etag(Some(etag)).to_owned()),
                 version_id: None,
                 size: Some(info.size),
                 sequencer: None,
@@ -508,22 +591,6 @@ impl WorkApi {
             }
         }
     }
-}
-
-struct Step {
-    expired: Vec<(ItemId, Retry)>,
-    lease: Option<Lease>,
-    next_wakeup: Option<Millis>,
-    now: Millis,
-    lease_ms: Millis,
-    max_attempts: u32,
-}
-
-/// Distinguishes this process's lease ids from an earlier run's.
-fn process_epoch() -> u64 {
-    use std::hash::BuildHasher;
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
-    std::hash::RandomState::new().hash_one(nanos)
 }
 
 /// A backlog-clock time as wall-clock milliseconds since the Unix epoch.

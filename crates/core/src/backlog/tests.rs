@@ -38,13 +38,13 @@ fn checked(b: &Backlog) {
 fn admit_then_lease_then_complete() {
     let mut b = Backlog::new(config());
     assert_eq!(b.admit(item("a", "1"), 0), Ok(Admitted::New));
-    assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0 });
+    assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0, skipped: 0 });
     let lease = b.lease(5).expect("leased");
     assert_eq!((lease.attempt, lease.deadline, lease.item.object.key.as_str()), (1, 105, "a"));
     assert_eq!(b.counts().in_flight, 1);
     assert!(b.lease(5).is_none(), "nothing else pending");
     b.complete(lease.id).expect("held");
-    assert_eq!(b.counts(), Counts { pending: 0, in_flight: 0, succeeded: 1, failed: 0 });
+    assert_eq!(b.counts(), Counts { pending: 0, in_flight: 0, succeeded: 1, failed: 0, skipped: 0 });
     assert!(b.is_idle());
     assert_eq!(b.complete(lease.id), Err(LeaseError::NotHeld(lease.id)));
     checked(&b);
@@ -130,7 +130,7 @@ fn retryable_failures_back_off_exponentially_then_fail() {
     let l3 = b.lease(30).expect("leased");
     assert_eq!(l3.attempt, 3);
     assert_eq!(b.fail(l3.id, true, "exit 2", 30), Ok(Retry::Exhausted));
-    assert_eq!(b.counts(), Counts { pending: 0, in_flight: 0, succeeded: 0, failed: 1 });
+    assert_eq!(b.counts(), Counts { pending: 0, in_flight: 0, succeeded: 0, failed: 1, skipped: 0 });
     let id = item("a", "1").id();
     assert_eq!(b.finished(&id), Some(Finished::Failed));
     assert_eq!(b.last_error(&id), Some("exit 2"));
@@ -193,7 +193,7 @@ fn redrive_returns_failed_items_with_fresh_attempts() {
     b.fail(l.id, false, "bad", 0).expect("held");
     assert_eq!(b.redrive(&item("z", "1").id(), 1), Err(RedriveError::NotFailed));
     assert_eq!(b.redrive_failed(1), Ok(1));
-    assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0 });
+    assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0, skipped: 0 });
     assert_eq!(b.lease(1).expect("leased").attempt, 1);
     checked(&b);
 }
@@ -235,6 +235,11 @@ enum Op {
     Complete(u8),
     Fail { lease: u8, retryable: bool },
     HandBack(u8),
+    Reattach { key: u8, etag: u8, attempt: u8 },
+    CompleteUnleased { key: u8, etag: u8 },
+    Duplicate(u8),
+    Gone(u8),
+    Hold(u16),
     Expire,
     Redrive,
     Tick(u16),
@@ -248,6 +253,11 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u8>().prop_map(Op::Complete),
         2 => (any::<u8>(), any::<bool>()).prop_map(|(lease, retryable)| Op::Fail { lease, retryable }),
         1 => any::<u8>().prop_map(Op::HandBack),
+        1 => (0..6u8, 0..3u8, 0..5u8).prop_map(|(key, etag, attempt)| Op::Reattach { key, etag, attempt }),
+        1 => (0..6u8, 0..3u8).prop_map(|(key, etag)| Op::CompleteUnleased { key, etag }),
+        1 => any::<u8>().prop_map(Op::Duplicate),
+        1 => any::<u8>().prop_map(Op::Gone),
+        1 => (0..300u16).prop_map(Op::Hold),
         1 => Just(Op::Expire),
         1 => Just(Op::Redrive),
         2 => (0..150u16).prop_map(Op::Tick),
@@ -302,6 +312,33 @@ proptest! {
                         let _ = b.hand_back(id, now);
                     }
                 }
+                Op::Reattach { key, etag, attempt } => {
+                    let it = item(&format!("k{key}"), &format!("e{etag}"));
+                    if let Ok(l) = b.reattach(it, u32::from(attempt), now) {
+                        prop_assert!(l.attempt >= 1 && l.attempt <= config().max_attempts);
+                        granted.push(l.id);
+                    }
+                }
+                Op::CompleteUnleased { key, etag } => {
+                    let it = item(&format!("k{key}"), &format!("e{etag}"));
+                    let id = it.id();
+                    if b.complete_unleased(it, now) {
+                        finished_total += 1;
+                    }
+                    prop_assert_eq!(b.finished(&id), Some(Finished::Done));
+                    prop_assert!(b.lease(now).is_none_or(|l| l.item.id() != id), "a finished revision is never leased");
+                }
+                Op::Duplicate(i) => {
+                    if let Some(id) = pick(&granted, i) {
+                        let _ = b.finish_duplicate(id);
+                    }
+                }
+                Op::Gone(i) => {
+                    if let Some(id) = pick(&granted, i) {
+                        let _ = b.drop_gone(id);
+                    }
+                }
+                Op::Hold(ms) => b.hold_until(now + u64::from(ms)),
                 Op::Expire => {
                     for (_, retry) in b.expire(now) {
                         if let Retry::At(at) = retry {
@@ -334,7 +371,7 @@ fn a_handed_back_lease_is_pending_again_without_using_an_attempt() {
     b.admit(item("a", "1"), 0).expect("admitted");
     let first = b.lease(0).expect("leased");
     b.hand_back(first.id, 5).expect("held");
-    assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0 });
+    assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0, skipped: 0 });
     let again = b.lease(5).expect("pending at once, no backoff");
     assert_eq!(again.attempt, 1, "the handed-back attempt does not count");
     assert_eq!(b.hand_back(first.id, 5), Err(LeaseError::NotHeld(first.id)));
@@ -346,4 +383,83 @@ fn a_handed_back_lease_is_pending_again_without_using_an_attempt() {
     }
     assert_eq!(lease.attempt, 1);
     checked(&b);
+}
+
+#[test]
+fn a_held_backlog_admits_but_leases_nothing_until_the_hold_ends() {
+    let mut b = Backlog::new(config());
+    b.hold_until(Millis::MAX);
+    b.admit(item("a", "1"), 0).expect("admitted");
+    assert!(b.is_held(10) && b.lease(10).is_none());
+    assert_eq!(b.next_wakeup(), Some(Millis::MAX), "nothing to wake for while held");
+    b.hold_until(50);
+    assert_eq!(b.next_wakeup(), Some(50));
+    assert!(b.lease(49).is_none());
+    assert!(b.lease(50).is_some());
+    checked(&b);
+}
+
+#[test]
+fn a_reattached_lease_takes_the_queued_copy_and_keeps_its_attempt() {
+    let mut b = Backlog::new(config());
+    b.hold_until(100);
+    // The start-up resync queued the object a worker is still processing.
+    b.admit(item("a", "1"), 0).expect("admitted");
+    let lease = b.reattach(item("a", "1"), 2, 10).expect("re-attached");
+    assert_eq!((lease.attempt, lease.deadline), (2, 110));
+    assert_eq!(b.counts(), Counts { pending: 0, in_flight: 1, succeeded: 0, failed: 0, skipped: 0 });
+    assert_eq!(b.reattach(item("a", "1"), 2, 11), Err(ReattachError::LeasedElsewhere), "one holder");
+    assert!(b.lease(200).is_none(), "never leased twice");
+    b.heartbeat(lease.id, 50).expect("held");
+    b.complete(lease.id).expect("held");
+    assert_eq!(b.reattach(item("a", "1"), 2, 60), Err(ReattachError::Finished));
+    // A lease nobody queued (no resync yet) is re-attached too; a silly attempt is clamped.
+    let other = b.reattach(item("b", "1"), 99, 60).expect("re-attached");
+    assert_eq!(other.attempt, config().max_attempts);
+    checked(&b);
+}
+
+#[test]
+fn a_completion_for_an_unknown_lease_removes_the_queued_copy() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    assert!(b.complete_unleased(item("a", "1"), 5));
+    assert_eq!(b.counts(), Counts { pending: 0, in_flight: 0, succeeded: 1, failed: 0, skipped: 0 });
+    assert!(b.lease(10).is_none(), "finished work is not leased again");
+    assert!(!b.complete_unleased(item("a", "1"), 6), "counted once");
+    assert_eq!(b.admit(item("a", "1"), 7), Ok(Admitted::Duplicate));
+    // Leased to a second worker meanwhile: the lease is taken back.
+    b.admit(item("b", "1"), 8).expect("admitted");
+    let second = b.lease(8).expect("leased");
+    assert!(b.complete_unleased(item("b", "1"), 9));
+    assert_eq!(b.heartbeat(second.id, 10), Err(LeaseError::NotHeld(second.id)));
+    assert!(b.is_idle());
+    checked(&b);
+}
+
+#[test]
+fn duplicates_and_gone_objects_are_skipped_without_an_attempt() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "1"), 0).expect("admitted");
+    b.admit(item("b", "1"), 0).expect("admitted");
+    let a = b.lease(0).expect("leased");
+    let bl = b.lease(0).expect("leased");
+    b.finish_duplicate(a.id).expect("held");
+    b.drop_gone(bl.id).expect("held");
+    assert_eq!(b.counts(), Counts { pending: 0, in_flight: 0, succeeded: 0, failed: 0, skipped: 2 });
+    assert_eq!(b.admit(item("a", "1"), 1), Ok(Admitted::Duplicate), "already done");
+    assert_eq!(b.admit(item("b", "1"), 1), Ok(Admitted::New), "uploaded again: new work");
+    checked(&b);
+}
+
+#[test]
+fn the_oldest_pending_item_ages_from_its_first_admission() {
+    let mut b = Backlog::new(config());
+    assert_eq!(b.oldest_pending_age(100), None);
+    b.admit(item("a", "1"), 10).expect("admitted");
+    b.admit(item("b", "1"), 30).expect("admitted");
+    assert_eq!(b.oldest_pending_age(100), Some(90));
+    let a = b.lease(100).expect("leased");
+    b.fail(a.id, true, "x", 100).expect("held");
+    assert_eq!(b.oldest_pending_age(120), Some(110), "a retry keeps its first admission");
 }

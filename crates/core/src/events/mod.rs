@@ -45,6 +45,18 @@ impl StorageEvent {
     pub fn is_created(&self) -> bool {
         self.kind == EventKind::Created
     }
+
+    /// A "folder" placeholder: what S3 consoles, rclone and s3fs write for "create folder", a
+    /// (zero-byte) object whose key ends in `/`. Never work: it holds no data, and object_store
+    /// cannot address such a key to presign it.
+    pub fn is_folder_marker(&self) -> bool {
+        is_folder_marker(&self.key)
+    }
+}
+
+/// Whether an object key names a folder placeholder (see [`StorageEvent::is_folder_marker`]).
+pub fn is_folder_marker(key: &str) -> bool {
+    key.ends_with('/')
 }
 
 #[derive(Debug, Error)]

@@ -17,6 +17,10 @@ pub struct ScaleInput {
     pub idle_timeout: Duration,
     /// The highest replica count wanted during the scale-down stabilization window.
     pub recent_max: i32,
+    /// Workers that must not be removed now: those holding leases, and, for a while after a
+    /// restart or a leader change, every worker the previous leader ran (their leases are not
+    /// known yet). A scale-down never goes below it; `maxReplicas` still caps it.
+    pub floor: i32,
 }
 
 /// What to do and why.
@@ -44,7 +48,8 @@ fn for_work(work: u64, input: &ScaleInput) -> i32 {
 /// - Idle for `idleTimeout`: `minReplicas` (zero by default).
 ///
 /// Scale-down never goes below the highest count wanted within the stabilization window, so a
-/// short lull does not remove workers that are needed again a moment later.
+/// short lull does not remove workers that are needed again a moment later, nor below `floor`,
+/// so it never removes a busy worker.
 pub fn decide(input: &ScaleInput) -> ScaleDecision {
     let work = input.pending + input.in_flight;
     let (wanted, reason) = if work > 0 {
@@ -57,10 +62,17 @@ pub fn decide(input: &ScaleInput) -> ScaleDecision {
     };
     if wanted < input.current {
         // Stabilize, but an idle pipeline may always return to minReplicas.
-        let floor = if work == 0 && reason == "idle" { wanted } else { input.recent_max.min(input.current) };
+        let stabilized = if work == 0 && reason == "idle" { wanted } else { input.recent_max.min(input.current) };
+        let busy = input.floor.min(input.current);
         // maxReplicas is a hard cap, stabilization or not.
-        let replicas = wanted.max(floor).min(input.max_replicas.max(1));
-        let reason = if replicas == wanted { reason } else { "stabilizing scale-down" };
+        let replicas = wanted.max(stabilized).max(busy).min(input.max_replicas.max(1));
+        let reason = if replicas == wanted {
+            reason
+        } else if replicas == busy && busy > stabilized {
+            "keeping busy workers"
+        } else {
+            "stabilizing scale-down"
+        };
         return ScaleDecision { replicas, reason, wanted };
     }
     ScaleDecision { replicas: wanted, reason, wanted }
@@ -81,6 +93,7 @@ mod tests {
             idle_for: None,
             idle_timeout: Duration::from_secs(60),
             recent_max: 0,
+            floor: 0,
         }
     }
 
@@ -116,6 +129,19 @@ mod tests {
         assert_eq!(d, ScaleDecision { replicas: 5, reason: "stabilizing scale-down", wanted: 1 });
         let d = decide(&ScaleInput { current: 5, pending: 4, recent_max: 1, ..input() });
         assert_eq!(d.replicas, 1);
+    }
+
+    #[test]
+    fn busy_workers_are_never_scaled_away() {
+        // 4 objects in flight on 4 workers with 2 per replica: the work alone wants 2.
+        let busy = ScaleInput { current: 4, in_flight: 4, target_per_replica: 2, floor: 4, ..input() };
+        assert_eq!(decide(&busy), ScaleDecision { replicas: 4, reason: "keeping busy workers", wanted: 2 });
+        // Idle for long, but workers of the previous leader may still be busy.
+        let adopted = ScaleInput { current: 3, idle_for: Some(Duration::from_secs(600)), floor: 3, ..input() };
+        assert_eq!(decide(&adopted).replicas, 3);
+        // The floor never raises a pipeline, it only holds it.
+        assert_eq!(decide(&ScaleInput { current: 1, floor: 5, pending: 1, ..input() }).replicas, 1);
+        assert_eq!(decide(&ScaleInput { current: 6, floor: 6, max_replicas: 4, ..input() }).replicas, 4);
     }
 
     #[test]

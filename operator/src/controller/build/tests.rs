@@ -14,11 +14,22 @@ fn options() -> WorkerOptions {
     }
 }
 
-fn deployment_for(spec: DataPipelineSpec, replicas: i32) -> Deployment {
+fn deployment_for(spec: DataPipelineSpec) -> Deployment {
     let p = pipeline(spec);
     let valid = validate(&p.spec).expect("valid spec");
     let owner = owner_reference(&p).expect("pipeline has uid");
-    worker_deployment(&p, &valid, owner, &options(), replicas)
+    worker_deployment(&p, &valid, owner, &options())
+}
+
+/// The scaler owns `replicas`: the controller's apply never carries it, only creation does.
+#[test]
+fn replicas_are_left_to_the_scaler() {
+    let d = deployment_for(minimal_spec());
+    assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), None);
+    let json = serde_json::to_value(&d).expect("serializes");
+    assert!(json["spec"].get("replicas").is_none(), "the apply body has no replicas: {}", json["spec"]);
+    let created = with_initial_replicas(d, 2);
+    assert_eq!(created.spec.and_then(|s| s.replicas), Some(2));
 }
 
 fn pod_spec(d: &Deployment) -> &PodSpec {
@@ -31,7 +42,7 @@ fn transform(d: &Deployment) -> &Container {
 
 #[test]
 fn deployment_is_owned_named_and_selected_by_pipeline() {
-    let d = deployment_for(minimal_spec(), 0);
+    let d = deployment_for(minimal_spec());
     assert_eq!(d.metadata.name.as_deref(), Some("invoices-worker"));
     assert_eq!(d.metadata.namespace.as_deref(), Some("finance"));
     let owner = &d.metadata.owner_references.as_ref().expect("owner refs")[0];
@@ -40,7 +51,7 @@ fn deployment_is_owned_named_and_selected_by_pipeline() {
     assert_eq!(owner.controller, Some(true));
 
     let spec = d.spec.as_ref().expect("spec");
-    assert_eq!(spec.replicas, Some(0));
+    assert_eq!(spec.replicas, None);
     let selector = spec.selector.match_labels.as_ref().expect("selector");
     let pod_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()).expect("labels");
     for (k, v) in selector {
@@ -50,13 +61,8 @@ fn deployment_is_owned_named_and_selected_by_pipeline() {
 }
 
 #[test]
-fn replicas_come_from_the_caller() {
-    assert_eq!(deployment_for(minimal_spec(), 7).spec.and_then(|s| s.replicas), Some(7));
-}
-
-#[test]
 fn workers_meet_the_restricted_pod_security_standard() {
-    let d = deployment_for(minimal_spec(), 0);
+    let d = deployment_for(minimal_spec());
     let pod = pod_spec(&d);
     assert_eq!(pod.automount_service_account_token, Some(false));
     assert_eq!(pod.service_account_name.as_deref(), Some("invoices-worker"));
@@ -78,7 +84,7 @@ fn runner_wraps_the_users_command() {
     let mut spec = minimal_spec();
     spec.transform.command = vec!["python".into(), "/app/t.py".into()];
     spec.transform.args = vec!["--fast".into()];
-    let d = deployment_for(spec, 0);
+    let d = deployment_for(spec);
     assert_eq!(
         transform(&d).command.as_deref(),
         Some(&["/zeroflow/bin/zeroflow-runner", "run", "--", "python", "/app/t.py", "--fast"].map(String::from)[..])
@@ -89,13 +95,13 @@ fn runner_wraps_the_users_command() {
 
 #[test]
 fn empty_command_runs_transform_on_path() {
-    let d = deployment_for(minimal_spec(), 0);
+    let d = deployment_for(minimal_spec());
     assert_eq!(transform(&d).command.as_ref().and_then(|c| c.last()).map(String::as_str), Some("transform"));
 }
 
 #[test]
 fn worker_gets_a_projected_token_for_the_zeroflow_audience() {
-    let d = deployment_for(minimal_spec(), 0);
+    let d = deployment_for(minimal_spec());
     let token = pod_spec(&d)
         .volumes
         .iter()
@@ -116,7 +122,7 @@ fn worker_gets_a_projected_token_for_the_zeroflow_audience() {
 
 #[test]
 fn grace_period_lets_an_object_finish() {
-    let d = deployment_for(minimal_spec(), 0);
+    let d = deployment_for(minimal_spec());
     assert_eq!(pod_spec(&d).termination_grace_period_seconds, Some(600 + 15));
 }
 
@@ -126,7 +132,7 @@ fn sub_second_timeouts_reach_the_runner_exactly() {
     for (timeout, wanted, grace) in [("500ms", "500ms", 1 + 15), ("1.5s", "1.5s", 2 + 15), ("90s", "1m30s", 90 + 15)] {
         let mut spec = minimal_spec();
         spec.transform.timeout = timeout.into();
-        let d = deployment_for(spec, 0);
+        let d = deployment_for(spec);
         let env = transform(&d).env.clone().expect("env");
         let value = env.iter().find(|e| e.name == "ZEROFLOW_TIMEOUT").and_then(|e| e.value.clone());
         assert_eq!(value.as_deref(), Some(wanted), "{timeout}");
@@ -160,7 +166,7 @@ fn overlay_is_merged_without_breaking_zeroflow_settings() {
         termination_grace_period_seconds: Some(42),
         ..Default::default()
     });
-    let d = deployment_for(spec, 0);
+    let d = deployment_for(spec);
     let template = &d.spec.as_ref().expect("spec").template;
     let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref()).expect("labels");
     assert_eq!(labels.get("team").map(String::as_str), Some("finance"));

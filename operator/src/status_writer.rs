@@ -1,0 +1,282 @@
+//! The one writer of `DataPipeline` status.
+//!
+//! Three parts of the operator report status, each on its own fields, and each is one field
+//! manager in server-side apply, so the apiserver itself records who owns what:
+//!
+//! | concern | field manager | fields |
+//! |---|---|---|
+//! | [`Concern::Reconcile`] | `zeroflow-controller` | `observedGeneration`, `conditions`, `workerDeployment`, `replicas`, `readyReplicas`, `lastRedrive` |
+//! | [`Concern::Scale`] | `zeroflow-scaler` | `desiredReplicas`, `lastScaleTime`, `lastScaleReason` |
+//! | [`Concern::Progress`] | `zeroflow-progress` | `pending`, `inFlight`, `succeeded`, `failed`, `usage`, `lastColdStartSeconds`, `lastEventTime` |
+//!
+//! Callers hand their fields to [`StatusWriter::apply`] and go on; the writer task coalesces
+//! (only the latest fields of a pipeline's concern are written), skips fields equal to what the
+//! status already shows (so an idle fleet causes no writes, also right after a restart: the
+//! cache is seeded from the object), and retries failed writes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, Resource};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use zeroflow_core::PipelineKey;
+
+use crate::api::{DataPipeline, DataPipelineStatus};
+use crate::runtime::Pipelines;
+
+/// Status writes in flight at once.
+const CONCURRENCY: usize = 8;
+/// A failed write is tried again after this long (unless newer fields replace it).
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Who reports a set of status fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Concern {
+    Reconcile,
+    Scale,
+    Progress,
+}
+
+impl Concern {
+    pub const ALL: [Concern; 3] = [Concern::Reconcile, Concern::Scale, Concern::Progress];
+
+    /// The server-side apply field manager of the concern.
+    pub fn field_manager(self) -> &'static str {
+        match self {
+            Concern::Reconcile => "zeroflow-controller",
+            Concern::Scale => "zeroflow-scaler",
+            Concern::Progress => "zeroflow-progress",
+        }
+    }
+
+    /// The status fields (JSON names) the concern owns.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Concern::Reconcile => {
+                &["observedGeneration", "conditions", "workerDeployment", "replicas", "readyReplicas", "lastRedrive"]
+            }
+            Concern::Scale => &["desiredReplicas", "lastScaleTime", "lastScaleReason"],
+            Concern::Progress => {
+                &["pending", "inFlight", "succeeded", "failed", "usage", "lastColdStartSeconds", "lastEventTime"]
+            }
+        }
+    }
+
+    /// The concern's fields of `status`, as JSON: what an apply of them would set.
+    pub fn project(self, status: &DataPipelineStatus) -> Map<String, Value> {
+        let Ok(Value::Object(all)) = serde_json::to_value(status) else { return Map::new() };
+        all.into_iter().filter(|(k, _)| self.fields().contains(&k.as_str())).collect()
+    }
+}
+
+/// What the writer last knows each concern's fields to be, per pipeline (kept in the
+/// pipeline's runtime, seeded from the object's status when it is taken up).
+#[derive(Debug, Clone, Default)]
+pub struct Written(HashMap<Concern, Map<String, Value>>);
+
+impl Written {
+    pub fn seeded(status: &DataPipelineStatus) -> Self {
+        Self(Concern::ALL.into_iter().map(|c| (c, c.project(status))).collect())
+    }
+
+    /// Whether applying `fields` for `concern` would change nothing.
+    pub fn unchanged(&self, concern: Concern, fields: &Map<String, Value>) -> bool {
+        let current = self.0.get(&concern);
+        fields.iter().all(|(k, v)| current.and_then(|c| c.get(k)) == Some(v))
+    }
+
+    /// The last known value of one field.
+    pub fn get(&self, concern: Concern, field: &str) -> Option<&Value> {
+        self.0.get(&concern).and_then(|fields| fields.get(field))
+    }
+
+    pub fn record(&mut self, concern: Concern, fields: &Map<String, Value>) {
+        let current = self.0.entry(concern).or_default();
+        for (k, v) in fields {
+            current.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+struct Request {
+    key: PipelineKey,
+    concern: Concern,
+    fields: Map<String, Value>,
+    /// What the caller knows status shows (the controller has the object); else the writer's
+    /// own record in the pipeline's runtime is the reference.
+    current: Option<Map<String, Value>>,
+}
+
+/// Hands status fields to the writer task.
+#[derive(Clone)]
+pub struct StatusWriter {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl StatusWriter {
+    /// Starts the writer task; it ends when every `StatusWriter` is dropped.
+    pub fn spawn(client: Client, pipelines: Arc<Pipelines>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, tokio::spawn(run(client, pipelines, rx)))
+    }
+
+    /// Asks for `fields` (a JSON object of status fields the concern owns) to be applied.
+    pub fn apply(&self, key: &PipelineKey, concern: Concern, fields: Value) {
+        self.send(key, concern, fields, None);
+    }
+
+    /// Like [`StatusWriter::apply`], compared with `current` (the status the caller's copy of
+    /// the object shows) rather than with what this writer last wrote.
+    pub fn apply_over(&self, key: &PipelineKey, concern: Concern, fields: Value, current: &DataPipelineStatus) {
+        self.send(key, concern, fields, Some(concern.project(current)));
+    }
+
+    fn send(&self, key: &PipelineKey, concern: Concern, fields: Value, current: Option<Map<String, Value>>) {
+        let Value::Object(mut fields) = fields else { return };
+        fields.retain(|k, _| concern.fields().contains(&k.as_str()));
+        if fields.is_empty() {
+            return;
+        }
+        // A closed channel only means the process is stopping.
+        let _ = self.tx.send(Request { key: key.clone(), concern, fields, current });
+    }
+}
+
+async fn run(client: Client, pipelines: Arc<Pipelines>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut pending: HashMap<(PipelineKey, Concern), Pending> = HashMap::new();
+    loop {
+        if pending.is_empty() {
+            let Some(request) = rx.recv().await else { return };
+            add(&mut pending, request);
+        }
+        while let Ok(request) = rx.try_recv() {
+            add(&mut pending, request);
+        }
+        let batch: Vec<_> = pending.drain().collect();
+        let failed: Vec<_> = futures::stream::iter(batch)
+            .map(|((key, concern), pending)| {
+                let (client, pipelines) = (client.clone(), pipelines.clone());
+                async move {
+                    let ok = write(&client, &pipelines, &key, concern, &pending).await;
+                    (!ok).then_some(((key, concern), pending))
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        if !failed.is_empty() {
+            tokio::time::sleep(RETRY).await;
+            for (slot, retry) in failed {
+                // Newer fields that arrived meanwhile win over the failed ones.
+                pending.entry(slot).or_insert(retry);
+            }
+        }
+    }
+}
+
+/// The latest fields of one pipeline's concern, waiting to be written.
+#[derive(Default)]
+struct Pending {
+    fields: Map<String, Value>,
+    current: Option<Map<String, Value>>,
+}
+
+fn add(pending: &mut HashMap<(PipelineKey, Concern), Pending>, request: Request) {
+    let slot = pending.entry((request.key, request.concern)).or_default();
+    for (k, v) in request.fields {
+        slot.fields.insert(k, v);
+    }
+    if request.current.is_some() {
+        slot.current = request.current;
+    }
+}
+
+/// Writes one concern's fields; true when done (or nothing to do), false to retry.
+async fn write(client: &Client, pipelines: &Pipelines, key: &PipelineKey, concern: Concern, pending: &Pending) -> bool {
+    let fields = &pending.fields;
+    let pipeline = pipelines.get(key);
+    let unchanged = match (&pending.current, &pipeline) {
+        (Some(current), _) => fields.iter().all(|(k, v)| current.get(k) == Some(v)),
+        (None, Some(pipeline)) => pipeline.lock().status.unchanged(concern, fields),
+        // A pipeline this replica does not serve, and nothing to compare with: not written for.
+        (None, None) => return true,
+    };
+    if unchanged {
+        return true;
+    }
+    let api: Api<DataPipeline> = Api::namespaced(client.clone(), &key.namespace);
+    let patch = json!({
+        "apiVersion": DataPipeline::api_version(&()),
+        "kind": DataPipeline::kind(&()),
+        "status": fields,
+    });
+    let params = PatchParams::apply(concern.field_manager()).force();
+    match api.patch_status(&key.name, &params, &Patch::Apply(&patch)).await {
+        Ok(_) => {
+            debug!(%key, ?concern, "status written");
+            if let Some(pipeline) = pipeline {
+                pipeline.lock().status.record(concern, fields);
+            }
+            true
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => true,
+        Err(e) => {
+            warn!(%key, ?concern, error = %e, "failed to write status; retrying");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concerns_own_disjoint_fields_that_cover_the_status() {
+        let mut all: Vec<&str> = Concern::ALL.iter().flat_map(|c| c.fields().iter().copied()).collect();
+        let count = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), count, "no field has two owners");
+        let status = DataPipelineStatus {
+            observed_generation: Some(1),
+            worker_deployment: Some("w".into()),
+            last_event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            )),
+            last_scale_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            )),
+            last_scale_reason: Some("idle".into()),
+            last_cold_start_seconds: Some(1.0),
+            last_redrive: Some("1".into()),
+            conditions: vec![],
+            ..DataPipelineStatus::default()
+        };
+        let Ok(Value::Object(serialized)) = serde_json::to_value(&status) else { panic!("an object") };
+        for field in serialized.keys() {
+            assert!(all.contains(&field.as_str()), "status field {field} has no owner");
+        }
+    }
+
+    #[test]
+    fn only_changed_fields_are_written() {
+        let status = DataPipelineStatus { pending: 3, succeeded: 7, ..DataPipelineStatus::default() };
+        let mut written = Written::seeded(&status);
+        let same = json!({"pending": 3, "succeeded": 7});
+        let Value::Object(same) = same else { unreachable!() };
+        assert!(written.unchanged(Concern::Progress, &same), "seeded from the object: no write after a restart");
+        let Value::Object(more) = json!({"pending": 4}) else { unreachable!() };
+        assert!(!written.unchanged(Concern::Progress, &more));
+        written.record(Concern::Progress, &more);
+        assert!(written.unchanged(Concern::Progress, &more));
+        let Value::Object(scale) = json!({"lastScaleReason": "idle"}) else { unreachable!() };
+        assert!(!written.unchanged(Concern::Scale, &scale), "a field never written is a change");
+    }
+}
