@@ -7,6 +7,7 @@ pub mod contract;
 pub mod install;
 pub mod names;
 pub mod process;
+pub mod retry;
 pub mod worker;
 
 use thiserror::Error;

@@ -11,12 +11,15 @@ use tracing::Instrument as _;
 
 use crate::Error;
 use crate::api::{Client, Failure, Lease};
+use crate::retry;
 use crate::contract::{Contract, contract_env};
 use crate::names::{safe_file_name, validate_output_name};
 use crate::process::{self, Invocation, Outcome};
 
-/// Pause after a failed lease request, so a down API is not hammered.
-const RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// A result is reported for at least this long when the work API does not answer (a restart, a
+/// leader change), even if the lease is shorter: a new leader accepts results for leases it did
+/// not grant.
+const MIN_REPORT_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Shared by all worker loops.
 #[derive(Debug)]
@@ -42,6 +45,7 @@ async fn reached(mut shutdown: Shutdown, count: u32) {
 
 /// Leases and processes objects until the first SIGTERM.
 pub async fn work(ctx: Arc<Context>, shutdown: Shutdown) {
+    let mut failures = 0u32;
     loop {
         if *shutdown.borrow() >= 1 {
             return;
@@ -52,14 +56,18 @@ pub async fn work(ctx: Arc<Context>, shutdown: Shutdown) {
         };
         match lease {
             Ok(Some(lease)) => {
+                failures = 0;
                 let span = tracing::info_span!("object", lease = %lease.lease_id, attempt = lease.attempt);
                 process_object(&ctx, lease, shutdown.clone()).instrument(span).await
             }
-            Ok(None) => {}
+            Ok(None) => failures = 0,
             Err(e) => {
-                tracing::warn!(error = %e, "lease request failed");
+                failures += 1;
+                // Backoff with jitter: after a leader change, workers come back spread out.
+                let pause = retry::backoff(failures, retry::jitter());
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis(), "lease request failed");
                 tokio::select! {
-                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    () = tokio::time::sleep(pause) => {}
                     () = reached(shutdown.clone(), 1) => return,
                 }
             }
@@ -94,11 +102,7 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
     {
         tracing::warn!(error = %e, dir = %dir.display(), "could not remove the object's directory");
     }
-    let result = match &report {
-        Report::Complete(outputs) => ctx.client.complete(&lease, outputs).await,
-        Report::Fail(failure) => ctx.client.fail(&lease, failure).await,
-        Report::LeaseLost => Ok(()),
-    };
+    let result = report_with_retries(ctx, &lease, &report).await;
     let seconds = started.elapsed().as_secs_f64();
     match (result, report) {
         (Ok(()), Report::Complete(outputs)) => {
@@ -113,20 +117,51 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
     }
 }
 
+/// Reports a result, trying again while the work API does not answer or asks to retry (a
+/// restart or leader change under way), for as long as the lease lasts (at least a minute): a
+/// result that is never reported lets the lease expire and the object run a second time.
+async fn report_with_retries(ctx: &Context, lease: &Lease, report: &Report) -> Result<(), Error> {
+    let patience = Duration::from_secs(lease.lease_seconds).max(MIN_REPORT_PATIENCE);
+    let give_up = std::time::Instant::now() + patience;
+    let mut attempt = 0u32;
+    loop {
+        let result = match report {
+            Report::Complete(outputs) => ctx.client.complete(lease, outputs).await,
+            Report::Fail(failure) => ctx.client.fail(lease, failure).await,
+            Report::LeaseLost => Ok(()),
+        };
+        match result {
+            Err(e) if retry::retryable(&e) && std::time::Instant::now() < give_up => {
+                attempt += 1;
+                let pause = retry::backoff(attempt, retry::jitter());
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis(), "could not report the result; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Renews the lease until aborted. A 410 means the lease expired or was finished: `lost` is set
 /// so the command stops instead of working on an object that may be someone else's. Other
-/// errors are retried at the next beat; the lease outlives a few missed ones.
+/// failures are retried soon, with backoff and jitter up to the heartbeat interval, so that a
+/// new leader hears from this worker (and re-attaches its lease) within seconds of answering.
 async fn heartbeat(client: Client, lease: Lease, lost: watch::Sender<bool>) {
     let every = Duration::from_secs(lease.heartbeat_interval_seconds.max(1));
+    let mut failures = 0u32;
     loop {
-        tokio::time::sleep(every).await;
+        let pause = if failures == 0 { every } else { retry::backoff(failures, retry::jitter()).min(every) };
+        tokio::time::sleep(pause).await;
         match client.heartbeat(&lease).await {
-            Ok(()) => {}
+            Ok(()) => failures = 0,
             Err(Error::Status { status: 410, .. }) => {
                 lost.send_replace(true);
                 return;
             }
-            Err(e) => tracing::warn!(lease = %lease.lease_id, error = %e, "heartbeat failed"),
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(lease = %lease.lease_id, error = %e, "heartbeat failed");
+            }
         }
     }
 }

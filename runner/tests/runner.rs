@@ -28,6 +28,12 @@ struct Fake {
     /// (lease id, "complete" | "fail", body)
     results: Mutex<Vec<(String, String, Value)>>,
     store: Mutex<HashMap<String, Vec<u8>>>,
+    /// Answer this many results with 503 first, as a restarting operator would.
+    refuse_results: AtomicU64,
+    /// Heartbeat bodies received.
+    heartbeat_bodies: Mutex<Vec<Value>>,
+    /// Inputs the fake store answers 404 for (deleted before the worker got to them).
+    gone: Mutex<Vec<String>>,
 }
 
 type Shared = Arc<Fake>;
@@ -70,6 +76,7 @@ async fn lease_call(
     match call.as_str() {
         "heartbeat" => {
             fake.heartbeats.fetch_add(1, Ordering::SeqCst);
+            fake.heartbeat_bodies.lock().expect("poisoned").push(body.clone());
             if fake.leases.lock().expect("poisoned").get(&id).is_some_and(|key| key == "expired") {
                 return (StatusCode::GONE, axum::Json(json!({"error": "the lease expired or was finished"})))
                     .into_response();
@@ -85,6 +92,11 @@ async fn lease_call(
             .into_response()
         }
         "complete" | "fail" => {
+            let refuse = fake.refuse_results.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if refuse.is_ok() {
+                return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": "not the leader yet"})))
+                    .into_response();
+            }
             fake.results.lock().expect("poisoned").push((id, call, body));
             axum::Json(json!({"recorded": true, "lease_held": true})).into_response()
         }
@@ -93,6 +105,10 @@ async fn lease_call(
 }
 
 async fn store_get(State(fake): State<Shared>, UrlPath(path): UrlPath<String>) -> Response {
+    let gone = fake.gone.lock().expect("poisoned").iter().any(|id| path == format!("in/{id}"));
+    if gone {
+        return (StatusCode::NOT_FOUND, "<Error><Code>NoSuchKey</Code></Error>").into_response();
+    }
     match fake.store.lock().expect("poisoned").get(&path) {
         Some(body) => body.clone().into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
@@ -399,4 +415,55 @@ async fn a_lost_lease_stops_the_command_and_reports_nothing() {
     assert!(started.elapsed() < Duration::from_secs(20), "stopped at the first refused heartbeat");
     assert!(terminate(&mut runner).await.success());
     assert!(results(&fake).is_empty(), "a lost lease is not reported");
+}
+
+/// A restarting operator answers 503 (or nothing) for a while: the result is reported again with
+/// backoff until it is taken, not dropped (which would let the lease expire and the object run
+/// a second time).
+#[tokio::test(flavor = "multi_thread")]
+async fn results_are_reported_again_until_the_work_api_takes_them() {
+    let fake = start_fake(&[("r/a.txt", b"abc")]).await;
+    fake.refuse_results.store(3, Ordering::SeqCst);
+    let scratch = Scratch::new("retry");
+    let mut runner = spawn_runner(&fake, &scratch, "stdio", 30, "cat");
+    let results = wait_results(&fake, 1).await;
+    assert!(terminate(&mut runner).await.success());
+    assert_eq!(fake.refuse_results.load(Ordering::SeqCst), 0, "three refusals, then taken");
+    assert_eq!((results.len(), results[0].1.as_str()), (1, "complete"));
+}
+
+/// Heartbeats name the object and attempt, so a new leader can re-attach the lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_name_their_object_and_attempt() {
+    let fake = start_fake(&[("h/slow.txt", b"x")]).await;
+    let scratch = Scratch::new("heartbeat-body");
+    let mut runner = spawn_runner(&fake, &scratch, "exec", 30, "sleep 2.5");
+    wait_results(&fake, 1).await;
+    assert!(terminate(&mut runner).await.success());
+    let bodies = fake.heartbeat_bodies.lock().expect("poisoned").clone();
+    assert!(!bodies.is_empty(), "a 1 s heartbeat interval beat during a 2.5 s command");
+    for body in bodies {
+        assert_eq!(
+            (body["bucket"].as_str(), body["key"].as_str(), body["etag"].as_str(), body["attempt"].as_u64()),
+            (Some("src"), Some("h/slow.txt"), Some("\"e1\""), Some(1)),
+            "{body}"
+        );
+    }
+}
+
+/// An input deleted before the worker read it is reported as missing, never run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_input_is_reported_as_missing_without_running_the_command() {
+    let fake = start_fake(&[("g/gone.txt", b"x")]).await;
+    fake.gone.lock().expect("poisoned").push("1-0".into());
+    let scratch = Scratch::new("gone");
+    let marker = scratch.root.join("ran");
+    let script = format!("touch {}", marker.display());
+    let mut runner = spawn_runner(&fake, &scratch, "exec", 30, &script);
+    let results = wait_results(&fake, 1).await;
+    assert!(terminate(&mut runner).await.success());
+    let (_, call, body) = &results[0];
+    assert_eq!((call.as_str(), body["input_missing"].as_bool()), ("fail", Some(true)), "{body}");
+    assert!(!marker.exists(), "the transform never ran");
+    assert!(is_empty_dir(&scratch.work()));
 }
