@@ -86,6 +86,18 @@ pub async fn upload(bucket: &str, key: &str, content: &str) -> anyhow::Result<()
 /// An operator for the test namespace with its gateway on MinIO's webhook address (the caller
 /// holds [`WEBHOOK`]), its work API on `lease_addr` and worker pods pointed there.
 pub async fn operator_with_gateway(ns: &TestNamespace, lease_addr: &str) -> anyhow::Result<Operator> {
+    let operator = operator_with_gateway_as(ns, lease_addr, "solo").await?;
+    operator.wait_ready(TIMEOUT).await?;
+    Ok(operator)
+}
+
+/// Like [`operator_with_gateway`], with its own leader-election identity, and not waiting until
+/// it leads (a second replica stays a follower, not ready, until the leader goes).
+pub async fn operator_with_gateway_as(
+    ns: &TestNamespace,
+    lease_addr: &str,
+    identity: &str,
+) -> anyhow::Result<Operator> {
     let token_file = std::env::temp_dir().join(format!("zf-gateway-token-{}", ns.name));
     std::fs::write(&token_file, std::env::var("ZF_WEBHOOK_TOKEN")?)?;
     let webhook = std::env::var("ZF_WEBHOOK_ADDR")?;
@@ -101,7 +113,5 @@ pub async fn operator_with_gateway(ns: &TestNamespace, lease_addr: &str) -> anyh
         "--work-api-url",
         &lease_url,
     ];
-    let operator = Operator::start_with(&ns.name, "solo", &flags).await?;
-    operator.wait_ready(TIMEOUT).await?;
-    Ok(operator)
+    Operator::start_with(&ns.name, identity, &flags).await
 }

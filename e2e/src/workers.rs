@@ -42,6 +42,8 @@ struct State {
     exits: Vec<(String, Option<i32>)>,
     /// Runners started again after dying while their pod lived.
     restarts: usize,
+    /// SIGTERMs sent because a pod was deleted: (pod, when).
+    terminations: Vec<(String, std::time::SystemTime)>,
 }
 
 pub struct HostWorkers {
@@ -106,6 +108,11 @@ impl HostWorkers {
     /// Runners started again after they died with their pod still there.
     pub fn restarts(&self) -> usize {
         self.state().restarts
+    }
+
+    /// The SIGTERMs sent to runners of deleted pods: (pod, when).
+    pub fn terminations(&self) -> Vec<(String, std::time::SystemTime)> {
+        self.state().terminations.clone()
     }
 
     /// Pods with a runner process right now.
@@ -182,12 +189,14 @@ impl Kubelet {
             // Deleted pods: SIGTERM, once, as the kubelet does at the start of the grace period,
             // and SIGKILL at its end.
             let now = std::time::Instant::now();
+            let mut terminated = Vec::new();
             for (pod, runner) in &mut state.runners {
                 match runner.kill_at {
                     None if !live.contains_key(pod) => {
                         runner.kill_at = Some(now + runner.grace);
                         if let Some(pid) = runner.child.id() {
                             to_terminate(pid);
+                            terminated.push(pod.clone());
                         }
                     }
                     Some(at) if now >= at => {
@@ -196,6 +205,8 @@ impl Kubelet {
                     _ => {}
                 }
             }
+            let at = std::time::SystemTime::now();
+            state.terminations.extend(terminated.into_iter().map(|pod| (pod, at)));
             for (name, pod) in &live {
                 if !state.runners.contains_key(name) {
                     to_start.push((*pod).clone());

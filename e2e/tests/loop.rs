@@ -8,110 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::TryStreamExt as _;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
-use kube::api::{Api, ListParams, PostParams};
-use object_store::aws::AmazonS3;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt as _};
+use kube::api::{Api, ListParams};
 use serde_json::json;
-use zeroflow_core::ledger::{Marker, Outcome};
-use zeroflow_e2e::pipelines::{Buckets, WEBHOOK, operator_with_gateway, upload};
-use zeroflow_e2e::workers::HostWorkers;
-use zeroflow_e2e::{TIMEOUT, TestNamespace, client, eventually, free_port, kubectl, mc};
+use zeroflow_core::ledger::Outcome;
+use zeroflow_e2e::loop_bed::LoopBed as Loop;
+use zeroflow_e2e::pipelines::{WEBHOOK, upload};
+use zeroflow_e2e::{TIMEOUT, client, eventually, kubectl, mc};
 use zeroflow_operator::api::conditions::is_true;
-use zeroflow_operator::api::{DataPipeline, DataPipelineStatus};
-use zeroflow_operator::store::bucket_client;
-
-/// Everything one test needs: its namespace, buckets, an operator and the host workers.
-struct Loop {
-    ns: TestNamespace,
-    buckets: Buckets,
-    pipelines: Api<DataPipeline>,
-    deployments: Api<Deployment>,
-    operator: zeroflow_e2e::Operator,
-    workers: HostWorkers,
-    name: String,
-}
-
-impl Loop {
-    /// A pipeline `name` from the source bucket to `out/` in the sink, `extra` merged into its
-    /// spec, the operator running and the source bucket notifying it.
-    async fn start(tag: &str, name: &str, extra: serde_json::Value) -> anyhow::Result<Self> {
-        let client = client().await?;
-        let ns = TestNamespace::create(&client, &format!("zf-{tag}")).await?;
-        let buckets = Buckets::create(&client, &ns, tag).await?;
-        let mut extra = extra;
-        extra["sink"] = json!({"prefix": "out/"});
-        let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
-        pipelines.create(&PostParams::default(), &buckets.pipeline(name, "", extra)?).await?;
-        let lease_addr = format!("127.0.0.1:{}", free_port()?);
-        let operator = operator_with_gateway(&ns, &lease_addr).await?;
-        buckets.notify_on_put().await?;
-        let workers = HostWorkers::start(client.clone(), &ns.name, name)?;
-        let deployments = Api::namespaced(client.clone(), &ns.name);
-        let this = Self { ns, buckets, pipelines, deployments, operator, workers, name: name.to_owned() };
-        let idle = eventually("idle at zero", TIMEOUT, || async { Ok((this.replicas().await? == 0).then_some(())) });
-        if let Err(e) = idle.await {
-            anyhow::bail!("{e:#}\nstatus: {:?}", this.status().await.ok());
-        }
-        Ok(this)
-    }
-
-    async fn replicas(&self) -> anyhow::Result<i32> {
-        let deployment = self.deployments.get(&format!("{}-worker", self.name)).await?;
-        Ok(deployment.spec.and_then(|s| s.replicas).unwrap_or(-1))
-    }
-
-    async fn status(&self) -> anyhow::Result<DataPipelineStatus> {
-        Ok(self.pipelines.get(&self.name).await?.status.unwrap_or_default())
-    }
-
-    /// Waits until `done` objects have finished (succeeded + failed), nothing is in flight.
-    async fn wait_finished(&self, succeeded: i64, failed: i64, timeout: Duration) -> anyhow::Result<()> {
-        let result = eventually("objects finished", timeout, || async {
-            let s = self.status().await?;
-            Ok((s.succeeded == succeeded && s.failed == failed && s.in_flight == 0 && s.pending == 0).then_some(()))
-        })
-        .await;
-        if let Err(e) = result {
-            let status = self.status().await.ok();
-            anyhow::bail!("{e:#}\nstatus: {status:?}\noperator log:\n{}", self.operator.log_tail());
-        }
-        Ok(())
-    }
-
-    fn sink(&self) -> anyhow::Result<AmazonS3> {
-        Ok(bucket_client(&zeroflow_e2e::store_config()?, &self.buckets.sink)?)
-    }
-
-    async fn read_sink(&self, key: &str) -> anyhow::Result<String> {
-        let bytes = self.sink()?.get(&Path::parse(key)?).await?.bytes().await?;
-        Ok(String::from_utf8(bytes.to_vec())?)
-    }
-
-    /// Every ledger marker of the pipeline, by source key.
-    async fn markers(&self) -> anyhow::Result<BTreeMap<String, Marker>> {
-        let sink = self.sink()?;
-        let prefix = Path::parse(format!(".zeroflow/ledger/{}/{}", self.ns.name, self.name))?;
-        let listed: Vec<_> = sink.list(Some(&prefix)).try_collect().await?;
-        let mut markers = BTreeMap::new();
-        for meta in listed {
-            let bytes = sink.get(&meta.location).await?.bytes().await?;
-            let marker: Marker = serde_json::from_slice(&bytes).with_context(|| format!("marker {}", meta.location))?;
-            anyhow::ensure!(markers.insert(marker.source.key.clone(), marker).is_none(), "two markers for one object");
-        }
-        Ok(markers)
-    }
-
-    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let metrics = self.operator.metrics().await?;
-        let line = metrics.lines().find(|l| l.starts_with(name)).with_context(|| format!("no metric {name}"))?;
-        Ok(line.rsplit(' ').next().unwrap_or_default().parse()?)
-    }
-}
 
 #[tokio::test]
 async fn fifty_objects_scale_out_through_runner_processes_and_back_to_zero() -> anyhow::Result<()> {
@@ -170,13 +75,15 @@ async fn fifty_objects_scale_out_through_runner_processes_and_back_to_zero() -> 
     let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     assert!(seen.iter().any(|r| *r > 1), "the workers scaled out beyond one: {seen:?}");
     assert!(seen.iter().all(|r| *r <= 4), "never beyond maxReplicas: {seen:?}");
-    let started = t.workers.started();
+    let started = t.workers().started();
     assert!(started.len() > 1, "more than one worker pod ran: {started:?}");
-    eventually("runners of deleted pods exit", TIMEOUT, || async { Ok(t.workers.running().is_empty().then_some(())) })
-        .await?;
-    let exits = t.workers.exits();
+    eventually("runners of deleted pods exit", TIMEOUT, || async {
+        Ok(t.workers().running().is_empty().then_some(()))
+    })
+    .await?;
+    let exits = t.workers().exits();
     assert!(exits.iter().all(|(_, code)| *code == Some(0)), "runners drain and exit 0 on SIGTERM: {exits:?}");
-    assert_eq!(t.workers.restarts(), 0);
+    assert_eq!(t.workers().restarts(), 0);
     let status = eventually("idle status", TIMEOUT, || async {
         let s = t.status().await?;
         let idle = s.replicas == 0
@@ -323,7 +230,7 @@ echo "$ZEROFLOW_POD_NAME" > "$ZEROFLOW_OUTPUT_DIR/pod.txt""#;
     let markers = t.markers().await?;
     assert!(markers.values().all(|m| m.outcome == Outcome::Succeeded && m.attempts == 1), "{markers:?}");
     assert_eq!(t.metric("zeroflow_workapi_leases_granted_total").await?, 3.0, "no object was leased twice");
-    assert_eq!(t.workers.restarts(), 0);
+    assert_eq!(t.workers().restarts(), 0);
     std::fs::remove_dir_all(&gates)?;
     Ok(())
 }
@@ -350,15 +257,15 @@ cp "$ZEROFLOW_INPUT" "$ZEROFLOW_OUTPUT_DIR/copy""#;
     // again (to the restarted runner) and completes on its second attempt.
     upload(&t.buckets.source, "crash.txt", "survives").await?;
     let pod = eventually("the transform started", TIMEOUT, || async {
-        Ok(t.workers.started().into_iter().find(|pod| t.workers.scratch.join(pod).join("crash-started").exists()))
+        Ok(t.workers().started().into_iter().find(|pod| t.workers().scratch.join(pod).join("crash-started").exists()))
     })
     .await?;
-    t.workers.kill(&pod).await?;
+    t.workers().kill(&pod).await?;
     t.wait_finished(1, 0, Duration::from_secs(60)).await?;
     assert_eq!(t.read_sink("out/crash.txt/copy").await?, "survives");
     let markers = t.markers().await?;
     assert_eq!(markers.get("crash.txt").map(|m| (m.outcome, m.attempts)), Some((Outcome::Succeeded, 2)));
-    assert_eq!(t.workers.restarts(), 1, "the dead runner was restarted, as the kubelet does");
+    assert_eq!(t.workers().restarts(), 1, "the dead runner was restarted, as the kubelet does");
 
     // A transform that exits non-zero, and one that exceeds its timeout: failed after
     // maxAttempts, the stderr tail in the ledger and in the ObjectsFailed Event.
@@ -414,8 +321,8 @@ async fn hostile_keys_never_leave_the_runner_work_dir() -> anyhow::Result<()> {
     }
     t.wait_finished(keys.len() as i64, 0, Duration::from_secs(90)).await?;
 
-    let pod = t.workers.started().first().cloned().context("a worker ran")?;
-    let work_dir = t.workers.scratch.join(&pod).join("work");
+    let pod = t.workers().started().first().cloned().context("a worker ran")?;
+    let work_dir = t.workers().scratch.join(&pod).join("work");
     for key in keys {
         assert_eq!(t.read_sink(&format!("out/{key}/copy")).await?, key, "the object is processed");
         let input = t.read_sink(&format!("out/{key}/input-path")).await?;
@@ -426,13 +333,13 @@ async fn hostile_keys_never_leave_the_runner_work_dir() -> anyhow::Result<()> {
         assert!(input.file_name().is_some_and(|n| n.len() <= 255), "{key:?}");
     }
     // Nothing anywhere but in the pod's own directories, and the per-object directories are gone.
-    let scratch_files = zeroflow_e2e::workers::files_under(&t.workers.scratch);
+    let scratch_files = zeroflow_e2e::workers::files_under(&t.workers().scratch);
     let allowed = ["token", "runner.log"];
     for file in &scratch_files {
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         assert!(allowed.contains(&name), "unexpected file {}", file.display());
     }
-    let parent = t.workers.scratch.parent().context("scratch parent")?;
+    let parent = t.workers().scratch.parent().context("scratch parent")?;
     for name in ["evil.txt", "escape", "b"] {
         assert!(!parent.join(name).exists(), "{name} escaped into {}", parent.display());
     }
@@ -454,7 +361,7 @@ async fn a_deleted_worker_hands_back_what_it_cannot_finish_within_its_grace_peri
     let t = Loop::start("handback", "handback", spec).await?;
     upload(&t.buckets.source, "long.bin", "payload").await?;
     let pod = eventually("the long attempt started", TIMEOUT, || async {
-        Ok(t.workers.started().into_iter().find(|pod| t.workers.scratch.join(pod).join("long-started").exists()))
+        Ok(t.workers().started().into_iter().find(|pod| t.workers().scratch.join(pod).join("long-started").exists()))
     })
     .await?;
     // The pod goes away (a node drain, say): SIGTERM to its runner, which must not wait 60 s.
@@ -462,12 +369,12 @@ async fn a_deleted_worker_hands_back_what_it_cannot_finish_within_its_grace_peri
     let deleted_at = std::time::Instant::now();
     pods.delete(&pod, &Default::default()).await?;
     eventually("the runner exits within the grace period", Duration::from_secs(20), || async {
-        Ok(t.workers.exits().into_iter().find(|(p, _)| p == &pod))
+        Ok(t.workers().exits().into_iter().find(|(p, _)| p == &pod))
     })
     .await?;
     let took = deleted_at.elapsed();
     assert!(took < Duration::from_secs(10), "the runner outlived its grace period: {took:?}");
-    assert!(t.workers.log(&pod).contains("handing back unfinished objects"), "{}", t.workers.log(&pod));
+    assert!(t.workers().log(&pod).contains("handing back unfinished objects"), "{}", t.workers().log(&pod));
     // The replacement pod's runner takes the object again and finishes it.
     t.wait_finished(1, 0, Duration::from_secs(60)).await?;
     assert_eq!(t.read_sink("out/long.bin/copy").await?, "payload");

@@ -11,10 +11,10 @@ use tracing::Instrument as _;
 
 use crate::Error;
 use crate::api::{Client, Failure, Lease};
-use crate::retry;
 use crate::contract::{Contract, contract_env};
 use crate::names::{safe_file_name, validate_output_name};
 use crate::process::{self, Invocation, Outcome};
+use crate::retry;
 
 /// A result is reported for at least this long when the work API does not answer (a restart, a
 /// leader change), even if the lease is shorter: a new leader accepts results for leases it did

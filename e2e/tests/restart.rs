@@ -1,0 +1,304 @@
+//! Restarts and leader changes never touch running work (issue #12): an operator SIGKILLed in the
+//! middle of a batch, started again or replaced by a standing-by replica, leaves every busy
+//! worker running, never scales below the workers holding objects, and never runs an object a
+//! second time; a completion that reaches the new leader after its resync re-queued the object
+//! finishes it for good. Every test binds MinIO's webhook address, so they run one at a time.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use zeroflow_core::ledger::Outcome;
+use zeroflow_e2e::loop_bed::LoopBed;
+use zeroflow_e2e::pipelines::{WEBHOOK, upload};
+use zeroflow_e2e::{Operator, TIMEOUT, eventually, http, mc, token};
+
+/// How long the transform takes per object: long enough that the operator is killed and back
+/// while every worker is busy.
+const TRANSFORM_SECONDS: u64 = 15;
+const OBJECTS: usize = 8;
+
+/// One line per transform run boundary: `start|end <pod> <key> <unix ns>`.
+#[derive(Debug, Clone)]
+struct RunEvent {
+    start: bool,
+    pod: String,
+    key: String,
+    at_ns: u128,
+}
+
+fn read_runs(log: &std::path::Path) -> anyhow::Result<Vec<RunEvent>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let parts: Vec<_> = line.split(' ').collect();
+            anyhow::ensure!(parts.len() == 4, "bad run log line {line:?}");
+            Ok(RunEvent {
+                start: parts[0] == "start",
+                pod: parts[1].to_owned(),
+                key: parts[2].to_owned(),
+                at_ns: parts[3].parse()?,
+            })
+        })
+        .collect()
+}
+
+/// Pods with a run in progress at `at_ns` (started before it, not ended before it).
+fn busy_at(runs: &[RunEvent], at_ns: u128) -> usize {
+    let mut open: BTreeMap<(&str, &str), bool> = BTreeMap::new();
+    for run in runs.iter().filter(|r| r.at_ns <= at_ns) {
+        open.insert((&run.pod, &run.key), run.start);
+    }
+    let mut pods: Vec<&str> = open.iter().filter(|(_, busy)| **busy).map(|((pod, _), _)| *pod).collect();
+    pods.dedup();
+    pods.len()
+}
+
+fn unix_ns(at: SystemTime) -> u128 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// The pipeline: 8 objects over 4 workers with 3 slots each, so that idle slots are polling while
+/// objects are in flight (a re-queued copy would be taken at once if the new leader handed it
+/// out), and a 15 s transform that logs when each run starts and ends.
+async fn busy_pipeline(tag: &str) -> anyhow::Result<(LoopBed, std::path::PathBuf)> {
+    let runs = std::env::temp_dir().join(format!("zf-{tag}-runs-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&runs);
+    let script = format!(
+        "echo \"start $ZEROFLOW_POD_NAME $ZEROFLOW_KEY $(date +%s%N)\" >> {log}; sleep {TRANSFORM_SECONDS}; \
+         tr a-z A-Z < \"$ZEROFLOW_INPUT\" > \"$ZEROFLOW_OUTPUT_DIR/upper.txt\"; \
+         echo \"end $ZEROFLOW_POD_NAME $ZEROFLOW_KEY $(date +%s%N)\" >> {log}",
+        log = runs.display()
+    );
+    let spec = json!({
+        "scaling": {"maxReplicas": 4, "targetPerReplica": 2, "concurrencyPerReplica": 3,
+                    "idleTimeout": "5s", "scaleDownStabilization": "0s"},
+        "transform": {"image": "example.org/t:1", "command": ["sh", "-c", script], "timeout": "2m"}
+    });
+    Ok((LoopBed::start(tag, "busy", spec).await?, runs))
+}
+
+/// Samples the worker Deployment's replicas every 250 ms: (when, replicas).
+fn sample_replicas(t: &LoopBed) -> (Arc<Mutex<Vec<(SystemTime, i32)>>>, tokio::task::JoinHandle<()>) {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let task = tokio::spawn({
+        let (deployments, samples, name) = (t.deployments.clone(), samples.clone(), format!("{}-worker", t.name));
+        async move {
+            loop {
+                if let Ok(d) = deployments.get(&name).await {
+                    let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(0);
+                    samples.lock().unwrap_or_else(PoisonError::into_inner).push((SystemTime::now(), replicas));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    });
+    (samples, task)
+}
+
+/// Uploads the batch, waits until all four workers are busy, kills the leader, lets `replace`
+/// bring a new one, and checks the history once everything is done.
+async fn kill_mid_batch<F, Fut>(tag: &str, replace: F) -> anyhow::Result<()>
+where
+    F: FnOnce(LoopBed) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(LoopBed, Operator)>>,
+{
+    let (t, runs) = busy_pipeline(tag).await?;
+    let (samples, sampler) = sample_replicas(&t);
+    let dir = std::env::temp_dir().join(format!("zf-{tag}-{}", t.ns.name));
+    std::fs::create_dir_all(&dir)?;
+    for i in 0..OBJECTS {
+        std::fs::write(dir.join(format!("o{i}.txt")), format!("object {i}\n"))?;
+    }
+    let alias = std::env::var("ZF_MC_ALIAS")?;
+    mc(&["cp", "--recursive", &format!("{}/", dir.display()), &format!("{alias}/{}/batch/", t.buckets.source)]).await?;
+    eventually("every object running on four workers", TIMEOUT, || async {
+        let history = read_runs(&runs)?;
+        Ok((history.len() == OBJECTS && t.replicas().await? == 4).then_some(()))
+    })
+    .await?;
+    let busy_before = busy_at(&read_runs(&runs)?, u128::MAX);
+
+    // The leader goes, as an OOM kill or a node failure takes it, with four objects in flight.
+    let (t, new_leader) = replace(t).await?;
+    new_leader.wait_ready(TIMEOUT).await?;
+
+    let finished = eventually("every object done", Duration::from_secs(180), || async {
+        let s = t.status().await?;
+        Ok((s.succeeded == OBJECTS as i64 && s.pending == 0 && s.in_flight == 0).then_some(()))
+    })
+    .await;
+    if let Err(e) = finished {
+        anyhow::bail!("{e:#}\nstatus: {:?}\nnew leader:\n{}", t.status().await.ok(), new_leader.log_tail());
+    }
+    eventually("back to zero", TIMEOUT, || async { Ok((t.replicas().await? == 0).then_some(())) }).await?;
+    sampler.abort();
+
+    // Every object ran exactly once and has exactly one success marker with its output.
+    let history = read_runs(&runs)?;
+    let mut per_key: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for run in &history {
+        let entry = per_key.entry(&run.key).or_default();
+        if run.start { entry.0 += 1 } else { entry.1 += 1 }
+    }
+    assert_eq!(per_key.len(), OBJECTS, "{history:?}");
+    for (key, (starts, ends)) in &per_key {
+        assert_eq!((*starts, *ends), (1, 1), "{key} ran once, to the end: {history:?}");
+    }
+    let markers = t.markers().await?;
+    assert_eq!(markers.len(), OBJECTS);
+    for (key, marker) in &markers {
+        assert_eq!(marker.outcome, Outcome::Succeeded, "{key}");
+        assert_eq!(
+            t.read_sink(&format!("out/{key}/upper.txt")).await?,
+            format!("OBJECT {}\n", &key[7..8]).to_uppercase()
+        );
+    }
+
+    // The replicas never dropped below the workers holding objects.
+    let samples = samples.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    assert!(samples.len() > 40, "sampled every 250 ms for the whole run: {}", samples.len());
+    for (at, replicas) in &samples {
+        let busy = busy_at(&history, unix_ns(*at));
+        assert!(*replicas as usize >= busy, "at {at:?} {replicas} replicas for {busy} busy workers");
+    }
+    // No busy runner was sent SIGTERM: every runner stopped was idle at that moment.
+    for (pod, at) in t.workers().terminations() {
+        let busy = history.iter().any(|r| {
+            r.pod == pod
+                && r.start
+                && r.at_ns <= unix_ns(at)
+                && !history.iter().any(|e| !e.start && e.pod == pod && e.key == r.key && e.at_ns <= unix_ns(at))
+        });
+        assert!(!busy, "{pod} was stopped while processing an object");
+    }
+    assert!(busy_before >= 2, "objects were in flight on several workers when the leader went: {busy_before}");
+    let exits = t.workers().exits();
+    assert!(exits.iter().all(|(_, code)| *code == Some(0)), "runners exit 0 once drained: {exits:?}");
+    assert_eq!(t.workers().restarts(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_operator_started_again_stops_no_busy_worker_and_runs_nothing_twice() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    kill_mid_batch("restart", |mut t| async move {
+        t.operator.kill().await?;
+        let again = t.standby("again").await?;
+        Ok((t, again))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_leader_failover_stops_no_busy_worker_and_runs_nothing_twice() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    kill_mid_batch("failover", |mut t| async move {
+        // A second replica stands by before anything happens, as with `replicaCount: 2`.
+        let standby = t.standby("standby").await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_ne!(standby.readyz().await, Some(200), "a follower is not ready");
+        t.operator.kill().await?;
+        Ok((t, standby))
+    })
+    .await
+}
+
+/// Plays the runner over the real work API: the worker pod's token, the lease, its object.
+struct Worker {
+    base: String,
+    token: String,
+}
+
+impl Worker {
+    async fn call(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        let bearer = format!("Bearer {}", self.token);
+        let headers = [("Content-Type", "application/json"), ("Authorization", bearer.as_str())];
+        let (status, body) =
+            http("POST", &format!("{}{path}", self.base), &headers, body.to_string().as_bytes()).await?;
+        Ok((status, if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) }))
+    }
+
+    async fn lease(&self, wait_seconds: u64) -> anyhow::Result<Option<Value>> {
+        let (status, body) = self.call(&format!("/leases?wait_seconds={wait_seconds}"), json!({})).await?;
+        match status {
+            200 => Ok(Some(body)),
+            204 => Ok(None),
+            other => anyhow::bail!("lease: {other} {body}"),
+        }
+    }
+}
+
+/// A completion that reaches a restarted leader after its start-up resync queued the object
+/// again, and a heartbeat that re-attaches a lease granted before the restart: neither object is
+/// leased again, each has one success marker.
+#[tokio::test]
+async fn results_and_heartbeats_reach_a_restarted_leader_and_nothing_is_leased_again() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    // No host workers take these objects: the test is the worker. The transform never runs.
+    let spec = json!({
+        "scaling": {"maxReplicas": 1, "idleTimeout": "1h"},
+        "transform": {"image": "example.org/t:1", "command": ["false"]},
+        "delivery": {"leaseDuration": "30s"}
+    });
+    let mut t = LoopBed::start_without_workers("requeue", "manual", spec).await?;
+    upload(&t.buckets.source, "in/done-late.txt", "a").await?;
+    upload(&t.buckets.source, "in/still-busy.txt", "b").await?;
+    eventually("both pending", TIMEOUT, || async { Ok((t.status().await?.pending == 2).then_some(())) }).await?;
+    let client = zeroflow_e2e::client().await?;
+    let worker = Worker {
+        base: format!("http://{}/v1/pipelines/{}/manual", t.work_api_addr, t.ns.name),
+        token: token(&client, &t.ns.name, "manual-worker", "zeroflow").await?,
+    };
+    let first = worker.lease(10).await?.context("a lease")?;
+    let second = worker.lease(10).await?.context("a second lease")?;
+    let object = |lease: &Value| json!({"bucket": lease["bucket"], "key": lease["key"], "etag": lease["etag"]});
+
+    // The leader dies with both leased; a new one takes over and its resync queues both again.
+    t.operator.kill().await?;
+    t.operator = t.standby("again").await?;
+    t.operator.wait_ready(TIMEOUT).await?;
+    eventually("the resync queued both again", TIMEOUT, || async {
+        let discovered = t.metric("zeroflow_resync_discovered_total").await.unwrap_or(0.0);
+        Ok((discovered >= 2.0).then_some(()))
+    })
+    .await?;
+
+    // The first result arrives: recorded, and the queued copy is gone.
+    let mut done = object(&first);
+    done["outputs"] = json!([]);
+    done["attempt"] = first["attempt"].clone();
+    let (status, body) =
+        worker.call(&format!("/leases/{}/complete", first["lease_id"].as_str().unwrap_or("")), done).await?;
+    assert_eq!(
+        (status, body["recorded"].clone(), body["lease_held"].clone()),
+        (200, json!(true), json!(false)),
+        "{body}"
+    );
+    // The second worker is still busy: its heartbeat re-attaches the lease.
+    let mut beat = object(&second);
+    beat["attempt"] = second["attempt"].clone();
+    let second_id = second["lease_id"].as_str().unwrap_or("").to_owned();
+    let (status, body) = worker.call(&format!("/leases/{second_id}/heartbeat"), beat).await?;
+    assert_eq!(status, 200, "re-attached: {body}");
+
+    // Past the recovery window, nothing is handed out: one is done, the other is held.
+    assert_eq!(worker.lease(20).await?, None, "neither object is leased again");
+    let s = t.status().await?;
+    assert_eq!((s.succeeded, s.pending, s.in_flight), (1, 0, 1), "{s:?}");
+    let mut done = object(&second);
+    done["outputs"] = json!([]);
+    let (status, body) = worker.call(&format!("/leases/{second_id}/complete"), done).await?;
+    assert_eq!((status, body["lease_held"].clone()), (200, json!(true)), "{body}");
+    let markers = t.markers().await?;
+    assert_eq!(markers.keys().cloned().collect::<Vec<_>>(), ["in/done-late.txt", "in/still-busy.txt"]);
+    assert!(markers.values().all(|m| m.outcome == Outcome::Succeeded));
+    eventually("both counted", TIMEOUT, || async {
+        let s = t.status().await?;
+        Ok((s.succeeded == 2 && s.pending == 0 && s.in_flight == 0).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
