@@ -80,8 +80,11 @@ async fn busy_pipeline(tag: &str) -> anyhow::Result<(LoopBed, std::path::PathBuf
     Ok((LoopBed::start(tag, "busy", spec).await?, runs))
 }
 
-/// Samples the worker Deployment's replicas every 250 ms: (when, replicas).
-fn sample_replicas(t: &LoopBed) -> (Arc<Mutex<Vec<(SystemTime, i32)>>>, tokio::task::JoinHandle<()>) {
+/// (when, replicas) of the worker Deployment.
+type Samples = Arc<Mutex<Vec<(SystemTime, i32)>>>;
+
+/// Samples the worker Deployment's replicas every 250 ms.
+fn sample_replicas(t: &LoopBed) -> (Samples, tokio::task::JoinHandle<()>) {
     let samples = Arc::new(Mutex::new(Vec::new()));
     let task = tokio::spawn({
         let (deployments, samples, name) = (t.deployments.clone(), samples.clone(), format!("{}-worker", t.name));
