@@ -5,6 +5,8 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod gateway;
 pub mod health;
 pub mod leader;

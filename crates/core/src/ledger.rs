@@ -378,6 +378,35 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn markers_describe_the_revision_and_its_outcome() {
+        let item = WorkItem {
+            object: crate::backlog::ObjectId { bucket: "raw".into(), key: "in/a.csv".into() },
+            etag: Some("e1".into()),
+            version_id: Some("v1".into()),
+            size: Some(3),
+            sequencer: None,
+        };
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let done = Marker::succeeded(&item, 2, vec!["out/in/a.csv/a.json".into()], at);
+        assert_eq!((done.outcome, done.attempts, done.error.clone()), (Outcome::Succeeded, 2, None));
+        assert_eq!(
+            done.source,
+            SourceObject {
+                bucket: "raw".into(),
+                key: "in/a.csv".into(),
+                etag: Some("e1".into()),
+                version_id: Some("v1".into())
+            }
+        );
+        let failed = Marker::failed(&item, 3, Some(1), "boom".into(), at);
+        assert_eq!((failed.outcome, failed.outputs.len()), (Outcome::Failed, 0));
+        assert_eq!(failed.error, Some(FailureDetail { exit_code: Some(1), stderr_tail: "boom".into() }));
+        let json = serde_json::to_value(&failed).expect("serializes");
+        assert_eq!(json["outcome"], "failed");
+        assert_eq!(json["error"]["exitCode"], 1);
+    }
+
+    #[test]
     fn alphabet_is_sorted_and_digits_match_it() {
         assert!(ALPHABET.windows(2).all(|w| w[0] < w[1]));
         for (i, c) in ALPHABET.iter().enumerate() {

@@ -21,6 +21,8 @@ pub mod validate;
 
 #[cfg(test)]
 pub(crate) mod testing;
+#[cfg(test)]
+mod writes;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

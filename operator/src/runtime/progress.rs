@@ -51,6 +51,12 @@ impl Published {
         self.last_event = Some(at);
     }
 
+    /// Whether a storage event brought work since the pipeline was taken up (or before, as
+    /// status showed).
+    pub fn last_event_seen(&self) -> bool {
+        self.last_event.is_some()
+    }
+
     /// Failures that only the ledger knew were re-driven: they no longer count.
     pub fn failures_redriven(&mut self, count: u64) {
         self.base_failed = self.base_failed.saturating_sub(count);

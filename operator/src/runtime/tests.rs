@@ -1,1 +1,127 @@
+use std::time::Instant;
 
+use zeroflow_core::events::{EventKind, StorageEvent};
+
+use super::*;
+
+fn created(bucket: &str, key: &str, etag: &str) -> StorageEvent {
+    StorageEvent {
+        kind: EventKind::Created,
+        bucket: bucket.into(),
+        key: key.into(),
+        etag: Some(etag.into()),
+        version_id: None,
+        size: Some(1),
+        sequencer: None,
+        time: None,
+    }
+}
+
+fn route(namespace: &str, name: &str, bucket: &str) -> Route {
+    Route {
+        namespace: namespace.into(),
+        name: name.into(),
+        bucket: bucket.into(),
+        prefix: None,
+        suffix: None,
+        exclude_prefixes: vec!["out/".into()],
+    }
+}
+
+fn pipelines() -> (Pipelines, mpsc::UnboundedReceiver<Kick>) {
+    let (kick, kicks) = mpsc::unbounded_channel();
+    (Pipelines::new(3, kick, Arc::new(Metrics::new().expect("metrics"))), kicks)
+}
+
+#[test]
+fn events_reach_every_matching_pipeline_and_kick_the_scaler_once_per_request() {
+    let (p, mut kicks) = pipelines();
+    let a = p.upsert(
+        &PipelineKey::new("ns", "a"),
+        Settings::new(route("ns", "a", "raw"), BacklogConfig::default()),
+        &Seed::default(),
+    );
+    let b = p.upsert(
+        &PipelineKey::new("ns", "b"),
+        Settings::new(route("ns", "b", "raw"), BacklogConfig::default()),
+        &Seed::default(),
+    );
+    let events = [created("raw", "x.csv", "1"), created("raw", "y.csv", "1"), created("other", "z", "1")];
+    let report = p.admit(&events, Instant::now()).expect("admitted");
+    assert_eq!(report, AdmitReport { accepted: 4, duplicate: 0, unrouted: 1, skipped: 0 });
+    assert_eq!((a.lock().backlog.counts().pending, b.lock().backlog.counts().pending), (2, 2));
+    let mut kicked: Vec<_> = std::iter::from_fn(|| kicks.try_recv().ok()).map(|k| k.pipeline.name).collect();
+    kicked.sort();
+    assert_eq!(kicked, ["a", "b"], "one kick per pipeline that got work");
+    let again = p.admit(&events[..1], Instant::now()).expect("admitted");
+    assert_eq!((again.accepted, again.duplicate), (0, 2));
+    assert!(kicks.try_recv().is_err(), "duplicates wake nobody");
+    assert!(a.lock().progress.clone().last_event_seen(), "the event time is kept for status");
+}
+
+#[test]
+fn folder_markers_and_own_outputs_are_not_work() {
+    let (p, _kicks) = pipelines();
+    let a = p.upsert(
+        &PipelineKey::new("ns", "a"),
+        Settings::new(route("ns", "a", "raw"), BacklogConfig::default()),
+        &Seed::default(),
+    );
+    let report = p.admit(&[created("raw", "incoming/2026-01/", "d41d8cd98f00b204e9800998ecf8427e")], Instant::now());
+    assert_eq!(report.expect("answered"), AdmitReport { skipped: 1, ..AdmitReport::default() });
+    let report = p.admit(&[created("raw", "out/x.csv/x.json", "1")], Instant::now());
+    assert_eq!(report.expect("answered").unrouted, 1, "a pipeline never consumes its own output");
+    assert!(a.lock().backlog.is_idle());
+    let text = p.metrics().render().expect("render");
+    assert!(
+        text.contains(r#"zeroflow_objects_skipped_total{namespace="ns",pipeline="a",reason="folder_marker"} 1"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_full_backlog_is_overloaded_but_admits_what_fits_elsewhere() {
+    let (p, _kicks) = pipelines();
+    let small = BacklogConfig { capacity: 1, ..BacklogConfig::default() };
+    let a = p.upsert(&PipelineKey::new("ns", "a"), Settings::new(route("ns", "a", "raw"), small), &Seed::default());
+    let b = p.upsert(
+        &PipelineKey::new("ns", "b"),
+        Settings::new(route("ns", "b", "raw"), BacklogConfig::default()),
+        &Seed::default(),
+    );
+    let overloaded = p.admit(&[created("raw", "1", "e"), created("raw", "2", "e")], Instant::now());
+    assert_eq!(overloaded, Err(Overloaded { retry_after_secs: 3 }));
+    assert_eq!((a.lock().backlog.counts().pending, b.lock().backlog.counts().pending), (1, 2));
+    assert!(a.lock().backlog.take_resync_request(), "the overflow asks for a resync");
+}
+
+#[test]
+fn removing_a_pipeline_takes_everything_it_had_and_a_new_one_starts_fresh() {
+    let (p, _kicks) = pipelines();
+    let key = PipelineKey::new("ns", "a");
+    let a = p.upsert(&key, Settings::new(route("ns", "a", "raw"), BacklogConfig::default()), &Seed::default());
+    p.admit(&[created("raw", "x", "1")], Instant::now()).expect("admitted");
+    p.metrics().pending.with_label_values(&["ns", "a"]).set(1);
+    assert!(p.retain(Some("elsewhere"), &BTreeSet::new()).is_empty(), "other namespaces are untouched");
+    assert_eq!(p.retain(Some("ns"), &BTreeSet::new()), vec![key.clone()]);
+    assert!(p.get(&key).is_none());
+    assert!(p.routes().routes_for(&created("raw", "x", "1")).is_empty(), "its route is gone");
+    assert!(!p.metrics().render().expect("render").contains("pipeline=\"a\""), "its series are gone");
+    assert_eq!(a.lock().backlog.counts().pending, 1, "a caller still holding the old runtime sees the old one");
+    let fresh = p.upsert(&key, Settings::new(route("ns", "a", "raw"), BacklogConfig::default()), &Seed::default());
+    assert!(!Arc::ptr_eq(&a, &fresh));
+    assert!(fresh.lock().backlog.is_idle() && fresh.lock().backlog.is_held(0), "fresh, and held until adopted");
+}
+
+#[test]
+fn new_settings_keep_the_backlog_and_rebuild_routes() {
+    let (p, _kicks) = pipelines();
+    let key = PipelineKey::new("ns", "a");
+    let a = p.upsert(&key, Settings::new(route("ns", "a", "raw"), BacklogConfig::default()), &Seed::default());
+    p.admit(&[created("raw", "x", "1")], Instant::now()).expect("admitted");
+    let moved = p.upsert(&key, Settings::new(route("ns", "a", "landing"), BacklogConfig::default()), &Seed::default());
+    assert!(Arc::ptr_eq(&a, &moved), "the same runtime");
+    assert_eq!(moved.lock().backlog.counts().pending, 1, "the backlog stays");
+    assert!(p.routes().routes_for(&created("raw", "y", "1")).is_empty());
+    assert_eq!(p.routes().routes_for(&created("landing", "y", "1")), vec![key]);
+}

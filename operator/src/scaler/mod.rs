@@ -466,6 +466,9 @@ impl Scaler {
 }
 
 #[cfg(test)]
+mod writes;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
