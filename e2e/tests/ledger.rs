@@ -240,3 +240,29 @@ async fn without_backfill_only_objects_since_the_cutoff_are_work() -> anyhow::Re
     assert_eq!(admitted, ["after.csv", "before.csv"], "backfill takes everything");
     Ok(())
 }
+
+/// Folder placeholders (`mc mb bucket/prefix/`, what S3 consoles and rclone write) are listed by
+/// object_store without their trailing `/`: resync recognises them and never treats them as work,
+/// even where the stripped name sorts out of order (`in/a-1.csv` < `in/a/` but `in/a` <
+/// `in/a-1.csv`). A real empty object is still work.
+#[tokio::test]
+async fn folder_placeholders_are_never_work_but_empty_objects_are() -> anyhow::Result<()> {
+    let bucket = TestBucket::create("zf-folders").await?;
+    let alias = std::env::var("ZF_MC_ALIAS")?;
+    for folder in ["in/a/", "in/b/", "in/z/"] {
+        mc(&["mb", &format!("{alias}/{}/{folder}", bucket.name)]).await?;
+    }
+    bucket.put("in/a-1.csv", "x").await?;
+    bucket.put("in/b/x.csv", "x").await?;
+    bucket.put("in/empty.txt", "").await?;
+    let ledger = bucket.ledger()?;
+    let mut admitted = Vec::new();
+    let report = resync(bucket.store.as_ref(), &bucket.filter("in/"), &ledger, None, |item| {
+        admitted.push(item.object.key);
+        Admission::Queued
+    })
+    .await?;
+    assert_eq!(admitted, ["in/a-1.csv", "in/b/x.csv", "in/empty.txt"]);
+    assert_eq!(report.folder_markers, 3, "{report:?}");
+    Ok(())
+}

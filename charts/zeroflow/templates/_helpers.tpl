@@ -80,10 +80,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# The scaler writes replicas through the scale subresource.
+# The scaler is the only writer of replicas, through the scale subresource; it reads the live
+# count when it takes a pipeline up (a start, a restart, a leader change) and adopts it.
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
-  verbs: ["patch"]
+  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "patch"]
@@ -94,9 +95,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-# Before a scale-down the scaler lists the worker pods and sets their
+# Worker pods: watched so that a pipeline whose workers cannot start (image pull, scheduling,
+# crash loop) says so in its conditions; before a scale-down the scaler sets their
 # controller.kubernetes.io/pod-deletion-cost, so pods holding leases are removed last.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "patch"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}

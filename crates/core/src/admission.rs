@@ -9,7 +9,8 @@ use thiserror::Error;
 use crate::events::StorageEvent;
 
 /// Where the gateway's events go: each new-content event is routed to every pipeline whose
-/// filter matches it and admitted into their backlogs. `Ok` means the sender need not resend.
+/// filter matches it and admitted into their backlogs; a removal withdraws a pending revision
+/// it comes after. `Ok` means the sender need not resend.
 /// On `Err` some events may have been admitted; senders retry the whole request and those come
 /// back as duplicates, so partial admission is safe. `received_at` is when the request reached
 /// the gateway: event-to-scale is measured from it.
@@ -32,6 +33,8 @@ pub struct AdmitReport {
     pub unrouted: u64,
     /// Routed, but not work: a folder placeholder (a key ending in `/`).
     pub skipped: u64,
+    /// Removals that withdrew a pending revision (deleted before any worker got to it).
+    pub withdrawn: u64,
 }
 
 /// Some pipeline's backlog is full: the sender should retry after `retry_after_secs`.

@@ -507,6 +507,24 @@ impl Backlog {
         Ok(granted)
     }
 
+    /// A removal notification for `object`: its pending revision is withdrawn when the removal
+    /// is known to come after it (a greater sequencer) or to remove that very revision (the same
+    /// version id). Without either, nothing can be said (a delete and a re-upload may arrive in
+    /// any order) and the revision stays; a worker that finds it gone skips it. A leased
+    /// revision stays too. Returns whether one was withdrawn (counted as skipped).
+    pub fn withdraw(&mut self, object: &ObjectId, sequencer: Option<&str>, version_id: Option<&str>) -> bool {
+        let Some(seq) = self.objects.get(object).and_then(|s| s.pending) else { return false };
+        let Some(entry) = self.entries.get(&seq) else { return false };
+        let removes_it = is_older(entry.item.sequencer.as_deref(), sequencer)
+            || version_id.is_some_and(|v| entry.item.version_id.as_deref() == Some(v));
+        if !removes_it {
+            return false;
+        }
+        self.remove_entry(seq);
+        self.skipped += 1;
+        true
+    }
+
     /// A leased revision turned out to be recorded in the ledger already (a duplicate
     /// notification after the finished set forgot it, a restart): finished without running,
     /// remembered as done, counted as skipped.

@@ -6,6 +6,7 @@
 //! - [`backlog`]: one pipeline's pending objects, work leases, attempts and backoff.
 //! - [`leases`]: the work leases handed to workers, by the ids they hold.
 //! - [`ledger`]: the durable record of finished objects in the store, and its marker names.
+//! - [`lineage`]: which pipelines feed which, and the cycles that must not run.
 //! - [`resync`]: the listing merge that finds work notifications missed.
 //! - [`scaling`]: the replica decision, deletion costs, usage accounting.
 //! - [`cold_starts`], [`work`]: smaller decisions of the work API.
@@ -19,6 +20,7 @@ pub mod cold_starts;
 pub mod events;
 pub mod leases;
 pub mod ledger;
+pub mod lineage;
 pub mod pipeline;
 pub mod resync;
 pub mod routing;

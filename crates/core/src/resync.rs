@@ -11,8 +11,8 @@ use std::cmp::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::{BoxStream, StreamExt};
-use object_store::ObjectStore;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use thiserror::Error;
 
 use crate::backlog::{ObjectId, WorkItem};
@@ -38,6 +38,9 @@ impl SourceFilter {
     }
 
     fn excluded_by(&self, key: &str) -> Option<&str> {
+        if key.starts_with(crate::routing::RESERVED_PREFIX) {
+            return Some(crate::routing::RESERVED_PREFIX);
+        }
         self.exclude.iter().map(String::as_str).find(|p| !p.is_empty() && key.starts_with(p))
     }
 
@@ -80,6 +83,8 @@ pub struct ResyncReport {
     pub already_queued: u64,
     /// Times the listing jumped past an excluded prefix (outputs, ledger) instead of listing it.
     pub skipped_ranges: u64,
+    /// Folder placeholders (keys ending in `/`) passed over: never work.
+    pub folder_markers: u64,
     /// False when the backlog filled up and the pass stopped early.
     pub complete: bool,
     pub took: Duration,
@@ -117,7 +122,16 @@ pub async fn resync(
     while let Some(meta) = listing.next().await {
         let meta = meta.map_err(ResyncError::List)?;
         let key = meta.location.as_ref();
-        if previous.as_deref().is_some_and(|p| p >= key) {
+        if let Some(p) = previous.as_deref()
+            && p >= key
+        {
+            // object_store lists a folder placeholder `a/` as `a`, which can sort before keys
+            // S3 listed ahead of it (`a-1` < `a/`, but `a` < `a-1`): that one is skipped; any
+            // other disorder means the store does not list like S3.
+            if p.starts_with(key) && meta.size == 0 {
+                report.folder_markers += 1;
+                continue;
+            }
             return Err(ResyncError::Unsorted("source"));
         }
         report.listed += 1;
@@ -143,6 +157,13 @@ pub async fn resync(
         }
         let in_time = cutoff_ms.is_none_or(|c| meta.last_modified.timestamp_millis() >= c);
         if filter.admits(key) && in_time {
+            // A zero-byte entry may be a folder placeholder `a/` listed as `a`: only a real
+            // object of that name is work (one HEAD, for empty objects only).
+            if meta.size == 0 && !exists(source, &meta.location).await? {
+                report.folder_markers += 1;
+                previous = Some(meta.location.into());
+                continue;
+            }
             report.matched += 1;
             let etag = normalize_etag(meta.e_tag.as_deref());
             let done = match ledger.path_of(key, Some(etag)) {
@@ -174,6 +195,15 @@ pub async fn resync(
     }
     report.took = started.elapsed();
     Ok(report)
+}
+
+/// Whether an object exists under exactly this name.
+async fn exists(source: &dyn ObjectStore, path: &Path) -> Result<bool, ResyncError> {
+    match source.head(path).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(ResyncError::List(e)),
+    }
 }
 
 /// A `start-after` offset at or after every key (of at most 1024 bytes) that starts with

@@ -8,6 +8,10 @@ use thiserror::Error;
 use crate::PipelineKey;
 use crate::events::StorageEvent;
 
+/// Every key under this prefix, in any bucket, belongs to zeroflow (ledgers live under
+/// `.zeroflow/ledger/` by default) and is never work for any pipeline.
+pub const RESERVED_PREFIX: &str = ".zeroflow/";
+
 /// One pipeline's source filter. Matching is byte-exact and case-sensitive, like S3's own filters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -73,6 +77,7 @@ impl Route {
     /// Whether this route takes an object (bucket and key), ignoring the event kind.
     pub fn matches(&self, bucket: &str, key: &str) -> bool {
         bucket == self.bucket
+            && !key.starts_with(RESERVED_PREFIX)
             && self.prefix.as_deref().is_none_or(|p| key.starts_with(p))
             && self.suffix.as_deref().is_none_or(|s| key.ends_with(s))
             && !self.exclude_prefixes.iter().any(|p| key.starts_with(p.as_str()))
@@ -184,6 +189,14 @@ mod tests {
         assert_eq!(table.routes_for(&event("raw", "in/a.csv")), [key]);
         assert!(table.routes_for(&event("raw", "out/a.parquet")).is_empty());
         assert!(table.routes_for(&event("raw", ".zeroflow/finance/invoices/done/a")).is_empty());
+    }
+
+    #[test]
+    fn zeroflow_s_own_keys_are_never_work_for_any_pipeline() {
+        let r = route("all", "raw", None, None);
+        assert!(!r.matches("raw", ".zeroflow/ledger/other-team/stage-a/k/abc!def"));
+        assert!(!r.matches("raw", ".zeroflow/anything"));
+        assert!(r.matches("raw", ".zeroflowish/a.csv"), "only the reserved prefix");
     }
 
     #[test]

@@ -69,7 +69,11 @@ pub struct DataPipelineSpec {
     pub delivery: DeliverySpec,
 }
 
-/// The bucket to watch and which of its objects to process.
+/// The bucket to watch and which of its objects to process. Never processed, whatever the
+/// filter: keys under `.zeroflow/` (zeroflow's ledgers, of any pipeline), folder placeholders
+/// (keys ending in `/`), the pipeline's own outputs, and notifications that change only an
+/// object's metadata (tags, retention, legal hold). A pipeline whose outputs would come back to
+/// its own source through other pipelines (a cycle) is stopped and reported.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceSpec {
@@ -365,7 +369,8 @@ pub struct DataPipelineStatus {
     /// Objects that failed every attempt.
     #[serde(default)]
     pub failed: i64,
-    /// When the last storage event for this pipeline arrived.
+    /// When the last storage notification for this pipeline's source reached the gateway
+    /// (whether it brought new work, a duplicate, or nothing to do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_time: Option<Time>,
     /// When the worker count last changed.

@@ -13,6 +13,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod observe;
 pub mod redrive;
 pub mod settings;
 pub mod source;
@@ -30,13 +31,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -61,6 +62,9 @@ const RECHECK_UNREACHABLE_SOURCE: Duration = Duration::from_secs(30);
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 /// How often deleted pipelines are looked for and their runtimes removed.
 const PRUNE_PERIOD: Duration = Duration::from_secs(2);
+/// A pipeline whose workers cannot run, or that is stopped, is looked at again this often: its
+/// conditions follow the cluster (an image pushed, capacity added, a cycle broken elsewhere).
+const RECHECK_TROUBLE: Duration = Duration::from_secs(15);
 
 /// Everything a reconcile needs, built once at start-up.
 pub struct Context {
@@ -129,13 +133,14 @@ pub async fn run(
     on_synced: impl FnOnce() + Send + 'static,
 ) {
     let client = ctx.client.clone();
-    let (pipelines, deployments, accounts) = match &namespace {
+    let (pipelines, deployments, accounts, pods) = match &namespace {
         Some(ns) => (
             Api::<DeserializeGuard<DataPipeline>>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client.clone(), ns),
-            Api::<ServiceAccount>::namespaced(client, ns),
+            Api::<ServiceAccount>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client, ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     // The cache holds every DataPipeline; managedFields are most of each object's size and the
@@ -150,9 +155,17 @@ pub async fn run(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_annotations, Default::default());
+    // Worker pods belong to ReplicaSets, not to the pipeline: mapped by their pipeline label, so
+    // a pod that cannot start (or starts again) updates its pipeline's conditions at once.
+    let workers = watcher::Config::default()
+        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY},app.kubernetes.io/component=worker"));
     let controller = Controller::for_stream(pipeline_stream, reader)
         .owns(deployments, owned.clone())
         .owns(accounts, owned)
+        .watches(pods, workers, |pod: Pod| {
+            let name = pod.labels().get(build::PIPELINE_LABEL)?.clone();
+            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        })
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency))
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
@@ -289,7 +302,12 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     };
 
     // 4. status
-    let observed = WorkerObservation::from_deployment(&applied.deployment);
+    let mut observed = WorkerObservation::from_deployment(&applied.deployment);
+    let stop = runtime.lock().stop.clone();
+    observed.trouble = match stop {
+        Some(stop) => Some(observe::Trouble { reason: stop.reason.into(), message: stop.message }),
+        None => worker_trouble(ctx, pipeline, &applied.deployment).await,
+    };
     let labels = [key.namespace.as_str(), key.name.as_str()];
     ctx.metrics.replicas.with_label_values(&labels).set(i64::from(observed.replicas));
     let mut fields = conditions_fields(pipeline, &Reconciled::Applied(observed.clone()), Some(&source));
@@ -303,12 +321,32 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     // Problems that may clear up by themselves (a Secret created later, a store coming back)
     // are looked at again soon; configuration problems wait for a change.
     let next = match &source {
+        _ if observed.trouble.is_some() => RECHECK_TROUBLE,
         Err(StoreError::SecretNotFound(_) | StoreError::Unreachable(_) | StoreError::BucketNotFound(_)) => {
             RECHECK_UNREACHABLE_SOURCE
         }
         _ => RESYNC_PERIOD,
     };
     Ok(Action::requeue(next))
+}
+
+/// Why the pipeline's workers cannot run, from its pods and Deployment; `None` when nothing
+/// stands in the way (or the pods cannot be listed, which the next reconcile retries).
+async fn worker_trouble(ctx: &Context, pipeline: &DataPipeline, deployment: &Deployment) -> Option<observe::Trouble> {
+    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let has_pods = deployment.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0;
+    if wanted == 0 && !has_pods {
+        return None;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    let selector = format!("{}={},app.kubernetes.io/component=worker", build::PIPELINE_LABEL, pipeline.name_any());
+    match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => observe::trouble(deployment, &list.items, k8s_openapi::jiff::Timestamp::now()),
+        Err(e) => {
+            warn!(error = %e, "cannot list the worker pods");
+            None
+        }
+    }
 }
 
 /// `observedGeneration` and the conditions for an outcome, merged so that a condition's

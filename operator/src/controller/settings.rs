@@ -89,6 +89,9 @@ pub fn settings(pipeline: &DataPipeline, spec: &ValidSpec) -> Result<Settings, I
         // backfill: false means only objects written after the pipeline was created are work.
         backfill_cutoff: if source.backfill { None } else { created },
         sink_prefix: pipeline.spec.sink.prefix.clone(),
+        sink_bucket: sink_bucket(pipeline).to_owned(),
+        ledger_prefix: ledger_prefix(pipeline),
+        created,
     })
 }
 

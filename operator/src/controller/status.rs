@@ -2,6 +2,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 
+use super::observe::Trouble;
 use crate::api::conditions::{ACTIVE, DEGRADED, Desired, READY, SOURCE_REACHABLE};
 use crate::store::StoreError;
 
@@ -14,6 +15,9 @@ pub struct WorkerObservation {
     pub updated: i32,
     /// The Deployment controller has seen the latest Deployment spec.
     pub rollout_observed: bool,
+    /// Why workers that should run cannot ([`super::observe::trouble`]), or why the pipeline is
+    /// stopped (a cycle): not Ready, and Degraded, with the cluster's own words.
+    pub trouble: Option<Trouble>,
 }
 
 impl WorkerObservation {
@@ -27,6 +31,7 @@ impl WorkerObservation {
             ready: status.ready_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
             rollout_observed: status.observed_generation.unwrap_or(0) >= generation,
+            trouble: None,
         }
     }
 }
@@ -82,7 +87,14 @@ fn outcome_conditions(outcome: &Reconciled) -> Vec<Desired> {
             } else {
                 Desired::new(ACTIVE, false, "ScaledToZero", "no workers are running")
             };
-            vec![ready, active, Desired::new(DEGRADED, false, "AsExpected", "")]
+            match &w.trouble {
+                Some(t) => vec![
+                    Desired::new(READY, false, &t.reason, t.message.clone()),
+                    active,
+                    Desired::new(DEGRADED, true, &t.reason, t.message.clone()),
+                ],
+                None => vec![ready, active, Desired::new(DEGRADED, false, "AsExpected", "")],
+            }
         }
         Reconciled::InvalidSpec(message) => vec![
             Desired::new(READY, false, "InvalidSpec", message.clone()),
@@ -132,7 +144,14 @@ mod tests {
     use super::*;
 
     fn observed(desired: i32, replicas: i32, ready: i32) -> Reconciled {
-        Reconciled::Applied(WorkerObservation { desired, replicas, ready, updated: replicas, rollout_observed: true })
+        Reconciled::Applied(WorkerObservation {
+            desired,
+            replicas,
+            ready,
+            updated: replicas,
+            rollout_observed: true,
+            trouble: None,
+        })
     }
 
     fn find<'a>(conds: &'a [Desired], t: &str) -> &'a Desired {
@@ -157,6 +176,7 @@ mod tests {
                 ready: 1,
                 updated: 3,
                 rollout_observed: true,
+                trouble: None,
             }),
             None,
         );
@@ -174,6 +194,7 @@ mod tests {
                 ready: 0,
                 updated: 0,
                 rollout_observed: false,
+                trouble: None,
             }),
             None,
         );
@@ -185,6 +206,26 @@ mod tests {
         let c = conditions(&observed(2, 2, 2), None);
         assert!(find(&c, READY).status);
         assert_eq!(find(&c, READY).reason, "WorkersReady");
+    }
+
+    #[test]
+    fn workers_that_cannot_run_degrade_with_the_cluster_s_reason() {
+        let trouble = Trouble { reason: "ImagePullBackOff".into(), message: "pod p: Back-off pulling image".into() };
+        let w = WorkerObservation {
+            desired: 1,
+            replicas: 1,
+            rollout_observed: true,
+            trouble: Some(trouble),
+            ..Default::default()
+        };
+        let c = conditions(&Reconciled::Applied(w), Some(&Ok(())));
+        assert_eq!((find(&c, READY).status, find(&c, READY).reason.as_str()), (false, "ImagePullBackOff"));
+        assert_eq!(
+            (find(&c, DEGRADED).status, find(&c, DEGRADED).message.as_str()),
+            (true, "pod p: Back-off pulling image")
+        );
+        assert!(find(&c, ACTIVE).status, "it wants workers");
+        assert!(find(&c, SOURCE_REACHABLE).status);
     }
 
     #[test]

@@ -22,11 +22,13 @@ use object_store::ObjectStore;
 use tokio::sync::{Notify, mpsc};
 use zeroflow_core::PipelineKey;
 use zeroflow_core::admission::{Admission, AdmitReport, Overloaded};
+use zeroflow_core::backlog::ObjectId;
 use zeroflow_core::backlog::{Admitted, Backlog, BacklogConfig, Millis, WorkItem};
 use zeroflow_core::cold_starts::ColdStart;
-use zeroflow_core::events::StorageEvent;
+use zeroflow_core::events::{EventKind, StorageEvent};
 use zeroflow_core::leases::LeaseTable;
 use zeroflow_core::ledger::Ledger;
+use zeroflow_core::lineage::{self, Stage};
 use zeroflow_core::resync::SourceFilter;
 use zeroflow_core::routing::{Route, RouteTable};
 use zeroflow_core::scaling::usage::Usage;
@@ -50,6 +52,13 @@ pub struct Settings {
     /// Objects last modified before this are not work (`backfill: false`).
     pub backfill_cutoff: Option<SystemTime>,
     pub sink_prefix: String,
+    /// The bucket outputs and the ledger go to.
+    pub sink_bucket: String,
+    /// The ledger's prefix in the sink bucket: every other pipeline reading that bucket
+    /// excludes it.
+    pub ledger_prefix: String,
+    /// When the DataPipeline was created: of pipelines that form a cycle, the newest is stopped.
+    pub created: Option<SystemTime>,
 }
 
 impl Settings {
@@ -81,8 +90,32 @@ impl Settings {
             resync_interval: Duration::ZERO,
             backfill_cutoff: None,
             sink_prefix: String::new(),
+            sink_bucket: String::new(),
+            ledger_prefix: String::new(),
+            created: None,
         }
     }
+
+    /// This pipeline as lineage sees it.
+    fn stage(&self, key: &PipelineKey) -> Stage {
+        Stage {
+            key: key.clone(),
+            created: self.created,
+            source_bucket: self.route.bucket.clone(),
+            source_prefix: self.route.prefix.clone().unwrap_or_default(),
+            sink_bucket: self.sink_bucket.clone(),
+            sink_prefix: self.sink_prefix.clone(),
+        }
+    }
+}
+
+/// Why a pipeline runs no work: set by the runtime, not by its spec, and reported in its
+/// conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    /// One CamelCase word for conditions and Events (`PipelineCycle`).
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// How the pipeline reaches its store: set by the controller once the store's credentials
@@ -115,7 +148,7 @@ impl Seed {
 /// by the gateway (admit), the work API (lease, finish) and resync (admit), each through the
 /// backlog's own methods; `leases` and `cold_start` the work API (the scaler opens cold starts);
 /// `scale` the scaler; `progress` the progress publisher; `resync` the resync task; `status`
-/// the status writer.
+/// the status writer; `stop` the map itself (lineage over every pipeline).
 pub struct State {
     pub settings: Arc<Settings>,
     pub access: Option<Arc<Access>>,
@@ -127,6 +160,8 @@ pub struct State {
     pub progress: progress::Published,
     pub resync: resync::Schedule,
     pub status: Written,
+    /// While set, nothing is leased and the workers scale to zero (once idle).
+    pub stop: Option<Stop>,
 }
 
 /// One pipeline's runtime.
@@ -226,16 +261,16 @@ impl Pipelines {
     pub fn upsert(&self, key: &PipelineKey, settings: Settings, seed: &Seed) -> Arc<Pipeline> {
         let settings = Arc::new(settings);
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        let (pipeline, route_changed) = match map.get(key) {
+        let (pipeline, changed) = match map.get(key) {
             Some(existing) => {
                 let mut state = existing.lock();
-                let route_changed = state.settings.route != settings.route;
-                if state.settings != settings {
+                let changed = state.settings != settings;
+                if changed {
                     state.backlog.reconfigure(settings.backlog.clone());
                     state.settings = settings;
                 }
                 drop(state);
-                (existing.clone(), route_changed)
+                (existing.clone(), changed)
             }
             None => {
                 let mut backlog = Backlog::new(settings.backlog.clone());
@@ -250,6 +285,7 @@ impl Pipelines {
                     progress: progress::Published::new(&seed.status),
                     resync: resync::Schedule::default(),
                     status: Written::seeded(&seed.status),
+                    stop: None,
                     settings,
                 };
                 let pipeline = Arc::new(Pipeline { key: key.clone(), notify: Notify::new(), state: Mutex::new(state) });
@@ -257,10 +293,15 @@ impl Pipelines {
                 (pipeline, true)
             }
         };
-        if route_changed {
+        if changed {
             self.rebuild_routes(&map);
         }
         pipeline
+    }
+
+    /// The stop of a pipeline, when lineage or something else holds it.
+    pub fn stop(&self, key: &PipelineKey) -> Option<Stop> {
+        self.get(key).and_then(|p| p.lock().stop.clone())
     }
 
     /// Stops serving a pipeline: its runtime, route and metric series go at once; waiting lease
@@ -291,9 +332,49 @@ impl Pipelines {
         gone
     }
 
+    /// Rebuilds what is derived from every pipeline's settings: the route index (each route
+    /// also excludes the ledgers other pipelines keep in its bucket) and the lineage stops.
     fn rebuild_routes(&self, map: &HashMap<PipelineKey, Arc<Pipeline>>) {
-        let table = RouteTable::new(map.values().map(|p| p.lock().settings.route.clone()));
+        let settings: Vec<(PipelineKey, Arc<Settings>)> =
+            map.values().map(|p| (p.key.clone(), p.lock().settings.clone())).collect();
+        let routes = settings.iter().map(|(_, s)| {
+            let mut route = s.route.clone();
+            route.exclude_prefixes.extend(ledgers_in(&settings, &route.bucket));
+            route
+        });
+        let table = RouteTable::new(routes);
         *self.routes.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+
+        let stages: Vec<Stage> = settings.iter().map(|(key, s)| s.stage(key)).collect();
+        let cycles = lineage::cycles(&stages);
+        for pipeline in map.values() {
+            let stop = cycles.iter().find(|c| c.stopped == pipeline.key).map(|cycle| Stop {
+                reason: "PipelineCycle",
+                message: format!(
+                    "stopped: its outputs come back to its own source through {} (every hop would write new \
+                     objects, forever); change a sink or a source filter to break the cycle",
+                    cycle.describe()
+                ),
+            });
+            let mut state = pipeline.lock();
+            if state.stop != stop {
+                if let Some(stop) = &stop {
+                    tracing::warn!(pipeline = %pipeline.key, message = stop.message, "pipeline cycle");
+                }
+                state.stop = stop;
+                drop(state);
+                pipeline.notify.notify_waiters();
+            }
+        }
+    }
+
+    /// The ledger prefixes kept in `bucket` by every pipeline: resync skips them all.
+    pub fn ledgers_in(&self, bucket: &str) -> Vec<String> {
+        let settings: Vec<(PipelineKey, Arc<Settings>)> = {
+            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+            map.values().map(|p| (p.key.clone(), p.lock().settings.clone())).collect()
+        };
+        ledgers_in(&settings, bucket)
     }
 
     /// Admits one object revision found outside the gateway (resync, re-drive) and wakes the
@@ -337,6 +418,22 @@ impl Admission for Pipelines {
                     report.unrouted += 1;
                     continue;
                 };
+                // Any notification routed here counts as the pipeline's last event, whatever it
+                // turns out to be (new, duplicate, skipped).
+                pipeline.lock().progress.event_admitted(SystemTime::now());
+                if event.kind == EventKind::Removed {
+                    let object = ObjectId { bucket: event.bucket.clone(), key: event.key.clone() };
+                    let withdrawn = pipeline.lock().backlog.withdraw(
+                        &object,
+                        event.sequencer.as_deref(),
+                        event.version_id.as_deref(),
+                    );
+                    if withdrawn {
+                        self.metrics.skipped(&key, Skipped::Gone, 1);
+                        report.withdrawn += 1;
+                    }
+                    continue;
+                }
                 if event.is_folder_marker() {
                     self.metrics.skipped(&key, Skipped::FolderMarker, 1);
                     report.skipped += 1;
@@ -346,7 +443,6 @@ impl Admission for Pipelines {
                 match state.backlog.admit(WorkItem::from(event), now) {
                     Ok(Admitted::New | Admitted::Superseded) => {
                         report.accepted += 1;
-                        state.progress.event_admitted(SystemTime::now());
                         drop(state);
                         if !woken.iter().any(|p| Arc::ptr_eq(p, &pipeline)) {
                             woken.push(pipeline);
@@ -366,6 +462,15 @@ impl Admission for Pipelines {
         }
         if overloaded { Err(Overloaded { retry_after_secs: self.retry_after_secs }) } else { Ok(report) }
     }
+}
+
+/// The ledger prefixes the pipelines in `settings` keep in `bucket`.
+fn ledgers_in(settings: &[(PipelineKey, Arc<Settings>)], bucket: &str) -> Vec<String> {
+    settings
+        .iter()
+        .filter(|(_, s)| s.sink_bucket == bucket && !s.ledger_prefix.is_empty())
+        .map(|(_, s)| s.ledger_prefix.clone())
+        .collect()
 }
 
 /// Distinguishes this process's lease ids from an earlier run's.

@@ -80,21 +80,19 @@ pub async fn run(pipelines: Arc<Pipelines>) {
 async fn pass(pipelines: &Pipelines, pipeline: &Pipeline) -> Result<(), ResyncError> {
     let (settings, Some(access)) = ({ pipeline.settings() }, pipeline.access()) else { return Ok(()) };
     let key = &pipeline.key;
-    let report = resync::resync(
-        access.source_store.as_ref(),
-        &settings.source_filter,
-        &access.ledger,
-        settings.backfill_cutoff,
-        |item| {
+    // The ledgers other pipelines keep in this bucket are never work.
+    let mut filter = settings.source_filter.clone();
+    filter.exclude.extend(pipelines.ledgers_in(&filter.bucket));
+    let report =
+        resync::resync(access.source_store.as_ref(), &filter, &access.ledger, settings.backfill_cutoff, |item| {
             let now = pipelines.now();
             match pipeline.lock().backlog.admit(item, now) {
                 Ok(Admitted::New | Admitted::Superseded) => Admission::Queued,
                 Ok(Admitted::Duplicate) => Admission::AlreadyQueued,
                 Err(_) => Admission::Full,
             }
-        },
-    )
-    .await?;
+        })
+        .await?;
     pipelines.metrics().resynced(key, report.took, report.discovered);
     if report.discovered > 0 {
         pipeline.notify.notify_waiters();

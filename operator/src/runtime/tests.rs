@@ -1,4 +1,4 @@
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use zeroflow_core::events::{EventKind, StorageEvent};
 
@@ -48,7 +48,7 @@ fn events_reach_every_matching_pipeline_and_kick_the_scaler_once_per_request() {
     );
     let events = [created("raw", "x.csv", "1"), created("raw", "y.csv", "1"), created("other", "z", "1")];
     let report = p.admit(&events, Instant::now()).expect("admitted");
-    assert_eq!(report, AdmitReport { accepted: 4, duplicate: 0, unrouted: 1, skipped: 0 });
+    assert_eq!(report, AdmitReport { accepted: 4, duplicate: 0, unrouted: 1, skipped: 0, withdrawn: 0 });
     assert_eq!((a.lock().backlog.counts().pending, b.lock().backlog.counts().pending), (2, 2));
     let mut kicked: Vec<_> = std::iter::from_fn(|| kicks.try_recv().ok()).map(|k| k.pipeline.name).collect();
     kicked.sort();
@@ -124,4 +124,63 @@ fn new_settings_keep_the_backlog_and_rebuild_routes() {
     assert_eq!(moved.lock().backlog.counts().pending, 1, "the backlog stays");
     assert!(p.routes().routes_for(&created("raw", "y", "1")).is_empty());
     assert_eq!(p.routes().routes_for(&created("landing", "y", "1")), vec![key]);
+}
+
+#[test]
+fn a_removal_withdraws_a_pending_upload_it_comes_after() {
+    let (p, _kicks) = pipelines();
+    let a = p.upsert(
+        &PipelineKey::new("ns", "a"),
+        Settings::new(route("ns", "a", "raw"), BacklogConfig::default()),
+        &Seed::default(),
+    );
+    let mut upload = created("raw", "oops.csv", "1");
+    upload.sequencer = Some("0001".into());
+    p.admit(&[upload], Instant::now()).expect("admitted");
+    let removal = StorageEvent {
+        kind: EventKind::Removed,
+        etag: None,
+        sequencer: Some("0002".into()),
+        ..created("raw", "oops.csv", "")
+    };
+    let report = p.admit(&[removal], Instant::now()).expect("answered");
+    assert_eq!(report.withdrawn, 1);
+    assert!(a.lock().backlog.is_idle(), "deleted before any worker got to it: nothing to do");
+}
+
+#[test]
+fn other_pipelines_ledgers_are_excluded_and_a_cycle_stops_its_newest_pipeline() {
+    let (p, _kicks) = pipelines();
+    let stage = |name: &str, created: u64, source: (&str, &str), sink: (&str, &str)| {
+        let mut route = route("team-a", name, source.0);
+        route.prefix = Some(source.1.to_owned()).filter(|s| !s.is_empty());
+        route.exclude_prefixes.clear();
+        let mut s = Settings::new(route, BacklogConfig::default());
+        s.sink_bucket = sink.0.into();
+        s.sink_prefix = sink.1.into();
+        s.ledger_prefix = format!("ledgers/{name}/");
+        s.created = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(created));
+        (PipelineKey::new("team-a", name), s)
+    };
+    let (a, sa) = stage("stage-a", 1, ("in-bucket", "incoming/"), ("mid-bucket", "zeroflow-output/"));
+    let (b, sb) = stage("stage-b", 2, ("mid-bucket", ""), ("out-bucket", "zeroflow-output/"));
+    p.upsert(&a, sa, &Seed::default());
+    p.upsert(&b, sb, &Seed::default());
+    // stage-a keeps its ledger (a custom prefix) in mid-bucket, which stage-b reads whole.
+    assert!(p.routes().routes_for(&created("mid-bucket", "ledgers/stage-a/k/x!y", "1")).is_empty());
+    assert_eq!(p.routes().routes_for(&created("mid-bucket", "zeroflow-output/incoming/x/y", "1")), vec![b.clone()]);
+    assert_eq!(p.ledgers_in("mid-bucket"), vec!["ledgers/stage-a/".to_owned()]);
+    assert!(p.stop(&a).is_none() && p.stop(&b).is_none(), "a chain runs");
+    let (c, sc) = stage("stage-c", 3, ("out-bucket", ""), ("in-bucket", "incoming/"));
+    p.upsert(&c, sc, &Seed::default());
+    let stop = p.stop(&c).expect("the pipeline that closed the cycle is stopped");
+    assert_eq!(stop.reason, "PipelineCycle");
+    assert!(
+        stop.message.contains("team-a/stage-c -> team-a/stage-a -> team-a/stage-b -> team-a/stage-c"),
+        "{}",
+        stop.message
+    );
+    assert!(p.stop(&a).is_none() && p.stop(&b).is_none(), "the others keep running");
+    p.remove(&a);
+    assert!(p.stop(&c).is_none(), "the cycle is gone with stage-a");
 }

@@ -290,7 +290,11 @@ impl Scaler {
         let now_ms = self.pipelines.millis_at(now);
         let mut guard = pipeline.lock();
         let state = &mut *guard;
-        let counts = state.backlog.counts();
+        let mut counts = state.backlog.counts();
+        if state.stop.is_some() {
+            // A stopped pipeline leases nothing: what waits is no reason for workers.
+            counts.pending = 0;
+        }
         let (pods, anonymous) = state.leases.busy_pods(now_ms);
         let spec = state.settings.scale.clone();
         let cpu = spec.cpu_per_replica;

@@ -105,8 +105,9 @@ impl WorkApi {
                 let mut state = pipeline.lock();
                 let config = state.backlog.config().clone();
                 let expired = state.backlog.expire(now);
-                // Without store access nothing can be handed out; the lease waits for it.
-                let lease = if access.is_some() { state.backlog.lease(now) } else { None };
+                // Without store access nothing can be handed out; the lease waits for it. A
+                // stopped pipeline (a cycle) hands out nothing either.
+                let lease = if access.is_some() && state.stop.is_none() { state.backlog.lease(now) } else { None };
                 state.leases.sweep(now, config.lease_duration_ms.saturating_mul(FORGET_AFTER_LEASES));
                 Step {
                     expired,

@@ -463,3 +463,27 @@ fn the_oldest_pending_item_ages_from_its_first_admission() {
     b.fail(a.id, true, "x", 100).expect("held");
     assert_eq!(b.oldest_pending_age(120), Some(110), "a retry keeps its first admission");
 }
+
+#[test]
+fn a_removal_withdraws_the_pending_revision_it_comes_after() {
+    let mut b = Backlog::new(config());
+    let object = ObjectId { bucket: "b".into(), key: "a".into() };
+    b.admit(with_seq(item("a", "1"), "0A"), 0).expect("admitted");
+    assert!(!b.withdraw(&object, Some("09"), None), "an older removal (delete, then this upload)");
+    assert!(!b.withdraw(&object, None, None), "nothing to compare: kept");
+    assert!(b.withdraw(&object, Some("0B"), None), "deleted after it was uploaded");
+    assert_eq!(b.counts(), Counts { pending: 0, in_flight: 0, succeeded: 0, failed: 0, skipped: 1 });
+    // By version: the removal of that very version.
+    let mut versioned = item("v", "1");
+    versioned.version_id = Some("v1".into());
+    b.admit(versioned, 1).expect("admitted");
+    let v = ObjectId { bucket: "b".into(), key: "v".into() };
+    assert!(!b.withdraw(&v, None, Some("v0")));
+    assert!(b.withdraw(&v, None, Some("v1")));
+    // A leased revision is the worker's business.
+    b.admit(with_seq(item("l", "1"), "01"), 2).expect("admitted");
+    let lease = b.lease(2).expect("leased");
+    assert!(!b.withdraw(&lease.item.object, Some("FF"), None));
+    assert_eq!(b.counts().in_flight, 1);
+    checked(&b);
+}

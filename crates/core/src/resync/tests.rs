@@ -95,6 +95,20 @@ async fn partial_prefix_suffix_and_exclusions_limit_the_work() {
     assert_eq!(admitted, ["im.csv", "in/2024-a.csv", "in/2024-b.txt", "in/2025-a.csv", "j.csv"]);
 }
 
+/// Another pipeline's ledger in the same bucket (stage B reading stage A's sink) is never work,
+/// whatever its prefix, and neither are folder placeholders.
+#[tokio::test]
+async fn zeroflow_keys_of_any_pipeline_are_never_work() {
+    let store = Arc::new(InMemory::new());
+    let ledger = Ledger::new(store.clone(), ".zeroflow/ledger/ns/stage-b/").expect("ledger");
+    for key in ["one.txt", ".zeroflow/ledger/ns/stage-a/k/Fx!Gy", ".zeroflow/other/x", "zeta.txt"] {
+        put(&store, key).await;
+    }
+    let everything = SourceFilter { bucket: BUCKET.into(), prefix: String::new(), suffix: None, exclude: vec![] };
+    let (_, admitted) = run(&store, &everything, &ledger, None).await;
+    assert_eq!(admitted, ["one.txt", "zeta.txt"]);
+}
+
 #[tokio::test]
 async fn excluded_ranges_are_jumped_over_not_listed() {
     let (store, ledger) = setup();
