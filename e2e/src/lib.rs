@@ -4,7 +4,9 @@
 //! own namespace and, when it needs one, its own operator process watching only that namespace,
 //! so tests run in parallel without seeing each other.
 
+pub mod chart;
 pub mod pipelines;
+pub mod prometheus_server;
 pub mod work_api;
 pub mod workers;
 

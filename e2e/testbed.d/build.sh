@@ -120,9 +120,23 @@ build_prometheus() {
   go_install prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/prometheus "$(prometheus_ldflags)" remove_all_sd
 }
 
+# The CRDs of prometheus-operator the chart renders objects of, copied out of its Go module
+# (example/prometheus-operator-crd/); nothing is built.
+build_monitoring_crds() {
+  local v=$PROMETHEUS_OPERATOR_VERSION out dir crd; out=$(bin_dir monitoring-crds "$v")
+  is_built monitoring-crds "$v" && return
+  log "fetching prometheus-operator $v's CRDs"
+  dir=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+  mkdir -p "$out"
+  for crd in servicemonitors podmonitors prometheusrules; do
+    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$crd.yaml" "$out/"
+  done
+  mark_built monitoring-crds "$v"
+}
+
 main() {
   local what=("$@") t start=$SECONDS
-  ((${#what[@]})) || what=(etcd kubernetes kwok helm minio mc promtool prometheus)
+  ((${#what[@]})) || what=(etcd kubernetes kwok helm minio mc promtool prometheus monitoring_crds)
   for t in "${what[@]}"; do timed "$t" "build_$t"; done
   log "all builds ready in $((SECONDS - start)) s"
 }

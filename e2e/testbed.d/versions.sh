@@ -9,3 +9,6 @@ MC_VERSION=v0.0.0-20250313080218-cf909e1063a9
 # Prometheus (cmd/prometheus, cmd/promtool) for the chart's alert rule tests and the dashboard
 # test; its Go module tags v0.3MM.P for Prometheus v3.MM.P.
 PROMETHEUS_VERSION=v0.316.0
+# prometheus-operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule), from its Go module,
+# so the apiserver validates the chart's monitoring objects.
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
