@@ -5,6 +5,8 @@
 //! `alerts`: the PrometheusRule through `promtool check rules` and `promtool test rules`.
 //! `cluster`: renders applied to the apiserver, and real releases (install, RBAC, the pod patch
 //! guard, upgrade, uninstall, CRD adoption).
+//! `trust`: the README's extraVolumes recipe for a store signed by a private CA, against a real
+//! MinIO serving TLS.
 //!
 //! The real CRD (datapipelines.zeroflow.dev) is never modified: releases are installed from a
 //! test copy of the chart whose CRD is renamed into a per-test API group, so other suites
@@ -14,3 +16,4 @@
 mod alerts;
 mod cluster;
 mod render;
+mod trust;
