@@ -155,6 +155,16 @@ async fn monitoring_crds() -> anyhow::Result<Vec<String>> {
 }
 
 #[tokio::test]
+async fn helm_install_refuses_bad_values_before_creating_anything() -> anyhow::Result<()> {
+    let chart = chart::chart().display().to_string();
+    let args = ["install", "zf-bad", chart.as_str(), "-n", "default", "--set", "logFormat=xml", "--dry-run=server"];
+    let out = helm_run(&args).await?.failure("helm install with logFormat=xml")?;
+    anyhow::ensure!(out.contains("value must be one of 'plain', 'json'"), "{out}");
+    anyhow::ensure!(!out.contains("cluster unreachable"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn default_render_is_accepted_by_the_apiserver() -> anyhow::Result<()> {
     let client = client().await?;
     let ns = new_ns(&client, "zfc-dry", true).await?;

@@ -187,12 +187,7 @@ async fn schema_refuses_bad_values_with_a_readable_message() -> anyhow::Result<(
         render(&["--set", "defaultStore.endpoint=http://minio:9000", "--set", "defaultStore.credentialsSecret=s3"])
             .await?;
     let deployment = find(&out, "Deployment", "zf-zeroflow")?.to_string();
-    ensure_contains("default store env", &deployment, "ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY")?;
-    // helm install refuses the same values before touching the cluster.
-    let chart = chart_arg();
-    let args = ["install", "zf-bad", chart.as_str(), "-n", "default", "--set", "logFormat=xml", "--dry-run=server"];
-    let out = helm_run(&args).await?.failure("helm install with logFormat=xml")?;
-    ensure_contains("install logFormat xml", &out, "value must be one of 'plain', 'json'")
+    ensure_contains("default store env", &deployment, "ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY")
 }
 
 #[tokio::test]
