@@ -137,6 +137,27 @@ pub fn documents(yaml: &str) -> anyhow::Result<Vec<Value>> {
     Ok(docs)
 }
 
+/// The documents of a rendered YAML stream as helm wrote them, each with its parsed object
+/// (empty documents left out). Writing the text back keeps what a YAML 1.2 parser would read
+/// differently from Kubernetes' YAML 1.1 (`defaultMode: 0440` is octal to Kubernetes).
+pub fn raw_documents(yaml: &str) -> anyhow::Result<Vec<(String, Value)>> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    for line in yaml.lines().chain(std::iter::once("---")) {
+        if line == "---" {
+            let parsed = documents(&current)?;
+            if let Some(value) = parsed.into_iter().next() {
+                docs.push((std::mem::take(&mut current), value));
+            }
+            current.clear();
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    Ok(docs)
+}
+
 /// The object of `kind` named `name` among `docs`.
 pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> anyhow::Result<&'a Value> {
     docs.iter()
@@ -241,6 +262,15 @@ mod tests {
         assert!(!renamed.contains("shortNames") && !renamed.contains("categories"), "{renamed}");
         assert!(renamed.contains("name: InFlight"), "{renamed}");
         assert!(rename_crd("kind: Other\n", "g", false).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn raw_documents_keep_the_text() -> anyhow::Result<()> {
+        let docs = raw_documents("---\n# Source: a\nkind: A\nmode: 0440\n---\n---\nkind: B\n")?;
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].0, "# Source: a\nkind: A\nmode: 0440\n");
+        assert_eq!(docs[1].1["kind"], "B");
         Ok(())
     }
 
