@@ -1,4 +1,4 @@
-//! Helpers for the Helm chart tests (`tests/chart.rs`, `tests/dashboard.rs`): the testbed's
+//! Helpers for the Helm chart tests (`tests/chart/`, `tests/dashboard.rs`): the testbed's
 //! helm, kubectl, promtool and prometheus, renders parsed into objects, and test copies of the
 //! chart whose CRD is renamed into a per-test API group.
 

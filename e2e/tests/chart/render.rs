@@ -335,6 +335,23 @@ async fn monitors_scrape_the_metrics_port_and_honor_zeroflow_labels() -> anyhow:
     // The value is what is rendered (the dashboard test shows what false would break).
     let docs = render(&["--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.honorLabels=false"]).await?;
     assert_eq!(find(&docs, "ServiceMonitor", "zf-zeroflow")?["spec"]["endpoints"][0]["honorLabels"], false);
+    // Relabelings are passed through as they are, on either monitor.
+    let relabel = r#"[{"sourceLabels":["exported_namespace"],"regex":"(.+)","targetLabel":"namespace"}]"#;
+    for (monitor, endpoints) in [("serviceMonitor", "endpoints"), ("podMonitor", "podMetricsEndpoints")] {
+        let docs = render(&[
+            "--set",
+            &format!("{monitor}.enabled=true"),
+            "--set-json",
+            &format!("{monitor}.metricRelabelings={relabel}"),
+            "--set-json",
+            &format!(r#"{monitor}.relabelings=[{{"action":"labeldrop","regex":"endpoint"}}]"#),
+        ])
+        .await?;
+        let kind = if monitor == "serviceMonitor" { "ServiceMonitor" } else { "PodMonitor" };
+        let endpoint = &find(&docs, kind, "zf-zeroflow")?["spec"][endpoints][0];
+        assert_eq!(endpoint["metricRelabelings"], serde_json::from_str::<Value>(relabel)?, "{endpoint}");
+        assert_eq!(endpoint["relabelings"][0]["action"], "labeldrop", "{endpoint}");
+    }
     Ok(())
 }
 
