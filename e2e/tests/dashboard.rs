@@ -9,7 +9,9 @@
 //! every panel and every template variable is evaluated against each: each returns series, and
 //! the namespace variable filters pipelines by their own namespace. The same scrape without
 //! `honorLabels` is the control: there the namespace variable only offers the operator's
-//! namespace, which is the bug the flag prevents.
+//! namespace, which is the bug the flag prevents. A fourth server stands for a Prometheus whose
+//! operator overrides honorLabels, with the chart README's `metricRelabelings` example, which
+//! must put the pipelines' namespace back.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -22,7 +24,7 @@ use zeroflow_e2e::chart::{self, documents, find, template};
 use zeroflow_e2e::pipelines::{Buckets, WEBHOOK, upload};
 use zeroflow_e2e::prometheus_server::Prometheus;
 use zeroflow_e2e::workers::HostWorkers;
-use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, free_port};
+use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, free_port, mc};
 use zeroflow_operator::api::DataPipeline;
 
 /// The dashboard's time range, rate interval and interval in the queries: longer than the test,
@@ -36,6 +38,8 @@ const SCRAPE: &str = "1s";
 struct Scrape {
     honor_labels: bool,
     labels: Value,
+    /// The monitor's metricRelabelings as Prometheus' metric_relabel_configs.
+    metric_relabel_configs: Value,
 }
 
 /// Renders the chart as release `zeroflow` in `namespace` with `args` and derives the scrape of
@@ -65,8 +69,8 @@ async fn scrape_of_render(namespace: &str, args: &[&str]) -> anyhow::Result<Scra
             .find(|p| p["name"] == endpoint["port"])
             .context("the ServiceMonitor's port is not on the Service")?;
         let name = service["metadata"]["name"].as_str().context("service name")?.to_owned();
-        let endpoint =
-            json!({"honorLabels": endpoint["honorLabels"], "port": port["targetPort"], "path": endpoint["path"]});
+        let endpoint = json!({"honorLabels": endpoint["honorLabels"], "port": port["targetPort"], "path": endpoint["path"],
+                              "metricRelabelings": endpoint["metricRelabelings"]});
         (endpoint, name.clone(), Some(name))
     } else {
         let monitor = find(&docs, "PodMonitor", "zeroflow")?;
@@ -91,7 +95,38 @@ async fn scrape_of_render(namespace: &str, args: &[&str]) -> anyhow::Result<Scra
     if let Some(service) = service {
         labels["service"] = json!(service);
     }
-    Ok(Scrape { honor_labels: endpoint["honorLabels"].as_bool().unwrap_or(false), labels })
+    Ok(Scrape {
+        honor_labels: endpoint["honorLabels"].as_bool().unwrap_or(false),
+        labels,
+        metric_relabel_configs: relabel_configs(&endpoint["metricRelabelings"]),
+    })
+}
+
+/// prometheus-operator RelabelConfigs (camelCase) as Prometheus relabel_configs (snake_case).
+fn relabel_configs(relabelings: &Value) -> Value {
+    let field = |name: &str| match name {
+        "sourceLabels" => "source_labels".to_owned(),
+        "targetLabel" => "target_label".to_owned(),
+        other => other.to_owned(),
+    };
+    let configs = relabelings.as_array().into_iter().flatten().filter_map(|r| {
+        let object = r.as_object()?;
+        Some(Value::Object(object.iter().map(|(k, v)| (field(k), v.clone())).collect()))
+    });
+    Value::Array(configs.collect())
+}
+
+/// The chart README's values for a Prometheus whose operator overrides honorLabels: its YAML
+/// example that sets metricRelabelings.
+fn readme_relabel_values() -> anyhow::Result<String> {
+    let readme = std::fs::read_to_string(chart::chart().join("README.md"))?;
+    readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.contains("metricRelabelings:"))
+        .map(str::to_owned)
+        .context("no YAML example with metricRelabelings in the chart README")
 }
 
 /// prometheus.yml scraping the operator's metrics port with `scrape`.
@@ -102,6 +137,7 @@ fn prometheus_config(scrape: &Scrape, metrics_port: u16) -> anyhow::Result<Strin
             "job_name": "zeroflow",
             "honor_labels": scrape.honor_labels,
             "metrics_path": "/metrics",
+            "metric_relabel_configs": scrape.metric_relabel_configs,
             "static_configs": [{"targets": [format!("127.0.0.1:{metrics_port}")], "labels": scrape.labels}],
         }],
     });
@@ -250,14 +286,14 @@ async fn dashboard_queries_work_through_the_charts_monitors() -> anyhow::Result<
 
     // invoices in a and reports in b: one object each before the operator starts (found by
     // resync), then good ones, and in a ones the transform fails (maxAttempts 1: recorded as
-    // failed). A pipeline in a whose worker Deployment name is taken fails to reconcile.
+    // failed). A pipeline in a whose worker Deployment name is taken fails to reconcile; a
+    // pipeline created late in b has a resync pass while Prometheus watches.
     let transform = r#"if grep -q bad "$ZEROFLOW_INPUT"; then echo "bad input" >&2; exit 3; fi; tr a-z A-Z < "$ZEROFLOW_INPUT" > "$ZEROFLOW_OUTPUT_DIR/upper.txt""#;
     let spec = json!({
         "scaling": {"maxReplicas": 2, "targetPerReplica": 2, "idleTimeout": "3s", "scaleDownStabilization": "1s"},
         "transform": {"image": "example.org/t:1", "command": ["sh", "-c", transform], "contract": "exec",
                       "resources": {"requests": {"cpu": "250m"}}},
         "delivery": {"maxAttempts": 1},
-        "source": {"resyncInterval": "5s"},
         "sink": {"prefix": "out/"}
     });
     let (store_a, store_b) = (Buckets::create(&client, &a, "dash").await?, Buckets::create(&client, &b, "dash").await?);
@@ -303,8 +339,8 @@ async fn dashboard_queries_work_through_the_charts_monitors() -> anyhow::Result<
     let operator = Operator::start_with(&sys.name, "solo", &flags).await?;
     operator.wait_ready(TIMEOUT).await?;
 
-    // Prometheus servers scraping it through the ServiceMonitor, the PodMonitor, and (the
-    // control) the ServiceMonitor with honorLabels off.
+    // Prometheus servers scraping it through the ServiceMonitor, the PodMonitor, (the control)
+    // the ServiceMonitor with honorLabels off, and the README's relabelling.
     let through_service = scrape_of_render(&sys.name, &["--set", "serviceMonitor.enabled=true"]).await?;
     let through_pods = scrape_of_render(&sys.name, &["--set", "podMonitor.enabled=true"]).await?;
     let without_honor = scrape_of_render(
@@ -313,19 +349,38 @@ async fn dashboard_queries_work_through_the_charts_monitors() -> anyhow::Result<
     )
     .await?;
     assert!(through_service.honor_labels && through_pods.honor_labels && !without_honor.honor_labels);
+    // A Prometheus whose operator overrides honorLabels (honor_labels: false whatever the
+    // monitor says), with the README's metricRelabelings.
+    let values = std::env::temp_dir().join(format!("zf-readme-relabel-{}.yaml", sys.name));
+    std::fs::write(&values, readme_relabel_values()?)?;
+    let values_arg = values.display().to_string();
+    let mut overridden =
+        scrape_of_render(&sys.name, &["--set", "serviceMonitor.enabled=true", "-f", &values_arg]).await?;
+    let _ = std::fs::remove_file(&values);
+    assert_eq!(overridden.metric_relabel_configs.as_array().map(Vec::len), Some(2), "{overridden:?}");
+    overridden.honor_labels = false;
     let mut servers = Vec::new();
-    for scrape in [&through_service, &through_pods, &without_honor] {
+    for scrape in [&through_service, &through_pods, &without_honor, &overridden] {
         servers.push(Prometheus::start(&prometheus_config(scrape, operator.metrics_port)?).await?);
     }
 
-    store_a.notify_on_put().await?;
-    store_b.notify_on_put().await?;
+    // MinIO's target without a queue directory posts each event at once (the queued one polls
+    // its directory every few seconds), so each round's first object scales from zero through
+    // the event path, which is what the event-to-scale histogram measures.
+    for store in [&store_a, &store_b] {
+        let target = format!("{}/{}", std::env::var("ZF_MC_ALIAS")?, store.source);
+        let arn = std::env::var("ZF_WEBHOOK_ARN_NO_QUEUE")?;
+        eventually("mc event add", TIMEOUT, || async {
+            Ok(mc(&["event", "add", &target, &arn, "--event", "put"]).await.ok())
+        })
+        .await?;
+    }
     let _workers_a = HostWorkers::start(client.clone(), &a.name, "invoices")?;
     let _workers_b = HostWorkers::start(client.clone(), &b.name, "reports")?;
     // Two rounds: Prometheus only sees a series' increase from its second sample on (a series
     // that appears at its final value has rate 0), so the first round creates every series and
     // the second, after the workers are back at zero, moves them all: another scale from zero,
-    // cold start, successes, a failure, resyncs (every 5s) and reconciles.
+    // cold start, successes, a failure and reconciles.
     let deployments = |ns: &str| Api::<Deployment>::namespaced(client.clone(), ns);
     let round = |n: usize, (done_a, failed_a, done_b): (i64, i64, i64)| {
         let (store_a, store_b, a, b) = (&store_a, &store_b, &a.name, &b.name);
@@ -364,10 +419,12 @@ async fn dashboard_queries_work_through_the_charts_monitors() -> anyhow::Result<
     })
     .await?;
     round(2, (3, 2, 3)).await?;
+    // The periodic resync (every 5 minutes by default) would not run again while Prometheus
+    // watches; a new pipeline's first pass does.
+    let late = store_b.pipeline("late", "late/", spec.clone())?;
+    Api::<DataPipeline>::namespaced(client.clone(), &b.name).create(&PostParams::default(), &late).await?;
     for server in &servers {
         scraped(server, 6.0, 2.0).await?;
-        // Resync passes run every 5 s; the last round can be over before one ran while
-        // Prometheus was watching.
         eventually("prometheus saw a resync pass", TIMEOUT, || async {
             let query = "increase(zeroflow_resync_duration_seconds_count[10m]) > 0";
             Ok((!server.query(query).await?.is_empty()).then_some(()))
@@ -378,6 +435,9 @@ async fn dashboard_queries_work_through_the_charts_monitors() -> anyhow::Result<
     let (pa, pb) = ((a.name.as_str(), "invoices"), (b.name.as_str(), "reports"));
     check_dashboard(&servers[0], &dashboard, pa, pb).await.context("through the ServiceMonitor")?;
     check_dashboard(&servers[1], &dashboard, pa, pb).await.context("through the PodMonitor")?;
+    check_dashboard(&servers[3], &dashboard, pa, pb)
+        .await
+        .context("with overrideHonorLabels and the README's relabelling")?;
 
     // The control: without honorLabels the pipelines' namespace label is renamed and the
     // namespace variable offers only the operator's namespace, so the same check fails.
