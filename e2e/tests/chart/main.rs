@@ -3,8 +3,10 @@
 //!
 //! `render`: what `helm template` and `helm lint` make of the chart (no cluster needed).
 //! `alerts`: the PrometheusRule through `promtool check rules` and `promtool test rules`.
-//! `cluster`: renders applied to the apiserver, and real releases (install, RBAC, the pod patch
-//! guard, upgrade, uninstall, CRD adoption).
+//! `cluster`: renders applied to the apiserver, helm's refusal of bad values, CRD adoption.
+//! `release`: a real release from install to uninstall (restricted Pod Security, RBAC, the pod
+//! patch guard, upgrade). `limited`: a release confined to two namespaces with the non-default
+//! values installed. `support`: what those share.
 //! `trust`: the README's extraVolumes recipe for a store signed by a private CA, against a real
 //! MinIO serving TLS.
 //!
@@ -15,5 +17,8 @@
 
 mod alerts;
 mod cluster;
+mod limited;
+mod release;
 mod render;
+mod support;
 mod trust;
