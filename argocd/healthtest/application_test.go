@@ -9,7 +9,8 @@ import (
 
 // TestExampleApplication checks argocd/application.yaml: it installs charts/zeroflow with
 // server-side apply, and (when ZEROFLOW_APP_VALUES names a file) writes its values there so that
-// e2e/chart/test.sh can render the chart with exactly the values the example uses.
+// e2e/tests/chart (argocd_health_check_and_example_application) can render the chart with exactly
+// the values the example uses.
 func TestExampleApplication(t *testing.T) {
 	raw, err := os.ReadFile("../application.yaml")
 	if err != nil {

@@ -4,8 +4,10 @@
 //! own namespace and, when it needs one, its own operator process watching only that namespace,
 //! so tests run in parallel without seeing each other.
 
+pub mod chart;
 pub mod loop_bed;
 pub mod pipelines;
+pub mod prometheus_server;
 pub mod work_api;
 pub mod workers;
 
@@ -124,6 +126,16 @@ impl Operator {
 
     /// Like [`Operator::start`], with extra command-line flags.
     pub async fn start_with(namespace: &str, identity: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(namespace, identity, extra, &[]).await
+    }
+
+    /// Like [`Operator::start_with`], with extra environment variables.
+    pub async fn start_with_env(
+        namespace: &str,
+        identity: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let metrics_port = free_port()?;
         let log_dir = std::env::var("ZF_TESTBED_STATE").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
         let log = log_dir.join(format!("operator-{namespace}-{identity}.log"));
@@ -140,6 +152,7 @@ impl Operator {
             .args(["--identity", identity, "--leader-election-lease-seconds", "6"])
             .args(extra)
             .env("RUST_LOG", "info,zeroflow_operator=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log_file.try_clone()?))
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true)

@@ -87,13 +87,13 @@ build_etcd() {
   mark_built etcd "$v"
 }
 
-# go_install TOOL VERSION PACKAGE [LDFLAGS]
+# go_install TOOL VERSION PACKAGE [LDFLAGS] [TAGS]
 go_install() {
-  local tool=$1 v=$2 pkg=$3 ld=${4:-} out; out=$(bin_dir "$tool" "$v")
+  local tool=$1 v=$2 pkg=$3 ld=${4:-} tags=${5:-} out; out=$(bin_dir "$tool" "$v")
   is_built "$tool" "$v" && return
   log "building $tool $v"
   mkdir -p "$out"
-  GOBIN="$out" go install -trimpath -ldflags "-s -w $ld" "$pkg@$v"
+  GOBIN="$out" go install -trimpath -tags "$tags" -ldflags "-s -w $ld" "$pkg@$v"
   mark_built "$tool" "$v"
 }
 
@@ -107,9 +107,36 @@ build_helm() {
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
 }
 
+# Prometheus and promtool: the tests only scrape static loopback targets, so every service
+# discovery plugin is left out (remove_all_sd), which halves the build.
+prometheus_ldflags() {
+  local m=${PROMETHEUS_VERSION#v0.}
+  echo "-X github.com/prometheus/common/version.Version=3.${m%%.*}.${m#*.}"
+}
+build_promtool() {
+  go_install promtool "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool "$(prometheus_ldflags)" remove_all_sd
+}
+build_prometheus() {
+  go_install prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/prometheus "$(prometheus_ldflags)" remove_all_sd
+}
+
+# The CRDs of prometheus-operator the chart renders objects of, copied out of its Go module
+# (example/prometheus-operator-crd/); nothing is built.
+build_monitoring_crds() {
+  local v=$PROMETHEUS_OPERATOR_VERSION out dir crd; out=$(bin_dir monitoring-crds "$v")
+  is_built monitoring-crds "$v" && return
+  log "fetching prometheus-operator $v's CRDs"
+  dir=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+  mkdir -p "$out"
+  for crd in servicemonitors podmonitors prometheusrules; do
+    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$crd.yaml" "$out/"
+  done
+  mark_built monitoring-crds "$v"
+}
+
 main() {
   local what=("$@") t start=$SECONDS
-  ((${#what[@]})) || what=(etcd kubernetes kwok helm minio mc)
+  ((${#what[@]})) || what=(etcd kubernetes kwok helm minio mc promtool prometheus monitoring_crds)
   for t in "${what[@]}"; do timed "$t" "build_$t"; done
   log "all builds ready in $((SECONDS - start)) s"
 }

@@ -43,14 +43,49 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* image reference: repository@digest, else repository:tag (tag defaults to appVersion). */}}
+{{/* image reference: repository@digest, else repository:tag (tag defaults to appVersion); the
+repository's registry replaced by global.imageRegistry when set (see zeroflow.repository). */}}
 {{- define "zeroflow.imageRef" -}}
 {{- $img := index . 0 }}{{- $root := index . 1 }}
+{{- $repository := include "zeroflow.repository" (list $img.repository $root) }}
 {{- if $img.digest }}
-{{- printf "%s@%s" $img.repository $img.digest }}
+{{- printf "%s@%s" $repository $img.digest }}
 {{- else }}
-{{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) }}
+{{- printf "%s:%s" $repository (default $root.Chart.AppVersion $img.tag) }}
 {{- end }}
+{{- end }}
+
+{{/* A repository with its registry replaced by global.imageRegistry. The registry is the first
+path component when it contains "." or ":" or is "localhost" (Docker's reference rule; without
+one the image is on Docker Hub and the whole repository is kept). */}}
+{{- define "zeroflow.repository" -}}
+{{- $repository := index . 0 }}{{- $root := index . 1 }}
+{{- $registry := ((($root.Values).global).imageRegistry) | default "" | trimSuffix "/" }}
+{{- if $registry }}
+{{- $parts := splitList "/" $repository }}
+{{- $first := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) }}
+{{- $repository = join "/" (rest $parts) }}
+{{- end }}
+{{- $repository = printf "%s/%s" $registry $repository }}
+{{- end }}
+{{- $repository }}
+{{- end }}
+
+{{/* The job label Prometheus gives the operator's series through the chart's monitor:
+prometheus-operator names a ServiceMonitor's job after the Service, a PodMonitor's
+"<namespace>/<name>". */}}
+{{- define "zeroflow.scrapeJob" -}}
+{{- if .Values.podMonitor.enabled }}
+{{- printf "%s/%s" .Release.Namespace (include "zeroflow.fullname" .) }}
+{{- else }}
+{{- include "zeroflow.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* PromQL label matchers of this release's series: prometheusRule.selector, or the monitor's job. */}}
+{{- define "zeroflow.ruleSelector" -}}
+{{- default (printf "job=%q" (include "zeroflow.scrapeJob" .)) .Values.prometheusRule.selector }}
 {{- end }}
 
 {{- define "zeroflow.gatewayTokenSecret" -}}
