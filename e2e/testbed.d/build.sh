@@ -110,10 +110,20 @@ build_helm() {
 # The optional services (`e2e/testbed up --with ...`). Java ones are fetched from Maven Central
 # into a local repository in the cache; the classpath is every jar copied into the tool's dir.
 
+# need_java: Kafka 4 and ElasticMQ need Java 17 or later, and mvn to fetch them.
+need_java() {
+  command -v mvn >/dev/null || { log "mvn (Maven) is required to fetch the Java services"; exit 1; }
+  local major
+  major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
+  major=${major%%.*}
+  ((${major:-0} >= 17)) || { log "Java 17 or later is required (found: ${major:-none})"; exit 1; }
+}
+
 # maven_fetch TOOL VERSION DEPENDENCIES-XML: resolves the dependencies' runtime closure with a
 # throwaway pom and copies the jars into $ZF_CACHE/bin/TOOL-VERSION/libs.
 maven_fetch() {
   local tool=$1 v=$2 deps=$3 out src; out=$(bin_dir "$tool" "$v"); src="$ZF_CACHE/src/$tool-$v"
+  need_java
   mkdir -p "$src" "$out"
   cat >"$src/pom.xml" <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -198,6 +208,8 @@ build_azurite() {
   is_built azurite "$v" && return
   grep -q "\"azurite\": \"$v\"" "$here/azurite/package.json" ||
     { log "testbed.d/azurite/package.json does not pin azurite $v: update it and its lock file"; exit 1; }
+  local node; node=$(node --version 2>/dev/null || true); node=${node#v}; node=${node%%.*}
+  ((${node:-0} >= 20)) || { log "Node.js 20 or later is required for Azurite $v (found: ${node:-none})"; exit 1; }
   log "installing Azurite $v"
   mkdir -p "$out"
   cp "$here/azurite/package.json" "$here/azurite/package-lock.json" "$out/"
