@@ -15,12 +15,14 @@ const API_VERSION: &str = "2023-11-03";
 pub struct Azurite {
     /// `http://127.0.0.1:<port>/<account>` (path-style: the account is the first path segment).
     pub endpoint: String,
+    /// The account name (`devstoreaccount1`).
     pub account: String,
     /// The account key, base64 as Azure shows it.
     pub key: String,
 }
 
 impl Azurite {
+    /// The account `e2e/testbed env` exports (`ZF_AZURE_*`).
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
             endpoint: service_env("azurite", "ZF_AZURE_BLOB_ENDPOINT")?,

@@ -21,6 +21,7 @@ pub struct FakeGcs {
 }
 
 impl FakeGcs {
+    /// The endpoint and key file `e2e/testbed env` exports (`ZF_GCS_*`).
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
             endpoint: service_env("gcs", "ZF_GCS_ENDPOINT")?,

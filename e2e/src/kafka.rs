@@ -17,7 +17,9 @@ pub struct Record {
     /// producer's.
     pub timestamp_ms: i64,
     pub partition: u32,
+    /// The record's offset in its partition.
     pub offset: u64,
+    /// The record key as text (MinIO's: `<bucket>/<key>`, unescaped).
     pub key: String,
     /// The value as text (MinIO's values are one line of JSON).
     pub value: String,

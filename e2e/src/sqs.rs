@@ -20,9 +20,11 @@ pub struct Sqs {
 /// One received message.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// SQS's id of the message, the same on every delivery.
     pub message_id: String,
     /// Needed to delete the message or change its visibility; new on every receive.
     pub receipt_handle: String,
+    /// The message body as sent.
     pub body: String,
     /// `ApproximateReceiveCount`: 1 on the first delivery.
     pub receive_count: u32,
