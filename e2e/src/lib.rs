@@ -4,10 +4,14 @@
 //! own namespace and, when it needs one, its own operator process watching only that namespace,
 //! so tests run in parallel without seeing each other.
 
+pub mod azure;
 pub mod chart;
+pub mod gcs;
+pub mod kafka;
 pub mod loop_bed;
 pub mod pipelines;
 pub mod prometheus_server;
+pub mod sqs;
 pub mod work_api;
 pub mod workers;
 
@@ -30,6 +34,14 @@ pub async fn client() -> anyhow::Result<Client> {
         bail!("KUBECONFIG is not set: start the testbed with `e2e/testbed up && eval \"$(e2e/testbed env)\"`");
     }
     Client::try_default().await.context("connecting to the testbed apiserver")
+}
+
+/// A variable that `e2e/testbed env` exports for an optional service (`sqs`, `kafka`, `azurite`,
+/// `gcs`), failing with how to start that service when it is not set.
+pub fn service_env(service: &str, name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: start the testbed with `e2e/testbed up --with {service}` and eval \"$(e2e/testbed env)\"")
+    })
 }
 
 /// A namespace that exists for one test and is deleted when dropped.

@@ -134,6 +134,120 @@ build_monitoring_crds() {
   mark_built monitoring-crds "$v"
 }
 
+# The optional services (`e2e/testbed up --with ...`). Java ones are fetched from Maven Central
+# into a local repository in the cache; the classpath is every jar copied into the tool's dir.
+
+# need_java: Kafka 4 and ElasticMQ need Java 17 or later, and mvn to fetch them.
+need_java() {
+  command -v mvn >/dev/null || { log "mvn (Maven) is required to fetch the Java services"; exit 1; }
+  local major
+  major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
+  major=${major%%.*}
+  ((${major:-0} >= 17)) || { log "Java 17 or later is required (found: ${major:-none})"; exit 1; }
+}
+
+# maven_fetch TOOL VERSION DEPENDENCIES-XML: resolves the dependencies' runtime closure with a
+# throwaway pom and copies the jars into $ZF_CACHE/bin/TOOL-VERSION/libs.
+maven_fetch() {
+  local tool=$1 v=$2 deps=$3 out src; out=$(bin_dir "$tool" "$v"); src="$ZF_CACHE/src/$tool-$v"
+  need_java
+  mkdir -p "$src" "$out"
+  cat >"$src/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.zeroflow.testbed</groupId>
+  <artifactId>$tool</artifactId>
+  <version>$v</version>
+  <packaging>pom</packaging>
+  <dependencies>
+$deps
+  </dependencies>
+</project>
+POM
+  rm -rf "$out/libs"
+  # --strict-checksums: a jar whose checksum does not match Maven Central's fails the build.
+  (cd "$src" && mvn -B -q -Dstyle.color=never --strict-checksums -Dmaven.repo.local="$ZF_CACHE/m2" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out/libs")
+}
+
+build_elasticmq() {
+  local v=$ELASTICMQ_VERSION
+  is_built elasticmq "$v" && return
+  log "fetching ElasticMQ $v"
+  maven_fetch elasticmq "$v" "    <dependency><groupId>org.elasticmq</groupId><artifactId>elasticmq-server_2.13</artifactId><version>$v</version></dependency>"
+  mark_built elasticmq "$v"
+}
+
+build_kafka() {
+  local v=$KAFKA_VERSION
+  if ! is_built kafka "$v"; then
+    log "fetching Apache Kafka $v"
+    # kafka-tools brings the CLIs (kafka-topics, console consumer/producer, consumer groups);
+    # Kafka Connect's runtime, which it also names, is left out: no tool used here needs it.
+    maven_fetch kafka "$v" "    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$v</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$v</version>
+      <exclusions><exclusion><groupId>org.apache.kafka</groupId><artifactId>connect-runtime</artifactId></exclusion></exclusions>
+    </dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$KAFKA_LOG4J_VERSION</version></dependency>"
+    mark_built kafka "$v"
+  fi
+  kafka_scripts "$(bin_dir kafka "$v")"
+}
+
+# kafka_scripts DIR: the log configuration and the CLIs as plain scripts (what bin/*.sh of Kafka's
+# own distribution run); rewritten on every build, so a change here needs no new fetch.
+kafka_scripts() {
+  local out=$1 name class
+  # WARN to stderr (the testbed's log file), and the line that says the broker started.
+  cat >"$out/log4j2.properties" <<'PROPS'
+rootLogger.level = WARN
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.target = SYSTEM_ERR
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.started.name = kafka.server.KafkaRaftServer
+logger.started.level = INFO
+PROPS
+  mkdir -p "$out/bin"
+  for name in kafka-topics:org.apache.kafka.tools.TopicCommand \
+    kafka-console-consumer:org.apache.kafka.tools.consumer.ConsoleConsumer \
+    kafka-console-producer:org.apache.kafka.tools.ConsoleProducer \
+    kafka-consumer-groups:org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+    kafka-storage:kafka.tools.StorageTool kafka-server:kafka.Kafka; do
+    class=${name#*:}; name=${name%%:*}
+    {
+      echo '#!/bin/sh'
+      echo "# $name of Apache Kafka, fetched from Maven Central by zeroflow's e2e/testbed.d/build.sh."
+      echo '# KAFKA_HEAP_OPTS sets the JVM options (default: a small heap and fast start, as for a CLI).'
+      # shellcheck disable=SC2016,SC1003  # written for the script to expand; a literal backslash
+      echo 'exec java ${KAFKA_HEAP_OPTS:--Xms16m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1} \'
+      echo "  -Dlog4j2.configurationFile='$out/log4j2.properties' -cp '$out/libs/*' $class \"\$@\""
+    } >"$out/bin/$name.tmp"
+    chmod +x "$out/bin/$name.tmp"
+    mv "$out/bin/$name.tmp" "$out/bin/$name"
+  done
+}
+
+build_azurite() {
+  local v=$AZURITE_VERSION out; out=$(bin_dir azurite "$v")
+  is_built azurite "$v" && return
+  grep -q "\"azurite\": \"$v\"" "$here/azurite/package.json" ||
+    { log "testbed.d/azurite/package.json does not pin azurite $v: update it and its lock file"; exit 1; }
+  local node; node=$(node --version 2>/dev/null || true); node=${node#v}; node=${node%%.*}
+  ((${node:-0} >= 20)) || { log "Node.js 20 or later is required for Azurite $v (found: ${node:-none})"; exit 1; }
+  log "installing Azurite $v"
+  mkdir -p "$out"
+  cp "$here/azurite/package.json" "$here/azurite/package-lock.json" "$out/"
+  # npm ci installs exactly the lock file's tree (versions and integrity hashes); no package of
+  # it has install scripts, so none are run.
+  (cd "$out" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --cache "$ZF_CACHE/npm" >&2)
+  mark_built azurite "$v"
+}
+
+build_fake_gcs_server() { go_install fake-gcs-server "$FAKE_GCS_VERSION" github.com/fsouza/fake-gcs-server; }
+
 main() {
   local what=("$@") t start=$SECONDS
   ((${#what[@]})) || what=(etcd kubernetes kwok helm minio mc promtool prometheus monitoring_crds)

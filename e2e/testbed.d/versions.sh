@@ -12,3 +12,15 @@ PROMETHEUS_VERSION=v0.316.0
 # prometheus-operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule), from its Go module,
 # so the apiserver validates the chart's monitoring objects.
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
+# Optional services (`e2e/testbed up --with ...`), each from its own registry.
+# ElasticMQ (SQS): Maven Central, org.elasticmq:elasticmq-server_2.13.
+ELASTICMQ_VERSION=1.7.1
+# Apache Kafka in KRaft mode: Maven Central, org.apache.kafka:kafka_2.13 (+ kafka-tools for the CLIs).
+KAFKA_VERSION=4.1.1
+# log4j's SLF4J binding, which Kafka's distribution ships but its POM does not name.
+KAFKA_LOG4J_VERSION=2.24.3
+# Azurite (Azure Blob): npm. 3.35.0 is the newest that runs on Node.js 20 (3.36 needs 21, 3.37 22);
+# its whole dependency tree is pinned by testbed.d/azurite/package-lock.json.
+AZURITE_VERSION=3.35.0
+# fake-gcs-server (GCS): Go module github.com/fsouza/fake-gcs-server.
+FAKE_GCS_VERSION=v1.56.1

@@ -104,10 +104,10 @@ async fn minio_notifications_become_pending_items_of_matching_pipelines_only() -
 
 /// Plays the runner against the operator's work API with the worker ServiceAccount's token:
 /// one lease, read, transform, write, complete. `None` when nothing was pending.
-async fn process_one(lease_api: &str, namespace: &str, pipeline: &str, token: &str) -> anyhow::Result<Option<String>> {
+async fn process_one(work_api: &str, namespace: &str, pipeline: &str, token: &str) -> anyhow::Result<Option<String>> {
     let auth = format!("Bearer {token}");
     let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
-    let base = format!("{lease_api}/v1/pipelines/{namespace}/{pipeline}/leases");
+    let base = format!("{work_api}/v1/pipelines/{namespace}/{pipeline}/leases");
     let (status, body) = zeroflow_e2e::http("POST", &format!("{base}?wait_seconds=1"), &headers, b"{}").await?;
     if status == 204 {
         return Ok(None);
@@ -135,7 +135,7 @@ async fn process_one(lease_api: &str, namespace: &str, pipeline: &str, token: &s
 
 /// Processes objects one after another until `expected` are done.
 async fn process_all(
-    lease_api: &str,
+    work_api: &str,
     namespace: &str,
     pipeline: &str,
     token: &str,
@@ -145,7 +145,7 @@ async fn process_all(
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while done.len() < expected {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "only {} of {expected} processed", done.len());
-        done.extend(process_one(lease_api, namespace, pipeline, token).await?);
+        done.extend(process_one(work_api, namespace, pipeline, token).await?);
     }
     Ok(done)
 }
@@ -153,7 +153,7 @@ async fn process_all(
 /// Runs `workers` concurrent workers until `total` objects are completed; returns every
 /// completed key (duplicates included, so callers can check there are none).
 async fn drain(
-    lease_api: &str,
+    work_api: &str,
     namespace: &str,
     pipeline: &str,
     token: &str,
@@ -165,8 +165,8 @@ async fn drain(
     let deadline = tokio::time::Instant::now() + 3 * TIMEOUT;
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let (done, lease_api, namespace, pipeline, token) =
-            (done.clone(), lease_api.to_owned(), namespace.to_owned(), pipeline.to_owned(), token.to_owned());
+        let (done, work_api, namespace, pipeline, token) =
+            (done.clone(), work_api.to_owned(), namespace.to_owned(), pipeline.to_owned(), token.to_owned());
         tasks.push(tokio::spawn(async move {
             loop {
                 let finished = done.lock().map(|d| d.len()).unwrap_or(total);
@@ -175,7 +175,7 @@ async fn drain(
                 }
                 anyhow::ensure!(tokio::time::Instant::now() < deadline, "only {finished} of {total} processed");
                 // One object at a time per worker, like a runner with concurrencyPerReplica 1.
-                let key = process_one(&lease_api, &namespace, &pipeline, &token).await?;
+                let key = process_one(&work_api, &namespace, &pipeline, &token).await?;
                 done.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.extend(key);
             }
         }));
@@ -225,9 +225,9 @@ async fn uploaded_objects_are_leased_processed_and_recorded_exactly_once() -> an
     .await?;
 
     let token = zeroflow_e2e::token(&client, &ns.name, "upper-worker", "zeroflow").await?;
-    let lease_api = format!("http://{lease_addr}");
+    let work_api = format!("http://{lease_addr}");
     let started = std::time::Instant::now();
-    let mut done = drain(&lease_api, &ns.name, "upper", &token, 4, OBJECTS).await?;
+    let mut done = drain(&work_api, &ns.name, "upper", &token, 4, OBJECTS).await?;
     println!("{OBJECTS} objects drained by 4 test workers in {:.1} s", started.elapsed().as_secs_f64());
     assert_eq!(done.len(), OBJECTS, "no object may be completed twice");
     done.sort();
@@ -253,7 +253,7 @@ async fn uploaded_objects_are_leased_processed_and_recorded_exactly_once() -> an
         Ok((pending(&pipelines, "upper").await? == 1).then_some(()))
     })
     .await?;
-    let again = drain(&lease_api, &ns.name, "upper", &token, 1, 1).await?;
+    let again = drain(&work_api, &ns.name, "upper", &token, 1, 1).await?;
     assert_eq!(again, ["in/doc 0007.txt"]);
     let output = mc(&["cat", &format!("{alias}/{sink}/out/in/doc 0007.txt/upper.txt")]).await?;
     assert_eq!(output, "REWRITTEN\n");

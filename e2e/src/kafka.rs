@@ -1,0 +1,95 @@
+//! The testbed's Kafka (`e2e/testbed up --with kafka`) read through Kafka's own console
+//! consumer, so the tests do not decide which Rust Kafka client the operator will use.
+
+use std::process::Stdio;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::service_env;
+
+/// One record as the console consumer prints it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The record's timestamp in milliseconds since the Unix epoch: when the broker appended it
+    /// on a topic with `message.timestamp.type=LogAppendTime` (the testbed's topic), else the
+    /// producer's.
+    pub timestamp_ms: i64,
+    pub partition: u32,
+    /// The record's offset in its partition.
+    pub offset: u64,
+    /// The record key as text (MinIO's: `<bucket>/<key>`, unescaped).
+    pub key: String,
+    /// The value as text (MinIO's values are one line of JSON).
+    pub value: String,
+}
+
+/// A running `kafka-console-consumer` reading a topic from its first offset; killed when dropped.
+pub struct ConsoleConsumer {
+    _child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl ConsoleConsumer {
+    /// Starts reading every partition of `topic` from the beginning, without a consumer group of
+    /// its own choosing (nothing it reads is committed for anyone else).
+    pub fn from_beginning(topic: &str) -> anyhow::Result<Self> {
+        let bin = service_env("kafka", "ZF_KAFKA_BIN")?;
+        let brokers = service_env("kafka", "ZF_KAFKA_BROKERS")?;
+        let mut child = Command::new(format!("{bin}/kafka-console-consumer"))
+            .args(["--bootstrap-server", &brokers, "--topic", topic, "--from-beginning"])
+            .args(["--property", "print.timestamp=true", "--property", "print.partition=true"])
+            .args(["--property", "print.offset=true"])
+            .args(["--property", "print.key=true", "--property", "key.separator=\t"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting kafka-console-consumer")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        Ok(Self { _child: child, lines: BufReader::new(stdout).lines() })
+    }
+
+    /// The next record (waits for one); `None` when the consumer exited.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Record>> {
+        let Some(line) = self.lines.next_line().await? else { return Ok(None) };
+        parse_line(&line).map(Some)
+    }
+}
+
+/// Parses `<type>:<ms>\tPartition:<p>\tOffset:<o>\t<key>\t<value>`, the console consumer's line
+/// with `print.timestamp`, `print.partition`, `print.offset`, `print.key` and a tab as separator
+/// (`<type>` is `CreateTime` or `LogAppendTime`).
+fn parse_line(line: &str) -> anyhow::Result<Record> {
+    let mut fields = line.splitn(5, '\t');
+    let timestamp = fields.next().with_context(|| format!("no timestamp in {line:?}"))?;
+    let (_, timestamp_ms) = timestamp.split_once(':').with_context(|| format!("no timestamp in {line:?}"))?;
+    let mut next = |prefix: &str| -> anyhow::Result<String> {
+        let field = fields.next().with_context(|| format!("no {prefix} field in {line:?}"))?;
+        Ok(field.strip_prefix(prefix).with_context(|| format!("expected {prefix} in {line:?}"))?.to_owned())
+    };
+    Ok(Record {
+        timestamp_ms: timestamp_ms.parse()?,
+        partition: next("Partition:")?.parse()?,
+        offset: next("Offset:")?.parse()?,
+        key: next("")?,
+        value: next("")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_console_consumer_line() -> anyhow::Result<()> {
+        let record =
+            parse_line("LogAppendTime:1796056062176\tPartition:1\tOffset:42\tbucket/a b.csv\t{\"x\":\"\\t\"}")?;
+        assert_eq!((record.timestamp_ms, record.partition, record.offset), (1_796_056_062_176, 1, 42));
+        assert_eq!(record.key, "bucket/a b.csv");
+        assert_eq!(record.value, "{\"x\":\"\\t\"}");
+        assert!(parse_line("no tabs").is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+# shellcheck shell=bash disable=SC2154  # sourced by e2e/testbed, which sets $here, $STATE and $ZF_CACHE
+# Optional services of the testbed, real implementations from the package registries, started
+# only when asked for (`e2e/testbed up --with sqs,kafka,azurite,gcs`, or ZF_TESTBED_SERVICES):
+#
+#   sqs      ElasticMQ (Maven Central)            SQS, query and JSON protocols
+#   kafka    Apache Kafka, KRaft (Maven Central)  one combined broker+controller; MinIO publishes
+#                                                 bucket notifications to it
+#   azurite  Azurite (npm)                        Azure Blob Storage, blob service only
+#   gcs      fake-gcs-server (Go module proxy)    Google Cloud Storage, JSON and XML APIs over HTTP
+#
+# Each runs as a plain process on 127.0.0.1 with a random port, logs to $STATE/logs/<name>.log
+# and records its PID in $STATE/pids/<name>, so `down` stops exactly it. Uses e2e/testbed's
+# helpers (log, die, start, wait_for, free_port).
+
+SERVICES_ALL=(sqs kafka azurite gcs)
+
+# The well-known Azurite development account (Azurite's and the Azure SDKs' documented default;
+# it is public, so nothing secret is exported).
+AZURITE_ACCOUNT=devstoreaccount1
+AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+# The topic MinIO publishes its bucket notifications to.
+KAFKA_TOPIC=zeroflow-events
+KAFKA_TOPIC_PARTITIONS=2
+# ElasticMQ's account id and region appear in queue URLs and ARNs; it checks no signature, so any
+# access key works.
+SQS_ACCOUNT_ID=000000000000
+SQS_REGION=us-east-1
+
+# services_parse LIST: the services named in a comma-separated LIST ("all" for every one), in
+# start order, one per line; dies on an unknown name.
+services_parse() {
+  local list=${1//,/ } name known
+  for name in $list; do
+    if [[ "$name" == all ]]; then printf '%s\n' "${SERVICES_ALL[@]}"; continue; fi
+    known=""
+    for s in "${SERVICES_ALL[@]}"; do [[ "$s" == "$name" ]] && known=1; done
+    [[ -n "$known" ]] || die "unknown service '$name' (known: ${SERVICES_ALL[*]}, all)"
+    echo "$name"
+  done | awk '!seen[$0]++'
+}
+
+# service_tool SERVICE: the build.sh target that provides it.
+service_tool() {
+  case $1 in
+    sqs) echo elasticmq ;;
+    kafka) echo kafka ;;
+    azurite) echo azurite ;;
+    gcs) echo fake_gcs_server ;;
+  esac
+}
+
+# service_component SERVICE: the process name (PID file, log file) of a service.
+service_component() {
+  case $1 in
+    sqs) echo elasticmq ;;
+    kafka) echo kafka ;;
+    azurite) echo azurite ;;
+    gcs) echo fake-gcs-server ;;
+  esac
+}
+
+# The JVM services are small: a bounded heap keeps them from sizing it off the machine's 24 GiB,
+# the serial collector from starting a GC thread per core, and the C1 compiler alone halves their
+# start (ElasticMQ: 7 s and 3 CPU-seconds instead of 15 s and 6 on the shared 2 cores).
+java_opts() { echo "-Xms32m -Xmx$1 -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError"; }
+
+# services_launch SERVICE...: starts each service's process without waiting for it, so the JVMs
+# warm up while the control plane starts; records ports in $STATE/services/.
+services_launch() {
+  local s
+  mkdir -p "$STATE/services"
+  for s in "$@"; do "launch_$s"; done
+}
+
+# services_wait SERVICE...: waits until each service answers; appends its settings to the env file.
+services_wait() {
+  local s
+  for s in "$@"; do "wait_$s"; done
+}
+
+launch_sqs() {
+  local port dir="$STATE/services/sqs"; port=$(free_port); mkdir -p "$dir"
+  echo "$port" >"$dir/port"
+  # Only the SQS endpoint: the statistics UI (rest-stats) stays off. Queues live in memory.
+  cat >"$dir/elasticmq.conf" <<CONF
+include classpath("application.conf")
+node-address { protocol = http, host = "127.0.0.1", port = $port, context-path = "" }
+rest-sqs { enabled = true, bind-port = $port, bind-hostname = "127.0.0.1", sqs-limits = strict }
+rest-stats { enabled = false, bind-port = 0, bind-hostname = "127.0.0.1" }
+generate-node-address = false
+aws { region = "$SQS_REGION", accountId = "$SQS_ACCOUNT_ID" }
+CONF
+  log "starting ElasticMQ (SQS) on 127.0.0.1:$port"
+  # shellcheck disable=SC2046  # java_opts is a list of flags
+  start elasticmq java $(java_opts 128m) -Dconfig.file="$dir/elasticmq.conf" \
+    -cp "$ZF_CACHE/bin/elasticmq-$ELASTICMQ_VERSION/libs/*" org.elasticmq.server.Main
+}
+
+wait_sqs() {
+  local port; port=$(cat "$STATE/services/sqs/port")
+  wait_for elasticmq 120 curl -fsS -H 'Content-Type: application/x-amz-json-1.0' \
+    -H 'X-Amz-Target: AmazonSQS.ListQueues' -d '{}' "http://127.0.0.1:$port/"
+  cat >>"$STATE/services/env" <<ENV
+export ZF_SQS_ENDPOINT='http://127.0.0.1:$port'
+export ZF_SQS_REGION='$SQS_REGION'
+export ZF_SQS_ACCOUNT_ID='$SQS_ACCOUNT_ID'
+export ZF_SQS_ACCESS_KEY='zeroflow'
+export ZF_SQS_SECRET_KEY='zeroflow'
+ENV
+}
+
+launch_kafka() {
+  local port controller dir="$STATE/services/kafka" bin="$ZF_CACHE/bin/kafka-$KAFKA_VERSION/bin"
+  port=$(free_port); controller=$(free_port); mkdir -p "$dir/data"
+  echo "$port" >"$dir/port"
+  # One process that is both broker and the KRaft controller; every internal topic has one
+  # replica; consumer groups rebalance at once instead of after 3 s.
+  cat >"$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+PROPS
+  # A KRaft log directory must be formatted with a cluster id before the first start.
+  local cluster_id
+  cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+  log "starting Kafka on 127.0.0.1:$port (controller 127.0.0.1:$controller)"
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  start kafka env KAFKA_HEAP_OPTS="$(java_opts 384m)" bash -c \
+    '"$1/kafka-storage" format -t "$2" -c "$3" >/dev/null && exec "$1/kafka-server" "$3"' \
+    kafka "$bin" "$cluster_id" "$dir/server.properties"
+}
+
+wait_kafka() {
+  local port bin="$ZF_CACHE/bin/kafka-$KAFKA_VERSION/bin"; port=$(cat "$STATE/services/kafka/port")
+  wait_for kafka 120 bash -c "echo >/dev/tcp/127.0.0.1/$port"
+  # Creating MinIO's topic proves the broker and its controller work; explicit, so its partition
+  # count does not depend on which producer comes first. Records carry the time the broker
+  # appended them (LogAppendTime), which tests compare with when they stored the object.
+  wait_for kafka 60 "$bin/kafka-topics" --bootstrap-server "127.0.0.1:$port" --create --if-not-exists \
+    --topic "$KAFKA_TOPIC" --partitions "$KAFKA_TOPIC_PARTITIONS" --replication-factor 1 \
+    --config message.timestamp.type=LogAppendTime
+  cat >>"$STATE/services/env" <<ENV
+export ZF_KAFKA_BROKERS='127.0.0.1:$port'
+export ZF_KAFKA_TOPIC='$KAFKA_TOPIC'
+export ZF_KAFKA_ARN='arn:minio:sqs::ZEROFLOW:kafka'
+export ZF_KAFKA_ARN_NO_QUEUE='arn:minio:sqs::ZEROFLOWNOQ:kafka'
+export ZF_KAFKA_BIN='$bin'
+ENV
+}
+
+# minio_kafka_env: the environment that gives MinIO its two Kafka targets (like the webhook's:
+# ZEROFLOW persists events in a queue dir while Kafka is down, ZEROFLOWNOQ drops them).
+minio_kafka_env() {
+  local brokers; brokers="127.0.0.1:$(cat "$STATE/services/kafka/port")"
+  mkdir -p "$STATE/minio/kafka-queue"
+  echo MINIO_NOTIFY_KAFKA_ENABLE_ZEROFLOW=on MINIO_NOTIFY_KAFKA_BROKERS_ZEROFLOW="$brokers" \
+    MINIO_NOTIFY_KAFKA_TOPIC_ZEROFLOW="$KAFKA_TOPIC" \
+    MINIO_NOTIFY_KAFKA_QUEUE_DIR_ZEROFLOW="$STATE/minio/kafka-queue" MINIO_NOTIFY_KAFKA_QUEUE_LIMIT_ZEROFLOW=100000 \
+    MINIO_NOTIFY_KAFKA_ENABLE_ZEROFLOWNOQ=on MINIO_NOTIFY_KAFKA_BROKERS_ZEROFLOWNOQ="$brokers" \
+    MINIO_NOTIFY_KAFKA_TOPIC_ZEROFLOWNOQ="$KAFKA_TOPIC"
+}
+
+launch_azurite() {
+  local port dir="$STATE/services/azurite"; port=$(free_port); mkdir -p "$dir/data"
+  echo "$port" >"$dir/port"
+  log "starting Azurite (Blob) on 127.0.0.1:$port"
+  # --disableTelemetry: Azurite otherwise reports usage to Microsoft, which the network rule
+  # forbids. --skipApiVersionCheck: clients newer than this Azurite (object_store's
+  # x-ms-version) are served instead of refused.
+  start azurite node "$ZF_CACHE/bin/azurite-$AZURITE_VERSION/node_modules/azurite/dist/src/blob/main.js" \
+    --blobHost 127.0.0.1 --blobPort "$port" --location "$dir/data" --disableTelemetry \
+    --skipApiVersionCheck --silent
+}
+
+wait_azurite() {
+  local port; port=$(cat "$STATE/services/azurite/port")
+  # Any HTTP answer (an unauthenticated list is refused with 403) means it serves.
+  wait_for azurite 60 curl -sS -o /dev/null "http://127.0.0.1:$port/$AZURITE_ACCOUNT?comp=list"
+  cat >>"$STATE/services/env" <<ENV
+export ZF_AZURE_BLOB_ENDPOINT='http://127.0.0.1:$port/$AZURITE_ACCOUNT'
+export ZF_AZURE_ACCOUNT='$AZURITE_ACCOUNT'
+export ZF_AZURE_ACCOUNT_KEY='$AZURITE_KEY'
+export ZF_AZURE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=$AZURITE_ACCOUNT;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$port/$AZURITE_ACCOUNT;'
+export AZURITE_BLOB_STORAGE_URL='http://127.0.0.1:$port'
+ENV
+}
+
+launch_gcs() {
+  local port dir="$STATE/services/gcs"; port=$(free_port); mkdir -p "$dir/data"
+  echo "$port" >"$dir/port"
+  # A service-account key for V4 signed URLs: fake-gcs-server checks no signature, but a client
+  # needs a private key to sign with (without one object_store asks Google's IAM API to sign).
+  openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
+  python3 - "$dir/sa.key" "http://127.0.0.1:$port" >"$dir/service-account.json" <<'PY'
+import json, sys
+key = open(sys.argv[1]).read()
+print(json.dumps({
+    "type": "service_account",
+    "project_id": "zeroflow-testbed",
+    "private_key_id": "testbed",
+    "private_key": key,
+    "client_email": "zeroflow@zeroflow-testbed.iam.gserviceaccount.com",
+    # object_store's emulator settings: this base URL, and no OAuth token exchange with Google.
+    "gcs_base_url": sys.argv[2],
+    "disable_oauth": True,
+}, indent=2))
+PY
+  log "starting fake-gcs-server (GCS) on 127.0.0.1:$port"
+  # -public-host: requests for this host are served as storage.googleapis.com's XML API and
+  # signed URLs (path-style /bucket/object); no Pub/Sub events (the -event.* flags) are sent.
+  start fake-gcs-server "$ZF_CACHE/bin/fake-gcs-server-$FAKE_GCS_VERSION/fake-gcs-server" \
+    -scheme http -host 127.0.0.1 -port "$port" -public-host "127.0.0.1:$port" \
+    -external-url "http://127.0.0.1:$port" -backend filesystem -filesystem-root "$dir/data" \
+    -log-level warn
+}
+
+wait_gcs() {
+  local port dir="$STATE/services/gcs"; port=$(cat "$dir/port")
+  wait_for fake-gcs-server 60 curl -fsS "http://127.0.0.1:$port/storage/v1/b"
+  cat >>"$STATE/services/env" <<ENV
+export ZF_GCS_ENDPOINT='http://127.0.0.1:$port'
+export ZF_GCS_SERVICE_ACCOUNT_KEY='$dir/service-account.json'
+export STORAGE_EMULATOR_HOST='http://127.0.0.1:$port'
+ENV
+}
