@@ -320,8 +320,11 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     ctx.status.apply_over(&key, Concern::Reconcile, fields, &current);
     // Problems that may clear up by themselves (a Secret created later, a store coming back)
     // are looked at again soon; configuration problems wait for a change.
+    let starting = observed.ready < observed.desired;
     let next = match &source {
-        _ if observed.trouble.is_some() => RECHECK_TROUBLE,
+        // Workers that cannot run, or have not started yet (a pod the scheduler cannot place is
+        // reported after a grace): look again soon.
+        _ if observed.trouble.is_some() || starting => RECHECK_TROUBLE,
         Err(StoreError::SecretNotFound(_) | StoreError::Unreachable(_) | StoreError::BucketNotFound(_)) => {
             RECHECK_UNREACHABLE_SOURCE
         }
