@@ -620,24 +620,35 @@ test_uninstall_keeps_crd() {
 }
 
 test_adopt_kubectl_applied_crd() {
-  # The DESIGN's install path: `kubectl apply -f crds/`, then `helm install`. With crds.install
-  # (the default) helm refuses to take over a CRD it did not create, with a message saying how.
+  # The README's quickstart: `kubectl apply --server-side -f crds/`, then `helm install` with
+  # the default values. The release installs next to the CRD and leaves it alone (it stays
+  # kubectl's, upgrades included) until it is handed over, after which helm upgrades it.
   new_ns "$ns_adopt" restricted
   local c; c=$(test_chart "$work/chart-adopt" "" "$adopt_group")
   kubectl apply --server-side -f "$c/files/datapipelines.zeroflow.dev.yaml"
-  local out
-  out=$(helm install "$rel_adopt" "$c" -n "$ns_adopt" 2>&1) && fail "helm took over a CRD it does not own"
-  echo "$out"
-  expect_contains "ownership error" "$out" "invalid ownership metadata"
-  # crds.install=false installs next to it.
-  helm install "$rel_adopt" "$c" -n "$ns_adopt" --set crds.install=false --wait --timeout 2m >/dev/null
-  # And the CRD can be adopted, after which helm upgrades it.
+  helm install "$rel_adopt" "$c" -n "$ns_adopt" --wait --timeout 2m >"$work/adopt.out" 2>&1 \
+    || { cat "$work/adopt.out"; fail "helm install next to a kubectl-applied CRD"; }
+  # Captured first: under pipefail, `helm ... | grep -q` fails when grep stops reading early.
+  local manifest; manifest=$(helm get manifest "$rel_adopt" -n "$ns_adopt")
+  ! grep -q '^kind: CustomResourceDefinition' <<<"$manifest" || fail "the release took over the kubectl-applied CRD"
+  local managers; managers=$(kubectl get crd "$adopt_crd" -o jsonpath='{.metadata.managedFields[*].manager}')
+  ! grep -qw helm <<<"$managers" || fail "helm install wrote to the kubectl-applied CRD (managers: $managers)"
+  expect_eq "CRD owner annotation" \
+    "$(kubectl get crd "$adopt_crd" -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}')" ""
+  # An upgrade with a changed CRD leaves it alone too.
+  c=$(test_chart "$work/chart-adopt" printer-column "$adopt_group")
+  helm upgrade "$rel_adopt" "$c" -n "$ns_adopt" --reuse-values --wait --timeout 2m >/dev/null
+  local columns='{.spec.versions[0].additionalPrinterColumns[*].name}'
+  ! grep -qw InFlight <<<"$(kubectl get crd "$adopt_crd" -o jsonpath="$columns")" \
+    || fail "helm upgrade changed a CRD the release does not own"
+  echo "kubectl-applied CRD left alone by helm install and helm upgrade"
+  # Handed over as the chart README says, the next upgrade upgrades it.
   kubectl annotate crd "$adopt_crd" meta.helm.sh/release-name="$rel_adopt" meta.helm.sh/release-namespace="$ns_adopt"
   kubectl label crd "$adopt_crd" app.kubernetes.io/managed-by=Helm
-  c=$(test_chart "$work/chart-adopt" printer-column "$adopt_group")
-  helm upgrade "$rel_adopt" "$c" -n "$ns_adopt" --set crds.install=true --wait --timeout 2m >/dev/null
-  kubectl get crd "$adopt_crd" -o jsonpath='{.spec.versions[0].additionalPrinterColumns[*].name}' | grep -qw InFlight \
-    || fail "the adopted CRD was not upgraded"
+  helm upgrade "$rel_adopt" "$c" -n "$ns_adopt" --reuse-values --wait --timeout 2m >/dev/null
+  grep -qw InFlight <<<"$(kubectl get crd "$adopt_crd" -o jsonpath="$columns")" || fail "the adopted CRD was not upgraded"
+  manifest=$(helm get manifest "$rel_adopt" -n "$ns_adopt")
+  grep -q '^kind: CustomResourceDefinition' <<<"$manifest" || fail "the adopted CRD is not in the release"
   helm uninstall "$rel_adopt" -n "$ns_adopt" --wait --timeout 2m >/dev/null
   crd_kept "$adopt_crd"
   kubectl delete crd "$adopt_crd" --wait=false
@@ -660,6 +671,6 @@ t "pod patch guard: the operator may only set worker pods' deletion cost" test_p
 t "RBAC limited to watchNamespaces; existing token Secret" test_rbac_limited
 t "helm upgrade changes values, upgrades the CRD, keeps it when crds.install=false" test_upgrade
 t "helm uninstall removes everything but the CRD" test_uninstall_keeps_crd
-t "kubectl-applied CRD: refused by default, crds.install=false, adoption" test_adopt_kubectl_applied_crd
+t "kubectl-applied CRD (README quickstart): left alone by install and upgrade, adoption" test_adopt_kubectl_applied_crd
 
 finish
