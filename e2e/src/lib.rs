@@ -4,6 +4,7 @@
 //! own namespace and, when it needs one, its own operator process watching only that namespace,
 //! so tests run in parallel without seeing each other.
 
+pub mod demo;
 pub mod pipelines;
 pub mod work_api;
 pub mod workers;
