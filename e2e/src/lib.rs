@@ -5,6 +5,7 @@
 //! so tests run in parallel without seeing each other.
 
 pub mod demo;
+pub mod node;
 pub mod pipelines;
 pub mod work_api;
 pub mod workers;
