@@ -291,14 +291,21 @@ pub async fn follow(namespace: &str, name: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let snapshot = observer.next().await?;
-        for (at, milestone) in timeline.observe(started.elapsed(), snapshot) {
-            println!("{}  {}", stamp(at), describe(&milestone));
+        for (_, milestone) in timeline.observe(started.elapsed(), snapshot) {
+            println!("  {}  {}", clock(), describe(&milestone));
         }
         if observer.succeeded() != succeeded {
             succeeded = observer.succeeded();
-            println!("{}  succeeded: {succeeded}", stamp(started.elapsed()));
+            println!("  {}  succeeded: {succeeded}", clock());
         }
     }
+}
+
+/// The time of day (UTC), `HH:MM:SS.mmm`.
+fn clock() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, millis) = (now.as_secs() % 86_400, now.subsec_millis());
+    format!("{:02}:{:02}:{:02}.{millis:03} UTC", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// `GET /metrics` over plain HTTP/1.0 (the operator's metrics server, on loopback or on its
