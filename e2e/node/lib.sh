@@ -41,7 +41,7 @@ zf_build() {
     { grep -vE '^\s*(Compiling|Fresh)' >&2 || true; }) || zfn_die "cargo build"
   for b in zeroflow-operator zeroflow-runner zeroflow-demo zeroflow-host-workers; do
     [[ -x "$zf_bin/$b" ]] || zfn_die "cargo build did not produce $zf_bin/$b"
-    if ldd "$zf_bin/$b" 2>&1 | grep -q '=>'; then ldd "$zf_bin/$b" >&2; zfn_die "$zf_bin/$b is dynamically linked"; fi
+    if grep -q '=>' <<<"$(ldd "$zf_bin/$b" 2>&1)"; then ldd "$zf_bin/$b" >&2; zfn_die "$zf_bin/$b is dynamically linked"; fi
   done
   zfn_log "binaries ready in $((SECONDS - started)) s ($zf_bin)"
 }

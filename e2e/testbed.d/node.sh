@@ -55,7 +55,8 @@ node_addresses() {
 node_pick_subnet() {
   local tries
   for ((tries = 0; tries < 200; tries++)); do
-    if ! ip -o addr show | grep -q " 172\.30\.$NODE_X\." && ! ip route show | grep -q "^10\.245\.$NODE_X\."; then
+    # Here-strings, not pipes: under pipefail, `cmd | grep -q` fails when grep stops reading early.
+    if ! grep -q " 172\.30\.$NODE_X\." <<<"$(ip -o addr show)" && ! grep -q "^10\.245\.$NODE_X\." <<<"$(ip route show)"; then
       echo "$NODE_X" >"$NODE_DIR/subnet"
       node_addresses
       return
@@ -111,7 +112,7 @@ node_stop() {
 node_install_packages() {
   local missing=() p
   for p in "${NODE_APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("$p")
   done
   ((${#missing[@]})) || return 0
   log "installing ${missing[*]} (apt)"
@@ -522,7 +523,7 @@ cmd_node_forward() {
   case $side in
     host) node_start "fwd-$name" socat socat "$sock" "TCP:$target" ;;
     node)
-      if ! in_node ip -o addr show | grep -q " ${listen%:*}/"; then in_node ip addr add "${listen%:*}/32" dev lo; fi
+      if ! grep -q " ${listen%:*}/" <<<"$(in_node ip -o addr show)"; then in_node ip addr add "${listen%:*}/32" dev lo; fi
       node_start "fwd-$name" socat nsenter --net="/run/netns/$NODE_NETNS" -- socat "$sock" "TCP:$target" ;;
     *) die "node forward: side must be host or node" ;;
   esac
@@ -535,7 +536,7 @@ cmd_node_forward() {
 }
 
 node_listening() {
-  if [[ $1 == host ]]; then ss -Hltn "sport = :$2" | grep -q .; else in_node ss -Hltn "sport = :$2" | grep -q .; fi
+  if [[ $1 == host ]]; then [[ -n "$(ss -Hltn "sport = :$2")" ]]; else [[ -n "$(in_node ss -Hltn "sport = :$2")" ]]; fi
 }
 
 cmd_node_unforward() { node_ids; node_stop "fwd-$1"; }
