@@ -315,13 +315,8 @@ async fn overload_is_503_with_retry_after_and_nothing_is_lost_on_retry() {
 }
 
 #[tokio::test]
-async fn removals_and_unrouted_events_are_counted_not_queued() {
+async fn unrouted_events_are_counted_not_queued() {
     let h = start(100, 1 << 20).await;
-    let removed = serde_json::json!({"Records": [{"eventName": "ObjectRemoved:Delete", "eventSource": "aws:s3",
-        "s3": {"bucket": {"name": "raw-invoices"}, "object": {"key": "a.csv", "sequencer": "01"}}}]})
-    .to_string();
-    let reply = post_s3(&h, &removed).await;
-    assert_eq!((reply.status, reply.json()["ignored"].clone()), (StatusCode::OK, 1.into()));
     let elsewhere = post_s3(&h, &minio_body("s3:ObjectCreated:Put", "other-bucket", "a.csv", "e")).await;
     assert_eq!((elsewhere.status, elsewhere.json()["unrouted"].clone()), (StatusCode::OK, 1.into()));
     let own_output = post_s3(&h, &minio_body("s3:ObjectCreated:Put", "raw-invoices", "out%2Fa.parquet", "e")).await;
@@ -585,14 +580,16 @@ async fn eventbridge_envelopes_as_api_destinations_send_them() {
         let deleted = CASE14
             .replace("Object Created", "Object Deleted")
             .replace(r#""reason":"PutObject""#, r#""reason":"DeleteObject","deletion-type":"Permanently Deleted""#);
-        let reply = send(h.addr, Method::POST, path, &headers, deleted.into()).await;
-        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
-        assert_eq!((reply.json()["accepted"].clone(), reply.json()["ignored"].clone()), (0.into(), 1.into()));
         assert_eq!(
             leased_items(&h, &team_a()),
             [("incoming/report.csv".to_owned(), Some("b1946ac92492d2347c6235b4d2611184".to_owned()))],
             "{path}"
         );
+        // `Object Deleted` is a removal: handed to admission (see
+        // `removals_reach_admission_as_removals`), neither ignored nor metadata.
+        let reply = send(h.addr, Method::POST, path, &headers, deleted.into()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+        assert_eq!((reply.json()["ignored"].clone(), reply.json()["metadata"].clone()), (0.into(), 0.into()));
     }
     // On the CloudEvents endpoint, JSON that is neither a CloudEvent nor an EventBridge event
     // is refused with what to send instead.
@@ -867,4 +864,81 @@ async fn air_gapped_confirmations_say_what_to_do() {
     assert_eq!(reply.headers.get("retry-after").map(|v| v.as_bytes()), Some(&b"30"[..]));
     assert!(notices.all().iter().any(|(_, note)| note.contains(TOPIC) && note.contains("signing certificate")));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The partition: content and removals reach admission, as `StorageEvent`s of their kind; the
+// rest never does. Observed with an admission that records what it is handed.
+
+use zeroflow_core::admission::{Admission, AdmitReport, Overloaded};
+use zeroflow_core::events::{EventKind, StorageEvent};
+
+#[derive(Default)]
+struct Recording(Mutex<Vec<StorageEvent>>);
+
+impl Admission for Recording {
+    fn admit(&self, events: &[StorageEvent], _received_at: std::time::Instant) -> Result<AdmitReport, Overloaded> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(events);
+        Ok(AdmitReport { accepted: events.len() as u64, ..AdmitReport::default() })
+    }
+}
+
+#[tokio::test]
+async fn removals_reach_admission_as_removals() {
+    let recording = Arc::new(Recording::default());
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let gateway_metrics = GatewayMetrics::register(metrics.registry()).expect("metrics");
+    let config = GatewayConfig { token: Some(BearerToken::new(TOKEN).expect("token")), ..GatewayConfig::default() };
+    let app = router(config, recording.clone(), gateway_metrics).expect("router");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+
+    let minio_delete = minio_body("s3:ObjectRemoved:Delete", "in-bucket", "incoming%2Fa+b.csv", "e");
+    let aws_expired =
+        serde_json::json!({"Records": [{"eventName": "LifecycleExpiration:Delete", "eventSource": "aws:s3",
+        "s3": {"bucket": {"name": "in-bucket"}, "object": {"key": "incoming/old.csv", "sequencer": "02"}}}]})
+        .to_string();
+    let ceph_delete = CASE03.replace("ObjectCreated:Put", "ObjectRemoved:Delete");
+    let eventbridge_delete = CASE14.replace("Object Created", "Object Deleted");
+    let tagging = CASE01.replace("<ETAG-OF-PROCESSED-OBJECT>", "e");
+    let read = minio_body("s3:ObjectAccessed:Get", "in-bucket", "incoming%2Fread.csv", "e");
+    for body in [&minio_delete, &aws_expired, &ceph_delete, &eventbridge_delete, &tagging, &read] {
+        let reply = send(addr, Method::POST, "/v1/events/s3", &[AUTH, JSON], body.clone().into_bytes()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let azure_rename = r#"{"specversion": "1.0", "id": "1", "source": "/subscriptions/s", "type": "Microsoft.Storage.BlobRenamed",
+        "subject": "/blobServices/default/containers/landing/blobs/final/x.csv",
+        "data": {"api": "RenameFile", "sourceUrl": "https://a.dfs.core.windows.net/landing/tmp/x.csv",
+                 "destinationUrl": "https://a.dfs.core.windows.net/landing/final/x.csv", "sequencer": "01"}}"#;
+    let reply = send(
+        addr,
+        Method::POST,
+        "/v1/events/cloudevents",
+        &[AUTH, ("content-type", "application/cloudevents+json")],
+        azure_rename.into(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let seen: Vec<_> = recording
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|e| (e.kind.clone(), e.bucket.clone(), e.key.clone()))
+        .collect();
+    let expected = [
+        (EventKind::Removed, "in-bucket", "incoming/a b.csv"),
+        (EventKind::Removed, "in-bucket", "incoming/old.csv"),
+        (EventKind::Removed, "in-bucket", "incoming/Q1 report+final.csv"),
+        (EventKind::Removed, "in-bucket", "incoming/100%.csv"),
+        (EventKind::Removed, "in-bucket", "incoming/report.csv"),
+        (EventKind::Removed, "landing", "tmp/x.csv"),
+        (EventKind::Created, "landing", "final/x.csv"),
+    ]
+    .map(|(kind, bucket, key)| (kind, bucket.to_owned(), key.to_owned()));
+    assert_eq!(seen, expected, "no tag change or read reached admission");
+    let text = metrics.render().expect("render");
+    assert!(text.contains(r#"zeroflow_events_received_total{outcome="metadata",source="s3"} 1"#), "{text}");
+    assert!(text.contains(r#"zeroflow_events_received_total{outcome="ignored",source="s3"} 1"#), "{text}");
 }

@@ -322,16 +322,16 @@ impl<A: Admission> Gateway<A> {
         self.admit(events, received_at)
     }
 
-    /// Content goes to admission; metadata-only and other events (removals too, for now) are
-    /// only counted.
+    /// Content and removals go to admission (a removal withdraws what is pending for its
+    /// key); metadata-only and other events are only counted.
     fn admit(&self, events: Vec<StorageEvent>, received_at: Instant) -> Result<Summary, Refusal> {
         let mut summary = Summary::default();
         let mut work = Vec::with_capacity(events.len());
         for event in events {
             match event.kind {
-                EventKind::Created => work.push(event),
+                EventKind::Created | EventKind::Removed => work.push(event),
                 EventKind::Metadata(_) => summary.metadata += 1,
-                EventKind::Removed | EventKind::Other(_) => summary.ignored += 1,
+                EventKind::Other(_) => summary.ignored += 1,
             }
         }
         if !work.is_empty() {
