@@ -127,7 +127,7 @@ impl RecordError {
 /// `detail-type`, `source` and `detail`), else S3 notification records or an S3 test event.
 /// What arrives at `/v1/events/s3` and inside SNS notifications.
 pub fn parse_json(body: &[u8]) -> Result<Vec<StorageEvent>, RecordError> {
-    parse_json_value(serde_json::from_slice(body)?)
+    s3::parse_any(body)
 }
 
 /// [`parse_json`] of a document already parsed.

@@ -16,6 +16,8 @@ use super::key::KeyEncoding;
 use super::names::s3_kind;
 use super::{JsonU64, RecordError, RecordParts, StorageEvent, bare_etag, record_event};
 
+/// Any JSON notification document. The EventBridge fields are read here too, so that the usual
+/// records are parsed in one pass, without an intermediate `Value` (three times slower).
 #[derive(Deserialize)]
 struct Notification {
     #[serde(rename = "Records")]
@@ -24,6 +26,11 @@ struct Notification {
     event: Option<String>,
     /// Ceph's pubsub sync module (Nautilus to Quincy) pushed `{"events": [...]}`.
     events: Option<Value>,
+    #[serde(rename = "detail-type")]
+    detail_type: Option<Value>,
+    source: Option<Value>,
+    detail: Option<Value>,
+    time: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -71,14 +78,19 @@ const CEPH_PUBSUB_EVENTS: &str = "Ceph's pubsub \"events\" format (the pubsub sy
     carries no object etag, so a rewritten object could not be told from a duplicate: configure a bucket \
     notification with an HTTP topic instead (it sends S3 records)";
 
-/// Parses a notification body. An S3 test event yields no records.
+/// Parses a notification body of S3 records. An S3 test event yields no records.
 pub fn parse_notification(body: &[u8]) -> Result<Vec<StorageEvent>, RecordError> {
-    notification_events(serde_json::from_slice(body)?)
+    notification_events(serde_json::from_slice(body)?, false)
 }
 
 /// Parses a full notification given as a JSON value.
 pub(crate) fn parse_notification_value(value: Value) -> Result<Vec<StorageEvent>, RecordError> {
-    notification_events(serde_json::from_value(value)?)
+    notification_events(serde_json::from_value(value)?, false)
+}
+
+/// Parses S3 records or an EventBridge event (see [`super::parse_json`]).
+pub(crate) fn parse_any(body: &[u8]) -> Result<Vec<StorageEvent>, RecordError> {
+    notification_events(serde_json::from_slice(body)?, true)
 }
 
 /// Parses one record given as a JSON value (the `data` of an S3 CloudEvent).
@@ -87,7 +99,15 @@ pub(crate) fn parse_record_value(value: Value) -> Result<StorageEvent, RecordErr
     record_to_event(record, 0)
 }
 
-fn notification_events(notification: Notification) -> Result<Vec<StorageEvent>, RecordError> {
+fn notification_events(notification: Notification, eventbridge: bool) -> Result<Vec<StorageEvent>, RecordError> {
+    if eventbridge
+        && let Notification { detail_type: Some(detail_type), source: Some(source), detail: Some(detail), time, .. } =
+            notification
+    {
+        let envelope =
+            serde_json::json!({"detail-type": detail_type, "source": source, "detail": detail, "time": time});
+        return super::eventbridge::parse_envelope(envelope);
+    }
     match notification {
         Notification { records: Some(records), .. } => {
             records.into_iter().enumerate().map(|(i, r)| record_to_event(r, i)).collect()
