@@ -121,8 +121,7 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
 /// restart or leader change under way), for as long as the lease lasts (at least a minute): a
 /// result that is never reported lets the lease expire and the object run a second time.
 async fn report_with_retries(ctx: &Context, lease: &Lease, report: &Report) -> Result<(), Error> {
-    let patience = Duration::from_secs(lease.lease_seconds).max(MIN_REPORT_PATIENCE);
-    let give_up = std::time::Instant::now() + patience;
+    let give_up = std::time::Instant::now() + report_patience(lease);
     let mut attempt = 0u32;
     loop {
         let result = match report {
@@ -263,11 +262,51 @@ async fn run_object(
     };
     let mut names = Vec::with_capacity(files.len());
     for (name, path) in files {
-        let target = ctx.client.output(lease, &name).await?;
-        ctx.client.upload(&target, &path).await?;
+        if !upload_with_retries(ctx, lease, &name, &path, &lost).await? {
+            return Ok(Report::LeaseLost);
+        }
         names.push(name);
     }
     Ok(Report::Complete(names))
+}
+
+/// Asks for an output's upload URL and uploads it, trying again while the work API or the
+/// store does not answer or asks to retry (a leader change, a store restart), as results are
+/// retried: the transform succeeded, and a transient error must not make it run again. Returns
+/// `false` when the lease was lost meanwhile (the object may be someone else's now).
+async fn upload_with_retries(
+    ctx: &Context,
+    lease: &Lease,
+    name: &str,
+    path: &Path,
+    lost: &watch::Receiver<bool>,
+) -> Result<bool, Error> {
+    let give_up = std::time::Instant::now() + report_patience(lease);
+    let mut attempt = 0u32;
+    loop {
+        if *lost.borrow() {
+            return Ok(false);
+        }
+        let result = match ctx.client.output(lease, name).await {
+            Ok(target) => ctx.client.upload(&target, path).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => return Ok(true),
+            Err(e) if retry::retryable(&e) && std::time::Instant::now() < give_up => {
+                attempt += 1;
+                let pause = retry::backoff(attempt, retry::jitter());
+                tracing::warn!(output = name, error = %e, retry_in_ms = pause.as_millis(), "could not upload an output; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How long results and outputs are retried: as long as the lease lasts, at least a minute.
+fn report_patience(lease: &Lease) -> Duration {
+    Duration::from_secs(lease.lease_seconds).max(MIN_REPORT_PATIENCE)
 }
 
 fn tail_with(mut tail: String, note: &str) -> String {
