@@ -130,7 +130,7 @@ async fn report_with_retries(ctx: &Context, lease: &Lease, report: &Report) -> R
             Report::LeaseLost => Ok(()),
         };
         match result {
-            Err(e) if retry::retryable(&e) && std::time::Instant::now() < give_up => {
+            Err(e) if retry::retryable_report(&e) && std::time::Instant::now() < give_up => {
                 attempt += 1;
                 let pause = retry::backoff(attempt, retry::jitter());
                 tracing::warn!(error = %e, retry_in_ms = pause.as_millis(), "could not report the result; retrying");
@@ -293,7 +293,7 @@ async fn upload_with_retries(
         };
         match result {
             Ok(()) => return Ok(true),
-            Err(e) if retry::retryable(&e) && std::time::Instant::now() < give_up => {
+            Err(e) if retry::retryable_report(&e) && std::time::Instant::now() < give_up => {
                 attempt += 1;
                 let pause = retry::backoff(attempt, retry::jitter());
                 tracing::warn!(output = name, error = %e, retry_in_ms = pause.as_millis(), "could not upload an output; retrying");
