@@ -386,7 +386,7 @@ async fn upload_all(
     rate: f64,
     uploads: Arc<Mutex<Uploads>>,
 ) -> anyhow::Result<()> {
-    let mut rng = Rng::new(seed ^ 0x5EED_0B1E_C75);
+    let mut rng = Rng::new(seed ^ 0x05EE_D0B1_EC75);
     let started = Instant::now();
     let total = (length.as_secs_f64() * rate) as usize;
     let mut later = Vec::new();
@@ -817,7 +817,19 @@ async fn inject(
 ) -> anyhow::Result<String> {
     match fault.kind {
         FaultKind::LeaderKill => {
-            let Some(i) = replicas.leader().await else { return Ok("skipped (no leader right now)".into()) };
+            // After an apiserver restart the leader may have exited (it lost its lease) and the
+            // next one not be elected yet: wait for it rather than skip this kill.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let i = loop {
+                replicas.supervise().await?;
+                if let Some(i) = replicas.leader().await {
+                    break i;
+                }
+                if Instant::now() > deadline {
+                    return Ok("skipped (no leader for 60 s)".into());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
             let mut leader = replicas.running.remove(i);
             replicas.totals.add(&leader.metrics().await.unwrap_or_default());
             leader.kill().await?;
