@@ -6,6 +6,7 @@ pub mod api;
 pub mod contract;
 pub mod install;
 pub mod names;
+pub mod object;
 pub mod process;
 pub mod retry;
 pub mod worker;

@@ -13,6 +13,7 @@ use zeroflow_contract::env;
 use zeroflow_contract::worker::DEFAULT_TIMEOUT;
 use zeroflow_runner::api::Client;
 use zeroflow_runner::contract::Contract;
+use zeroflow_runner::object::Transform;
 use zeroflow_runner::worker::{self, Context};
 
 /// `exec` or `stdio`, listed in `--help`.
@@ -183,9 +184,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let tag = format!("{owner}-{started_ms}-{}", std::process::id());
     let ctx = Arc::new(Context {
         client,
-        contract: args.contract,
-        command: args.command,
-        timeout: args.timeout,
+        transform: Transform { contract: args.contract, command: args.command, timeout: args.timeout },
         work_dir: args.work_dir,
         tag,
         sequence: AtomicU64::new(0),
