@@ -5,6 +5,7 @@
 pub mod api;
 pub mod contract;
 pub mod install;
+pub mod local;
 pub mod names;
 pub mod object;
 pub mod process;
