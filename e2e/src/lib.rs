@@ -6,9 +6,11 @@
 
 pub mod azure;
 pub mod chart;
+pub mod demo;
 pub mod gcs;
 pub mod kafka;
 pub mod loop_bed;
+pub mod node;
 pub mod pipelines;
 pub mod prometheus_server;
 pub mod sqs;
