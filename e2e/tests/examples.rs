@@ -339,7 +339,12 @@ fn log_filter_samples_give_the_expected_outputs() -> anyhow::Result<()> {
             kinds.1 += 1;
         }
     }
-    assert!(kinds.0 >= 1 && kinds.1 >= 1, "samples: {} gzip'd and {} plain, want one of each at least", kinds.0, kinds.1);
+    assert!(
+        kinds.0 >= 1 && kinds.1 >= 1,
+        "samples: {} gzip'd and {} plain, want one of each at least",
+        kinds.0,
+        kinds.1
+    );
     Ok(())
 }
 
@@ -481,7 +486,11 @@ fn dockerfiles_copy_the_script_each_pipeline_runs() -> anyhow::Result<()> {
         let command = example.local_command()?;
         assert_eq!(command[0], "python3", "{}: {command:?}", example.name);
         let dockerfile = std::fs::read_to_string(example.dir.join("Dockerfile"))?;
-        assert!(dockerfile.lines().any(|l| l.starts_with("FROM python:3")), "{}: not a python base image", example.name);
+        assert!(
+            dockerfile.lines().any(|l| l.starts_with("FROM python:3")),
+            "{}: not a python base image",
+            example.name
+        );
     }
     let log_filter = std::fs::read_to_string(examples_dir().join("log-filter/Dockerfile"))?;
     assert!(log_filter.lines().any(|l| l == "USER 65532:65532"), "log-filter: the image does not run as 65532");

@@ -377,10 +377,8 @@ fn a_command_that_cannot_start_is_a_runner_error() {
 fn interrupting_try_kills_the_command_and_its_group() {
     let scratch = Scratch::new("interrupt", b"x");
     let pid_file = scratch.path("background.pid");
-    let script = format!(
-        "sleep 600 >/dev/null 2>&1 & echo $! > '{}.tmp' && mv '{0}.tmp' '{0}'; sleep 600",
-        pid_file.display()
-    );
+    let script =
+        format!("sleep 600 >/dev/null 2>&1 & echo $! > '{}.tmp' && mv '{0}.tmp' '{0}'; sleep 600", pid_file.display());
     let mut child = scratch.command(&[], &script).stdout(Stdio::null()).spawn().expect("try");
     wait_until("the command to start", || pid_file.exists());
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
