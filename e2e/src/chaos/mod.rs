@@ -604,8 +604,10 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<Report> {
             tokio::time::sleep(Duration::from_millis(500).min(fault.at.saturating_sub(started.elapsed()))).await;
         }
         let t = started.elapsed().as_secs_f64();
-        let at = now_ns();
         let what = inject(fault, &mut replicas, &workers, &pods, &mut deleted_pods, &mut interruptions).await?;
+        // Recovery counts from the end of the fault's action: the kill, or the component back
+        // up after a restart (a leader still completes objects while it is being looked up).
+        let at = now_ns();
         println!("chaos: t={t:>6.1}s {} {what}", fault.kind);
         if fault.kind == FaultKind::LeaderKill && what.starts_with("killed ") {
             // The gap lasts until a replica leads again.
@@ -763,7 +765,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<Report> {
          backlog_overflow={} (capacity {}; resync_discovered={}) \
          operator_exits={} runner_restarts={restarts} lost={} redone_after_completion={} rerun_after_success={} \
          rerun_excused_by_kill={} busy_stopped_by_scale_down={} bad_outputs={} wrong_outcome={} drained={drained} \
-         drain_s={drain_seconds:.0} not_at_zero={not_at_zero:?} recovery(median/max): {} | {footprint_line}",
+         drain_s={drain_seconds:.0} not_at_zero={not_at_zero:?} recovery_to_next_completion(median/max): {} | {footprint_line}",
         config.seed,
         uploaded.len(),
         kinds.get(&ObjectKind::Plain).unwrap_or(&0),
