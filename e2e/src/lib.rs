@@ -5,6 +5,7 @@
 //! so tests run in parallel without seeing each other.
 
 pub mod azure;
+pub mod chaos;
 pub mod chart;
 pub mod demo;
 pub mod gcs;

@@ -81,9 +81,19 @@ impl HostWorkers {
             state: state.clone(),
         };
         let task = tokio::spawn(async move {
+            // An error is printed when it starts, not on every poll while it lasts (the chaos
+            // run restarts the apiserver under this loop).
+            let mut last_error = None;
             loop {
-                if let Err(e) = kubelet.sync().await {
-                    eprintln!("host workers: {e:#}");
+                match kubelet.sync().await {
+                    Ok(()) => last_error = None,
+                    Err(e) => {
+                        let text = format!("{e:#}");
+                        if last_error.as_ref() != Some(&text) {
+                            eprintln!("host workers: {text}");
+                            last_error = Some(text);
+                        }
+                    }
                 }
                 tokio::time::sleep(POLL).await;
             }
@@ -118,6 +128,11 @@ impl HostWorkers {
     /// Pods with a runner process right now.
     pub fn running(&self) -> Vec<String> {
         self.state().runners.keys().cloned().collect()
+    }
+
+    /// The process id of the runner of `pod`, while it runs.
+    pub fn pid(&self, pod: &str) -> Option<u32> {
+        self.state().runners.get(pod).and_then(|r| r.child.id())
     }
 
     /// SIGKILLs the runner of `pod`, as an OOM kill or a crash would.

@@ -305,3 +305,44 @@ async fn results_and_heartbeats_reach_a_restarted_leader_and_nothing_is_leased_a
     .await?;
     Ok(())
 }
+
+/// Found by the chaos run (issue #14): a transform that finishes while no leader answers is not
+/// thrown away. The runner asks the work API where to upload each output; with the leader gone
+/// that request failed once, the attempt was reported as failed to the next leader and the
+/// object ran a second time although its transform had succeeded.
+#[tokio::test]
+async fn outputs_of_a_run_that_ends_while_no_leader_answers_wait_for_the_next_leader() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let runs = std::env::temp_dir().join(format!("zf-noleader-runs-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&runs);
+    let script = format!(
+        "echo start >> {log}; sleep 6; tr a-z A-Z < \"$ZEROFLOW_INPUT\" > \"$ZEROFLOW_OUTPUT_DIR/up.txt\"; \
+         echo end >> {log}",
+        log = runs.display()
+    );
+    let spec = json!({
+        "scaling": {"maxReplicas": 1, "idleTimeout": "1h"},
+        "transform": {"image": "example.org/t:1", "command": ["sh", "-c", script], "timeout": "2m"},
+        "delivery": {"leaseDuration": "30s", "maxAttempts": 3}
+    });
+    let mut t = LoopBed::start("noleader", "late", spec).await?;
+    upload(&t.buckets.source, "in/x.txt", "late result\n").await?;
+    let ran = || std::fs::read_to_string(&runs).unwrap_or_default();
+    eventually("the transform started", TIMEOUT, || async { Ok(ran().contains("start").then_some(())) }).await?;
+
+    // The leader dies while the transform works, and nobody leads when it ends.
+    t.operator.kill().await?;
+    eventually("the transform ended", TIMEOUT, || async { Ok(ran().contains("end").then_some(())) }).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    t.operator = t.standby("next").await?;
+    t.operator.wait_ready(TIMEOUT).await?;
+
+    t.wait_finished(1, 0, Duration::from_secs(120)).await?;
+    assert_eq!(ran(), "start\nend\n", "the transform ran once");
+    let markers = t.markers().await?;
+    let marker = markers.get("in/x.txt").context("a marker")?;
+    assert_eq!((marker.outcome, marker.attempts), (Outcome::Succeeded, 1), "{marker:?}");
+    assert_eq!(t.read_sink("out/in/x.txt/up.txt").await?, "LATE RESULT\n");
+    let _ = std::fs::remove_file(&runs);
+    Ok(())
+}

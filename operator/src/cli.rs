@@ -64,6 +64,12 @@ pub struct Cli {
     #[arg(long, env = "ZEROFLOW_MAX_CONCURRENT_RECONCILES", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_concurrent_reconciles: u16,
 
+    /// Most objects each pipeline holds pending or leased at once. Past it the gateway refuses
+    /// events with 503 and Retry-After and the pipeline's bucket is listed again at once (a
+    /// resync) to find what was refused. Bounds the operator's memory per pipeline.
+    #[arg(long, env = "ZEROFLOW_BACKLOG_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub backlog_capacity: u64,
+
     /// Log format: `plain` for people, `json` for log pipelines. Filter with RUST_LOG.
     #[arg(long, env = "ZEROFLOW_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,

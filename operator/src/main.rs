@@ -158,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         workers: WorkerOptions { runner_image: cli.runner_image.clone(), work_api_url: cli.work_api_url.clone() },
         default_store,
         concurrency: cli.max_concurrent_reconciles,
+        backlog_capacity: usize::try_from(cli.backlog_capacity).unwrap_or(usize::MAX),
         pipelines,
         status,
     });

@@ -57,9 +57,12 @@ THE CONTRACT FOR TRANSFORM AUTHORS
 
   An input that no longer exists when it is downloaded (404/412: deleted or overwritten after
   its notification) is not run: the object is skipped without using an attempt.
-  When the work API does not answer (an operator restart, a leader change), heartbeats are
-  retried within seconds (a new leader re-attaches the lease) and results for as long as the
-  lease lasts (at least a minute), with backoff and jitter; a result is never dropped silently.
+  When the work API or the store does not answer (an operator restart, a leader change, a
+  store restart), heartbeats are retried within seconds (a new leader re-attaches the lease),
+  and the outputs' uploads and the result for as long as the lease lasts (at least a minute),
+  with backoff and jitter, also while a new leader answers 404 for a pipeline it has not loaded
+  yet: a successful run is not run again for a transient error, and a result is never dropped
+  silently.
 
   Exit codes: 0 = success (outputs uploaded, object done). Any other code, or death by a signal,
   = failure, retried up to the pipeline's maxAttempts, then recorded as failed.

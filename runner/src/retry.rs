@@ -22,6 +22,15 @@ pub fn retryable(error: &Error) -> bool {
     }
 }
 
+/// Whether an output request or a result report may succeed if made again: as [`retryable`],
+/// and also a 404. A new leader serves the work API a moment before its first reconcile has
+/// loaded the pipelines and answers 404 for them meanwhile; dropping a finished run's result
+/// then would run the object again. A pipeline that is really gone answers 404 until the
+/// caller's patience (the lease, at least a minute) runs out, and its worker pods go with it.
+pub fn retryable_report(error: &Error) -> bool {
+    retryable(error) || matches!(error, Error::Status { status: 404, .. })
+}
+
 /// The pause before try `attempt` (1 for the first retry): `FIRST * 2^(attempt-1)`, capped at
 /// [`MAX`], scaled by `jitter` in `[0.5, 1.0]` ("equal jitter").
 pub fn backoff(attempt: u32, jitter: f64) -> Duration {
@@ -63,5 +72,12 @@ mod tests {
         assert!(retryable(&status(503)) && retryable(&status(500)) && retryable(&status(429)));
         assert!(!retryable(&status(410)) && !retryable(&status(404)) && !retryable(&status(400)));
         assert!(!retryable(&Error::Config("x".into())));
+    }
+
+    #[test]
+    fn reports_are_also_retried_on_404_but_not_on_other_refusals() {
+        let status = |status| Error::Status { status, body: String::new() };
+        assert!(retryable_report(&status(404)) && retryable_report(&status(503)));
+        assert!(!retryable_report(&status(410)) && !retryable_report(&status(400)) && !retryable_report(&status(403)));
     }
 }

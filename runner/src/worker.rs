@@ -89,9 +89,28 @@ impl Transfer for LeaseTransfer<'_> {
         }
     }
 
+    /// Asks for the output's upload URL and uploads it, trying again while the work API or the
+    /// store does not answer or asks to retry (a leader change, a store restart, a new leader
+    /// that has not loaded the pipeline yet), as results are retried and while the lease is
+    /// held: the transform succeeded, and a transient error must not make it run again.
     async fn store(&self, name: &str, file: &Path) -> Result<(), Error> {
-        let target = self.client.output(self.lease, name).await?;
-        self.client.upload(&target, file).await
+        let give_up = std::time::Instant::now() + report_patience(self.lease);
+        let mut attempt = 0u32;
+        loop {
+            let result = match self.client.output(self.lease, name).await {
+                Ok(target) => self.client.upload(&target, file).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if self.held() && retry::retryable_report(&e) && std::time::Instant::now() < give_up => {
+                    attempt += 1;
+                    let pause = retry::backoff(attempt, retry::jitter());
+                    tracing::warn!(output = name, error = %e, retry_in_ms = pause.as_millis(), "could not store an output; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn held(&self) -> bool {
@@ -134,8 +153,7 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
 /// restart or leader change under way), for as long as the lease lasts (at least a minute): a
 /// result that is never reported lets the lease expire and the object run a second time.
 async fn report_with_retries(ctx: &Context, lease: &Lease, report: &Report) -> Result<(), Error> {
-    let patience = Duration::from_secs(lease.lease_seconds).max(MIN_REPORT_PATIENCE);
-    let give_up = std::time::Instant::now() + patience;
+    let give_up = std::time::Instant::now() + report_patience(lease);
     let mut attempt = 0u32;
     loop {
         let result = match report {
@@ -144,7 +162,7 @@ async fn report_with_retries(ctx: &Context, lease: &Lease, report: &Report) -> R
             Report::LeaseLost => Ok(()),
         };
         match result {
-            Err(e) if retry::retryable(&e) && std::time::Instant::now() < give_up => {
+            Err(e) if retry::retryable_report(&e) && std::time::Instant::now() < give_up => {
                 attempt += 1;
                 let pause = retry::backoff(attempt, retry::jitter());
                 tracing::warn!(error = %e, retry_in_ms = pause.as_millis(), "could not report the result; retrying");
@@ -153,6 +171,11 @@ async fn report_with_retries(ctx: &Context, lease: &Lease, report: &Report) -> R
             other => return other,
         }
     }
+}
+
+/// How long outputs and results are retried: as long as the lease lasts, at least a minute.
+fn report_patience(lease: &Lease) -> Duration {
+    Duration::from_secs(lease.lease_seconds).max(MIN_REPORT_PATIENCE)
 }
 
 /// Renews the lease until aborted. A 410 means the lease expired or was finished: `lost` is set

@@ -30,6 +30,10 @@ struct Fake {
     store: Mutex<HashMap<String, Vec<u8>>>,
     /// Answer this many results with 503 first, as a restarting operator would.
     refuse_results: AtomicU64,
+    /// Answer this many output requests, then this many results, with 404 for the pipeline, as
+    /// a new leader does in the moment between its election and its first reconcile.
+    unknown_outputs: AtomicU64,
+    unknown_results: AtomicU64,
     /// Heartbeat bodies received.
     heartbeat_bodies: Mutex<Vec<Value>>,
     /// Inputs the fake store answers 404 for (deleted before the worker got to them).
@@ -83,6 +87,7 @@ async fn lease_call(
             }
             axum::Json(json!({"deadline_unix_ms": 0})).into_response()
         }
+        "outputs" if take_one(&fake.unknown_outputs) => unknown_pipeline(),
         "outputs" => {
             let name = body["name"].as_str().unwrap_or_default().to_owned();
             axum::Json(json!({
@@ -91,6 +96,7 @@ async fn lease_call(
             }))
             .into_response()
         }
+        "complete" | "fail" if take_one(&fake.unknown_results) => unknown_pipeline(),
         "complete" | "fail" => {
             let refuse = fake.refuse_results.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
             if refuse.is_ok() {
@@ -102,6 +108,16 @@ async fn lease_call(
         }
         _ => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// Takes one from `counter` unless it is zero.
+fn take_one(counter: &AtomicU64) -> bool {
+    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+/// The work API's answer for a pipeline it does not know.
+fn unknown_pipeline() -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such pipeline", "code": "not_found"}))).into_response()
 }
 
 async fn store_get(State(fake): State<Shared>, UrlPath(path): UrlPath<String>) -> Response {
@@ -430,6 +446,26 @@ async fn results_are_reported_again_until_the_work_api_takes_them() {
     assert!(terminate(&mut runner).await.success());
     assert_eq!(fake.refuse_results.load(Ordering::SeqCst), 0, "three refusals, then taken");
     assert_eq!((results.len(), results[0].1.as_str()), (1, "complete"));
+}
+
+/// Found by the chaos run (issue #14): a new leader serves the work API a moment before its
+/// first reconcile has loaded the pipelines, and answers 404 for them meanwhile. A finished run's
+/// outputs and result are offered again until it knows the pipeline, not dropped (which failed
+/// the run, or let its lease expire, and ran the object a second time).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_leader_that_has_not_loaded_the_pipeline_yet_gets_outputs_and_result_again() {
+    let fake = start_fake(&[("n/a.txt", b"abc")]).await;
+    fake.unknown_outputs.store(2, Ordering::SeqCst);
+    fake.unknown_results.store(2, Ordering::SeqCst);
+    let scratch = Scratch::new("unknown-pipeline");
+    let mut runner = spawn_runner(&fake, &scratch, "stdio", 30, "cat");
+    let results = wait_results(&fake, 1).await;
+    assert!(terminate(&mut runner).await.success());
+    let left = (fake.unknown_outputs.load(Ordering::SeqCst), fake.unknown_results.load(Ordering::SeqCst));
+    assert_eq!(left, (0, 0), "both 404s answered, then taken");
+    assert_eq!((results.len(), results[0].1.as_str()), (1, "complete"), "{results:?}");
+    let id = &results[0].0;
+    assert_eq!(stored(&fake, &format!("out/{id}/a.txt")).as_deref(), Some(&b"abc"[..]));
 }
 
 /// Heartbeats name the object and attempt, so a new leader can re-attach the lease.

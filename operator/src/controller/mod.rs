@@ -76,6 +76,8 @@ pub struct Context {
     pub default_store: DefaultStore,
     /// Reconciles running at once; bounds apiserver load and memory on large fleets.
     pub concurrency: u16,
+    /// Most objects pending or leased per pipeline (`--backlog-capacity`).
+    pub backlog_capacity: usize,
     /// The runtimes of the pipelines this replica serves.
     pub pipelines: Arc<Pipelines>,
     pub status: StatusWriter,
@@ -265,7 +267,8 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
 
     // 1. validate
     let spec = validate::validate(&pipeline.spec)?;
-    let settings = settings::settings(pipeline, &spec)?;
+    let mut settings = settings::settings(pipeline, &spec)?;
+    settings.backlog.capacity = ctx.backlog_capacity;
 
     // 2. build
     let owner = build::owner_reference(pipeline).ok_or(Error::Identity)?;

@@ -40,6 +40,7 @@ fn bed() -> Bed {
         workers: WorkerOptions { runner_image: "runner:test".into(), work_api_url: "http://workapi".into() },
         default_store: DefaultStore(None),
         concurrency: 1,
+        backlog_capacity: 100_000,
         pipelines,
         status: writer,
     });
