@@ -361,7 +361,7 @@ impl WorkApi {
             method: "PUT".into(),
             url: url.to_string(),
             expires_in_seconds: lease_ms / 1000,
-            headers: vec![],
+            headers: access.sink.upload_headers(),
         })
     }
 
