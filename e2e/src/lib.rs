@@ -313,13 +313,12 @@ pub async fn mc(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// The testbed MinIO as an operator store configuration.
-pub fn store_config() -> anyhow::Result<zeroflow_operator::store::StoreConfig> {
+pub fn store_config() -> anyhow::Result<zeroflow_operator::store::S3Config> {
     let var = |name: &str| std::env::var(name).with_context(|| format!("{name} unset: eval \"$(e2e/testbed env)\""));
-    Ok(zeroflow_operator::store::StoreConfig {
-        endpoint: var("ZF_S3_ENDPOINT")?,
-        region: var("ZF_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        path_style: true,
-        access_key_id: var("ZF_S3_ACCESS_KEY")?,
-        secret_access_key: var("ZF_S3_SECRET_KEY")?,
-    })
+    Ok(zeroflow_operator::store::S3Config::with_keys(
+        &var("ZF_S3_ENDPOINT")?,
+        &var("ZF_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        &var("ZF_S3_ACCESS_KEY")?,
+        &var("ZF_S3_SECRET_KEY")?,
+    ))
 }

@@ -1,22 +1,34 @@
-//! Access to S3-compatible object stores (AWS S3, MinIO, Ceph RGW, ...).
+//! Access to the object stores pipelines read and write: S3-compatible stores (AWS S3, MinIO,
+//! Ceph RGW), Azure Blob Storage and Google Cloud Storage, all through object_store.
 //!
-//! Credentials are read from Secrets by the operator only; they are never logged, never put in
-//! status or Events, and never handed to workers (workers get presigned URLs).
+//! A pipeline's store is a [`StoreConfig`]: settings from its spec with credentials from its
+//! Secret, or the operator's own identity ([`identity::Identities`]) when it names none.
+//! [`open`] turns it into the two views the runtime holds for a bucket: an `ObjectStore` (for
+//! probes, resync's listings and the ledger) and a [`BucketAccess`] (signed URLs and HEADs for
+//! the work API).
+//!
+//! Credentials are read from Secrets by the operator only; they are never logged (every config
+//! type's `Debug` redacts them), never put in status or Events, and never handed to workers
+//! (workers get signed URLs).
+
+pub mod azure;
+mod azure_sas;
+pub mod gcs;
+pub mod identity;
+pub mod s3;
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
-use crate::api::StoreSpec;
-
-/// Secret keys holding the credentials, as documented on `credentialsSecretRef`.
-pub const ACCESS_KEY_ID: &str = "accessKeyId";
-pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
+use crate::api::{StoreKind, StoreSpec};
+use crate::workapi::BucketAccess;
+pub use identity::Identities;
+pub use s3::{S3Config, S3Credentials, bucket_client};
 
 /// How long a reachability probe may take before the store counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,27 +38,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRIES: usize = 3;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Everything needed to talk to one store.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    pub endpoint: String,
-    pub region: String,
-    pub path_style: bool,
-    pub access_key_id: String,
-    pub secret_access_key: String,
-}
-
-// Hand-written so that `{:?}` in a log line can never print the secret.
-impl fmt::Debug for StoreConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreConfig")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("path_style", &self.path_style)
-            .field("access_key_id", &"<redacted>")
-            .field("secret_access_key", &"<redacted>")
-            .finish()
-    }
+/// One store: which kind, where, and with which credentials.
+#[derive(Clone, Debug)]
+pub enum StoreConfig {
+    S3(S3Config),
+    Azure(azure::AzureConfig),
+    Gcs(gcs::GcsConfig),
 }
 
 /// Why a store cannot be used. Messages are safe to show users: they never contain credentials.
@@ -58,6 +55,10 @@ pub enum StoreError {
     SecretNotFound(String),
     #[error("Secret {secret:?} has no key {key:?}")]
     SecretMissingKey { secret: String, key: &'static str },
+    #[error("no credentialsSecretRef, and the operator has no {0}")]
+    NoIdentity(&'static str),
+    #[error("the operator's own identity could not provide credentials; details in the operator log")]
+    IdentityFailed,
     #[error("bucket {0:?} does not exist")]
     BucketNotFound(String),
     #[error("access to bucket {0:?} denied: check the credentials and the bucket policy")]
@@ -75,94 +76,188 @@ impl StoreError {
             StoreError::NoStore => "NoStore",
             StoreError::SecretNotFound(_) => "SecretNotFound",
             StoreError::SecretMissingKey { .. } => "SecretMissingKey",
+            StoreError::NoIdentity(_) => "NoCredentials",
+            StoreError::IdentityFailed => "IdentityFailed",
             StoreError::BucketNotFound(_) => "BucketNotFound",
             StoreError::AccessDenied(_) => "AccessDenied",
             StoreError::Unreachable(_) => "Unreachable",
             StoreError::Invalid(_) => "InvalidStore",
         }
     }
-}
 
-/// The operator-wide default store, used by pipelines that name none.
-#[derive(Clone, Debug, Default)]
-pub struct DefaultStore(pub Option<StoreConfig>);
-
-/// Reads the two credential keys out of a Secret's data.
-pub fn credentials_from_secret(
-    secret_name: &str,
-    data: &BTreeMap<String, ByteString>,
-) -> Result<(String, String), StoreError> {
-    let read = |key: &'static str| {
-        let value =
-            data.get(key).ok_or_else(|| StoreError::SecretMissingKey { secret: secret_name.to_owned(), key })?;
-        String::from_utf8(value.0.clone())
-            .map(|v| v.trim().to_owned())
-            .map_err(|_| StoreError::Invalid(format!("Secret {secret_name:?} key {key:?} is not UTF-8")))
-    };
-    Ok((read(ACCESS_KEY_ID)?, read(SECRET_ACCESS_KEY)?))
-}
-
-/// Combines a pipeline's store settings with the credentials from its Secret.
-pub fn config_from_spec(spec: &StoreSpec, access_key_id: String, secret_access_key: String) -> StoreConfig {
-    StoreConfig {
-        endpoint: spec.endpoint.trim_end_matches('/').to_owned(),
-        region: spec.region.clone(),
-        path_style: spec.path_style,
-        access_key_id,
-        secret_access_key,
+    /// Problems that may clear up without a change to the pipeline (a Secret created later, a
+    /// store or a token endpoint coming back), so the source is checked again soon.
+    pub fn may_clear_up(&self) -> bool {
+        matches!(
+            self,
+            StoreError::SecretNotFound(_)
+                | StoreError::Unreachable(_)
+                | StoreError::BucketNotFound(_)
+                | StoreError::IdentityFailed
+        )
     }
 }
 
-/// A client for one bucket.
-pub fn bucket_client(config: &StoreConfig, bucket: &str) -> Result<AmazonS3, StoreError> {
-    AmazonS3Builder::new()
-        .with_endpoint(&config.endpoint)
-        .with_region(&config.region)
-        .with_bucket_name(bucket)
-        .with_access_key_id(&config.access_key_id)
-        .with_secret_access_key(&config.secret_access_key)
-        .with_virtual_hosted_style_request(!config.path_style)
-        .with_retry(RetryConfig {
-            max_retries: RETRIES,
-            retry_timeout: RETRY_TIMEOUT,
-            backoff: BackoffConfig::default(),
-        })
-        .with_client_options(
-            ClientOptions::new()
-                .with_allow_http(config.endpoint.starts_with("http://"))
-                .with_timeout(PROBE_TIMEOUT)
-                .with_connect_timeout(PROBE_TIMEOUT),
-        )
-        .build()
-        .map_err(|e| StoreError::Invalid(e.to_string()))
+/// What the operator brings to every pipeline's store: the store for pipelines that name none,
+/// and its own identities for stores named without a Secret.
+#[derive(Clone, Debug, Default)]
+pub struct DefaultStore {
+    pub store: Option<StoreConfig>,
+    pub identities: Identities,
 }
 
-/// Checks that the bucket can be listed with these credentials (one request).
-pub async fn probe(client: &AmazonS3, bucket: &str, prefix: Option<&str>) -> Result<(), StoreError> {
+/// A Secret's data, by key, as read from the apiserver.
+pub type SecretData = BTreeMap<String, ByteString>;
+
+/// A store's settings with the credentials from its Secret (`secret`: its name and data, when
+/// the spec names one) or the operator's own identity.
+pub fn config_from_spec(
+    spec: &StoreSpec,
+    secret: Option<(&str, &SecretData)>,
+    identities: &Identities,
+) -> Result<StoreConfig, StoreError> {
+    match spec.kind().map_err(StoreError::Invalid)? {
+        StoreKind::S3(s3) => s3::config(&s3, secret, identities).map(StoreConfig::S3),
+        StoreKind::Azure(azure) => azure::config(azure, secret, identities).map(StoreConfig::Azure),
+        StoreKind::Gcs(gcs) => gcs::config(gcs, secret, identities).map(StoreConfig::Gcs),
+    }
+}
+
+/// The Secret a store spec names, if any.
+pub fn secret_name(spec: &StoreSpec) -> Result<Option<String>, StoreError> {
+    let reference = match spec.kind().map_err(StoreError::Invalid)? {
+        StoreKind::S3(s3) => s3.credentials_secret_ref.clone(),
+        StoreKind::Azure(azure) => azure.credentials_secret_ref.clone(),
+        StoreKind::Gcs(gcs) => gcs.credentials_secret_ref.clone(),
+    };
+    Ok(reference.map(|r| r.name))
+}
+
+/// The text of one key of a Secret, trimmed (editors and `echo` add newlines).
+pub(crate) fn secret_text(secret: &str, data: &SecretData, key: &'static str) -> Result<Option<String>, StoreError> {
+    let Some(value) = data.get(key) else { return Ok(None) };
+    String::from_utf8(value.0.clone())
+        .map(|v| Some(v.trim().to_owned()))
+        .map_err(|_| StoreError::Invalid(format!("Secret {secret:?} key {key:?} is not UTF-8")))
+}
+
+/// Like [`secret_text`], for a key that must be there.
+pub(crate) fn required_secret_text(secret: &str, data: &SecretData, key: &'static str) -> Result<String, StoreError> {
+    secret_text(secret, data, key)?.ok_or_else(|| StoreError::SecretMissingKey { secret: secret.to_owned(), key })
+}
+
+/// One bucket of a store, opened: the client for listings and the ledger, and the signed-URL
+/// access the work API hands to workers.
+pub struct OpenBucket {
+    pub store: Arc<dyn ObjectStore>,
+    pub access: Arc<dyn BucketAccess>,
+}
+
+/// Builds the clients for `bucket` (no request is made).
+pub fn open(config: &StoreConfig, bucket: &str) -> Result<OpenBucket, StoreError> {
+    match config {
+        StoreConfig::S3(s3) => s3::open(s3, bucket),
+        StoreConfig::Azure(azure) => azure::open(azure, bucket),
+        StoreConfig::Gcs(gcs) => gcs::open(gcs, bucket),
+    }
+}
+
+/// Retries and timeouts shared by every store client.
+pub(crate) fn retry_config() -> RetryConfig {
+    RetryConfig { max_retries: RETRIES, retry_timeout: RETRY_TIMEOUT, backoff: BackoffConfig::default() }
+}
+
+pub(crate) fn client_options(endpoint: Option<&str>) -> ClientOptions {
+    ClientOptions::new()
+        .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http://")))
+        .with_timeout(PROBE_TIMEOUT)
+        .with_connect_timeout(PROBE_TIMEOUT)
+}
+
+/// Checks that the bucket can be listed with these credentials (one request, after the
+/// operator's own identity, when used, has provided credentials).
+pub async fn probe(
+    config: &StoreConfig,
+    store: &dyn ObjectStore,
+    bucket: &str,
+    prefix: Option<&str>,
+) -> Result<(), StoreError> {
+    check_identity(config).await?;
     let prefix = prefix.filter(|p| !p.is_empty()).map(Path::from);
-    match tokio::time::timeout(PROBE_TIMEOUT, client.list_with_delimiter(prefix.as_ref())).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, store.list_with_delimiter(prefix.as_ref())).await {
         Err(_) => Err(StoreError::Unreachable(format!("no answer within {PROBE_TIMEOUT:?}"))),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(classify(e, bucket)),
+        Ok(Err(e)) => Err(classify(&e, bucket)),
     }
 }
 
-fn classify(error: object_store::Error, bucket: &str) -> StoreError {
+/// Asks the operator's own identity for credentials, when the store uses it, so that a failing
+/// token exchange or metadata server is reported as such rather than as a store error.
+async fn check_identity(config: &StoreConfig) -> Result<(), StoreError> {
+    let fetch = async {
+        match config {
+            StoreConfig::S3(S3Config { credentials: S3Credentials::Identity(provider), .. }) => {
+                provider.get_credential().await.map(drop)
+            }
+            StoreConfig::Azure(azure::AzureConfig {
+                credentials: azure::AzureCredentials::Identity(provider), ..
+            }) => provider.get_credential().await.map(drop),
+            StoreConfig::Gcs(gcs::GcsConfig { credentials: gcs::GcsCredentials::Identity(identity), .. }) => {
+                identity.credentials.get_credential().await.map(drop)
+            }
+            _ => Ok(()),
+        }
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT * 2, fetch).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            // The error may quote a token endpoint's answer: the operator log only.
+            tracing::warn!(error = %e, "the operator's own identity could not provide credentials");
+            Err(StoreError::IdentityFailed)
+        }
+        Err(_) => {
+            tracing::warn!("the operator's own identity gave no credentials within {:?}", PROBE_TIMEOUT * 2);
+            Err(StoreError::IdentityFailed)
+        }
+    }
+}
+
+/// A store error as a user-facing [`StoreError`], by kind and by the codes S3, Azure and GCS
+/// put in their error bodies.
+pub fn classify(error: &object_store::Error, bucket: &str) -> StoreError {
     let message = error.to_string();
     // The raw error may quote the response body of whatever answered at the endpoint, so it
     // goes to the operator's debug log only; users see a fixed description.
-    tracing::debug!(bucket, error = %message, "store probe failed");
+    tracing::debug!(bucket, error = %message, "store request failed");
+    classify_message(error, &message, bucket)
+}
+
+fn classify_message(error: &object_store::Error, message: &str, bucket: &str) -> StoreError {
+    let mentions = |codes: &[&str]| codes.iter().any(|code| message.contains(code));
     match error {
         object_store::Error::NotFound { .. } => StoreError::BucketNotFound(bucket.to_owned()),
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
             StoreError::AccessDenied(bucket.to_owned())
         }
-        // Some stores report these as error bodies rather than plain status codes.
-        _ if message.contains("NoSuchBucket") => StoreError::BucketNotFound(bucket.to_owned()),
-        _ if ["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"].iter().any(|m| message.contains(m)) => {
+        // Some stores report these as error bodies rather than plain status codes: S3's and
+        // MinIO's codes, Azure's, and GCS's XML API's.
+        _ if mentions(&["NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist"]) => {
+            StoreError::BucketNotFound(bucket.to_owned())
+        }
+        _ if mentions(&[
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AuthenticationFailed",
+            "AuthorizationFailure",
+            "AuthorizationPermissionMismatch",
+        ]) =>
+        {
             StoreError::AccessDenied(bucket.to_owned())
         }
-        _ => StoreError::Unreachable("the endpoint did not answer as an S3 API; details in the operator log".into()),
+        _ => StoreError::Unreachable(
+            "the endpoint did not answer as the store's API; details in the operator log".into(),
+        ),
     }
 }
 
@@ -170,48 +265,35 @@ fn classify(error: object_store::Error, bucket: &str) -> StoreError {
 mod tests {
     use super::*;
 
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect()
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic { store: "S3", source: message.to_owned().into() }
     }
 
     #[test]
-    fn reads_both_credential_keys() {
-        let creds = credentials_from_secret("s", &data(&[(ACCESS_KEY_ID, "AK\n"), (SECRET_ACCESS_KEY, "SK")]));
-        assert_eq!(creds, Ok(("AK".into(), "SK".into())));
-    }
-
-    #[test]
-    fn names_the_missing_key() {
-        let err = credentials_from_secret("store-creds", &data(&[(ACCESS_KEY_ID, "AK")])).unwrap_err();
-        assert_eq!(err.to_string(), "Secret \"store-creds\" has no key \"secretAccessKey\"");
-        assert_eq!(err.reason(), "SecretMissingKey");
-    }
-
-    #[test]
-    fn debug_output_never_shows_credentials() {
-        let config = StoreConfig {
-            endpoint: "http://minio:9000".into(),
-            region: "us-east-1".into(),
-            path_style: true,
-            access_key_id: "AKIAEXAMPLE".into(),
-            secret_access_key: "very-secret".into(),
-        };
-        let printed = format!("{config:?}");
-        assert!(!printed.contains("very-secret") && !printed.contains("AKIAEXAMPLE"), "{printed}");
-        assert!(printed.contains("http://minio:9000"));
-    }
-
-    #[test]
-    fn builds_clients_for_http_and_https_endpoints() {
-        for endpoint in ["http://127.0.0.1:9000", "https://s3.eu-west-1.amazonaws.com"] {
-            let config = StoreConfig {
-                endpoint: endpoint.into(),
-                region: "eu-west-1".into(),
-                path_style: true,
-                access_key_id: "a".into(),
-                secret_access_key: "b".into(),
-            };
-            assert!(bucket_client(&config, "bucket").is_ok(), "{endpoint}");
+    fn errors_map_to_the_documented_reasons() {
+        let not_found = object_store::Error::NotFound { path: "p".into(), source: "x".into() };
+        assert_eq!(classify(&not_found, "b").reason(), "BucketNotFound");
+        let denied = object_store::Error::PermissionDenied { path: "p".into(), source: "x".into() };
+        assert_eq!(classify(&denied, "b").reason(), "AccessDenied");
+        for (body, reason) in [
+            ("<Code>NoSuchBucket</Code>", "BucketNotFound"),
+            ("<Code>ContainerNotFound</Code>", "BucketNotFound"),
+            ("<Code>SignatureDoesNotMatch</Code>", "AccessDenied"),
+            ("<Code>AuthenticationFailed</Code>", "AccessDenied"),
+            ("<Code>AuthorizationPermissionMismatch</Code>", "AccessDenied"),
+            ("connection refused", "Unreachable"),
+        ] {
+            assert_eq!(classify(&generic(body), "b").reason(), reason, "{body}");
         }
+        // Messages shown to users never carry the raw error.
+        assert!(!classify(&generic("secret-body"), "b").to_string().contains("secret-body"));
+    }
+
+    #[test]
+    fn transient_problems_are_checked_again_soon() {
+        assert!(StoreError::IdentityFailed.may_clear_up());
+        assert!(StoreError::Unreachable("x".into()).may_clear_up());
+        assert!(!StoreError::NoIdentity("AWS identity").may_clear_up());
+        assert!(!StoreError::AccessDenied("b".into()).may_clear_up());
     }
 }
