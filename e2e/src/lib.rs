@@ -164,6 +164,12 @@ impl Operator {
             .args(["--identity", identity, "--leader-election-lease-seconds", "6"])
             .args(extra)
             .env("RUST_LOG", "info,zeroflow_operator=debug")
+            // The operator's own cloud identities must never reach for a real metadata service
+            // or token endpoint (the EC2 IMDS, GCE's metadata server): switched off here, and a
+            // test that proves an identity sets its loopback endpoints in `env`.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("ZEROFLOW_GCP_IDENTITY", "false")
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
             .envs(env.iter().copied())
             .stdout(Stdio::from(log_file.try_clone()?))
             .stderr(Stdio::from(log_file))
