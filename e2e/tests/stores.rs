@@ -48,6 +48,16 @@ struct Bed {
 
 impl Bed {
     async fn start(tag: &str, secrets: &[(&str, &[(&str, &str)])], spec: serde_json::Value) -> anyhow::Result<Self> {
+        Self::start_with_env(tag, secrets, spec, &[]).await
+    }
+
+    /// Like [`Bed::start`], with extra environment variables for the operator.
+    async fn start_with_env(
+        tag: &str,
+        secrets: &[(&str, &[(&str, &str)])],
+        spec: serde_json::Value,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let client = client().await?;
         let ns = TestNamespace::create(&client, &format!("zf-{tag}")).await?;
         let secret_api = Api::<Secret>::namespaced(client.clone(), &ns.name);
@@ -69,8 +79,8 @@ impl Bed {
         pipelines.create(&PostParams::default(), &pipeline).await?;
         let work_api = format!("127.0.0.1:{}", free_port()?);
         let url = format!("http://{work_api}");
-        let operator =
-            Operator::start_with(&ns.name, "solo", &["--work-api-addr", &work_api, "--work-api-url", &url]).await?;
+        let flags = ["--work-api-addr", work_api.as_str(), "--work-api-url", url.as_str()];
+        let operator = Operator::start_with_env(&ns.name, "solo", &flags, env).await?;
         operator.wait_ready(TIMEOUT).await?;
         let workers = Some(HostWorkers::start(client.clone(), &ns.name, &name)?);
         let deployments = Api::namespaced(client, &ns.name);
@@ -271,5 +281,239 @@ async fn a_pipeline_reading_gcs_scales_from_zero_and_back_with_v4_signed_urls_on
     assert!(query.get("X-Goog-Signature").is_some_and(|s| s.len() == 512), "an RSA-2048 signature in hex: {url}");
     let (status, body) = http("GET", url.as_str(), &[], b"").await?;
     assert_eq!((status, body.as_slice()), (200, expected["batch/f00.txt"].as_bytes()));
+    Ok(())
+}
+
+/// A MinIO of its own that trusts the testbed apiserver's service-account tokens as an OpenID
+/// provider (discovery at `$ZF_APISERVER/.well-known/openid-configuration`, over the testbed
+/// CA): `AssumeRoleWithWebIdentity` with a token of audience [`STS_AUDIENCE`] gives temporary
+/// credentials of the role it prints (policy `readwrite`), as IRSA does with AWS STS.
+struct StsMinio {
+    _child: tokio::process::Child,
+    endpoint: String,
+    role_arn: String,
+    dir: std::path::PathBuf,
+    /// The testbed CA (PEM file), which issued MinIO's certificate.
+    ca: String,
+}
+
+const STS_AUDIENCE: &str = "zeroflow-sts";
+const STS_ROOT: (&str, &str) = ("stsroot", "stsroot-password");
+
+impl StsMinio {
+    async fn start(client: &kube::Client) -> anyhow::Result<Self> {
+        // The apiserver serves OIDC discovery to anonymous clients only with this binding (the
+        // same one EKS and kind document for IRSA-style setups).
+        let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "zeroflow-e2e-oidc-discovery"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "system:service-account-issuer-discovery"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}]
+        }))?;
+        match Api::all(client.clone()).create(&PostParams::default(), &binding).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let apiserver = std::env::var("ZF_APISERVER").context("ZF_APISERVER unset: eval \"$(e2e/testbed env)\"")?;
+        let ca = std::env::var("ZF_KUBE_CA").context("ZF_KUBE_CA unset")?;
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("zf-sts-minio-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data"))?;
+        // STS must be HTTPS (object_store refuses a plain-HTTP STS endpoint, as the AWS SDKs
+        // do): MinIO serves TLS with the testbed apiserver's certificate (valid for 127.0.0.1,
+        // issued by the testbed CA), and every client trusts that CA.
+        let pki = std::path::Path::new(&ca).parent().context("CA path")?;
+        std::fs::create_dir_all(dir.join("certs"))?;
+        std::fs::copy(pki.join("apiserver.crt"), dir.join("certs/public.crt"))?;
+        std::fs::copy(pki.join("apiserver.key"), dir.join("certs/private.key"))?;
+        let log = dir.join("minio.log");
+        let log_file = std::fs::File::create(&log)?;
+        let child = tokio::process::Command::new(std::env::var("MINIO").context("MINIO unset")?)
+            .args(["server", &dir.join("data").display().to_string(), "--address", &format!("127.0.0.1:{port}")])
+            .args(["--console-address", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--certs-dir", &dir.join("certs").display().to_string()])
+            .env("MINIO_ROOT_USER", STS_ROOT.0)
+            .env("MINIO_ROOT_PASSWORD", STS_ROOT.1)
+            .env("MINIO_IDENTITY_OPENID_CONFIG_URL", format!("{apiserver}/.well-known/openid-configuration"))
+            .env("MINIO_IDENTITY_OPENID_CLIENT_ID", STS_AUDIENCE)
+            .env("MINIO_IDENTITY_OPENID_ROLE_POLICY", "readwrite")
+            .env("SSL_CERT_FILE", &ca)
+            .stdout(std::process::Stdio::from(log_file.try_clone()?))
+            .stderr(std::process::Stdio::from(log_file))
+            .kill_on_drop(true)
+            .spawn()?;
+        let endpoint = format!("https://127.0.0.1:{port}");
+        let role_arn = eventually("MinIO prints its role ARN", TIMEOUT, || async {
+            let text = std::fs::read_to_string(&log)?;
+            Ok(text.split_whitespace().find(|w| w.starts_with("arn:minio:iam:::role/")).map(str::to_owned))
+        })
+        .await?;
+        // mc trusts the CAs in its config dir.
+        std::fs::create_dir_all(dir.join("mc/certs/CAs"))?;
+        std::fs::copy(&ca, dir.join("mc/certs/CAs/testbed.crt"))?;
+        Ok(Self { _child: child, endpoint, role_arn, dir, ca })
+    }
+
+    /// Makes buckets with the root user (`mc` with a config dir of its own).
+    async fn make_buckets(&self, buckets: &[&str]) -> anyhow::Result<()> {
+        let mc = std::env::var("MC").context("MC unset")?;
+        let config = self.dir.join("mc");
+        let run = |args: Vec<String>| {
+            let (mc, config) = (mc.clone(), config.clone());
+            async move {
+                let out = tokio::process::Command::new(mc).arg("--config-dir").arg(config).args(&args).output().await?;
+                anyhow::ensure!(out.status.success(), "mc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+                Ok(())
+            }
+        };
+        run(vec![
+            "alias".into(),
+            "set".into(),
+            "sts".into(),
+            self.endpoint.clone(),
+            STS_ROOT.0.into(),
+            STS_ROOT.1.into(),
+        ])
+        .await?;
+        for bucket in buckets {
+            run(vec!["mb".into(), format!("sts/{bucket}")]).await?;
+        }
+        Ok(())
+    }
+
+    /// A client for `bucket` with the root user, trusting the testbed CA.
+    fn root_client(&self, bucket: &str) -> anyhow::Result<object_store::aws::AmazonS3> {
+        let ca = object_store::Certificate::from_pem(&std::fs::read(&self.ca)?)?;
+        Ok(object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_region("us-east-1")
+            .with_bucket_name(bucket)
+            .with_access_key_id(STS_ROOT.0)
+            .with_secret_access_key(STS_ROOT.1)
+            .with_virtual_hosted_style_request(false)
+            .with_client_options(object_store::ClientOptions::new().with_root_certificate(ca))
+            .build()?)
+    }
+
+    /// The HTTP status of a GET of `url` (curl, trusting the testbed CA).
+    async fn status_of(&self, url: &str) -> anyhow::Result<(u16, String)> {
+        let body = self.dir.join("body");
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--cacert", &self.ca, "-o", &body.display().to_string(), "-w", "%{http_code}", url])
+            .output()
+            .await?;
+        anyhow::ensure!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+        Ok((String::from_utf8(out.stdout)?.trim().parse()?, std::fs::read_to_string(&body).unwrap_or_default()))
+    }
+}
+
+impl Drop for StsMinio {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A service-account token for the operator, as the IRSA webhook projects one: audience
+/// [`STS_AUDIENCE`], written to a file the operator reads through `AWS_WEB_IDENTITY_TOKEN_FILE`.
+async fn web_identity_token(client: &kube::Client, namespace: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "zeroflow-operator"}}))?;
+    accounts.create(&PostParams::default(), &account).await?;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![STS_AUDIENCE.into()],
+            expiration_seconds: Some(3600),
+            bound_object_ref: None,
+        },
+        ..TokenRequest::default()
+    };
+    let minted = accounts.create_token_request("zeroflow-operator", &PostParams::default(), &request).await?;
+    std::fs::write(path, minted.status.context("TokenRequest without status")?.token)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_secret_the_operator_uses_its_web_identity_and_workers_get_session_token_urls() -> anyhow::Result<()>
+{
+    let client = client().await?;
+    let minio = StsMinio::start(&client).await?;
+    let suffix = format!("{:x}", std::process::id() ^ u32::from(free_port()?));
+    let (source, sink) = (format!("zf-irsa-in-{suffix}"), format!("zf-irsa-out-{suffix}"));
+    minio.make_buckets(&[&source, &sink]).await?;
+
+    // The namespace is made by the bed; the token is minted in a namespace of its own first,
+    // so the operator starts with it.
+    let token_ns = TestNamespace::create(&client, "zf-irsa-sa").await?;
+    let token_file = minio.dir.join("token");
+    web_identity_token(&client, &token_ns.name, &token_file).await?;
+    let token_path = token_file.display().to_string();
+    let env = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path.as_str()),
+        ("AWS_ROLE_ARN", minio.role_arn.as_str()),
+        ("AWS_ENDPOINT_URL_STS", minio.endpoint.as_str()),
+        ("AWS_ROLE_SESSION_NAME", "zeroflow-e2e"),
+        ("AWS_REGION", "us-east-1"),
+        ("SSL_CERT_FILE", minio.ca.as_str()),
+    ];
+    let store = json!({"s3": {"endpoint": minio.endpoint}});
+    let mut spec = scaling_and_transform();
+    // The runner trusts the store's CA as any worker of a store with a private CA would.
+    spec["transform"]["env"] = json!([{"name": "SSL_CERT_FILE", "value": minio.ca}]);
+    spec["source"] = json!({"bucket": source, "store": store, "resyncInterval": "2s"});
+    spec["sink"] = json!({"bucket": sink, "prefix": "out/", "store": store});
+    let bed = Bed::start_with_env("irsa", &[], spec, &env).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &bed.ns.name);
+    assert!(secrets.list(&Default::default()).await?.items.is_empty(), "the pipeline has no Secret to use");
+
+    let (seen, sampler) = bed.sample_replicas();
+    let expected = objects();
+    let root = minio.root_client(&source)?;
+    for (key, content) in &expected {
+        root.put(&Path::parse(key)?, PutPayload::from(content.clone().into_bytes())).await?;
+    }
+    let sink_store = minio.root_client(&sink)?;
+    bed.finish(seen, sampler, &expected, &sink_store, &[]).await?;
+
+    // MinIO verifies signatures and session tokens, so the workers' URLs worked as signed. What
+    // they look like: the identity the operator reads from this environment is the web
+    // identity, and the operator's signing code, given object_store's web identity provider for
+    // the same token and role (trusting the testbed CA through client options, as this test
+    // process has no SSL_CERT_FILE), signs with the role's temporary key and its session token.
+    let lookup: BTreeMap<&str, &str> = env.iter().copied().collect();
+    let identities = Identities::from(&|name: &str| lookup.get(name).map(|v| (*v).to_owned()));
+    assert!(identities.description.contains("web identity"), "{}", identities.description);
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as Key};
+    let ca = object_store::Certificate::from_pem(&std::fs::read(&minio.ca)?)?;
+    let provider = AmazonS3Builder::new()
+        .with_bucket_name(&source)
+        .with_region("us-east-1")
+        .with_config(Key::WebIdentityTokenFile, &token_path)
+        .with_config(Key::RoleArn, &minio.role_arn)
+        .with_config(Key::StsEndpoint, &minio.endpoint)
+        .with_client_options(object_store::ClientOptions::new().with_root_certificate(ca))
+        .build()?
+        .credentials()
+        .clone();
+    let config = store::StoreConfig::S3(store::S3Config {
+        endpoint: Some(minio.endpoint.clone()),
+        region: "us-east-1".into(),
+        path_style: true,
+        credentials: store::S3Credentials::Identity(provider),
+    });
+    let bucket = store::open(&config, &source)?;
+    let url = bucket.access.presign(Method::GET, "batch/f00.txt", Duration::from_secs(60)).await?;
+    let query: BTreeMap<String, String> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    assert!(query.get("X-Amz-Security-Token").is_some_and(|t| !t.is_empty()), "{url}");
+    assert!(query.get("X-Amz-Credential").is_some_and(|c| !c.starts_with(STS_ROOT.0)), "a temporary key: {url}");
+    let (status, body) = minio.status_of(url.as_str()).await?;
+    assert_eq!((status, body.as_str()), (200, expected["batch/f00.txt"].as_str()));
+    // Without its token the URL is refused: the temporary key is nothing without it.
+    let mut stripped = url.clone();
+    stripped.query_pairs_mut().clear().extend_pairs(query.iter().filter(|(k, _)| *k != "X-Amz-Security-Token"));
+    let (status, _) = minio.status_of(stripped.as_str()).await?;
+    assert_eq!(status, 403, "{stripped}");
     Ok(())
 }
