@@ -517,3 +517,42 @@ async fn without_a_secret_the_operator_uses_its_web_identity_and_workers_get_ses
     assert_eq!(status, 403, "{stripped}");
     Ok(())
 }
+
+/// The CRD's rules on stores, as the real apiserver applies them (dry-run creates).
+#[tokio::test]
+async fn the_apiserver_takes_exactly_one_store_kind_and_keeps_the_older_s3_form() -> anyhow::Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "zf-store-cel").await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client, &ns.name);
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    let create = |bucket: &str, store: serde_json::Value| {
+        let pipeline = serde_json::from_value::<DataPipeline>(json!({
+            "apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": "p"},
+            "spec": {"source": {"bucket": bucket, "store": store}, "transform": {"image": "example.org/t:1"}}
+        }));
+        let (pipelines, dry_run) = (pipelines.clone(), dry_run.clone());
+        async move { pipelines.create(&dry_run, &pipeline?).await.map(drop).map_err(anyhow::Error::from) }
+    };
+    let secret = json!({"name": "s"});
+    for (bucket, store) in [
+        ("landing", json!({"endpoint": "http://minio:9000", "credentialsSecretRef": secret})),
+        ("landing", json!({"s3": {"endpoint": "http://minio:9000", "credentialsSecretRef": secret}})),
+        ("landing", json!({"s3": {"region": "eu-west-1"}})),
+        ("landing", json!({"azure": {"accountName": "acct1"}})),
+        ("my_bucket", json!({"gcs": {}})),
+    ] {
+        create(bucket, store.clone()).await.with_context(|| format!("{bucket} {store} is valid"))?;
+    }
+    for (bucket, store, message) in [
+        ("landing", json!({}), "store must set exactly one of s3, azure or gcs"),
+        ("landing", json!({"s3": {}, "gcs": {}}), "store must set exactly one of s3, azure or gcs"),
+        ("landing", json!({"s3": {}, "region": "x"}), "belong to its older S3 form"),
+        ("my_bucket", json!({"s3": {}}), "underscores only on GCS"),
+        ("my.bucket", json!({"azure": {"accountName": "acct1"}}), "an Azure container name has"),
+        ("landing", json!({"azure": {"accountName": "Acct"}}), "accountName must be 3-24 lowercase"),
+    ] {
+        let refused = create(bucket, store.clone()).await.err().with_context(|| format!("{bucket} {store} refused"))?;
+        assert!(format!("{refused:#}").contains(message), "{bucket} {store}: {refused:#}");
+    }
+    Ok(())
+}
