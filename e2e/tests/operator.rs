@@ -213,7 +213,7 @@ async fn invalid_specs_are_refused_by_the_apiserver_with_readable_messages() -> 
             json!({"source": {"bucket": "b1b"}, "transform": {"image": "i"}, "scaling": {"idleTimeout": "5"}}),
             "must be a duration",
         ),
-        (json!({"source": {"bucket": "Not_A_Bucket"}, "transform": {"image": "i"}}), "valid S3 bucket name"),
+        (json!({"source": {"bucket": "Not_A_Bucket"}, "transform": {"image": "i"}}), "bucket must be a valid bucket name"),
         (
             json!({"source": {"bucket": "b1b", "store": {"endpoint": "minio:9000", "credentialsSecretRef": {"name": "s"}}},
                 "transform": {"image": "i"}}),
@@ -301,7 +301,7 @@ async fn source_reachability_is_checked_against_the_real_store() -> anyhow::Resu
         assert_eq!(condition.status == "True", reachable, "{name}: {condition:?}");
         assert_eq!(condition.reason, reason, "{name}: {condition:?}");
         let degraded = pipelines.get(name).await?.status.unwrap_or_default().conditions;
-        assert_eq!(conditions::is_true(&degraded, conditions::DEGRADED), Some(!reachable), "{name}");
+        assert_eq!(conditions::is_true(&degraded, conditions::DEGRADED), Some(!reachable), "{name}: {degraded:?}");
     }
     // The credentials never leak into status or Events.
     let everything = kubectl(&["get", "dp,events", "-n", &ns.name, "-o", "json"]).await?;
