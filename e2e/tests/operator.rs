@@ -42,7 +42,19 @@ async fn crd_is_established_with_short_name_and_columns() -> anyhow::Result<()> 
     assert_eq!(crd.spec.names.short_names, Some(vec!["dp".to_string()]));
     let columns: Vec<_> =
         crd.spec.versions[0].additional_printer_columns.iter().flatten().map(|c| c.name.clone()).collect();
-    assert_eq!(columns, ["Ready", "Replicas", "Pending", "Succeeded", "Failed", "Age"]);
+    assert_eq!(
+        columns,
+        ["Ready", "Active", "Paused", "Replicas", "Pending", "Succeeded", "Failed", "Age", "Bucket", "Image"]
+    );
+    // `kubectl get dp` stays narrow; `-o wide` adds where the work comes from and what runs it.
+    let wide: Vec<_> = crd.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|c| c.priority.unwrap_or(0) > 0)
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(wide, ["Bucket", "Image"]);
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use crate::gateway::GatewayArgs;
 use crate::gateway::auth::BearerToken;
 use crate::store::{DefaultStore, Identities, S3Config, S3Credentials, StoreConfig};
 use crate::telemetry::LogFormat;
@@ -33,6 +34,9 @@ pub struct Cli {
     /// Largest event request body the gateway accepts, in bytes; larger ones get 413.
     #[arg(long, env = "ZEROFLOW_GATEWAY_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub gateway_body_limit: usize,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 
     /// Address of the work API that worker pods call (leases, heartbeats, outputs, results).
     #[arg(long, env = "ZEROFLOW_WORK_API_ADDR", default_value = "0.0.0.0:8081")]
