@@ -348,7 +348,15 @@ impl StsMinio {
             let text = std::fs::read_to_string(&log)?;
             Ok(text.split_whitespace().find(|w| w.starts_with("arn:minio:iam:::role/")).map(str::to_owned))
         })
-        .await?;
+        .await;
+        let role_arn = match role_arn {
+            Ok(arn) => arn,
+            Err(e) => {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let _ = std::fs::remove_dir_all(&dir);
+                anyhow::bail!("{e:#}\nMinIO log:\n{text}");
+            }
+        };
         // mc trusts the CAs in its config dir.
         std::fs::create_dir_all(dir.join("mc/certs/CAs"))?;
         std::fs::copy(&ca, dir.join("mc/certs/CAs/testbed.crt"))?;
