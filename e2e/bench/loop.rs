@@ -34,8 +34,8 @@ async fn main() -> anyhow::Result<()> {
     let count: usize =
         std::env::args().skip(1).find(|a| !a.starts_with('-')).map(|a| a.parse()).transpose()?.unwrap_or(500);
     let config = zeroflow_e2e::store_config()?;
-    if !config.endpoint.starts_with("http://127.0.0.1:") {
-        bail!("refusing to run against {}: only the testbed on 127.0.0.1", config.endpoint);
+    if !config.endpoint.as_deref().unwrap_or_default().starts_with("http://127.0.0.1:") {
+        bail!("refusing to run against {:?}: only the testbed on 127.0.0.1", config.endpoint);
     }
     let client = client().await?;
     let ns = TestNamespace::create(&client, "zf-bench-loop").await?;

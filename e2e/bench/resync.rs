@@ -30,8 +30,8 @@ async fn main() -> anyhow::Result<()> {
         std::env::args().skip(1).find(|a| !a.starts_with('-')).map(|a| a.parse()).transpose()?.unwrap_or(100_000);
     let bucket = std::env::var("ZF_BENCH_BUCKET").context("the e2e/bench/resync script creates the bucket")?;
     let config = zeroflow_e2e::store_config()?;
-    if !config.endpoint.starts_with("http://127.0.0.1:") {
-        bail!("refusing to run against {}: this benchmark only talks to the testbed on 127.0.0.1", config.endpoint);
+    if !config.endpoint.as_deref().unwrap_or_default().starts_with("http://127.0.0.1:") {
+        bail!("refusing to run against {:?}: this benchmark only talks to the testbed on 127.0.0.1", config.endpoint);
     }
     let store: Arc<dyn ObjectStore> = Arc::new(bucket_client(&config, &bucket)?);
     let ledger = Ledger::new(store.clone(), ".zeroflow/ledger/bench/resync/")?;

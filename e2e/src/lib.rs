@@ -175,6 +175,12 @@ impl Operator {
             .args(["--identity", identity, "--leader-election-lease-seconds", "6"])
             .args(extra)
             .env("RUST_LOG", "info,zeroflow_operator=debug")
+            // The operator's own cloud identities must never reach for a real metadata service
+            // or token endpoint (the EC2 IMDS, GCE's metadata server): switched off here, and a
+            // test that proves an identity sets its loopback endpoints in `env`.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("ZEROFLOW_GCP_IDENTITY", "false")
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
             .envs(env.iter().copied())
             .stdout(Stdio::from(log_file.try_clone()?))
             .stderr(Stdio::from(log_file))
@@ -324,13 +330,12 @@ pub async fn mc(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// The testbed MinIO as an operator store configuration.
-pub fn store_config() -> anyhow::Result<zeroflow_operator::store::StoreConfig> {
+pub fn store_config() -> anyhow::Result<zeroflow_operator::store::S3Config> {
     let var = |name: &str| std::env::var(name).with_context(|| format!("{name} unset: eval \"$(e2e/testbed env)\""));
-    Ok(zeroflow_operator::store::StoreConfig {
-        endpoint: var("ZF_S3_ENDPOINT")?,
-        region: var("ZF_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        path_style: true,
-        access_key_id: var("ZF_S3_ACCESS_KEY")?,
-        secret_access_key: var("ZF_S3_SECRET_KEY")?,
-    })
+    Ok(zeroflow_operator::store::S3Config::with_keys(
+        &var("ZF_S3_ENDPOINT")?,
+        &var("ZF_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        &var("ZF_S3_ACCESS_KEY")?,
+        &var("ZF_S3_SECRET_KEY")?,
+    ))
 }

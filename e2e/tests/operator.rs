@@ -225,7 +225,10 @@ async fn invalid_specs_are_refused_by_the_apiserver_with_readable_messages() -> 
             json!({"source": {"bucket": "b1b"}, "transform": {"image": "i"}, "scaling": {"idleTimeout": "5"}}),
             "must be a duration",
         ),
-        (json!({"source": {"bucket": "Not_A_Bucket"}, "transform": {"image": "i"}}), "valid S3 bucket name"),
+        (
+            json!({"source": {"bucket": "Not_A_Bucket"}, "transform": {"image": "i"}}),
+            "bucket must be a valid bucket name",
+        ),
         (
             json!({"source": {"bucket": "b1b", "store": {"endpoint": "minio:9000", "credentialsSecretRef": {"name": "s"}}},
                 "transform": {"image": "i"}}),

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use crate::gateway::GatewayArgs;
 use crate::gateway::auth::BearerToken;
-use crate::store::{DefaultStore, StoreConfig};
+use crate::store::{DefaultStore, Identities, S3Config, S3Credentials, StoreConfig};
 use crate::telemetry::LogFormat;
 
 /// zeroflow operator: runs DataPipelines, scaling their workers from zero on storage events.
@@ -51,7 +51,8 @@ pub struct Cli {
     pub runner_image: String,
 
     /// S3 endpoint used by DataPipelines that set no `spec.source.store`; credentials come from
-    /// ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID and ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY.
+    /// ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID and ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY, or,
+    /// without them, from the operator's own AWS identity (IRSA, EKS Pod Identity, ...).
     #[arg(long, env = "ZEROFLOW_DEFAULT_STORE_ENDPOINT")]
     pub default_store_endpoint: Option<String>,
 
@@ -97,20 +98,36 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The default store, when one is configured. Credentials are read from the environment
-    /// only, so they never appear on a command line.
+    /// The default store, when one is configured, and the operator's own cloud identities.
+    /// Credentials are read from the environment only, so they never appear on a command line.
     pub fn default_store(&self) -> Result<DefaultStore, String> {
+        let identities = Identities::from_env();
         let Some(endpoint) = self.default_store_endpoint.clone().filter(|e| !e.is_empty()) else {
-            return Ok(DefaultStore(None));
+            return Ok(DefaultStore { store: None, identities });
         };
-        let read = |name: &str| std::env::var(name).map_err(|_| format!("--default-store-endpoint needs {name}"));
-        Ok(DefaultStore(Some(StoreConfig {
-            endpoint,
+        let read = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let credentials =
+            match (read("ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID"), read("ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY")) {
+                (Some(access_key_id), Some(secret_access_key)) => {
+                    S3Credentials::Keys { access_key_id, secret_access_key, session_token: None }
+                }
+                (None, None) => S3Credentials::Identity(identities.aws.clone().ok_or(
+                    "--default-store-endpoint without ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID and \
+                 ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY needs an AWS identity, and the operator has none",
+                )?),
+                _ => {
+                    return Err("--default-store-endpoint needs both ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID and \
+                            ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY, or neither"
+                        .into());
+                }
+            };
+        let store = S3Config {
+            endpoint: Some(endpoint.trim_end_matches('/').to_owned()),
             region: self.default_store_region.clone(),
             path_style: true,
-            access_key_id: read("ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID")?,
-            secret_access_key: read("ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY")?,
-        })))
+            credentials,
+        };
+        Ok(DefaultStore { store: Some(StoreConfig::S3(store)), identities })
     }
 
     pub fn identity(&self) -> String {

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let default_store = cli.default_store().map_err(anyhow::Error::msg)?;
+    info!(identities = %default_store.identities.description, "cloud identities");
     let gateway_token = cli.gateway_token().map_err(anyhow::Error::msg)?;
     if gateway_token.is_none() {
         warn!("no --gateway-token-file: the event gateway accepts unauthenticated requests");

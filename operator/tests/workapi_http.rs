@@ -26,7 +26,7 @@ use zeroflow_core::ledger::{Ledger, Marker, Outcome};
 use zeroflow_core::routing::Route;
 use zeroflow_operator::metrics::Metrics;
 use zeroflow_operator::runtime::{Access, Pipeline, Pipelines, Seed, Settings};
-use zeroflow_operator::store::{StoreConfig, bucket_client};
+use zeroflow_operator::store::{S3Config, bucket_client};
 use zeroflow_operator::workapi::{
     BucketAccess, Identity, ObjectError, ObjectInfo, S3Bucket, TokenVerifier, VerifyError, WorkApi, router,
 };
@@ -74,14 +74,8 @@ impl BucketAccess for Source {
     }
 }
 
-fn dummy_config() -> StoreConfig {
-    StoreConfig {
-        endpoint: "http://127.0.0.1:9".into(),
-        region: "us-east-1".into(),
-        path_style: true,
-        access_key_id: "AKIDTEST".into(),
-        secret_access_key: "secret-for-tests".into(),
-    }
+fn dummy_config() -> S3Config {
+    S3Config::with_keys("http://127.0.0.1:9", "us-east-1", "AKIDTEST", "secret-for-tests")
 }
 
 fn dummy_bucket(name: &str) -> S3Bucket {

@@ -134,15 +134,19 @@ impl Client {
         Ok(written)
     }
 
-    /// Streams `file` to a presigned URL with an explicit length: S3 refuses chunked PUTs.
+    /// Streams `file` to a presigned URL with an explicit length (S3 refuses chunked PUTs) and
+    /// the headers the target names (Azure needs `x-ms-blob-type`).
     pub async fn upload(&self, target: &OutputTarget, file: &Path) -> Result<(), Error> {
         let io = |source| Error::Io { what: "reading an output", source };
         let handle = tokio::fs::File::open(file).await.map_err(io)?;
         let len = handle.metadata().await.map_err(io)?.len();
         let method = reqwest::Method::from_bytes(target.method.as_bytes())
             .map_err(|_| Error::Config(format!("unsupported upload method {:?}", target.method)))?;
-        let response = self.http.request(method, &target.url).header(CONTENT_LENGTH, len).body(handle).send().await?;
-        checked(response).await.map(drop)
+        let mut request = self.http.request(method, &target.url).header(CONTENT_LENGTH, len);
+        for (name, value) in &target.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        checked(request.body(handle).send().await?).await.map(drop)
     }
 }
 

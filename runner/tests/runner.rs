@@ -93,6 +93,8 @@ async fn lease_call(
             axum::Json(json!({
                 "name": name, "bucket": "sink", "key": format!("out/{id}/{name}"), "method": "PUT",
                 "url": format!("{}/store/out/{id}/{name}", fake.base), "expires_in_seconds": 60,
+                // As Azure names x-ms-blob-type: the upload must carry it.
+                "headers": [["x-test-blob-type", "BlockBlob"]],
             }))
             .into_response()
         }
@@ -132,8 +134,14 @@ async fn store_get(State(fake): State<Shared>, UrlPath(path): UrlPath<String>) -
 }
 
 async fn store_put(State(fake): State<Shared>, UrlPath(path): UrlPath<String>, headers: HeaderMap, body: Bytes) {
-    // S3 refuses PUTs without a length; so does this fake.
+    // S3 refuses PUTs without a length, Azure without the headers the target names; so does
+    // this fake.
     assert!(headers.contains_key("content-length"), "upload without Content-Length");
+    assert_eq!(
+        headers.get("x-test-blob-type").and_then(|v| v.to_str().ok()),
+        Some("BlockBlob"),
+        "upload without the target's headers"
+    );
     fake.store.lock().expect("poisoned").insert(path, body.to_vec());
 }
 

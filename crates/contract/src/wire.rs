@@ -126,6 +126,12 @@ pub struct OutputTarget {
     pub method: String,
     pub url: String,
     pub expires_in_seconds: u64,
+    /// Headers the upload must carry besides `Content-Length`, as `(name, value)` pairs: what
+    /// the store needs and the signature covers, for example `x-ms-blob-type: BlockBlob` on
+    /// Azure Blob Storage, which refuses a PUT without it. Empty for S3 and GCS. An older
+    /// server sends none, which reads as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
 
 /// The object was processed; `outputs` are the names uploaded.
@@ -208,6 +214,24 @@ mod tests {
         assert_eq!(empty, HeartbeatRequest::default());
         let fail: FailRequest = serde_json::from_str(r#"{"retryable": true}"#).expect("parses");
         assert!(!fail.handed_back && !fail.input_missing);
+    }
+
+    #[test]
+    fn output_targets_carry_upload_headers_and_old_ones_still_parse() {
+        let target = OutputTarget {
+            name: "a.json".into(),
+            bucket: "out".into(),
+            key: "p/a.json".into(),
+            method: "PUT".into(),
+            url: "http://x".into(),
+            expires_in_seconds: 60,
+            headers: vec![("x-ms-blob-type".into(), "BlockBlob".into())],
+        };
+        let json = serde_json::to_value(&target).expect("serializes");
+        assert_eq!(json["headers"], serde_json::json!([["x-ms-blob-type", "BlockBlob"]]));
+        let old = r#"{"name": "a", "bucket": "b", "key": "k", "method": "PUT", "url": "u", "expires_in_seconds": 1}"#;
+        let parsed: OutputTarget = serde_json::from_str(old).expect("parses");
+        assert!(parsed.headers.is_empty());
     }
 
     #[test]

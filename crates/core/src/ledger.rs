@@ -24,6 +24,7 @@
 //! the sorted `k/` listing, so resync cannot merge-join them: it asks for each such object with
 //! one HEAD request, and [`Ledger::list`] does not yield them.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use aws_lc_rs::digest::{SHA256, digest};
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::backlog::WorkItem;
+use crate::etag::canonical_etag;
 
 /// Longest object key S3 accepts, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -95,9 +97,9 @@ fn digit(c: u8) -> Option<u32> {
     Some(u32::from(d))
 }
 
-/// The etag as notifications carry it: listings quote it (`"abc"`), events do not (`abc`).
-pub fn normalize_etag(etag: Option<&str>) -> &str {
-    etag.map(|e| e.trim_matches('"')).unwrap_or_default()
+/// The etag as markers name it ([`crate::etag::canonical_etag`]); empty when there is none.
+pub fn normalize_etag(etag: Option<&str>) -> Cow<'_, str> {
+    etag.map(canonical_etag).unwrap_or_default()
 }
 
 /// Where the marker of one revision lives.
@@ -276,7 +278,7 @@ impl Ledger {
     }
 
     pub fn path_of(&self, key: &str, etag: Option<&str>) -> MarkerPath {
-        marker_path(&self.root, key, normalize_etag(etag))
+        marker_path(&self.root, key, &normalize_etag(etag))
     }
 
     /// Writes (or overwrites) the marker of `marker.source`'s revision.
@@ -374,7 +376,7 @@ impl Ledger {
         let encoded = encode_ordered(key_prefix.as_bytes());
         let whole = key_prefix.len() / 3 * 4;
         let listing = match Path::parse(format!("{names_start}{}", &encoded[..whole])) {
-            Ok(offset) if whole > 0 => self.store.list_with_offset(Some(dir), &offset),
+            Ok(offset) if whole > 0 => crate::listing::list_after(self.store.as_ref(), Some(dir), &offset),
             _ => self.store.list(Some(dir)),
         };
         listing

@@ -150,7 +150,7 @@ pub async fn resync(
                 && let Ok(offset) = Path::parse(&past)
             {
                 report.skipped_ranges += 1;
-                listing = source.list_with_offset(dir.as_ref(), &offset);
+                listing = crate::listing::list_after(source, dir.as_ref(), &offset);
             }
             previous = Some(meta.location.into());
             continue;
@@ -166,17 +166,17 @@ pub async fn resync(
             }
             report.matched += 1;
             let etag = normalize_etag(meta.e_tag.as_deref());
-            let done = match ledger.path_of(key, Some(etag)) {
-                MarkerPath::Plain(_) => markers.has(key, etag).await?,
+            let done = match ledger.path_of(key, Some(&etag)) {
+                MarkerPath::Plain(_) => markers.has(key, &etag).await?,
                 // Not in the sorted listing: ask for it by name.
-                MarkerPath::Hashed(_) => ledger.contains(key, Some(etag)).await?,
+                MarkerPath::Hashed(_) => ledger.contains(key, Some(&etag)).await?,
             };
             if done {
                 report.already_done += 1;
             } else {
                 let item = WorkItem {
                     object: ObjectId { bucket: filter.bucket.clone(), key: key.to_owned() },
-                    etag: (!etag.is_empty()).then(|| etag.to_owned()),
+                    etag: (!etag.is_empty()).then(|| etag.into_owned()),
                     version_id: meta.version.clone(),
                     size: Some(meta.size),
                     sequencer: None,

@@ -8,6 +8,7 @@ use zeroflow_contract::wire::{DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS};
 use zeroflow_contract::worker::worker_username;
 
 use crate::PipelineKey;
+use crate::etag::canonical_etag;
 
 /// A lease poll never waits longer than this, so proxies and load balancers don't cut it.
 pub const MAX_WAIT: Duration = Duration::from_secs(MAX_WAIT_SECONDS);
@@ -39,13 +40,10 @@ pub fn is_final_failure(retryable: bool, attempt: u32, max_attempts: u32) -> boo
     !retryable || attempt >= max_attempts
 }
 
-/// ETags compare without the quotes S3 puts around them (notifications usually omit them) and
-/// without a weak marker.
+/// ETags compare in their canonical form ([`crate::etag::canonical_etag`]): without quotes or a
+/// weak marker, an MD5 in hex whether it was reported in hex or base64.
 pub fn same_etag(a: &str, b: &str) -> bool {
-    fn bare(e: &str) -> &str {
-        e.trim().trim_start_matches("W/").trim_matches('"')
-    }
-    bare(a) == bare(b)
+    canonical_etag(a) == canonical_etag(b)
 }
 
 /// Lease ids handed out: this process's random epoch and a counter, so that a replica that

@@ -163,8 +163,13 @@ async fn schema_refuses_bad_values_with_a_readable_message() -> anyhow::Result<(
             &["replicaCount > 1 needs leaderElection.enabled=true"],
         ),
         (
-            &["--set", "defaultStore.endpoint=http://minio:9000"],
-            &["at '/defaultStore/credentialsSecret': minLength: got 0, want 1"],
+            &["--set", "podIdentity.aws.irsa.enabled=true"],
+            &["at '/podIdentity/aws/irsa/roleArn': minLength: got 0, want 1"],
+        ),
+        (&["--set", "podIdentity.aws.irsa.roleArn=zeroflow"], &["at '/podIdentity/aws/irsa/roleArn'"]),
+        (
+            &["--set", "podIdentity.azureWorkload.enabled=true"],
+            &["at '/podIdentity/azureWorkload/clientId': minLength: got 0, want 1"],
         ),
         (&["--set", "ingress.enabled=true"], &["at '/ingress/hosts': minItems: got 0, want 1"]),
         (&["--set", "global.imageRegistry=https://mirror.example.com"], &["at '/global/imageRegistry'"]),
@@ -187,7 +192,47 @@ async fn schema_refuses_bad_values_with_a_readable_message() -> anyhow::Result<(
         render(&["--set", "defaultStore.endpoint=http://minio:9000", "--set", "defaultStore.credentialsSecret=s3"])
             .await?;
     let deployment = find(&out, "Deployment", "zf-zeroflow")?.to_string();
-    ensure_contains("default store env", &deployment, "ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY")
+    ensure_contains("default store env", &deployment, "ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY")?;
+
+    // Without credentialsSecret the default store uses the operator's identity: no key env.
+    let out = render(&["--set", "defaultStore.endpoint=https://s3.eu-west-1.amazonaws.com"]).await?;
+    let deployment = find(&out, "Deployment", "zf-zeroflow")?.to_string();
+    ensure_contains("default store env", &deployment, "ZEROFLOW_DEFAULT_STORE_ENDPOINT")?;
+    anyhow::ensure!(!deployment.contains("ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID"), "{deployment}");
+
+    // podIdentity annotates the ServiceAccount as each cloud's webhook expects, beside the
+    // user's own annotations, and labels the pod for Azure's webhook.
+    let out = render(&[
+        "--set",
+        "podIdentity.aws.irsa.enabled=true",
+        "--set",
+        "podIdentity.aws.irsa.roleArn=arn:aws:iam::123456789012:role/zeroflow",
+        "--set",
+        "podIdentity.azureWorkload.enabled=true",
+        "--set",
+        "podIdentity.azureWorkload.clientId=00000000-0000-0000-0000-000000000001",
+        "--set",
+        "podIdentity.gcp.enabled=true",
+        "--set",
+        "podIdentity.gcp.gcpIAMServiceAccount=zeroflow@project.iam.gserviceaccount.com",
+        "--set",
+        "serviceAccount.annotations.team=data",
+    ])
+    .await?;
+    let account = find(&out, "ServiceAccount", "zf-zeroflow")?;
+    let annotations = &account["metadata"]["annotations"];
+    for (key, value) in [
+        ("eks.amazonaws.com/role-arn", "arn:aws:iam::123456789012:role/zeroflow"),
+        ("azure.workload.identity/client-id", "00000000-0000-0000-0000-000000000001"),
+        ("iam.gke.io/gcp-service-account", "zeroflow@project.iam.gserviceaccount.com"),
+        ("team", "data"),
+    ] {
+        anyhow::ensure!(annotations[key].as_str() == Some(value), "{key}: {annotations}");
+    }
+    let deployment = find(&out, "Deployment", "zf-zeroflow")?;
+    let label = &deployment["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"];
+    anyhow::ensure!(label.as_str() == Some("true"), "{deployment}");
+    Ok(())
 }
 
 #[tokio::test]

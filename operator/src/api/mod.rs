@@ -95,10 +95,16 @@ pub struct DataPipelineSpec {
 /// object's metadata (tags, retention, legal hold). A pipeline whose outputs would come back to
 /// its own source through other pipelines (a cycle) is stopped and reported.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!self.bucket.contains('_') || (has(self.store) && has(self.store.gcs))")
+        .message("bucket names may contain underscores only on GCS (store.gcs)"),
+    validation = Rule::new("!has(self.store) || !has(self.store.azure) || self.bucket.matches('^[a-z0-9]+(-[a-z0-9]+)*$')")
+        .message("an Azure container name has 3-63 lowercase letters, digits and single hyphens, and starts and ends with a letter or digit"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceSpec {
-    /// Name of the bucket to process objects from.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$')").message("bucket must be a valid S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens"))]
+    /// Name of the bucket to process objects from (the container, on Azure Blob Storage).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$')").message("bucket must be a valid bucket name: 3-63 lowercase letters, digits, dots and hyphens (underscores on GCS)"))]
     pub bucket: String,
     /// Only objects whose key starts with this prefix are processed (for example `incoming/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,23 +130,143 @@ pub struct SourceSpec {
     pub backfill: bool,
 }
 
-/// Connection to an S3-compatible object store (AWS S3, MinIO, Ceph RGW, ...).
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// The object store that holds a bucket: exactly one of `s3`, `azure` or `gcs`. Credentials
+/// are only ever referenced (a Secret in the pipeline's namespace, read by the operator alone),
+/// or not given at all, in which case the operator uses its own cloud identity. Workers never
+/// get credentials: each object is handed to them as a signed URL.
+///
+/// The fields `endpoint`, `region`, `credentialsSecretRef` and `pathStyle` directly under
+/// `store` are the older spelling of `s3` and still accepted; they need `endpoint`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("[has(self.s3), has(self.azure), has(self.gcs), has(self.endpoint)].filter(x, x).size() == 1")
+        .message("store must set exactly one of s3, azure or gcs"),
+    validation = Rule::new("has(self.endpoint) || !(has(self.region) || has(self.credentialsSecretRef) || has(self.pathStyle))")
+        .message("region, credentialsSecretRef and pathStyle directly under store belong to its older S3 form, which needs endpoint; set them inside s3 instead"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreSpec {
-    /// URL of the S3 API, for example `http://minio.storage:9000` or `https://s3.eu-west-1.amazonaws.com`.
+    /// An S3-compatible store: AWS S3, MinIO, Ceph RGW, GCS's S3 interoperability, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3StoreSpec>,
+    /// Azure Blob Storage (the bucket is the container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStoreSpec>,
+    /// Google Cloud Storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsStoreSpec>,
+    /// Deprecated: use `s3.endpoint`. URL of an S3 API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("endpoint must be an http:// or https:// URL"))]
-    pub endpoint: String,
+    pub endpoint: Option<String>,
+    /// Deprecated: use `s3.region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Deprecated: use `s3.credentialsSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalObjectReference>,
+    /// Deprecated: use `s3.pathStyle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+}
+
+/// Which store a [`StoreSpec`] names, with the older S3 spelling folded into `S3`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreKind<'a> {
+    S3(std::borrow::Cow<'a, S3StoreSpec>),
+    Azure(&'a AzureStoreSpec),
+    Gcs(&'a GcsStoreSpec),
+}
+
+impl StoreSpec {
+    /// The one store this spec names; `Err` says what is wrong (the CRD's CEL rules refuse the
+    /// same specs, this guards against an older CRD).
+    pub fn kind(&self) -> Result<StoreKind<'_>, String> {
+        let legacy = self.endpoint.as_ref().map(|endpoint| S3StoreSpec {
+            endpoint: Some(endpoint.clone()),
+            region: self.region.clone().unwrap_or_else(default_region),
+            credentials_secret_ref: self.credentials_secret_ref.clone(),
+            path_style: self.path_style,
+        });
+        match (&self.s3, &self.azure, &self.gcs, legacy) {
+            (Some(s3), None, None, None) => Ok(StoreKind::S3(std::borrow::Cow::Borrowed(s3))),
+            (None, Some(azure), None, None) => Ok(StoreKind::Azure(azure)),
+            (None, None, Some(gcs), None) => Ok(StoreKind::Gcs(gcs)),
+            (None, None, None, Some(s3)) => Ok(StoreKind::S3(std::borrow::Cow::Owned(s3))),
+            _ => Err("store must set exactly one of s3, azure or gcs".into()),
+        }
+    }
+}
+
+/// An S3-compatible store.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3StoreSpec {
+    /// URL of the S3 API, for example `http://minio.storage:9000` or
+    /// `https://s3.eu-west-1.amazonaws.com`. Defaults to AWS S3 in `region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("endpoint must be an http:// or https:// URL"))]
+    pub endpoint: Option<String>,
     /// Region to sign requests for.
     #[serde(default = "default_region")]
     pub region: String,
-    /// Secret in the pipeline's namespace with the keys `accessKeyId` and `secretAccessKey`.
-    /// The credentials are only read by the operator; workers get presigned URLs instead.
-    pub credentials_secret_ref: LocalObjectReference,
+    /// Secret in the pipeline's namespace with the keys `accessKeyId` and `secretAccessKey`
+    /// (and `sessionToken` for temporary keys). Without it the operator uses its own AWS identity
+    /// through the standard chain: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` in its
+    /// environment, a web identity token (IRSA, or any OIDC issuer the store trusts), EKS Pod
+    /// Identity or ECS container credentials, then the EC2 instance metadata service. Signed
+    /// URLs made with temporary credentials carry their session token and expire with them at
+    /// the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalObjectReference>,
     /// Address buckets as `<endpoint>/<bucket>` (path style, what MinIO and Ceph expect) rather
-    /// than `<bucket>.<endpoint>` (virtual-hosted style).
-    #[serde(default = "default_true")]
-    pub path_style: bool,
+    /// than `<bucket>.<endpoint>` (virtual-hosted style). Defaults to path style when `endpoint`
+    /// is set, virtual-hosted style on AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+}
+
+/// An Azure Blob Storage account.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureStoreSpec {
+    /// Name of the storage account.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]{3,24}$')").message("accountName must be 3-24 lowercase letters and digits"))]
+    pub account_name: String,
+    /// URL of the account's Blob service. Defaults to
+    /// `https://<accountName>.blob.core.windows.net`; set it for other clouds, private endpoints
+    /// or Azurite (`http://azurite:10000/<accountName>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("endpoint must be an http:// or https:// URL"))]
+    pub endpoint: Option<String>,
+    /// Secret in the pipeline's namespace with one of the keys `accountKey` (the account's
+    /// access key; workers get a service SAS per object) or `sasToken` (a SAS for the container
+    /// with read, write, list and delete permissions; workers get URLs that carry this SAS, so
+    /// it grants them what it grants zeroflow until it expires). Without it the operator uses
+    /// its Azure workload identity (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
+    /// `AZURE_FEDERATED_TOKEN_FILE`, as the workload identity webhook sets them), which needs
+    /// the roles Storage Blob Data Contributor and Storage Blob Delegator; workers get a user
+    /// delegation SAS per object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalObjectReference>,
+}
+
+/// Google Cloud Storage.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsStoreSpec {
+    /// Secret in the pipeline's namespace with the key `serviceAccountKey`: a service
+    /// account's JSON key file. Workers get V4 signed URLs signed with its private key. Without
+    /// it the operator uses its own identity (GKE Workload Identity, or application default
+    /// credentials), and URLs are signed by the IAM Credentials API, which needs the role
+    /// Service Account Token Creator on that service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalObjectReference>,
+    /// URL of the GCS API. Defaults to `https://storage.googleapis.com`; set it for emulators
+    /// or private endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("endpoint must be an http:// or https:// URL"))]
+    pub endpoint: Option<String>,
 }
 
 /// Where the outputs of the transform go.

@@ -14,7 +14,6 @@ use super::settings::{ledger_prefix, sink_bucket};
 use crate::api::{DataPipeline, StoreSpec};
 use crate::runtime::{Access, Pipeline};
 use crate::store::{self, StoreConfig, StoreError};
-use crate::workapi::S3Bucket;
 use zeroflow_core::ledger::Ledger;
 
 /// A successful probe is trusted this long, a failed one half as long, so reconciles caused by
@@ -54,42 +53,41 @@ async fn connect(ctx: &Context, pipeline: &DataPipeline, runtime: &Pipeline) -> 
     let namespace = pipeline.namespace().unwrap_or_default();
     let source = &pipeline.spec.source;
     let source_config = resolve(ctx, source.store.as_ref(), &namespace).await?;
-    let source_client = store::bucket_client(&source_config, &source.bucket)?;
-    store::probe(&source_client, &source.bucket, source.prefix.as_deref()).await?;
+    let source_bucket = store::open(&source_config, &source.bucket)?;
+    store::probe(&source_config, source_bucket.store.as_ref(), &source.bucket, source.prefix.as_deref()).await?;
     let sink_config = match &pipeline.spec.sink.store {
         Some(spec) => resolve(ctx, Some(spec), &namespace).await?,
         None => source_config,
     };
-    let sink_client = store::bucket_client(&sink_config, sink_bucket(pipeline))?;
-    let ledger = Ledger::new(Arc::new(sink_client.clone()), &ledger_prefix(pipeline))
+    let sink_bucket = store::open(&sink_config, sink_bucket(pipeline))?;
+    let ledger = Ledger::new(sink_bucket.store.clone(), &ledger_prefix(pipeline))
         .map_err(|e| StoreError::Invalid(format!("ledger: {e}")))?;
-    let access = Access {
-        source: Arc::new(S3Bucket::new(source.bucket.clone(), source_client.clone())),
-        sink: Arc::new(S3Bucket::new(sink_bucket(pipeline), sink_client)),
-        source_store: Arc::new(source_client),
-        ledger,
-    };
+    let access =
+        Access { source: source_bucket.access, sink: sink_bucket.access, source_store: source_bucket.store, ledger };
     runtime.lock().access = Some(Arc::new(access));
     // Polls that waited for store access may lease now.
     runtime.notify.notify_waiters();
     Ok(())
 }
 
-/// A store's settings with the credentials from its Secret, or the operator's default store.
+/// A store's settings with the credentials from its Secret (or the operator's own identity,
+/// when it names none), or the operator's default store.
 pub async fn resolve(ctx: &Context, spec: Option<&StoreSpec>, namespace: &str) -> Result<StoreConfig, StoreError> {
+    let defaults = &ctx.default_store;
     let Some(spec) = spec else {
-        return ctx.default_store.0.clone().ok_or(StoreError::NoStore);
+        return defaults.store.clone().ok_or(StoreError::NoStore);
     };
-    let secret_name = &spec.credentials_secret_ref.name;
+    let Some(secret_name) = store::secret_name(spec)? else {
+        return store::config_from_spec(spec, None, &defaults.identities);
+    };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret = secrets
-        .get_opt(secret_name)
+        .get_opt(&secret_name)
         .await
         .map_err(|e| StoreError::Unreachable(format!("cannot read Secret {secret_name:?}: {e}")))?
         .ok_or_else(|| StoreError::SecretNotFound(secret_name.clone()))?;
-    let (access_key_id, secret_access_key) =
-        store::credentials_from_secret(secret_name, &secret.data.unwrap_or_default())?;
-    Ok(store::config_from_spec(spec, access_key_id, secret_access_key))
+    let data = secret.data.unwrap_or_default();
+    store::config_from_spec(spec, Some((&secret_name, &data)), &defaults.identities)
 }
 
 /// The pipeline's ledger, for one-off passes over it (a re-drive) when the runtime has no store
@@ -100,8 +98,8 @@ pub async fn ledger(ctx: &Context, pipeline: &DataPipeline) -> Result<Ledger, St
         Some(spec) => resolve(ctx, Some(spec), &namespace).await?,
         None => resolve(ctx, pipeline.spec.source.store.as_ref(), &namespace).await?,
     };
-    let client = store::bucket_client(&sink, sink_bucket(pipeline))?;
-    Ledger::new(Arc::new(client), &ledger_prefix(pipeline)).map_err(|e| StoreError::Invalid(format!("ledger: {e}")))
+    let bucket = store::open(&sink, sink_bucket(pipeline))?;
+    Ledger::new(bucket.store, &ledger_prefix(pipeline)).map_err(|e| StoreError::Invalid(format!("ledger: {e}")))
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ fn bed() -> Bed {
         recorder,
         metrics,
         workers: WorkerOptions { runner_image: "runner:test".into(), work_api_url: "http://workapi".into() },
-        default_store: DefaultStore(None),
+        default_store: DefaultStore::default(),
         concurrency: 1,
         backlog_capacity: 100_000,
         pipelines,

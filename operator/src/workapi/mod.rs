@@ -14,5 +14,5 @@ pub mod server;
 
 pub use auth::{CachingVerifier, Identity, TokenReviewVerifier, TokenVerifier, VerifyError};
 pub use http::router;
-pub use objects::{BucketAccess, ObjectError, ObjectInfo, S3Bucket};
+pub use objects::{BucketAccess, ObjectError, ObjectInfo, S3Bucket, SignedBucket};
 pub use server::WorkApi;

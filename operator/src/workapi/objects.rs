@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use object_store::ObjectStoreExt as _;
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::signer::{Method, Signer, Url};
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use thiserror::Error;
 
 /// What a HEAD found.
@@ -38,6 +38,11 @@ pub trait BucketAccess: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Url, ObjectError>>;
     /// `Ok(None)` when there is no such object.
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectInfo>, ObjectError>>;
+    /// Headers an upload to a presigned PUT URL must carry, as `(name, value)` pairs; the work
+    /// API passes them to the runner in its output target. None for S3 and GCS.
+    fn upload_headers(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// The store client's path for an S3 key, refusing keys it would silently change (it strips
@@ -49,19 +54,23 @@ pub fn key_path(key: &str) -> Result<Path, ObjectError> {
     }
 }
 
-/// A bucket of an S3-compatible store ([`crate::store::bucket_client`] builds the client).
-pub struct S3Bucket {
+/// A bucket whose client signs URLs itself: S3-compatible stores (SigV4) and GCS (V4 signed
+/// URLs). [`crate::store::open`] builds them.
+pub struct SignedBucket<C> {
     name: String,
-    client: AmazonS3,
+    client: C,
 }
 
-impl S3Bucket {
-    pub fn new(name: impl Into<String>, client: AmazonS3) -> Self {
+/// A bucket of an S3-compatible store ([`crate::store::bucket_client`] builds the client).
+pub type S3Bucket = SignedBucket<AmazonS3>;
+
+impl<C> SignedBucket<C> {
+    pub fn new(name: impl Into<String>, client: C) -> Self {
         Self { name: name.into(), client }
     }
 }
 
-impl BucketAccess for S3Bucket {
+impl<C: ObjectStore + Signer> BucketAccess for SignedBucket<C> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -74,20 +83,24 @@ impl BucketAccess for S3Bucket {
     ) -> BoxFuture<'a, Result<Url, ObjectError>> {
         Box::pin(async move {
             let path = key_path(key)?;
-            // Signing is local computation with static credentials; no request is made.
+            // With static keys signing is local computation; the operator's own identity may
+            // fetch (and then cache) temporary credentials first.
             self.client.signed_url(method, &path, expires).await.map_err(|e| ObjectError::Store(e.to_string()))
         })
     }
 
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectInfo>, ObjectError>> {
-        Box::pin(async move {
-            let path = key_path(key)?;
-            match self.client.head(&path).await {
-                Ok(meta) => Ok(Some(ObjectInfo { etag: meta.e_tag, size: meta.size })),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(ObjectError::Store(e.to_string())),
-            }
-        })
+        Box::pin(head(&self.client, key))
+    }
+}
+
+/// HEAD of one object through a store client.
+pub async fn head(client: &dyn ObjectStore, key: &str) -> Result<Option<ObjectInfo>, ObjectError> {
+    let path = key_path(key)?;
+    match client.head(&path).await {
+        Ok(meta) => Ok(Some(ObjectInfo { etag: meta.e_tag, size: meta.size })),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(ObjectError::Store(e.to_string())),
     }
 }
 

@@ -362,6 +362,7 @@ impl WorkApi {
             method: "PUT".into(),
             url: url.to_string(),
             expires_in_seconds: lease_ms / 1000,
+            headers: access.sink.upload_headers(),
         })
     }
 
@@ -583,7 +584,7 @@ impl WorkApi {
         match access.source.head(key).await {
             Ok(Some(info)) if info.etag.as_deref().is_some_and(|e| same_etag(e, etag)) => Ok(WorkItem {
                 object: ObjectId { bucket: bucket.clone(), key: key.clone() },
-                etag: Some(normalize_etag(Some(etag)).to_owned()),
+                etag: Some(normalize_etag(Some(etag)).into_owned()),
                 version_id: None,
                 size: Some(info.size),
                 sequencer: None,

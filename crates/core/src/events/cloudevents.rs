@@ -150,6 +150,9 @@ struct GcsObject {
     #[serde(default)]
     name: String,
     etag: Option<String>,
+    /// Base64 MD5, absent for composite objects.
+    #[serde(rename = "md5Hash")]
+    md5_hash: Option<String>,
     generation: Option<JsonU64>,
     size: Option<JsonU64>,
     updated: Option<String>,
@@ -175,7 +178,10 @@ fn gcs(event: &Event, action: &str) -> Result<StorageEvent, RecordError> {
             // GCS names are sent raw, not escaped.
             wire_key: &object.name,
             encoding: KeyEncoding::Raw,
-            etag: object.etag.as_deref().and_then(bare_etag),
+            // The revision as object_store lists and HEADs it (GCS's XML API): the MD5, whose
+            // ETag is the hex digest, rather than the JSON API's `etag`, which no listing shows.
+            // Composite objects have no MD5 and keep the JSON etag (see crate::etag).
+            etag: object.md5_hash.as_deref().or(object.etag.as_deref()).and_then(bare_etag),
             version_id: generation.map(|g| g.to_string()),
             size,
             // The generation orders versions of one name; it doubles as a sequencer.

@@ -139,10 +139,11 @@ pub fn parse_json_value(value: serde_json::Value) -> Result<Vec<StorageEvent>, R
     }
 }
 
-/// HTTP ETags arrive quoted from some senders and bare from others; compare them bare.
+/// HTTP ETags arrive quoted from some senders and bare from others; they are kept in their
+/// canonical form ([`crate::etag::canonical_etag`]), `None` when empty.
 pub(crate) fn bare_etag(etag: &str) -> Option<String> {
-    let bare = etag.trim().trim_matches('"');
-    (!bare.is_empty()).then(|| bare.to_owned())
+    let bare = crate::etag::canonical_etag(etag);
+    (!bare.is_empty()).then(|| bare.into_owned())
 }
 
 pub(crate) fn check_bucket(bucket: &str, index: usize) -> Result<String, RecordError> {

@@ -36,7 +36,19 @@ fn gcs_finalized_structured() {
     let e = &events[0];
     assert_eq!((e.kind.clone(), e.bucket.as_str(), e.key.as_str()), (EventKind::Created, "raw", "a b/c.csv"));
     assert_eq!((e.size, e.version_id.as_deref()), (Some(352), Some("1587627537231057")));
-    assert_eq!(e.etag.as_deref(), Some("CKih16GjycICEAE="));
+    assert_eq!(e.etag.as_deref(), Some("CKih16GjycICEAE="), "no md5Hash (a composite object): the JSON etag");
+}
+
+#[test]
+fn gcs_revision_is_the_md5_object_store_lists() {
+    // GCS sends md5Hash in base64; its XML API (object_store's listings and HEADs) shows the
+    // same digest as a hex ETag, so that is the revision recorded.
+    let body = GCS_STRUCTURED.replace(
+        r#""etag": "CKih16GjycICEAE=""#,
+        r#""etag": "CKih16GjycICEAE=", "md5Hash": "XUFAKrxLKna5cZ2REBfFkg==""#,
+    );
+    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), body.as_bytes()).expect("parses");
+    assert_eq!(events[0].etag.as_deref(), Some("5d41402abc4b2a76b9719d911017c592"));
 }
 
 #[test]
