@@ -1,10 +1,12 @@
 //! Storage notifications in, [`StorageEvent`]s out. Pure: bytes and headers are the only input.
 //!
 //! Two wire families are understood: S3-style notification records (MinIO webhooks, AWS S3) and
-//! CloudEvents carrying S3, GCS or Azure Blob storage events.
+//! CloudEvents carrying S3, GCS or Azure Blob storage events; and Cloud Storage notifications
+//! in Pub/Sub push requests ([`pubsub`]).
 
 pub mod cloudevents;
 pub mod key;
+pub mod pubsub;
 pub mod s3;
 
 use thiserror::Error;
