@@ -126,7 +126,8 @@ async fn main() -> anyhow::Result<()> {
         async move { axum::serve(workapi_listener, router).with_graceful_shutdown(stop).await }
     });
     let gateway_server = tokio::spawn({
-        let router = gateway::router(gateway_config, pipelines.clone(), gateway_metrics);
+        let pubsub = gateway::pubsub::router(gateway_config.clone(), pipelines.clone(), gateway_metrics.clone());
+        let router = gateway::router(gateway_config, pipelines.clone(), gateway_metrics).merge(pubsub);
         let stop = stop.clone();
         async move { axum::serve(gateway_listener, router).with_graceful_shutdown(stop).await }
     });

@@ -83,4 +83,18 @@ impl GatewayMetrics {
     pub fn observe(&self, source: Source, seconds: f64) {
         self.duration.with_label_values(&[source.as_str()]).observe(seconds);
     }
+
+    /// [`GatewayMetrics::count`] for a source that is not one of the endpoints in [`Source`]:
+    /// the Pub/Sub push endpoint (`pubsub`) and the queues the leader consumes (`sqs`,
+    /// `kafka`). Labels stay bounded: callers pass constants.
+    pub fn count_as(&self, source: &'static str, outcome: EventOutcome, n: u64) {
+        if n > 0 {
+            self.events.with_label_values(&[source, outcome.as_str()]).inc_by(n);
+        }
+    }
+
+    /// [`GatewayMetrics::observe`] for the Pub/Sub push endpoint.
+    pub fn observe_as(&self, source: &'static str, seconds: f64) {
+        self.duration.with_label_values(&[source]).observe(seconds);
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod metrics;
+pub mod pubsub;
 pub mod server;
 
 pub use server::{GatewayConfig, router};
