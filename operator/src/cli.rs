@@ -3,9 +3,14 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use clap::Parser;
+use object_store::StaticCredentialProvider;
+use object_store::aws::AwsCredential;
 
 use crate::gateway::auth::BearerToken;
+use crate::sources::SqsSettings;
 use crate::store::{DefaultStore, StoreConfig};
 use crate::telemetry::LogFormat;
 
@@ -84,6 +89,22 @@ pub struct Cli {
     /// Identity of this replica in the Lease (defaults to the pod name, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// SQS queues whose S3 notifications the leader consumes (queue URLs, comma-separated or
+    /// repeated); empty: none. Credentials come from ZEROFLOW_SQS_ACCESS_KEY_ID and
+    /// ZEROFLOW_SQS_SECRET_ACCESS_KEY (and ZEROFLOW_SQS_SESSION_TOKEN for temporary keys).
+    /// See docs/sources/sqs.md.
+    #[arg(long = "sqs-queue-url", env = "ZEROFLOW_SQS_QUEUE_URLS", value_delimiter = ',')]
+    pub sqs_queue_urls: Vec<String>,
+
+    /// Region SQS requests are signed for.
+    #[arg(long, env = "ZEROFLOW_SQS_REGION", default_value = "us-east-1")]
+    pub sqs_region: String,
+
+    /// Seconds one SQS receive waits for a message (long polling, 1 to 20): a message is
+    /// received as soon as it arrives either way; shorter waits only cost more requests.
+    #[arg(long, env = "ZEROFLOW_SQS_WAIT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub sqs_wait_seconds: u32,
 }
 
 impl Cli {
@@ -101,6 +122,28 @@ impl Cli {
             access_key_id: read("ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID")?,
             secret_access_key: read("ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY")?,
         })))
+    }
+
+    /// The SQS consumers' settings, when queues are named. Credentials are read from the
+    /// environment only, so they never appear on a command line.
+    pub fn sqs(&self) -> Result<Option<SqsSettings>, String> {
+        let queue_urls: Vec<String> =
+            self.sqs_queue_urls.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
+        if queue_urls.is_empty() {
+            return Ok(None);
+        }
+        let read = |name: &str| std::env::var(name).map_err(|_| format!("--sqs-queue-url needs {name}"));
+        let credential = AwsCredential {
+            key_id: read("ZEROFLOW_SQS_ACCESS_KEY_ID")?,
+            secret_key: read("ZEROFLOW_SQS_SECRET_ACCESS_KEY")?,
+            token: std::env::var("ZEROFLOW_SQS_SESSION_TOKEN").ok().filter(|t| !t.is_empty()),
+        };
+        Ok(Some(SqsSettings {
+            queue_urls,
+            region: self.sqs_region.clone(),
+            wait_seconds: self.sqs_wait_seconds,
+            credentials: Arc::new(StaticCredentialProvider::new(credential)),
+        }))
     }
 
     pub fn identity(&self) -> String {

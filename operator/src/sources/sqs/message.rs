@@ -1,0 +1,155 @@
+//! What to do with one SQS message body: pure, no I/O.
+//!
+//! A body is one of:
+//! - an S3 event notification, `{"Records": [...]}`, as S3 sends it to a queue
+//!   (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html>);
+//! - S3's `{"Event": "s3:TestEvent", ...}`, sent once when a notification is configured;
+//! - either of those inside an SNS envelope (`{"Type": "Notification", "Message": "<the S3 JSON
+//!   as a string>"}`), what an SNS topic subscribed by the queue without raw message delivery
+//!   sends (<https://docs.aws.amazon.com/sns/latest/dg/sns-message-and-json-formats.html>);
+//! - anything else, which no amount of retrying turns into an event.
+//!
+//! Decision (documented in docs/sources/sqs.md): a message that can never become an event is
+//! deleted and counted (`rejected`, or `ignored` for test events), never left to reappear: a
+//! FIFO queue would hold its whole message group behind it, and a standard queue without a
+//! redrive policy would deliver it forever. Its id and a short excerpt are logged.
+
+use serde::Deserialize;
+use zeroflow_core::events::s3::parse_notification;
+use zeroflow_core::events::{EventKind, StorageEvent};
+
+/// What one message body means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Storage events to admit (created and removed objects only, possibly none when every
+    /// record was of another kind); the message is deleted once they are admitted.
+    Admit {
+        events: Vec<StorageEvent>,
+        /// Records of other kinds (restore, tagging...), counted as `ignored`.
+        ignored: u64,
+    },
+    /// Nothing to admit, ever: delete the message now.
+    Discard { kind: Discard, reason: String },
+}
+
+/// Why a message was discarded; each is counted under its own outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// S3's `s3:TestEvent` (counted `ignored`).
+    TestEvent,
+    /// Not a storage notification (counted `rejected`).
+    Malformed,
+}
+
+#[derive(Deserialize)]
+struct SnsEnvelope {
+    #[serde(rename = "Type")]
+    kind: String,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TestEventProbe {
+    #[serde(rename = "Event")]
+    event: Option<String>,
+}
+
+/// Classifies a message body (see the module's documentation for the shapes).
+pub fn classify(body: &str) -> Verdict {
+    // An SNS envelope is recognised by its `Type`; an S3 notification has no such field.
+    if let Ok(envelope) = serde_json::from_str::<SnsEnvelope>(body) {
+        return match (envelope.kind.as_str(), envelope.message) {
+            ("Notification", Some(message)) => classify_s3(&message),
+            (kind, _) => malformed(format!("SNS message of type {kind:?}, not a Notification")),
+        };
+    }
+    classify_s3(body)
+}
+
+fn classify_s3(body: &str) -> Verdict {
+    match parse_notification(body.as_bytes()) {
+        Ok(events) if events.is_empty() && is_test_event(body) => {
+            Verdict::Discard { kind: Discard::TestEvent, reason: "s3:TestEvent".into() }
+        }
+        Ok(events) => {
+            let total = events.len();
+            let events: Vec<_> =
+                events.into_iter().filter(|e| matches!(e.kind, EventKind::Created | EventKind::Removed)).collect();
+            let ignored = (total - events.len()) as u64;
+            Verdict::Admit { events, ignored }
+        }
+        Err(e) => malformed(e.to_string()),
+    }
+}
+
+fn is_test_event(body: &str) -> bool {
+    serde_json::from_str::<TestEventProbe>(body).is_ok_and(|p| p.event.as_deref() == Some("s3:TestEvent"))
+}
+
+fn malformed(reason: String) -> Verdict {
+    Verdict::Discard { kind: Discard::Malformed, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as S3 sends it to SQS (trimmed of identity and request fields).
+    const S3_PUT: &str = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1",
+        "eventTime":"2026-11-27T10:00:00.000Z","eventName":"ObjectCreated:Put",
+        "s3":{"s3SchemaVersion":"1.0","configurationId":"zeroflow",
+              "bucket":{"name":"photos","arn":"arn:aws:s3:::photos"},
+              "object":{"key":"in/a+b%2Bc.jpg","size":12,"eTag":"0123abcd","sequencer":"0055AED6DCD90281E5"}}}]}"#;
+
+    /// S3's test event (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html>).
+    const TEST_EVENT: &str = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-27T10:00:00.000Z",
+        "Bucket":"photos","RequestId":"5582815E1AEA5ADF","HostId":"8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"}"#;
+
+    fn sns(message: &str) -> String {
+        serde_json::json!({"Type": "Notification", "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:s3-events", "Subject": "Amazon S3 Notification",
+            "Message": message, "Timestamp": "2026-11-27T10:00:01.000Z", "SignatureVersion": "1",
+            "Signature": "EXAMPLE", "SigningCertURL": "https://sns.us-east-1.amazonaws.com/x.pem",
+            "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe"})
+        .to_string()
+    }
+
+    #[test]
+    fn an_s3_record_is_admitted_with_its_key_decoded() {
+        let Verdict::Admit { events, ignored } = classify(S3_PUT) else { panic!("not admitted") };
+        assert_eq!(ignored, 0);
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].bucket.as_str(), events[0].key.as_str()), ("photos", "in/a b+c.jpg"));
+        assert_eq!(events[0].etag.as_deref(), Some("0123abcd"));
+    }
+
+    #[test]
+    fn the_same_record_inside_an_sns_envelope_is_admitted_alike() {
+        assert_eq!(classify(&sns(S3_PUT)), classify(S3_PUT));
+    }
+
+    #[test]
+    fn test_events_are_discarded_bare_or_wrapped() {
+        for body in [TEST_EVENT.to_owned(), sns(TEST_EVENT)] {
+            assert!(matches!(classify(&body), Verdict::Discard { kind: Discard::TestEvent, .. }), "{body}");
+        }
+    }
+
+    #[test]
+    fn what_can_never_be_an_event_is_discarded_as_malformed() {
+        let unsubscribe = r#"{"Type":"UnsubscribeConfirmation","Message":"You have chosen to deactivate"}"#;
+        for body in ["not json", "{}", r#"{"Records": [{"eventName": 3}]}"#, unsubscribe, &sns("hello")] {
+            assert!(matches!(classify(body), Verdict::Discard { kind: Discard::Malformed, .. }), "{body}");
+        }
+    }
+
+    #[test]
+    fn records_of_other_kinds_are_counted_not_admitted() {
+        let restore = S3_PUT.replace("ObjectCreated:Put", "ObjectRestore:Completed");
+        assert_eq!(classify(&restore), Verdict::Admit { events: vec![], ignored: 1 });
+        let removed = S3_PUT.replace("ObjectCreated:Put", "ObjectRemoved:Delete");
+        let Verdict::Admit { events, ignored: 0 } = classify(&removed) else { panic!("not admitted") };
+        assert_eq!(events[0].kind, EventKind::Removed);
+    }
+}
