@@ -11,6 +11,7 @@ use object_store::aws::AwsCredential;
 
 use crate::gateway::auth::BearerToken;
 use crate::sources::SqsSettings;
+use crate::sources::kafka::KafkaSettings;
 use crate::store::{DefaultStore, StoreConfig};
 use crate::telemetry::LogFormat;
 
@@ -105,6 +106,20 @@ pub struct Cli {
     /// received as soon as it arrives either way; shorter waits only cost more requests.
     #[arg(long, env = "ZEROFLOW_SQS_WAIT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub sqs_wait_seconds: u32,
+
+    /// Kafka brokers (`host:port`, comma-separated) to consume storage notifications from, with
+    /// --kafka-topic. See docs/sources/kafka.md.
+    #[arg(long, env = "ZEROFLOW_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Kafka topics of storage notifications (MinIO's and Ceph's Kafka targets), comma-separated
+    /// or repeated.
+    #[arg(long = "kafka-topic", env = "ZEROFLOW_KAFKA_TOPICS", value_delimiter = ',')]
+    pub kafka_topics: Vec<String>,
+
+    /// Kafka consumer group whose committed offsets the leader resumes from.
+    #[arg(long, env = "ZEROFLOW_KAFKA_GROUP_ID", default_value = "zeroflow-operator")]
+    pub kafka_group_id: String,
 }
 
 impl Cli {
@@ -144,6 +159,22 @@ impl Cli {
             wait_seconds: self.sqs_wait_seconds,
             credentials: Arc::new(StaticCredentialProvider::new(credential)),
         }))
+    }
+
+    /// The Kafka consumer's settings, when brokers are named.
+    pub fn kafka(&self) -> Result<Option<KafkaSettings>, String> {
+        let Some(brokers) = self.kafka_brokers.clone().filter(|b| !b.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let topics: Vec<String> =
+            self.kafka_topics.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+        if topics.is_empty() {
+            return Err("--kafka-brokers needs --kafka-topic".into());
+        }
+        if self.kafka_group_id.trim().is_empty() {
+            return Err("--kafka-group-id is empty".into());
+        }
+        Ok(Some(KafkaSettings { brokers, topics, group_id: self.kafka_group_id.clone() }))
     }
 
     pub fn identity(&self) -> String {
@@ -195,5 +226,21 @@ mod tests {
         assert!(err.contains("--log-format"), "{err}");
         let err = Cli::try_parse_from(["zeroflow-operator", "--metrics-addr", "nope"]).unwrap_err().to_string();
         assert!(err.contains("--metrics-addr"), "{err}");
+    }
+
+    #[test]
+    fn queues_are_consumed_only_when_named() {
+        let cli = Cli::try_parse_from(["zeroflow-operator"]).expect("defaults parse");
+        assert!(cli.kafka().expect("no kafka").is_none());
+        let cli = Cli::try_parse_from(["zeroflow-operator", "--kafka-brokers", "127.0.0.1:9092"]).expect("parse");
+        assert_eq!(cli.kafka().unwrap_err(), "--kafka-brokers needs --kafka-topic");
+        let args = ["zeroflow-operator", "--kafka-brokers", "k:9092", "--kafka-topic", "a,b", "--kafka-topic", "c"];
+        let kafka = Cli::try_parse_from(args).expect("parse").kafka().expect("valid").expect("configured");
+        assert_eq!(
+            (kafka.topics, kafka.group_id.as_str()),
+            (vec!["a".into(), "b".into(), "c".into()], "zeroflow-operator")
+        );
+        let err = Cli::try_parse_from(["zeroflow-operator", "--sqs-wait-seconds", "21"]).unwrap_err().to_string();
+        assert!(err.contains("--sqs-wait-seconds"), "{err}");
     }
 }

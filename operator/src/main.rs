@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     let default_store = cli.default_store().map_err(anyhow::Error::msg)?;
     let sqs = cli.sqs().map_err(anyhow::Error::msg)?;
+    let kafka = cli.kafka().map_err(anyhow::Error::msg)?;
     let gateway_token = cli.gateway_token().map_err(anyhow::Error::msg)?;
     if gateway_token.is_none() {
         warn!("no --gateway-token-file: the event gateway accepts unauthenticated requests");
@@ -143,10 +144,25 @@ async fn main() -> anyhow::Result<()> {
     // Queue consumers: leader-only like everything above, aborted with it.
     let source_metrics = SourceMetrics::register(metrics.registry()).context("registering source metrics")?;
     if let Some(sqs) = &sqs {
-        let consumers =
-            sources::spawn_sqs(sqs, pipelines.clone(), gateway_metrics.clone(), source_metrics, readiness.clone())
-                .map_err(anyhow::Error::msg)?;
+        let consumers = sources::spawn_sqs(
+            sqs,
+            pipelines.clone(),
+            gateway_metrics.clone(),
+            source_metrics.clone(),
+            readiness.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
         runtime_tasks.extend(consumers);
+    }
+    if let Some(kafka) = &kafka {
+        let metrics = source_metrics.clone();
+        runtime_tasks.push(sources::spawn_kafka(
+            kafka,
+            pipelines.clone(),
+            gateway_metrics.clone(),
+            metrics,
+            readiness.clone(),
+        ));
     }
 
     let ctx = Arc::new(Context {

@@ -1,5 +1,5 @@
 //! Notification queues the leader consumes, next to the gateway's webhooks: S3 notifications
-//! from SQS ([`sqs`]). Every consumer feeds `Pipelines::admit` like the gateway, and
+//! from SQS ([`sqs`]) and MinIO/Ceph notifications from Kafka topics ([`kafka`]). Every consumer feeds `Pipelines::admit` like the gateway, and
 //! acknowledges a message only once its events are admitted.
 //!
 //! Configured per operator (flags, chart values), not per pipeline: the queue's messages are
@@ -8,6 +8,8 @@
 //! the leader only: started when it leads (after its caches synced, so that pipelines are
 //! known) and aborted when it stops.
 
+pub mod kafka;
+pub mod message;
 pub mod metrics;
 pub mod sqs;
 
@@ -20,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::gateway::metrics::GatewayMetrics;
 use crate::health::Readiness;
 use crate::runtime::Pipelines;
+use kafka::{KafkaConsumer, KafkaSettings};
 use metrics::SourceMetrics;
 use sqs::SqsConsumer;
 use sqs::client::SqsQueue;
@@ -67,4 +70,24 @@ pub fn spawn_sqs(
         }));
     }
     Ok(tasks)
+}
+
+/// Starts the Kafka consumer; it waits until `readiness` says the caches are synced. A consumer
+/// that cannot start (a bad setting) logs why and ends.
+pub fn spawn_kafka(
+    settings: &KafkaSettings,
+    pipelines: Arc<Pipelines>,
+    events: GatewayMetrics,
+    metrics: SourceMetrics,
+    readiness: Arc<Readiness>,
+) -> JoinHandle<()> {
+    let consumer = KafkaConsumer { settings: settings.clone(), admission: pipelines, events, metrics };
+    tokio::spawn(async move {
+        while readiness.blocker().is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if let Err(e) = consumer.run().await {
+            tracing::error!(error = e, "the Kafka consumer stopped");
+        }
+    })
 }

@@ -1,4 +1,5 @@
-//! What to do with one SQS message body: pure, no I/O.
+//! What to do with one queued message body (an SQS message, a Kafka record): pure, no I/O
+//! apart from the admission it is handed.
 //!
 //! A body is one of:
 //! - an S3 event notification, `{"Records": [...]}`, as S3 sends it to a queue
@@ -14,9 +15,14 @@
 //! FIFO queue would hold its whole message group behind it, and a standard queue without a
 //! redrive policy would deliver it forever. Its id and a short excerpt are logged.
 
+use std::time::Instant;
+
 use serde::Deserialize;
+use zeroflow_core::admission::Admission;
 use zeroflow_core::events::s3::parse_notification;
 use zeroflow_core::events::{EventKind, StorageEvent};
+
+use crate::gateway::metrics::{EventOutcome, GatewayMetrics};
 
 /// What one message body means.
 #[derive(Debug, PartialEq, Eq)]
@@ -91,6 +97,71 @@ fn malformed(reason: String) -> Verdict {
     Verdict::Discard { kind: Discard::Malformed, reason }
 }
 
+/// What became of one message, and whether to acknowledge it (delete it from SQS, commit past
+/// it in Kafka).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// Acknowledge it: admitted, or never admissible. False only when a backlog was full: the
+    /// message must be admitted again later (SQS: it comes back after its visibility timeout).
+    pub delete: bool,
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub unrouted: u64,
+    pub skipped: u64,
+    pub ignored: u64,
+    pub rejected: u64,
+    pub overloaded: u64,
+}
+
+/// Admits one message's events (the pure part of the consumer, apart from `admission`).
+/// Records routed to no pipeline are counted and the message deleted: no pipeline wants them,
+/// and a pipeline created later lists its bucket at start-up (resync) anyway.
+pub fn settle(admission: &impl Admission, body: &str, received_at: Instant) -> (Settled, Option<String>) {
+    match classify(body) {
+        Verdict::Discard { kind: Discard::TestEvent, .. } => {
+            (Settled { delete: true, ignored: 1, ..Settled::default() }, None)
+        }
+        Verdict::Discard { kind: Discard::Malformed, reason } => {
+            (Settled { delete: true, rejected: 1, ..Settled::default() }, Some(reason))
+        }
+        Verdict::Admit { events, ignored } if events.is_empty() => {
+            (Settled { delete: true, ignored, ..Settled::default() }, None)
+        }
+        Verdict::Admit { events, ignored } => match admission.admit(&events, received_at) {
+            Ok(report) => (
+                Settled {
+                    delete: true,
+                    accepted: report.accepted,
+                    duplicate: report.duplicate,
+                    unrouted: report.unrouted,
+                    skipped: report.skipped,
+                    ignored,
+                    ..Settled::default()
+                },
+                None,
+            ),
+            Err(_) => (Settled { delete: false, overloaded: 1, ..Settled::default() }, None),
+        },
+    }
+}
+
+impl Settled {
+    /// Counts the outcomes in `zeroflow_events_received_total{source, outcome}`.
+    pub fn count(&self, metrics: &GatewayMetrics, source: &'static str) {
+        for (outcome, n) in [
+            (EventOutcome::Accepted, self.accepted),
+            (EventOutcome::Duplicate, self.duplicate),
+            (EventOutcome::Unrouted, self.unrouted),
+            (EventOutcome::Skipped, self.skipped),
+            (EventOutcome::Ignored, self.ignored),
+            (EventOutcome::Rejected, self.rejected),
+            (EventOutcome::Overloaded, self.overloaded),
+        ] {
+            metrics.count_as(source, outcome, n);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +215,18 @@ mod tests {
         }
     }
 
+    /// Records MinIO really published to Kafka (`e2e/tests/services/kafka.rs` keeps them true).
+    #[test]
+    fn minio_kafka_records_are_admitted() {
+        let put = include_str!("../../../e2e/fixtures/minio-kafka-put.json");
+        let Verdict::Admit { events, ignored: 0 } = classify(put) else { panic!("not admitted") };
+        assert_eq!((events[0].bucket.as_str(), events[0].key.as_str()), ("fixture-bucket", "incoming/a b.csv"));
+        assert_eq!(events[0].kind, EventKind::Created);
+        let delete = include_str!("../../../e2e/fixtures/minio-kafka-delete.json");
+        let Verdict::Admit { events, ignored: 0 } = classify(delete) else { panic!("not admitted") };
+        assert_eq!(events[0].kind, EventKind::Removed);
+    }
+
     #[test]
     fn records_of_other_kinds_are_counted_not_admitted() {
         let restore = S3_PUT.replace("ObjectCreated:Put", "ObjectRestore:Completed");
@@ -151,5 +234,76 @@ mod tests {
         let removed = S3_PUT.replace("ObjectCreated:Put", "ObjectRemoved:Delete");
         let Verdict::Admit { events, ignored: 0 } = classify(&removed) else { panic!("not admitted") };
         assert_eq!(events[0].kind, EventKind::Removed);
+    }
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use std::sync::Arc;
+
+    use zeroflow_core::backlog::BacklogConfig;
+    use zeroflow_core::routing::Route;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::runtime::{Pipelines, Seed, Settings};
+
+    /// Real in-memory pipelines serving bucket `photos` under `in/`, backlog of `capacity`.
+    fn pipelines(capacity: usize) -> Arc<Pipelines> {
+        let route = Route {
+            namespace: "media".into(),
+            name: "thumbs".into(),
+            bucket: "photos".into(),
+            prefix: Some("in/".into()),
+            suffix: None,
+            exclude_prefixes: vec![],
+        };
+        let (kick, _kicks) = tokio::sync::mpsc::unbounded_channel();
+        let pipelines = Arc::new(Pipelines::new(7, kick, Arc::new(Metrics::new().expect("metrics"))));
+        let key = route.key();
+        let runtime = pipelines.upsert(
+            &key,
+            Settings::new(route, BacklogConfig { capacity, ..BacklogConfig::default() }),
+            &Seed::default(),
+        );
+        runtime.lock().backlog.hold_until(0);
+        pipelines
+    }
+
+    fn put(bucket: &str, key: &str) -> String {
+        serde_json::json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "eventTime": "2026-11-27T10:00:00.000Z",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 3, "eTag": "abc"}}}]})
+        .to_string()
+    }
+
+    #[test]
+    fn an_admitted_message_is_deleted_and_its_redelivery_is_a_duplicate() {
+        let p = pipelines(10);
+        let (first, _) = settle(&p, &put("photos", "in/a.jpg"), Instant::now());
+        assert_eq!(first, Settled { delete: true, accepted: 1, ..Settled::default() });
+        let (again, _) = settle(&p, &put("photos", "in/a.jpg"), Instant::now());
+        assert_eq!(again, Settled { delete: true, duplicate: 1, ..Settled::default() });
+    }
+
+    #[test]
+    fn a_full_backlog_keeps_the_message() {
+        let p = pipelines(1);
+        assert!(settle(&p, &put("photos", "in/1"), Instant::now()).0.delete);
+        let (full, _) = settle(&p, &put("photos", "in/2"), Instant::now());
+        assert_eq!(full, Settled { delete: false, overloaded: 1, ..Settled::default() });
+    }
+
+    #[test]
+    fn unrouted_test_and_poison_messages_are_deleted_and_counted() {
+        let p = pipelines(10);
+        let (unrouted, _) = settle(&p, &put("elsewhere", "in/a"), Instant::now());
+        assert_eq!(unrouted, Settled { delete: true, unrouted: 1, ..Settled::default() });
+        let (test, _) =
+            settle(&p, r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"photos"}"#, Instant::now());
+        assert_eq!(test, Settled { delete: true, ignored: 1, ..Settled::default() });
+        let (poison, reason) = settle(&p, "{\"Records\": 42}", Instant::now());
+        assert_eq!(poison, Settled { delete: true, rejected: 1, ..Settled::default() });
+        assert!(reason.is_some());
     }
 }
