@@ -14,6 +14,10 @@ give the same image ID.
     --file SRC:DEST[:MODE]   a host file (symlinks followed) at DEST; MODE in octal, default: SRC's
     --dir DEST[:MODE]        an empty directory (default mode 755; use 1777 for /tmp)
     --symlink DEST:TARGET    a symbolic link
+    --tree SRC:DEST          the directory SRC with everything under it (symlinks kept as
+                             links, modes kept) at DEST
+    --exclude PATTERN        leaves out of every --tree the paths (relative to the tree, e.g.
+                             "test" or "*/__pycache__") matching this shell pattern
     --libs-of SRC            the dynamic loader and the shared libraries SRC needs (found with
                              ldd), each at its host path
     --entrypoint JSON, --cmd JSON   arrays, e.g. '["/bin/sh", "-c"]'
@@ -24,6 +28,7 @@ Only Linux/amd64 images with one layer are written; that is all the testbed need
 """
 
 import argparse
+import fnmatch
 import hashlib
 import io
 import json
@@ -69,6 +74,39 @@ class Layer:
         dest = norm(dest)
         self._parents(dest)
         self.entries[dest] = ("dir", mode, None)
+
+    def add_tree(self, src, dest, excludes):
+        """SRC's subtree at DEST: directories and files with their modes, symlinks as links."""
+        if not os.path.isdir(src):
+            raise SystemExit(f"mkimage: {src} is not a directory")
+        self.add_dir(dest, os.stat(src).st_mode & 0o7777)
+
+        def excluded(rel):
+            return any(fnmatch.fnmatchcase(rel, pattern) for pattern in excludes)
+
+        for dirpath, dirnames, filenames in os.walk(src):
+            rel_dir = os.path.relpath(dirpath, src)
+            kept = []
+            for name in sorted(dirnames):
+                rel = os.path.normpath(os.path.join(rel_dir, name))
+                full = os.path.join(dirpath, name)
+                if excluded(rel):
+                    continue
+                if os.path.islink(full):
+                    self.add_symlink(os.path.join(dest, rel), os.readlink(full))
+                else:
+                    self.add_dir(os.path.join(dest, rel), os.stat(full).st_mode & 0o7777)
+                    kept.append(name)
+            dirnames[:] = kept
+            for name in sorted(filenames):
+                rel = os.path.normpath(os.path.join(rel_dir, name))
+                full = os.path.join(dirpath, name)
+                if excluded(rel):
+                    continue
+                if os.path.islink(full):
+                    self.add_symlink(os.path.join(dest, rel), os.readlink(full))
+                elif os.path.isfile(full):
+                    self.add_file(full, os.path.join(dest, rel))
 
     def add_symlink(self, dest, target):
         dest = norm(dest)
@@ -155,6 +193,8 @@ def main():
     p.add_argument("--file", action="append", default=[])
     p.add_argument("--dir", action="append", default=[])
     p.add_argument("--symlink", action="append", default=[])
+    p.add_argument("--tree", action="append", default=[])
+    p.add_argument("--exclude", action="append", default=[])
     p.add_argument("--libs-of", action="append", default=[])
     p.add_argument("--entrypoint")
     p.add_argument("--cmd")
@@ -177,6 +217,9 @@ def main():
         if len(parts) not in (2, 3):
             raise SystemExit(f"mkimage: --file needs SRC:DEST[:MODE], got {spec!r}")
         layer.add_file(parts[0], parts[1], int(parts[2], 8) if len(parts) == 3 else None)
+    for spec in a.tree:
+        src, dest = split_pair(spec, "--tree")
+        layer.add_tree(src, dest, a.exclude)
     for spec in a.symlink:
         dest, target = split_pair(spec, "--symlink")
         layer.add_symlink(dest, target)

@@ -18,7 +18,8 @@
 # the node stops; kubelet's kernel tunables (vm.overcommit_memory, kernel.panic, ...) are
 # satisfied there by bind-mounted files, so the host's sysctls are never changed.
 
-NODE_APT_PACKAGES=(containerd runc containernetworking-plugins socat busybox-static iproute2 gcc libc6-dev)
+# python3: Debian's interpreter and standard library make the demo's transform image.
+NODE_APT_PACKAGES=(containerd runc containernetworking-plugins socat busybox-static iproute2 gcc libc6-dev python3)
 NODE_TAINT_KEY=zeroflow.dev/real-node
 NODE_CNI_BIN=/usr/lib/cni
 # Images written by e2e/oci/mkimage.py; nothing is ever pulled (imagePullPolicy Never, and tags
@@ -54,7 +55,8 @@ node_addresses() {
 node_pick_subnet() {
   local tries
   for ((tries = 0; tries < 200; tries++)); do
-    if ! ip -o addr show | grep -q " 172\.30\.$NODE_X\." && ! ip route show | grep -q "^10\.245\.$NODE_X\."; then
+    # Here-strings, not pipes: under pipefail, `cmd | grep -q` fails when grep stops reading early.
+    if ! grep -q " 172\.30\.$NODE_X\." <<<"$(ip -o addr show)" && ! grep -q "^10\.245\.$NODE_X\." <<<"$(ip route show)"; then
       echo "$NODE_X" >"$NODE_DIR/subnet"
       node_addresses
       return
@@ -69,12 +71,25 @@ node_alive() { local p; p=$(cat "$(node_pidfile "$1")" 2>/dev/null) && [[ -n "$p
 in_node() { nsenter --net="/run/netns/$NODE_NETNS" -- "$@"; }
 
 # node_start NAME COMM CMD... : like `start`, for node processes; COMM (the process name) is
-# recorded so that `down` never signals a PID that was reused by something else.
+# recorded so that `down` never signals a PID that was reused by something else. The process
+# joins the node's cgroups before it execs CMD, so it and everything it starts (containerd's
+# shims, which outlive containerd) can be found and stopped there; nsenter joins namespaces,
+# never cgroups, so without this containerd and its shims stayed in the caller's cgroup.
 node_start() {
   local name=$1 comm=$2; shift 2
-  setsid "$@" >"$STATE/logs/node-$name.log" 2>&1 </dev/null &
+  setsid sh -c "$(node_join_cgroups)"' exec "$@"' sh "$@" >"$STATE/logs/node-$name.log" 2>&1 </dev/null &
   echo $! >"$(node_pidfile "$name")"
   echo "$comm" >"$NODE_DIR/comm/$name"
+}
+
+# Shell code that moves the shell running it ($$) into the node's "system" cgroup in every
+# hierarchy, including the hybrid layout's cgroup2 ("unified"), where runc mirrors containers.
+node_join_cgroups() {
+  local h code=""
+  for h in $(node_cgroup_hierarchies) $(node_unified_hierarchy); do
+    code+="echo \$\$ >'$h/$NODE_CGROUP/system/cgroup.procs' || exit 1; "
+  done
+  printf '%s' "$code"
 }
 
 # A stopped process stays a zombie until this machine's init reaps it (which takes up to ~2 s
@@ -97,7 +112,7 @@ node_stop() {
 node_install_packages() {
   local missing=() p
   for p in "${NODE_APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("$p")
   done
   ((${#missing[@]})) || return 0
   log "installing ${missing[*]} (apt)"
@@ -129,8 +144,16 @@ node_cgroup_hierarchies() {
   done
 }
 
+# The cgroup2 mounted beside cgroup v1 in the hybrid layout; nothing in the other layouts.
+node_unified_hierarchy() {
+  if [[ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs && -f /sys/fs/cgroup/unified/cgroup.procs ]]; then
+    echo /sys/fs/cgroup/unified
+  fi
+}
+
 node_make_cgroups() {
   local h
+  for h in $(node_unified_hierarchy); do mkdir -p "$h/$NODE_CGROUP/system"; done
   for h in $(node_cgroup_hierarchies); do
     mkdir -p "$h/$NODE_CGROUP/system"
     if [[ -f "$h/cpuset.cpus" ]]; then
@@ -151,14 +174,32 @@ node_cgroup_pids() {
   find "$h/$NODE_CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -un
 }
 
-node_remove_cgroups() {
-  local h pids
-  pids=$(node_cgroup_pids)
-  if [[ -n "$pids" ]]; then
+# The node's containerd shims, found by the socket they were told to call back on (the
+# address is under this node's directory), wherever they are: a node started before its
+# processes joined its cgroups left them in the caller's cgroup.
+node_shim_pids() {
+  pgrep -f -- "containerd-shim-runc-v2 .*-address $NODE_DIR/containerd\.sock( |$)" || true
+}
+
+# Kills everything in the node's cgroups (and its shims), repeating until nothing is left:
+# a shim killed between listing and signalling must not leave a container behind, and
+# containerd's shims reap and restart nothing once containerd is gone.
+node_kill_all() {
+  local pids
+  for _ in $(seq 1 20); do
+    pids=$(node_cgroup_pids; node_shim_pids)
+    pids=$(for p in $pids; do node_running "$p" && echo "$p"; done)
+    [[ -n "$pids" ]] || return 0
     # shellcheck disable=SC2086
     kill -KILL $pids 2>/dev/null || true
-    sleep 0.5
-  fi
+    sleep 0.25
+  done
+  log "WARNING: processes of the node still running: $(node_cgroup_pids; node_shim_pids)"
+}
+
+node_remove_cgroups() {
+  local h
+  node_kill_all
   # runc also mirrors the containers' cgroups in the hybrid layout's cgroup2 ("unified").
   for h in $(node_cgroup_hierarchies) /sys/fs/cgroup/unified; do
     [[ -d "$h/$NODE_CGROUP" ]] || continue
@@ -325,12 +366,9 @@ node_start_holder() {
     echo "${s#*:}" >"$n/sysctl/${s%%:*}"
     setup+="; mount --bind '$n/sysctl/${s%%:*}' '/proc/sys/${s%%:*}'"
   done
-  # The holder joins the node's cgroup first, so everything started in the namespace is
-  # accounted (and can be found and stopped) there.
-  local h join=""
-  for h in $(node_cgroup_hierarchies); do join+="echo \$\$ >'$h/$NODE_CGROUP/system/cgroup.procs'; "; done
+  # Like every node process, the holder runs in the node's cgroups (node_start).
   node_start holder sleep nsenter --net="/run/netns/$NODE_NETNS" -- unshare --mount --propagation private -- \
-    sh -c "$join$setup; exec sleep infinity"
+    sh -c "$setup; exec sleep infinity"
   local pid; pid=$(cat "$(node_pidfile holder)")
   for _ in $(seq 1 50); do [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == sleep ]] && break; sleep 0.1; done
   [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == sleep ]] || { tail -n 20 "$STATE/logs/node-holder.log" >&2; die "the node's mount namespace holder did not start"; }
@@ -485,7 +523,7 @@ cmd_node_forward() {
   case $side in
     host) node_start "fwd-$name" socat socat "$sock" "TCP:$target" ;;
     node)
-      if ! in_node ip -o addr show | grep -q " ${listen%:*}/"; then in_node ip addr add "${listen%:*}/32" dev lo; fi
+      if ! grep -q " ${listen%:*}/" <<<"$(in_node ip -o addr show)"; then in_node ip addr add "${listen%:*}/32" dev lo; fi
       node_start "fwd-$name" socat nsenter --net="/run/netns/$NODE_NETNS" -- socat "$sock" "TCP:$target" ;;
     *) die "node forward: side must be host or node" ;;
   esac
@@ -498,7 +536,7 @@ cmd_node_forward() {
 }
 
 node_listening() {
-  if [[ $1 == host ]]; then ss -Hltn "sport = :$2" | grep -q .; else in_node ss -Hltn "sport = :$2" | grep -q .; fi
+  if [[ $1 == host ]]; then [[ -n "$(ss -Hltn "sport = :$2")" ]]; else [[ -n "$(in_node ss -Hltn "sport = :$2")" ]]; fi
 }
 
 cmd_node_unforward() { node_ids; node_stop "fwd-$1"; }

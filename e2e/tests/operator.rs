@@ -42,7 +42,19 @@ async fn crd_is_established_with_short_name_and_columns() -> anyhow::Result<()> 
     assert_eq!(crd.spec.names.short_names, Some(vec!["dp".to_string()]));
     let columns: Vec<_> =
         crd.spec.versions[0].additional_printer_columns.iter().flatten().map(|c| c.name.clone()).collect();
-    assert_eq!(columns, ["Ready", "Replicas", "Pending", "Succeeded", "Failed", "Age"]);
+    assert_eq!(
+        columns,
+        ["Ready", "Active", "Paused", "Replicas", "Pending", "Succeeded", "Failed", "Age", "Bucket", "Image"]
+    );
+    // `kubectl get dp` stays narrow; `-o wide` adds where the work comes from and what runs it.
+    let wide: Vec<_> = crd.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|c| c.priority.unwrap_or(0) > 0)
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(wide, ["Bucket", "Image"]);
     Ok(())
 }
 
@@ -301,7 +313,7 @@ async fn source_reachability_is_checked_against_the_real_store() -> anyhow::Resu
         assert_eq!(condition.status == "True", reachable, "{name}: {condition:?}");
         assert_eq!(condition.reason, reason, "{name}: {condition:?}");
         let degraded = pipelines.get(name).await?.status.unwrap_or_default().conditions;
-        assert_eq!(conditions::is_true(&degraded, conditions::DEGRADED), Some(!reachable), "{name}");
+        assert_eq!(conditions::is_true(&degraded, conditions::DEGRADED), Some(!reachable), "{name}: {degraded:?}");
     }
     // The credentials never leak into status or Events.
     let everything = kubectl(&["get", "dp,events", "-n", &ns.name, "-o", "json"]).await?;

@@ -56,7 +56,7 @@ async fn run(events: usize, connections: usize) -> Result<(), BoxError> {
     pipelines.upsert(&pipeline, Settings::new(route, backlog), &Seed::default());
     let gateway_metrics = GatewayMetrics::register(metrics.registry())?;
     let config = GatewayConfig { token: Some(BearerToken::new(TOKEN)?), ..GatewayConfig::default() };
-    let app = router(config, pipelines.clone(), gateway_metrics);
+    let app = router(config, pipelines.clone(), gateway_metrics)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });

@@ -9,6 +9,7 @@ use clap::Parser;
 use object_store::StaticCredentialProvider;
 use object_store::aws::AwsCredential;
 
+use crate::gateway::GatewayArgs;
 use crate::gateway::auth::BearerToken;
 use crate::sources::SqsSettings;
 use crate::sources::kafka::KafkaSettings;
@@ -39,6 +40,9 @@ pub struct Cli {
     /// Largest event request body the gateway accepts, in bytes; larger ones get 413.
     #[arg(long, env = "ZEROFLOW_GATEWAY_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub gateway_body_limit: usize,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 
     /// Address of the work API that worker pods call (leases, heartbeats, outputs, results).
     #[arg(long, env = "ZEROFLOW_WORK_API_ADDR", default_value = "0.0.0.0:8081")]

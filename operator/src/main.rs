@@ -12,6 +12,7 @@ use zeroflow_operator::api::DataPipeline;
 use zeroflow_operator::cli::Cli;
 use zeroflow_operator::controller::{self, Context, build::WorkerOptions};
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
+use zeroflow_operator::gateway::notices::{Notices, PodEvents};
 use zeroflow_operator::gateway::{self, GatewayConfig};
 use zeroflow_operator::health::{self, Readiness};
 use zeroflow_operator::leader::Leadership;
@@ -110,7 +111,19 @@ async fn main() -> anyhow::Result<()> {
     let (status, status_task) = StatusWriter::spawn(client.clone(), pipelines.clone());
 
     let gateway_metrics = GatewayMetrics::register(metrics.registry()).context("registering gateway metrics")?;
-    let gateway_config = GatewayConfig { token: gateway_token, body_limit: cli.gateway_body_limit };
+    let notices = match &cli.identity {
+        // The pod's own name (from the chart's downward API): Warning Events go on it.
+        Some(pod) if !pod.is_empty() => {
+            Notices::new(PodEvents::new(recorder.clone(), &cli.leader_election_namespace, pod))
+        }
+        _ => Notices::default(),
+    };
+    let gateway_config = GatewayConfig {
+        token: gateway_token,
+        body_limit: cli.gateway_body_limit,
+        sns: cli.gateway.sns_settings(),
+        notices,
+    };
     let gateway_listener = tokio::net::TcpListener::bind(cli.gateway_addr)
         .await
         .with_context(|| format!("binding --gateway-addr {}", cli.gateway_addr))?;
@@ -130,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let gateway_server = tokio::spawn({
         let pubsub = gateway::pubsub::router(gateway_config.clone(), pipelines.clone(), gateway_metrics.clone());
-        let router = gateway::router(gateway_config, pipelines.clone(), gateway_metrics.clone()).merge(pubsub);
+        let router = gateway::router(gateway_config, pipelines.clone(), gateway_metrics.clone())?.merge(pubsub);
         let stop = stop.clone();
         async move { axum::serve(gateway_listener, router).with_graceful_shutdown(stop).await }
     });

@@ -79,6 +79,7 @@ pub struct Metrics {
     pub pending: IntGaugeVec,
     pub in_flight: IntGaugeVec,
     pub replicas: IntGaugeVec,
+    pub paused: IntGaugeVec,
     pub oldest_pending_age: prometheus::GaugeVec,
     skipped: IntCounterVec,
     granted: IntCounterVec,
@@ -149,6 +150,16 @@ impl Metrics {
             replicas: register(
                 r,
                 IntGaugeVec::new(Opts::new("zeroflow_replicas", "Worker pods that exist"), &PER_PIPELINE)?,
+            )?,
+            paused: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "zeroflow_paused",
+                        "1 while the pipeline is paused (annotation zeroflow.dev/paused), else 0",
+                    ),
+                    &PER_PIPELINE,
+                )?,
             )?,
             oldest_pending_age: register(
                 r,
@@ -339,7 +350,7 @@ impl Metrics {
     /// pipelines.
     pub fn forget_pipeline(&self, pipeline: &PipelineKey) {
         let l = labels(pipeline);
-        for gauge in [&self.pending, &self.in_flight, &self.replicas] {
+        for gauge in [&self.pending, &self.in_flight, &self.replicas, &self.paused] {
             let _ = gauge.remove_label_values(&l);
         }
         let _ = self.oldest_pending_age.remove_label_values(&l);

@@ -620,10 +620,15 @@ impl Backlog {
         }
     }
 
-    /// Re-drives every remembered failure; returns how many went back to pending.
-    pub fn redrive_failed(&mut self, now: Millis) -> Result<usize, Overloaded> {
-        let failed: Vec<ItemId> =
-            self.finished.iter().filter(|(_, f)| f.outcome == Finished::Failed).map(|(id, _)| id.clone()).collect();
+    /// Re-drives every remembered failure whose key starts with `key_prefix` (all for `""`);
+    /// returns how many went back to pending.
+    pub fn redrive_failed(&mut self, key_prefix: &str, now: Millis) -> Result<usize, Overloaded> {
+        let failed: Vec<ItemId> = self
+            .finished
+            .iter()
+            .filter(|(id, f)| f.outcome == Finished::Failed && id.object.key.starts_with(key_prefix))
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut count = 0;
         for id in failed {
             match self.redrive(&id, now) {

@@ -309,23 +309,54 @@ impl Ledger {
         }
     }
 
-    /// Deletes the markers of failed objects so the next resync treats them as work again (a
-    /// user's re-drive). Reads every marker once: a rare, user-triggered pass. Returns how many.
-    pub async fn remove_failed(&self) -> Result<usize, LedgerError> {
-        let mut names = self.list();
+    /// Deletes the markers of failed objects whose key starts with `key_prefix` (every failed
+    /// object for `""`), so the next resync treats them as work again: a user's re-drive. Reads
+    /// each candidate marker once (a rare, user-triggered pass): the plain markers from
+    /// `key_prefix` on, and every hashed one (long keys; their names do not sort by key).
+    /// Returns how many were removed.
+    pub async fn remove_failed(&self, key_prefix: &str) -> Result<usize, LedgerError> {
         let mut removed = 0;
+        let mut names = self.list_from(key_prefix);
         while let Some(name) = names.next().await {
             let name = name?;
-            let etag = (!name.etag.is_empty()).then_some(name.etag.as_str());
-            let Some(marker) = self.get(&name.key, etag).await? else { continue };
-            if marker.outcome == Outcome::Failed {
-                match self.store.delete(&object_path(&self.path_of(&name.key, etag))?).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
-                    Err(e) => return Err(e.into()),
-                }
+            // The listing starts a little before `key_prefix` (see `list_from`) and runs in key order.
+            if name.key.as_str() < key_prefix {
+                continue;
             }
+            if !name.key.starts_with(key_prefix) {
+                break;
+            }
+            let etag = (!name.etag.is_empty()).then_some(name.etag.as_str());
+            let path = object_path(&self.path_of(&name.key, etag))?;
+            removed += usize::from(self.remove_if_failed(&path, key_prefix).await?);
+        }
+        let hashed_dir =
+            Path::parse(format!("{}/h", self.root)).map_err(|_| LedgerError::InvalidPrefix(self.root.clone()))?;
+        let mut hashed = self.store.list(Some(&hashed_dir));
+        while let Some(meta) = hashed.next().await {
+            removed += usize::from(self.remove_if_failed(&meta?.location, key_prefix).await?);
         }
         Ok(removed)
+    }
+
+    /// Deletes the marker at `path` when it records a failure of a key under `key_prefix`.
+    async fn remove_if_failed(&self, path: &Path, key_prefix: &str) -> Result<bool, LedgerError> {
+        let bytes = match self.store.get(path).await {
+            Ok(result) => result.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(marker) = serde_json::from_slice::<Marker>(&bytes) else {
+            tracing::warn!(path = path.as_ref(), "ignoring an object in the ledger that is not a marker");
+            return Ok(false);
+        };
+        if marker.outcome != Outcome::Failed || !marker.source.key.starts_with(key_prefix) {
+            return Ok(false);
+        }
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every plain marker, in source-key order, then etag order. Streams page by page.
@@ -475,6 +506,36 @@ mod tests {
             assert!(Ledger::new(store.clone(), prefix).is_err(), "{prefix:?}");
         }
         assert_eq!(Ledger::new(store, ".zeroflow/ledger/ns/p/").expect("valid").prefix(), ".zeroflow/ledger/ns/p/");
+    }
+
+    #[tokio::test]
+    async fn a_redrive_removes_only_failures_under_its_prefix_long_keys_included() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let ledger = Ledger::new(store, ".zeroflow/ledger/ns/p/").expect("valid");
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let item = |key: &str| WorkItem {
+            object: crate::backlog::ObjectId { bucket: "raw".into(), key: key.into() },
+            etag: Some("e1".into()),
+            version_id: None,
+            size: None,
+            sequencer: None,
+        };
+        let long = format!("bad/{}", "x".repeat(900));
+        for key in ["bad/1.csv", "bad/2.csv", "good/3.csv", long.as_str()] {
+            ledger.record(&Marker::failed(&item(key), 3, Some(1), "boom".into(), at)).await.expect("recorded");
+        }
+        ledger.record(&Marker::succeeded(&item("bad/0.csv"), 1, vec![], at)).await.expect("recorded");
+        assert!(matches!(ledger.path_of(&long, Some("e1")), MarkerPath::Hashed(_)));
+
+        assert_eq!(ledger.remove_failed("bad/1").await.expect("removed"), 1);
+        assert!(!ledger.contains("bad/1.csv", Some("e1")).await.expect("read"));
+        assert!(ledger.contains("bad/2.csv", Some("e1")).await.expect("read"));
+
+        assert_eq!(ledger.remove_failed("bad/").await.expect("removed"), 2, "bad/2.csv and the long key");
+        assert!(!ledger.contains(&long, Some("e1")).await.expect("read"));
+        assert!(ledger.contains("bad/0.csv", Some("e1")).await.expect("read"), "successes stay");
+        assert!(ledger.contains("good/3.csv", Some("e1")).await.expect("read"), "outside the prefix");
+        assert_eq!(ledger.remove_failed("").await.expect("removed"), 1);
     }
 
     fn any_key() -> impl Strategy<Value = String> {

@@ -18,6 +18,9 @@ pub struct Stage {
     pub created: Option<SystemTime>,
     pub source_bucket: String,
     pub source_prefix: String,
+    /// Prefixes the source never takes although they start with `source_prefix`: its own sink
+    /// and ledger when they share its bucket ([`crate::routing::Route`]'s `exclude_prefixes`).
+    pub source_excludes: Vec<String>,
     pub sink_bucket: String,
     /// Outputs are `<sink prefix><input key>/<name>`.
     pub sink_prefix: String,
@@ -25,12 +28,15 @@ pub struct Stage {
 
 /// Whether `a`'s outputs can be `b`'s inputs. Outputs start with `a`'s sink prefix followed by
 /// any input key, and the transform names them freely, so only the prefixes can rule a match
-/// out: the sink prefix and the source prefix must not diverge. A pipeline never feeds itself
-/// (its own outputs and ledger are excluded from its route).
+/// out: the sink prefix and the source prefix must not diverge, and `b` must not exclude every
+/// key `a` writes (two pipelines on one bucket with the default sink `zeroflow-output/` both skip
+/// that prefix, so neither sees the other's outputs). A pipeline never feeds itself (its own
+/// outputs and ledger are excluded from its route).
 pub fn feeds(a: &Stage, b: &Stage) -> bool {
     a.key != b.key
         && a.sink_bucket == b.source_bucket
         && (b.source_prefix.starts_with(&a.sink_prefix) || a.sink_prefix.starts_with(&b.source_prefix))
+        && !b.source_excludes.iter().any(|e| !e.is_empty() && a.sink_prefix.starts_with(e.as_str()))
 }
 
 /// A cycle and the pipeline stopped to break it.
@@ -181,6 +187,7 @@ mod tests {
             created: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(created)),
             source_bucket: source.0.into(),
             source_prefix: source.1.into(),
+            source_excludes: if source.0 == sink.0 { vec![sink.1.into()] } else { vec![] },
             sink_bucket: sink.0.into(),
             sink_prefix: sink.1.into(),
         }
@@ -223,6 +230,22 @@ mod tests {
         assert_eq!(found[0].stopped, PipelineKey::new("team-a", "a"), "the newest");
     }
 
+    #[test]
+    fn pipelines_sharing_a_bucket_and_the_default_sink_do_not_feed_each_other() {
+        // Both take the whole bucket and write to zeroflow-output/, which both skip: found in
+        // CI as a false cycle between two pipelines of one test namespace.
+        let a = stage("a", 1, ("raw", ""), ("raw", "zeroflow-output/"));
+        let b = stage("b", 2, ("raw", ""), ("raw", "zeroflow-output/"));
+        assert!(!feeds(&a, &b) && !feeds(&b, &a));
+        assert!(cycles(&[a.clone(), b]).is_empty());
+        // A sink under another prefix is still seen by the other pipeline, which writes back.
+        let c = stage("c", 3, ("raw", ""), ("raw", "derived/"));
+        assert!(feeds(&c, &a), "a takes derived/");
+        // a writes zeroflow-output/, which c does not skip: a cycle, c (the newest) stopped.
+        assert!(feeds(&a, &c));
+        assert_eq!(cycles(&[a, c])[0].stopped.name, "c");
+    }
+
     proptest! {
         /// Stopping the chosen pipeline of every cycle leaves no cycle.
         #[test]
@@ -237,6 +260,9 @@ mod tests {
                     let mut s = stage(&format!("p{i}"), *created, ("", prefixes[*sp as usize]), ("", prefixes[*kp as usize]));
                     s.source_bucket = format!("b{sb}");
                     s.sink_bucket = format!("b{kb}");
+                    if sb != kb {
+                        s.source_excludes.clear();
+                    }
                     s
                 })
                 .collect();

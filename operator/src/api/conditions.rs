@@ -8,6 +8,7 @@ pub const READY: &str = "Ready";
 pub const SOURCE_REACHABLE: &str = "SourceReachable";
 pub const ACTIVE: &str = "Active";
 pub const DEGRADED: &str = "Degraded";
+pub const PAUSED: &str = "Paused";
 
 /// A condition as the operator wants it, before timestamps and generation are filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +70,7 @@ pub fn conditions_schema(_: &mut schemars::SchemaGenerator) -> Schema {
             "type": "object",
             "required": ["type", "status", "lastTransitionTime", "reason", "message"],
             "properties": {
-                "type": {"type": "string", "description": "Type of the condition: Ready, SourceReachable, Active or Degraded."},
+                "type": {"type": "string", "description": "Type of the condition: Ready, SourceReachable, Active, Paused or Degraded."},
                 "status": {"type": "string", "enum": ["True", "False", "Unknown"], "description": "Status of the condition."},
                 "reason": {"type": "string", "description": "One CamelCase word for why the condition is in its status."},
                 "message": {"type": "string", "description": "Details for a person."},

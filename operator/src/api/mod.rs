@@ -23,8 +23,24 @@ pub use zeroflow_core::scaling::usage::Usage;
 pub const GROUP: &str = "zeroflow.dev";
 
 /// Annotation that re-drives failed objects: set it to any new value, for example
-/// `kubectl annotate dp NAME zeroflow.dev/redrive="$(date +%s)" --overwrite`.
+/// `kubectl annotate dp NAME zeroflow.dev/redrive="$(date +%s)" --overwrite`. Each value is
+/// acted on once (`status.lastRedrive` records it).
 pub const REDRIVE_ANNOTATION: &str = "zeroflow.dev/redrive";
+
+/// Annotation that narrows the next re-drive to failed objects whose key starts with its value
+/// (a whole key re-drives that object and any whose key extends it). Without it a re-drive
+/// covers every failed object.
+pub const REDRIVE_PREFIX_ANNOTATION: &str = "zeroflow.dev/redrive-prefix";
+
+/// Annotation that pauses a pipeline: `"true"` or `"false"`. While paused, storage events are
+/// still admitted and recorded, nothing is leased (leases already held run to their end), and
+/// the workers go to zero, or to `zeroflow.dev/paused-replicas`. The same names and meaning as
+/// KEDA's `autoscaling.keda.sh/paused` and `paused-replicas`.
+pub const PAUSED_ANNOTATION: &str = "zeroflow.dev/paused";
+
+/// Annotation with the worker count to hold while paused (`0` to `spec.scaling.maxReplicas`);
+/// setting it pauses the pipeline even without `zeroflow.dev/paused`, as in KEDA.
+pub const PAUSED_REPLICAS_ANNOTATION: &str = "zeroflow.dev/paused-replicas";
 
 /// A DataPipeline runs a transform on every object that lands in a bucket: storage events scale
 /// its workers up from zero at once, each object is processed by exactly one worker, every result
@@ -41,11 +57,15 @@ pub const REDRIVE_ANNOTATION: &str = "zeroflow.dev/redrive";
     status = "DataPipelineStatus",
     derive = "PartialEq",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.conditions[?(@.type==\"Active\")].status"}"#,
+    printcolumn = r#"{"name":"Paused","type":"string","jsonPath":".status.conditions[?(@.type==\"Paused\")].status"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
     printcolumn = r#"{"name":"Pending","type":"integer","jsonPath":".status.pending"}"#,
     printcolumn = r#"{"name":"Succeeded","type":"integer","jsonPath":".status.succeeded"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failed"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Bucket","type":"string","priority":1,"jsonPath":".spec.source.bucket"}"#,
+    printcolumn = r#"{"name":"Image","type":"string","priority":1,"jsonPath":".spec.transform.image"}"#,
     validation = Rule::new("size(self.metadata.name) <= 52").message("metadata.name must be at most 52 characters: it names the worker Deployment, its pods and labels"),
 )]
 #[x_kube(
@@ -340,8 +360,8 @@ pub struct DataPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`: the workers' Deployment matches the spec. `SourceReachable`: the source bucket
-    /// can be listed. `Active`: workers are running (false when scaled to zero). `Degraded`:
-    /// something needs attention.
+    /// can be listed. `Active`: workers are running (false when scaled to zero). `Paused`: the
+    /// `zeroflow.dev/paused` annotation holds the pipeline. `Degraded`: something needs attention.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions::conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -389,9 +409,40 @@ pub struct DataPipelineStatus {
     #[serde(default)]
     pub usage: Usage,
     /// The value of the `zeroflow.dev/redrive` annotation last acted on: changing the annotation
-    /// puts every failed object back to work once.
+    /// puts every failed object (or those under `zeroflow.dev/redrive-prefix`) back to work once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_redrive: Option<String>,
+    /// The latest objects that failed every attempt, newest first: at most 20, one entry per
+    /// key. A re-drive removes the entries it covers. Every failure, old or new, is also in the
+    /// ledger.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub recent_failures: Vec<RecentFailure>,
+}
+
+/// An object that failed every attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentFailure {
+    /// The source object's key.
+    pub key: String,
+    /// The revision that failed (its ETag, unquoted), when the store gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The revision that failed, on a versioned bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// Attempts made, the last included.
+    pub attempts: u32,
+    /// The transform's exit code on the last attempt; absent when it did not exit (timed out,
+    /// killed, its lease expired, or the operator refused the object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The end of the transform's stderr on the last attempt (at most 512 bytes), or why the
+    /// operator gave up, such as `lease expired`.
+    pub message: String,
+    /// When the last attempt ended.
+    pub failed_at: Time,
 }
 
 fn default_true() -> bool {

@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod build;
 pub mod observe;
+pub mod pause;
 pub mod redrive;
 pub mod settings;
 pub mod source;
@@ -272,7 +273,14 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     let deployment = build::worker_deployment(pipeline, &spec, owner, &ctx.workers);
     let settings = settings::with_cpu(settings, &deployment);
     let initial = crate::scaler::initial_replicas(&settings.scale);
+    let paused = settings.paused;
+    let was_paused = ctx.pipelines.get(&key).map(|p| p.lock().settings.paused);
     let runtime = ctx.pipelines.upsert(&key, settings, &Seed { status: current.clone() });
+    if was_paused.is_some_and(|was| was != paused) {
+        // Paused, resumed or a new held count: the scaler acts now, not at its next tick.
+        info!(pipeline = %key, paused = ?paused, "pause changed");
+        ctx.pipelines.kick(&key, Instant::now());
+    }
 
     // 3. apply
     let applied =
@@ -303,6 +311,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
 
     // 4. status
     let mut observed = WorkerObservation::from_deployment(&applied.deployment);
+    observed.paused = paused.map(|p| p.replicas);
     let stop = runtime.lock().stop.clone();
     observed.trouble = match stop {
         Some(stop) => Some(observe::Trouble { reason: stop.reason.into(), message: stop.message }),

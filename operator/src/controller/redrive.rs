@@ -1,11 +1,12 @@
-//! Re-driving failed objects: a new value of the `zeroflow.dev/redrive` annotation puts every
-//! failed object back to work once, both those the runtime remembers and those only the ledger
-//! knows (their failure markers are removed and a resync admits them).
+//! Re-driving failed objects: a new value of the `zeroflow.dev/redrive` annotation puts failed
+//! objects back to work once: every one, or those whose key starts with the
+//! `zeroflow.dev/redrive-prefix` annotation. Both those the runtime remembers and those only
+//! the ledger knows (their failure markers are removed and a resync admits them) go back.
 
 use kube::ResourceExt;
 
 use super::{Context, source};
-use crate::api::{DataPipeline, REDRIVE_ANNOTATION};
+use crate::api::{DataPipeline, REDRIVE_ANNOTATION, REDRIVE_PREFIX_ANNOTATION};
 use crate::runtime::Pipeline;
 use crate::store::StoreError;
 
@@ -29,14 +30,15 @@ pub async fn if_asked(
     if status.last_redrive.as_ref() == Some(value) {
         return None;
     }
+    let prefix = pipeline.annotations().get(REDRIVE_PREFIX_ANNOTATION).map_or("", String::as_str);
     let now = ctx.pipelines.now();
-    let in_memory = runtime.lock().backlog.redrive_failed(now).unwrap_or(0);
+    let in_memory = runtime.lock().backlog.redrive_failed(prefix, now).unwrap_or(0);
     let ledger = match runtime.access() {
         Some(access) => Ok(access.ledger.clone()),
         None => source::ledger(ctx, pipeline).await,
     };
     let removed = match ledger {
-        Ok(ledger) => ledger.remove_failed().await.map_err(|e| StoreError::Unreachable(format!("ledger: {e}"))),
+        Ok(ledger) => ledger.remove_failed(prefix).await.map_err(|e| StoreError::Unreachable(format!("ledger: {e}"))),
         Err(e) => Err(e),
     };
     Some(removed.map(|removed| {
@@ -44,12 +46,30 @@ pub async fn if_asked(
             let mut state = runtime.lock();
             // Markers of failures the backlog still remembered were counted once already.
             state.progress.failures_redriven(u64::try_from(removed.saturating_sub(in_memory)).unwrap_or(0));
+            state.failures.remove_prefix(prefix);
             state.resync.request();
         }
         runtime.notify.notify_waiters();
-        Redriven {
-            value: value.clone(),
-            note: format!("re-driving failed objects: {in_memory} queued again, {removed} failure markers removed"),
-        }
+        Redriven { value: value.clone(), note: note(prefix, in_memory, removed) }
     }))
+}
+
+fn note(prefix: &str, in_memory: usize, removed: usize) -> String {
+    let which =
+        if prefix.is_empty() { "failed objects".to_owned() } else { format!("failed objects under {prefix:?}") };
+    format!("re-driving {which}: {in_memory} queued again, {removed} failure markers removed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_note_names_the_prefix_when_there_is_one() {
+        assert_eq!(note("", 2, 3), "re-driving failed objects: 2 queued again, 3 failure markers removed");
+        assert_eq!(
+            note("in/a.csv", 1, 1),
+            "re-driving failed objects under \"in/a.csv\": 1 queued again, 1 failure markers removed"
+        );
+    }
 }

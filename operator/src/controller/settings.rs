@@ -92,6 +92,7 @@ pub fn settings(pipeline: &DataPipeline, spec: &ValidSpec) -> Result<Settings, I
         sink_bucket: sink_bucket(pipeline).to_owned(),
         ledger_prefix: ledger_prefix(pipeline),
         created,
+        paused: super::pause::paused(pipeline)?,
     })
 }
 

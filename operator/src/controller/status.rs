@@ -3,7 +3,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 
 use super::observe::Trouble;
-use crate::api::conditions::{ACTIVE, DEGRADED, Desired, READY, SOURCE_REACHABLE};
+use crate::api::conditions::{ACTIVE, DEGRADED, Desired, PAUSED, READY, SOURCE_REACHABLE};
 use crate::store::StoreError;
 
 /// What the controller learned about the worker Deployment in this reconcile.
@@ -18,6 +18,8 @@ pub struct WorkerObservation {
     /// Why workers that should run cannot ([`super::observe::trouble`]), or why the pipeline is
     /// stopped (a cycle): not Ready, and Degraded, with the cluster's own words.
     pub trouble: Option<Trouble>,
+    /// The replicas held while paused; `None` when the pipeline is not paused.
+    pub paused: Option<i32>,
 }
 
 impl WorkerObservation {
@@ -32,6 +34,7 @@ impl WorkerObservation {
             updated: status.updated_replicas.unwrap_or(0),
             rollout_observed: status.observed_generation.unwrap_or(0) >= generation,
             trouble: None,
+            paused: None,
         }
     }
 }
@@ -87,13 +90,25 @@ fn outcome_conditions(outcome: &Reconciled) -> Vec<Desired> {
             } else {
                 Desired::new(ACTIVE, false, "ScaledToZero", "no workers are running")
             };
+            let paused = match w.paused {
+                Some(held) => Desired::new(
+                    PAUSED,
+                    true,
+                    "PausedByAnnotation",
+                    format!(
+                        "zeroflow.dev/paused: objects are admitted and wait; nothing is leased; {held} workers held"
+                    ),
+                ),
+                None => Desired::new(PAUSED, false, "NotPaused", ""),
+            };
             match &w.trouble {
                 Some(t) => vec![
                     Desired::new(READY, false, &t.reason, t.message.clone()),
                     active,
+                    paused,
                     Desired::new(DEGRADED, true, &t.reason, t.message.clone()),
                 ],
-                None => vec![ready, active, Desired::new(DEGRADED, false, "AsExpected", "")],
+                None => vec![ready, active, paused, Desired::new(DEGRADED, false, "AsExpected", "")],
             }
         }
         Reconciled::InvalidSpec(message) => vec![
@@ -124,7 +139,7 @@ pub fn failed_note(newly_failed: u64, pipeline: &str, last: Option<&(String, Str
         note.push_str(&format!("; latest {key:?}: {}", error[start..].trim()));
     }
     note.push_str(&format!(
-        ". All errors are in the ledger. Re-drive with: kubectl annotate dp {pipeline} {}=\"$(date +%s)\" --overwrite",
+        ". See status.recentFailures; all errors are in the ledger. Re-drive with: kubectl annotate dp {pipeline} {}=\"$(date +%s)\" --overwrite",
         crate::api::REDRIVE_ANNOTATION
     ));
     note
@@ -151,6 +166,7 @@ mod tests {
             updated: replicas,
             rollout_observed: true,
             trouble: None,
+            paused: None,
         })
     }
 
@@ -177,6 +193,7 @@ mod tests {
                 updated: 3,
                 rollout_observed: true,
                 trouble: None,
+                paused: None,
             }),
             None,
         );
@@ -195,10 +212,30 @@ mod tests {
                 updated: 0,
                 rollout_observed: false,
                 trouble: None,
+                paused: None,
             }),
             None,
         );
         assert_eq!(find(&c, READY).reason, "RollingOut");
+    }
+
+    #[test]
+    fn a_paused_pipeline_says_so_and_how_many_workers_it_holds() {
+        let c = conditions(&observed(0, 0, 0), None);
+        assert_eq!((find(&c, PAUSED).status, find(&c, PAUSED).reason.as_str()), (false, "NotPaused"));
+        let w = WorkerObservation {
+            paused: Some(1),
+            desired: 1,
+            replicas: 1,
+            ready: 1,
+            updated: 1,
+            rollout_observed: true,
+            ..Default::default()
+        };
+        let c = conditions(&Reconciled::Applied(w), None);
+        assert_eq!((find(&c, PAUSED).status, find(&c, PAUSED).reason.as_str()), (true, "PausedByAnnotation"));
+        assert!(find(&c, PAUSED).message.contains("1 workers held"), "{}", find(&c, PAUSED).message);
+        assert!(find(&c, READY).status, "held workers are ready workers");
     }
 
     #[test]

@@ -101,7 +101,10 @@ async fn a_new_pipeline_creates_its_deployment_with_min_replicas_then_applies_wi
     assert_eq!(names, ["conditions", "observedGeneration", "readyReplicas", "replicas", "workerDeployment"]);
     let reasons: Vec<_> =
         fields["conditions"].as_array().expect("conditions").iter().map(|c| c["type"].clone()).collect();
-    assert_eq!(reasons, [json!("Active"), json!("Degraded"), json!("Ready"), json!("SourceReachable")]);
+    assert_eq!(
+        reasons,
+        [json!("Active"), json!("Degraded"), json!("Paused"), json!("Ready"), json!("SourceReachable")]
+    );
     status.echo();
 }
 

@@ -1,7 +1,8 @@
 //! Gateway metrics, registered into a registry the caller owns (the operator's, or a test's).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+/// The endpoint a request reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     S3,
@@ -24,7 +25,10 @@ pub enum EventOutcome {
     Accepted,
     Duplicate,
     Unrouted,
+    /// Neither content, removal nor metadata (reads, content not final yet, directories...).
     Ignored,
+    /// A metadata-only change (tags, ACL, retention, legal hold, storage class): never work.
+    Metadata,
     /// Routed, but not work: a folder placeholder.
     Skipped,
     Rejected,
@@ -39,6 +43,7 @@ impl EventOutcome {
             EventOutcome::Duplicate => "duplicate",
             EventOutcome::Unrouted => "unrouted",
             EventOutcome::Ignored => "ignored",
+            EventOutcome::Metadata => "metadata",
             EventOutcome::Skipped => "skipped",
             EventOutcome::Rejected => "rejected",
             EventOutcome::Unauthorized => "unauthorized",
@@ -47,10 +52,42 @@ impl EventOutcome {
     }
 }
 
+/// What became of one SNS delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnsOutcome {
+    /// The signature verified against SNS's certificate.
+    Verified,
+    /// Malformed, or not authentic (bad signature, certificate or URL not SNS's).
+    Refused,
+    /// The signing certificate could not be fetched or read: answered 503.
+    CertificateUnavailable,
+    /// Raw message delivery: no envelope, no signature.
+    Raw,
+    /// A subscription confirmed by visiting its SubscribeURL.
+    Confirmed,
+    /// A subscription that could not be confirmed (see the Warning Event).
+    Unconfirmed,
+}
+
+impl SnsOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnsOutcome::Verified => "verified",
+            SnsOutcome::Refused => "refused",
+            SnsOutcome::CertificateUnavailable => "certificate_unavailable",
+            SnsOutcome::Raw => "raw",
+            SnsOutcome::Confirmed => "confirmed",
+            SnsOutcome::Unconfirmed => "unconfirmed",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
     events: IntCounterVec,
     duration: HistogramVec,
+    sns: IntCounterVec,
+    sns_unconfirmed: IntGaugeVec,
 }
 
 impl GatewayMetrics {
@@ -59,8 +96,8 @@ impl GatewayMetrics {
         let events = IntCounterVec::new(
             Opts::new(
                 "zeroflow_events_received_total",
-                "Storage notifications by source and outcome: accepted/duplicate/skipped per record and \
-                 pipeline, unrouted/ignored per record, rejected/unauthorized/overloaded per request",
+                "Storage notifications by endpoint and outcome: accepted/duplicate/skipped per record and \
+                 pipeline, unrouted/metadata/ignored per record, rejected/unauthorized/overloaded per request",
             ),
             &["source", "outcome"],
         )?;
@@ -69,9 +106,23 @@ impl GatewayMetrics {
                 .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
             &["source"],
         )?;
+        let sns = IntCounterVec::new(
+            Opts::new("zeroflow_sns_messages_total", "SNS deliveries by message type and what became of them"),
+            &["type", "outcome"],
+        )?;
+        let sns_unconfirmed = IntGaugeVec::new(
+            Opts::new(
+                "zeroflow_sns_subscription_unconfirmed",
+                "1 for an SNS topic whose subscription to this gateway could not be confirmed (SNS delivers \
+                 nothing until it is), 0 once confirmed; only topics whose messages were signed by SNS appear",
+            ),
+            &["topic_arn"],
+        )?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { events, duration })
+        registry.register(Box::new(sns.clone()))?;
+        registry.register(Box::new(sns_unconfirmed.clone()))?;
+        Ok(Self { events, duration, sns, sns_unconfirmed })
     }
 
     pub fn count(&self, source: Source, outcome: EventOutcome, n: u64) {
@@ -96,5 +147,15 @@ impl GatewayMetrics {
     /// [`GatewayMetrics::observe`] for the Pub/Sub push endpoint.
     pub fn observe_as(&self, source: &'static str, seconds: f64) {
         self.duration.with_label_values(&[source]).observe(seconds);
+    }
+
+    /// Counts one SNS delivery of type `kind` (`Notification`, ...).
+    pub fn sns(&self, kind: &str, outcome: SnsOutcome) {
+        self.sns.with_label_values(&[kind, outcome.as_str()]).inc();
+    }
+
+    /// Marks a verified topic's subscription as unconfirmed or not.
+    pub fn sns_unconfirmed(&self, topic_arn: &str, unconfirmed: bool) {
+        self.sns_unconfirmed.with_label_values(&[topic_arn]).set(i64::from(unconfirmed));
     }
 }

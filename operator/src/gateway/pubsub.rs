@@ -62,6 +62,8 @@ struct Summary {
     accepted: u64,
     duplicate: u64,
     unrouted: u64,
+    /// Metadata-only changes (`OBJECT_METADATA_UPDATE`): never work.
+    metadata: u64,
     ignored: u64,
     skipped: u64,
     /// Removals that withdrew a pending revision.
@@ -83,6 +85,7 @@ async fn post_push<A: Admission>(
                 (EventOutcome::Accepted, summary.accepted),
                 (EventOutcome::Duplicate, summary.duplicate),
                 (EventOutcome::Unrouted, summary.unrouted),
+                (EventOutcome::Metadata, summary.metadata),
                 (EventOutcome::Ignored, summary.ignored),
                 (EventOutcome::Skipped, summary.skipped),
                 (EventOutcome::Rejected, summary.rejected),
@@ -152,7 +155,7 @@ impl<A: Admission> PubSub<A> {
             // The query's token when there is one (what a push subscription sends), else the
             // header. Never logged: the gateway logs no request URLs.
             match presented {
-                Some(presented) => token.check(&bearer(presented)?).map_err(Refusal::auth)?,
+                Some(presented) => token.check_presented(presented.as_bytes()).map_err(Refusal::auth)?,
                 None => token.check(headers).map_err(Refusal::auth)?,
             }
         }
@@ -176,9 +179,16 @@ impl<A: Admission> PubSub<A> {
                 return Ok(summary);
             }
         };
-        if !matches!(event.kind, EventKind::Created | EventKind::Removed) {
-            summary.ignored = 1;
-            return Ok(summary);
+        match event.kind {
+            EventKind::Created | EventKind::Removed => {}
+            EventKind::Metadata(_) => {
+                summary.metadata = 1;
+                return Ok(summary);
+            }
+            EventKind::Other(_) => {
+                summary.ignored = 1;
+                return Ok(summary);
+            }
         }
         let report = self.admission.admit(std::slice::from_ref(&event), received_at).map_err(|o| Refusal {
             outcome: EventOutcome::Overloaded,
@@ -203,13 +213,4 @@ impl<A: Admission> PubSub<A> {
         // Fails past the limit (or when the connection breaks): either way nothing to parse.
         axum::body::to_bytes(body, self.body_limit).await.map_err(|_| too_large())
     }
-}
-
-/// The query's token as the header a bearer token arrives in, so that one comparison (in
-/// constant time) checks both.
-fn bearer(presented: &str) -> Result<HeaderMap, Refusal> {
-    let mut headers = HeaderMap::new();
-    let value = HeaderValue::from_str(&format!("Bearer {presented}")).map_err(|_| Refusal::auth(AuthError::Invalid))?;
-    headers.insert(axum::http::header::AUTHORIZATION, value);
-    Ok(headers)
 }

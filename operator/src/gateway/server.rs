@@ -1,13 +1,23 @@
-//! The HTTP face of the gateway (axum). It authenticates, bounds and parses requests, routes the
-//! records and hands them to an [`Admission`]; only then does it answer 2xx. Everything it decides
-//! is delegated to the pure modules, so it is tested over real HTTP with an in-memory admission.
+//! The HTTP face of the gateway (axum). It authenticates, bounds and parses requests, hands
+//! content and removals to an [`Admission`] and only then answers 2xx. Everything it decides is
+//! delegated to the pure modules (`zeroflow_core::events`), so it is tested over real HTTP with
+//! the real in-memory admission.
+//!
+//! Endpoints, each also at `<path>/t/<token>` for senders that cannot set headers:
+//! - `POST /v1/events/s3`: JSON notifications: S3 records (MinIO, AWS, Ceph), EventBridge
+//!   events (API destinations), SNS deliveries (by their `x-amz-sns-message-type` header, any
+//!   content type), CloudEvents (by `ce-specversion` or a CloudEvents media type); `HEAD` for
+//!   MinIO's liveness probe.
+//! - `POST /v1/events/cloudevents`: CloudEvents (binary, structured, batch) and EventBridge
+//!   events; `OPTIONS` for Azure Event Grid's webhook handshake.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::header::{ALLOW, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,9 +28,12 @@ use serde_json::json;
 use thiserror::Error;
 
 use super::auth::{AuthError, BearerToken};
-use super::metrics::{EventOutcome, GatewayMetrics, Source};
+use super::metrics::{EventOutcome, GatewayMetrics, SnsOutcome, Source};
+use super::notices::Notices;
+use super::sns::{Sns, SnsFailure, SnsSettings};
 use zeroflow_core::admission::{Admission, Overloaded};
-use zeroflow_core::events::{RecordError, cloudevents, s3};
+use zeroflow_core::events::sns::{self as sns_events, Message, MessageType, SnsError};
+use zeroflow_core::events::{EventKind, RecordError, StorageEvent, cloudevents, eventbridge, parse_json};
 
 pub const S3_PATH: &str = "/v1/events/s3";
 pub const CLOUDEVENTS_PATH: &str = "/v1/events/cloudevents";
@@ -28,33 +41,62 @@ pub const CLOUDEVENTS_PATH: &str = "/v1/events/cloudevents";
 /// Default request body limit: MinIO sends one record per request, AWS at most a few.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
+/// Seconds a sender is asked to wait when the SNS signing certificate cannot be had.
+const CERTIFICATE_RETRY_AFTER_SECONDS: u32 = 30;
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// `None` turns authentication off (only for trusted networks and tests).
     pub token: Option<BearerToken>,
     pub body_limit: usize,
+    /// SNS: trusted hosts, where signing certificates come from, whether to confirm.
+    pub sns: SnsSettings,
+    /// Where warnings that need a person go besides the log.
+    pub notices: Notices,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { token: None, body_limit: DEFAULT_BODY_LIMIT }
+        Self { token: None, body_limit: DEFAULT_BODY_LIMIT, sns: SnsSettings::default(), notices: Notices::default() }
     }
 }
 
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error("building the HTTP client for SNS: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
 struct Gateway<A> {
-    config: GatewayConfig,
+    token: Option<BearerToken>,
+    body_limit: usize,
     admission: A,
     metrics: GatewayMetrics,
+    sns: Sns,
+    notices: Notices,
 }
 
 /// The gateway's routes, ready to be merged into the operator's server or served alone.
 /// `admission` routes the events to pipelines and admits them.
-pub fn router<A: Admission>(config: GatewayConfig, admission: A, metrics: GatewayMetrics) -> Router {
-    let state = Arc::new(Gateway { config, admission, metrics });
-    Router::new()
+pub fn router<A: Admission>(
+    config: GatewayConfig,
+    admission: A,
+    metrics: GatewayMetrics,
+) -> Result<Router, GatewayError> {
+    let state = Arc::new(Gateway {
+        token: config.token,
+        body_limit: config.body_limit,
+        admission,
+        metrics,
+        sns: Sns::new(config.sns)?,
+        notices: config.notices,
+    });
+    Ok(Router::new()
         .route(S3_PATH, post(post_s3::<A>).head(probe))
+        .route(&format!("{S3_PATH}/t/{{token}}"), post(post_s3_token::<A>).head(probe))
         .route(CLOUDEVENTS_PATH, post(post_cloudevents::<A>).options(webhook_handshake))
-        .with_state(state)
+        .route(&format!("{CLOUDEVENTS_PATH}/t/{{token}}"), post(post_cloudevents_token::<A>).options(webhook_handshake))
+        .with_state(state))
 }
 
 /// MinIO checks that the endpoint is alive with `HEAD` before sending.
@@ -75,12 +117,36 @@ async fn webhook_handshake(headers: HeaderMap) -> Response {
     response
 }
 
+/// How a request presented the token.
+enum Presented {
+    Header,
+    Path(Result<String, PathRejection>),
+}
+
 async fn post_s3<A: Admission>(State(gw): State<Arc<Gateway<A>>>, headers: HeaderMap, body: Body) -> Response {
-    gw.handle(Source::S3, headers, body).await
+    gw.handle(Source::S3, Presented::Header, headers, body).await
+}
+
+async fn post_s3_token<A: Admission>(
+    State(gw): State<Arc<Gateway<A>>>,
+    token: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    gw.handle(Source::S3, Presented::Path(token.map(|Path(t)| t)), headers, body).await
 }
 
 async fn post_cloudevents<A: Admission>(State(gw): State<Arc<Gateway<A>>>, headers: HeaderMap, body: Body) -> Response {
-    gw.handle(Source::CloudEvents, headers, body).await
+    gw.handle(Source::CloudEvents, Presented::Header, headers, body).await
+}
+
+async fn post_cloudevents_token<A: Admission>(
+    State(gw): State<Arc<Gateway<A>>>,
+    token: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    gw.handle(Source::CloudEvents, Presented::Path(token.map(|Path(t)| t)), headers, body).await
 }
 
 /// Why a request was refused; each maps to one status code.
@@ -96,13 +162,24 @@ enum Refusal {
     Record(#[from] RecordError),
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
+    #[error(transparent)]
+    Sns(#[from] SnsError),
+    #[error("{0}; retry later")]
+    Unavailable(String),
+    #[error("unknown x-amz-sns-message-type {0:?}")]
+    SnsType(String),
+    #[error(
+        "application/json on {CLOUDEVENTS_PATH} must be an EventBridge event; CloudEvents need a ce-specversion header or a CloudEvents media type, S3 records go to {S3_PATH}"
+    )]
+    NotCloudEvents,
 }
 
 impl Refusal {
     fn outcome(&self) -> EventOutcome {
         match self {
             Refusal::Auth(_) => EventOutcome::Unauthorized,
-            Refusal::Overloaded(_) => EventOutcome::Overloaded,
+            Refusal::Sns(e) if e.is_authenticity() => EventOutcome::Unauthorized,
+            Refusal::Overloaded(_) | Refusal::Unavailable(_) => EventOutcome::Overloaded,
             _ => EventOutcome::Rejected,
         }
     }
@@ -112,10 +189,13 @@ impl Refusal {
             Refusal::Auth(AuthError::Missing) => StatusCode::UNAUTHORIZED,
             Refusal::Auth(AuthError::Invalid) => StatusCode::FORBIDDEN,
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Refusal::Body => StatusCode::BAD_REQUEST,
+            Refusal::Body | Refusal::SnsType(_) => StatusCode::BAD_REQUEST,
             Refusal::Record(e) if e.is_media_type() => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::NotCloudEvents => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::Record(_) => StatusCode::BAD_REQUEST,
-            Refusal::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Overloaded(_) | Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Sns(e) if e.is_authenticity() => StatusCode::FORBIDDEN,
+            Refusal::Sns(_) => StatusCode::BAD_REQUEST,
         };
         let mut message = self.to_string();
         // Parser messages can quote the sender's input; keep the answer short.
@@ -124,12 +204,18 @@ impl Refusal {
             message.truncate(cut);
         }
         let mut response = (status, axum::Json(json!({ "error": message }))).into_response();
+        let headers = response.headers_mut();
         match self {
             Refusal::Auth(AuthError::Missing) => {
-                response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"zeroflow\""));
+                // SNS sends the Basic credentials of its subscription URL only when challenged.
+                headers.append(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"zeroflow\""));
+                headers.append(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"zeroflow\""));
             }
             Refusal::Overloaded(o) => {
-                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(o.retry_after_secs));
+                headers.insert(RETRY_AFTER, HeaderValue::from(o.retry_after_secs));
+            }
+            Refusal::Unavailable(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(CERTIFICATE_RETRY_AFTER_SECONDS));
             }
             _ => {}
         }
@@ -143,24 +229,34 @@ struct Summary {
     accepted: u64,
     duplicate: u64,
     unrouted: u64,
+    /// Neither content, removal nor metadata: reads, replication status, content not final
+    /// yet, directory and bucket operations, test events, removals whose key is unusable.
     ignored: u64,
+    /// Metadata-only changes (tags, ACL, retention, legal hold, storage class, restore).
+    metadata: u64,
     /// Routed, but not work (a folder placeholder).
     skipped: u64,
+    /// SNS confirmations only: `confirmed`, `unconfirmed` (see the log and the operator's
+    /// Warning Events) or `unsubscribed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscription: Option<&'static str>,
 }
 
 impl<A: Admission> Gateway<A> {
-    async fn handle(&self, source: Source, headers: HeaderMap, body: Body) -> Response {
+    async fn handle(&self, source: Source, presented: Presented, headers: HeaderMap, body: Body) -> Response {
         let started = Instant::now();
-        let response = match self.accept(source, &headers, body, started).await {
+        let response = match self.accept(source, presented, &headers, body, started).await {
             Ok(summary) => {
                 self.metrics.count(source, EventOutcome::Accepted, summary.accepted);
                 self.metrics.count(source, EventOutcome::Duplicate, summary.duplicate);
                 self.metrics.count(source, EventOutcome::Unrouted, summary.unrouted);
                 self.metrics.count(source, EventOutcome::Ignored, summary.ignored);
+                self.metrics.count(source, EventOutcome::Metadata, summary.metadata);
                 self.metrics.count(source, EventOutcome::Skipped, summary.skipped);
                 (StatusCode::OK, axum::Json(summary)).into_response()
             }
             Err(refusal) => {
+                // Never the path: it may hold the token.
                 tracing::debug!(source = source.as_str(), error = %refusal, "notification refused");
                 self.metrics.count(source, refusal.outcome(), 1);
                 refusal.into_response()
@@ -170,30 +266,74 @@ impl<A: Admission> Gateway<A> {
         response
     }
 
+    fn authenticate(&self, presented: &Presented, headers: &HeaderMap) -> Result<(), AuthError> {
+        let Some(token) = &self.token else { return Ok(()) };
+        match presented {
+            Presented::Header => token.check(headers),
+            Presented::Path(Ok(path_token)) => token.check_presented(path_token.as_bytes()),
+            // A path segment that is not even valid percent-encoded text is no token of ours.
+            Presented::Path(Err(_)) => Err(AuthError::Invalid),
+        }
+    }
+
     async fn accept(
         &self,
         source: Source,
+        presented: Presented,
         headers: &HeaderMap,
         body: Body,
         received_at: Instant,
     ) -> Result<Summary, Refusal> {
-        if let Some(token) = &self.config.token {
-            token.check(headers)?;
-        }
-        if source == Source::S3 {
+        self.authenticate(&presented, headers)?;
+        let sns_type =
+            headers.get(sns_events::MESSAGE_TYPE_HEADER).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let raw_delivery =
+            headers.get(sns_events::RAW_DELIVERY_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let cloudevents = cloudevents::is_cloudevents_request(headers);
+        // SNS posts text/plain; everything else must say it is JSON (CloudEvents are checked by
+        // their own rules).
+        if sns_type.is_none() && !cloudevents {
             let media = cloudevents::media_type(headers).unwrap_or_default();
             if !cloudevents::is_json_media(&media) {
                 return Err(RecordError::MediaType(media).into());
             }
         }
-        let body = read_limited(headers, body, self.config.body_limit).await?;
-        let events = match source {
-            Source::S3 => s3::parse_notification(&body)?,
-            Source::CloudEvents => cloudevents::parse_http(headers, &body)?,
+        let body = read_limited(headers, body, self.body_limit).await?;
+        let events = match sns_type {
+            // With raw message delivery SNS sends the payload itself, unsigned.
+            Some(_) if raw_delivery => {
+                self.metrics.sns("Notification", SnsOutcome::Raw);
+                parse_json(&body)?
+            }
+            Some(kind) => {
+                let kind = MessageType::from_header(&kind).ok_or(Refusal::SnsType(kind))?;
+                return self.sns(kind, &body, received_at).await;
+            }
+            None if cloudevents => cloudevents::parse_http(headers, &body)?,
+            None if source == Source::S3 => parse_json(&body)?,
+            None => {
+                let value: serde_json::Value = serde_json::from_slice(&body).map_err(RecordError::from)?;
+                if !eventbridge::is_envelope(&value) {
+                    return Err(Refusal::NotCloudEvents);
+                }
+                eventbridge::parse_envelope(value)?
+            }
         };
+        self.admit(events, received_at)
+    }
+
+    /// Content and removals go to admission (a removal withdraws what is pending for its
+    /// key); metadata-only and other events are only counted.
+    fn admit(&self, events: Vec<StorageEvent>, received_at: Instant) -> Result<Summary, Refusal> {
         let mut summary = Summary::default();
-        let (work, ignored): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| e.is_created());
-        summary.ignored = ignored.len() as u64;
+        let mut work = Vec::with_capacity(events.len());
+        for event in events {
+            match event.kind {
+                EventKind::Created | EventKind::Removed => work.push(event),
+                EventKind::Metadata(_) => summary.metadata += 1,
+                EventKind::Other(_) => summary.ignored += 1,
+            }
+        }
         if !work.is_empty() {
             let report = self.admission.admit(&work, received_at)?;
             summary.accepted = report.accepted;
@@ -202,6 +342,85 @@ impl<A: Admission> Gateway<A> {
             summary.skipped = report.skipped;
         }
         Ok(summary)
+    }
+
+    /// An SNS delivery: verified first, whatever its type.
+    async fn sns(&self, header: MessageType, body: &[u8], received_at: Instant) -> Result<Summary, Refusal> {
+        let kind = header.as_str();
+        let message = sns_events::parse(body).inspect_err(|_| self.metrics.sns(kind, SnsOutcome::Refused))?;
+        message.check_header(header).inspect_err(|_| self.metrics.sns(kind, SnsOutcome::Refused))?;
+        match self.sns.verify(&message).await {
+            Ok(()) => {}
+            Err(SnsFailure::Refused(e)) => {
+                tracing::warn!(topic = message.topic_arn, r#type = kind, error = %e, "SNS message refused");
+                self.metrics.sns(kind, SnsOutcome::Refused);
+                return Err(e.into());
+            }
+            Err(unavailable @ SnsFailure::CertificateUnavailable { .. }) => {
+                self.metrics.sns(kind, SnsOutcome::CertificateUnavailable);
+                let what = unavailable.to_string();
+                tracing::warn!(topic = message.topic_arn, r#type = kind, "{what}");
+                if header == MessageType::SubscriptionConfirmation {
+                    self.cannot_confirm(&message, &what);
+                }
+                return Err(Refusal::Unavailable(what));
+            }
+        }
+        self.metrics.sns(kind, SnsOutcome::Verified);
+        match message.kind {
+            MessageType::Notification => self.admit(message.storage_events()?, received_at),
+            MessageType::SubscriptionConfirmation => {
+                Ok(Summary { subscription: Some(self.confirm(&message).await), ..Summary::default() })
+            }
+            MessageType::UnsubscribeConfirmation => {
+                tracing::info!(
+                    topic = message.topic_arn,
+                    "SNS unsubscribed this endpoint; to subscribe again, create the subscription anew"
+                );
+                self.metrics.sns_unconfirmed(&message.topic_arn, false);
+                Ok(Summary { subscription: Some("unsubscribed"), ..Summary::default() })
+            }
+        }
+    }
+
+    async fn confirm(&self, message: &Message) -> &'static str {
+        if !self.sns.settings().confirm {
+            self.cannot_confirm(message, "automatic confirmation is off (--sns-confirm-subscriptions=false)");
+            return "unconfirmed";
+        }
+        match self.sns.confirm(message).await {
+            Ok(()) => {
+                tracing::info!(topic = message.topic_arn, "confirmed the SNS subscription");
+                self.metrics.sns("SubscriptionConfirmation", SnsOutcome::Confirmed);
+                self.metrics.sns_unconfirmed(&message.topic_arn, false);
+                "confirmed"
+            }
+            Err(why) => {
+                self.cannot_confirm(message, &why);
+                "unconfirmed"
+            }
+        }
+    }
+
+    /// A subscription that stays pending delivers nothing, and says so nowhere: say it here,
+    /// with what to do.
+    fn cannot_confirm(&self, message: &Message, why: &str) {
+        let note = format!(
+            "SNS subscription to {} is not confirmed ({why}); SNS delivers nothing until it is. Confirm it \
+             where AWS is reachable: aws sns confirm-subscription --topic-arn {} --token {}",
+            message.topic_arn,
+            message.topic_arn,
+            message.token.as_deref().unwrap_or_default(),
+        );
+        tracing::warn!(topic = message.topic_arn, "{note}");
+        self.metrics.sns("SubscriptionConfirmation", SnsOutcome::Unconfirmed);
+        self.metrics.sns_unconfirmed(&message.topic_arn, true);
+        let mut short = note;
+        if short.len() > 1000 {
+            let cut = (0..=1000).rev().find(|i| short.is_char_boundary(*i)).unwrap_or(0);
+            short.truncate(cut);
+        }
+        self.notices.warn("SnsSubscriptionUnconfirmed", short);
     }
 }
 

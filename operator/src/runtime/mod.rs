@@ -11,6 +11,7 @@
 //! Lock order: the map, then one pipeline's state; never two pipelines' states at once, never a
 //! lock across an `.await`.
 
+pub mod failures;
 pub mod progress;
 pub mod resync;
 
@@ -59,6 +60,14 @@ pub struct Settings {
     pub ledger_prefix: String,
     /// When the DataPipeline was created: of pipelines that form a cycle, the newest is stopped.
     pub created: Option<SystemTime>,
+    /// Set while the `zeroflow.dev/paused` annotation holds the pipeline.
+    pub paused: Option<Paused>,
+}
+
+/// A pause: nothing is leased, and the workers are held at `replicas` (busy ones still finish).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paused {
+    pub replicas: i32,
 }
 
 impl Settings {
@@ -93,6 +102,7 @@ impl Settings {
             sink_bucket: String::new(),
             ledger_prefix: String::new(),
             created: None,
+            paused: None,
         }
     }
 
@@ -103,6 +113,7 @@ impl Settings {
             created: self.created,
             source_bucket: self.route.bucket.clone(),
             source_prefix: self.route.prefix.clone().unwrap_or_default(),
+            source_excludes: self.route.exclude_prefixes.clone(),
             sink_bucket: self.sink_bucket.clone(),
             sink_prefix: self.sink_prefix.clone(),
         }
@@ -148,7 +159,8 @@ impl Seed {
 /// by the gateway (admit), the work API (lease, finish) and resync (admit), each through the
 /// backlog's own methods; `leases` and `cold_start` the work API (the scaler opens cold starts);
 /// `scale` the scaler; `progress` the progress publisher; `resync` the resync task; `status`
-/// the status writer; `stop` the map itself (lineage over every pipeline).
+/// the status writer; `stop` the map itself (lineage over every pipeline); `failures` the work
+/// API (adds) and the re-drive (takes out), through its methods.
 pub struct State {
     pub settings: Arc<Settings>,
     pub access: Option<Arc<Access>>,
@@ -162,6 +174,14 @@ pub struct State {
     pub status: Written,
     /// While set, nothing is leased and the workers scale to zero (once idle).
     pub stop: Option<Stop>,
+    pub failures: failures::RecentFailures,
+}
+
+impl State {
+    /// Whether workers may be given objects: not while the pipeline is stopped or paused.
+    pub fn may_lease(&self) -> bool {
+        self.stop.is_none() && self.settings.paused.is_none()
+    }
 }
 
 /// One pipeline's runtime.
@@ -286,6 +306,7 @@ impl Pipelines {
                     resync: resync::Schedule::default(),
                     status: Written::seeded(&seed.status),
                     stop: None,
+                    failures: failures::RecentFailures::seeded(&seed.status.recent_failures),
                     settings,
                 };
                 let pipeline = Arc::new(Pipeline { key: key.clone(), notify: Notify::new(), state: Mutex::new(state) });
@@ -295,6 +316,8 @@ impl Pipelines {
         };
         if changed {
             self.rebuild_routes(&map);
+            // A pause lifted (or any setting changed) may make waiting work leasable.
+            pipeline.notify.notify_waiters();
         }
         pipeline
     }

@@ -15,7 +15,7 @@ use zeroflow_core::backlog::Counts;
 use zeroflow_core::scaling::usage::Usage;
 
 use super::{Pipeline, Pipelines};
-use crate::api::{DataPipeline, DataPipelineStatus};
+use crate::api::{DataPipeline, DataPipelineStatus, RecentFailure};
 use crate::controller::status::failed_note;
 use crate::status_writer::{Concern, StatusWriter};
 
@@ -76,6 +76,8 @@ struct Snapshot {
     last_event: Option<SystemTime>,
     newly_failed: u64,
     last_failure: Option<(String, String)>,
+    recent_failures: Vec<RecentFailure>,
+    paused: bool,
 }
 
 fn snapshot(pipelines: &Pipelines, pipeline: &Pipeline) -> Snapshot {
@@ -102,6 +104,8 @@ fn snapshot(pipelines: &Pipelines, pipeline: &Pipeline) -> Snapshot {
         last_event,
         newly_failed: if newly_failed > 0 { newly_failed } else { 0 },
         last_failure: state.backlog.last_failure().cloned(),
+        recent_failures: state.failures.entries().cloned().collect(),
+        paused: state.settings.paused.is_some(),
     }
 }
 
@@ -119,6 +123,7 @@ pub async fn run(pipelines: Arc<Pipelines>, writer: StatusWriter, recorder: Reco
             metrics.pending.with_label_values(&labels).set(i64::try_from(s.counts.pending).unwrap_or(i64::MAX));
             metrics.in_flight.with_label_values(&labels).set(i64::try_from(s.counts.in_flight).unwrap_or(i64::MAX));
             metrics.oldest_pending_age.with_label_values(&labels).set(s.oldest_pending_seconds);
+            metrics.paused.with_label_values(&labels).set(i64::from(s.paused));
             if s.newly_failed > 0 {
                 let note = failed_note(s.newly_failed, &key.name, s.last_failure.as_ref());
                 announce(&recorder, key, &note).await;
@@ -135,6 +140,7 @@ fn fields(s: &Snapshot) -> Value {
         "inFlight": s.counts.in_flight,
         "succeeded": s.succeeded,
         "failed": s.failed,
+        "recentFailures": s.recent_failures,
     });
     let usage = rounded(&s.usage);
     if usage_due(s.written_usage.as_ref(), &usage, s.replicas) {
@@ -227,6 +233,8 @@ mod tests {
             last_event: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
             newly_failed: 0,
             last_failure: None,
+            recent_failures: Vec::new(),
+            paused: false,
         };
         let f = fields(&s);
         assert_eq!(

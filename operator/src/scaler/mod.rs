@@ -207,9 +207,12 @@ impl Scaler {
         let Some(pipeline) = self.pipelines.get(&kick.pipeline) else { return };
         let at_zero = {
             let mut state = pipeline.lock();
+            // A paused pipeline does not serve arrivals: its next scale-up is the unpause, not
+            // an event, so the pause must not count as event-to-scale or cold-start time.
+            let paused = state.settings.paused.is_some();
             let s = &mut state.scale;
             let at_zero = s.current.is_none_or(|c| c == 0);
-            if at_zero {
+            if at_zero && !paused {
                 s.work_since = Some(s.work_since.map_or(kick.received_at, |since| since.min(kick.received_at)));
             }
             at_zero
@@ -297,6 +300,7 @@ impl Scaler {
         }
         let (pods, anonymous) = state.leases.busy_pods(now_ms);
         let spec = state.settings.scale.clone();
+        let paused = state.settings.paused.map(|p| p.replicas);
         let cpu = spec.cpu_per_replica;
         let t = &mut state.scale;
         let current = t.current?;
@@ -325,9 +329,13 @@ impl Scaler {
             idle_timeout: spec.idle_timeout,
             recent_max,
             floor: busy.max(recovering),
+            paused,
         });
         // Remember what the work wanted, so stabilization holds against a short lull.
         t.history.push_back((now, if has_work { decision.wanted } else { 0 }));
+        if paused.is_some() {
+            t.work_since = None;
+        }
         if decision.replicas == current {
             if current == 0 && !has_work {
                 t.work_since = None;
@@ -341,7 +349,10 @@ impl Scaler {
         t.current = Some(decision.replicas);
         t.busy = true;
         let work_since = if current == 0 { t.work_since.take() } else { None };
-        if current == 0 {
+        if paused.is_some() {
+            // Workers held while paused take nothing: no cold start to measure.
+            state.cold_start.cancel();
+        } else if current == 0 {
             state.cold_start.begin(work_since.unwrap_or(now));
         } else if decision.replicas == 0 {
             state.cold_start.cancel();

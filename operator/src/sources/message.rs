@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use zeroflow_core::admission::Admission;
-use zeroflow_core::events::s3::parse_notification;
+use zeroflow_core::events::parse_json;
 use zeroflow_core::events::{EventKind, StorageEvent};
 
 use crate::gateway::metrics::{EventOutcome, GatewayMetrics};
@@ -31,7 +31,9 @@ pub enum Verdict {
     /// record was of another kind); the message is deleted once they are admitted.
     Admit {
         events: Vec<StorageEvent>,
-        /// Records of other kinds (restore, tagging...), counted as `ignored`.
+        /// Metadata-only records (tagging, ACL, restore...), counted as `metadata`.
+        metadata: u64,
+        /// Records of other kinds, counted as `ignored`.
         ignored: u64,
     },
     /// Nothing to admit, ever: delete the message now.
@@ -74,16 +76,16 @@ pub fn classify(body: &str) -> Verdict {
 }
 
 fn classify_s3(body: &str) -> Verdict {
-    match parse_notification(body.as_bytes()) {
+    match parse_json(body.as_bytes()) {
         Ok(events) if events.is_empty() && is_test_event(body) => {
             Verdict::Discard { kind: Discard::TestEvent, reason: "s3:TestEvent".into() }
         }
         Ok(events) => {
-            let total = events.len();
+            let metadata = events.iter().filter(|e| matches!(e.kind, EventKind::Metadata(_))).count() as u64;
+            let ignored = events.iter().filter(|e| matches!(e.kind, EventKind::Other(_))).count() as u64;
             let events: Vec<_> =
                 events.into_iter().filter(|e| matches!(e.kind, EventKind::Created | EventKind::Removed)).collect();
-            let ignored = (total - events.len()) as u64;
-            Verdict::Admit { events, ignored }
+            Verdict::Admit { events, metadata, ignored }
         }
         Err(e) => malformed(e.to_string()),
     }
@@ -108,6 +110,7 @@ pub struct Settled {
     pub duplicate: u64,
     pub unrouted: u64,
     pub skipped: u64,
+    pub metadata: u64,
     pub ignored: u64,
     pub rejected: u64,
     pub overloaded: u64,
@@ -124,10 +127,10 @@ pub fn settle(admission: &impl Admission, body: &str, received_at: Instant) -> (
         Verdict::Discard { kind: Discard::Malformed, reason } => {
             (Settled { delete: true, rejected: 1, ..Settled::default() }, Some(reason))
         }
-        Verdict::Admit { events, ignored } if events.is_empty() => {
-            (Settled { delete: true, ignored, ..Settled::default() }, None)
+        Verdict::Admit { events, metadata, ignored } if events.is_empty() => {
+            (Settled { delete: true, metadata, ignored, ..Settled::default() }, None)
         }
-        Verdict::Admit { events, ignored } => match admission.admit(&events, received_at) {
+        Verdict::Admit { events, metadata, ignored } => match admission.admit(&events, received_at) {
             Ok(report) => (
                 Settled {
                     delete: true,
@@ -135,6 +138,7 @@ pub fn settle(admission: &impl Admission, body: &str, received_at: Instant) -> (
                     duplicate: report.duplicate,
                     unrouted: report.unrouted,
                     skipped: report.skipped,
+                    metadata,
                     ignored,
                     ..Settled::default()
                 },
@@ -153,6 +157,7 @@ impl Settled {
             (EventOutcome::Duplicate, self.duplicate),
             (EventOutcome::Unrouted, self.unrouted),
             (EventOutcome::Skipped, self.skipped),
+            (EventOutcome::Metadata, self.metadata),
             (EventOutcome::Ignored, self.ignored),
             (EventOutcome::Rejected, self.rejected),
             (EventOutcome::Overloaded, self.overloaded),
@@ -188,8 +193,7 @@ mod tests {
 
     #[test]
     fn an_s3_record_is_admitted_with_its_key_decoded() {
-        let Verdict::Admit { events, ignored } = classify(S3_PUT) else { panic!("not admitted") };
-        assert_eq!(ignored, 0);
+        let Verdict::Admit { events, metadata: 0, ignored: 0 } = classify(S3_PUT) else { panic!("not admitted") };
         assert_eq!(events.len(), 1);
         assert_eq!((events[0].bucket.as_str(), events[0].key.as_str()), ("photos", "in/a b+c.jpg"));
         assert_eq!(events[0].etag.as_deref(), Some("0123abcd"));
@@ -219,20 +223,22 @@ mod tests {
     #[test]
     fn minio_kafka_records_are_admitted() {
         let put = include_str!("../../../e2e/fixtures/minio-kafka-put.json");
-        let Verdict::Admit { events, ignored: 0 } = classify(put) else { panic!("not admitted") };
+        let Verdict::Admit { events, ignored: 0, .. } = classify(put) else { panic!("not admitted") };
         assert_eq!((events[0].bucket.as_str(), events[0].key.as_str()), ("fixture-bucket", "incoming/a b.csv"));
         assert_eq!(events[0].kind, EventKind::Created);
         let delete = include_str!("../../../e2e/fixtures/minio-kafka-delete.json");
-        let Verdict::Admit { events, ignored: 0 } = classify(delete) else { panic!("not admitted") };
+        let Verdict::Admit { events, ignored: 0, .. } = classify(delete) else { panic!("not admitted") };
         assert_eq!(events[0].kind, EventKind::Removed);
     }
 
     #[test]
-    fn records_of_other_kinds_are_counted_not_admitted() {
+    fn metadata_and_other_records_are_counted_not_admitted() {
         let restore = S3_PUT.replace("ObjectCreated:Put", "ObjectRestore:Completed");
-        assert_eq!(classify(&restore), Verdict::Admit { events: vec![], ignored: 1 });
+        assert_eq!(classify(&restore), Verdict::Admit { events: vec![], metadata: 1, ignored: 0 });
+        let read = S3_PUT.replace("ObjectCreated:Put", "ObjectAccessed:Get");
+        assert_eq!(classify(&read), Verdict::Admit { events: vec![], metadata: 0, ignored: 1 });
         let removed = S3_PUT.replace("ObjectCreated:Put", "ObjectRemoved:Delete");
-        let Verdict::Admit { events, ignored: 0 } = classify(&removed) else { panic!("not admitted") };
+        let Verdict::Admit { events, ignored: 0, .. } = classify(&removed) else { panic!("not admitted") };
         assert_eq!(events[0].kind, EventKind::Removed);
     }
 }

@@ -106,8 +106,8 @@ impl WorkApi {
                 let config = state.backlog.config().clone();
                 let expired = state.backlog.expire(now);
                 // Without store access nothing can be handed out; the lease waits for it. A
-                // stopped pipeline (a cycle) hands out nothing either.
-                let lease = if access.is_some() && state.stop.is_none() { state.backlog.lease(now) } else { None };
+                // stopped (a cycle) or paused pipeline hands out nothing either.
+                let lease = if access.is_some() && state.may_lease() { state.backlog.lease(now) } else { None };
                 state.leases.sweep(now, config.lease_duration_ms.saturating_mul(FORGET_AFTER_LEASES));
                 Step {
                     expired,
@@ -251,6 +251,7 @@ impl WorkApi {
                 None => (item_from_id(id), 0),
             };
             let marker = Marker::failed(&item, attempts, None, "lease expired".into(), Utc::now());
+            pipeline.lock().failures.push(&marker);
             // The backlog has already moved on; a lost record here is found again by resync.
             if let Some(access) = access
                 && let Err(e) = access.ledger.record(&marker).await
@@ -450,6 +451,7 @@ impl WorkApi {
         if recorded {
             let marker = Marker::failed(&item, attempt, request.exit_code, tail.to_owned(), Utc::now());
             self.record(&access, &marker).await?;
+            pipeline.lock().failures.push(&marker);
             self.pipelines.metrics().ended(key, Ended::Failed);
         }
         Ok(FinishResponse { recorded, lease_held: false })
@@ -530,6 +532,7 @@ impl WorkApi {
         if final_failure {
             let marker = Marker::failed(&granted.item, granted.attempt, exit_code, detail.to_owned(), Utc::now());
             self.record(access, &marker).await?;
+            pipeline.lock().failures.push(&marker);
         }
         // The backlog keeps it as the item's last error, for Events and status.
         let last_error = match exit_code {

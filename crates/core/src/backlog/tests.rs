@@ -192,7 +192,8 @@ fn redrive_returns_failed_items_with_fresh_attempts() {
     let l = b.lease(0).expect("leased");
     b.fail(l.id, false, "bad", 0).expect("held");
     assert_eq!(b.redrive(&item("z", "1").id(), 1), Err(RedriveError::NotFailed));
-    assert_eq!(b.redrive_failed(1), Ok(1));
+    assert_eq!(b.redrive_failed("b", 1), Ok(0), "outside the prefix");
+    assert_eq!(b.redrive_failed("", 1), Ok(1));
     assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0, skipped: 0 });
     assert_eq!(b.lease(1).expect("leased").attempt, 1);
     checked(&b);
@@ -347,7 +348,7 @@ proptest! {
                     }
                 }
                 Op::Redrive => {
-                    let _ = b.redrive_failed(now);
+                    let _ = b.redrive_failed("", now);
                 }
                 Op::Tick(ms) => now += u64::from(ms),
             }

@@ -7,20 +7,30 @@
 //!
 //! Types understood:
 //! - GCS: `google.cloud.storage.object.v1.{finalized,deleted,archived,metadataUpdated}`; data has
-//!   `bucket`, `name` (raw), `etag`, and int64 `generation`/`size` as JSON strings.
-//! - Azure Blob: `Microsoft.Storage.BlobCreated` / `BlobDeleted` (and other `Microsoft.Storage.*`
-//!   as ignorable); container and raw blob path come from `subject`, else from `data.url`.
-//! - S3: `com.amazonaws.s3.*` / `com.amazon.s3.*` whose name contains `ObjectCreated` or
-//!   `ObjectRemoved` (case-insensitive), as Knative/TriggerMesh-style S3 sources name them; data is
-//!   an S3 record, a whole notification, or an EventBridge `detail` (`bucket.name`, `object.key`).
+//!   `bucket`, `name` (raw), `etag`, and int64 `generation`/`size` as JSON strings. `finalized`
+//!   is content, `deleted` a removal (GCS also sends it for the generation an overwrite
+//!   replaces), `metadataUpdated` metadata only, `archived` (a version became noncurrent) other.
+//! - Azure Blob: `Microsoft.Storage.*` (Azure's "Blob Storage as an Event Grid source"):
+//!   `BlobCreated` is content except the empty file that Data Lake's `CreateFile` and SFTP's
+//!   `SftpCreate` announce before the data (the `FlushWithClose` / `SftpCommit` that follows is
+//!   the creation); `BlobRenamed` publishes its destination and removes its source;
+//!   `BlobDeleted` is a removal; `BlobTierChanged` metadata only; directory events and
+//!   `AsyncOperationInitiated` other. Container and raw blob path come from `subject`, else
+//!   from the percent-encoded blob URL.
+//! - S3: `com.amazonaws.*` and `com.amazon.s3.*`: the CloudEvents AWS S3 adapter's
+//!   `com.amazonaws.s3.<eventName>`, Ceph RGW's `cloudevents=true` HTTP endpoint
+//!   (`com.amazonaws.<eventName>`, body `{"Records": [...]}`, raw object key in `ce-subject`),
+//!   Knative/TriggerMesh-style sources. Data is an S3 notification, one record, or an
+//!   EventBridge event or `detail`.
 
 use ::cloudevents::{AttributesReader, Data, Event};
 use http::{HeaderMap, header::CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::key::{decode_form_key, decode_path, validate_key};
-use super::{EventKind, RecordError, StorageEvent, bare_etag, check_bucket, s3};
+use super::key::{KeyEncoding, decode_path};
+use super::names::{eventbridge_kind, s3_kind};
+use super::{EventKind, JsonU64, RecordError, RecordParts, StorageEvent, bare_etag, eventbridge, record_event, s3};
 
 const STRUCTURED: &str = "application/cloudevents+json";
 const BATCH: &str = "application/cloudevents-batch+json";
@@ -32,6 +42,12 @@ pub fn parse_http(headers: &HeaderMap, body: &[u8]) -> Result<Vec<StorageEvent>,
         out.extend(to_storage_events(&event)?);
     }
     Ok(out)
+}
+
+/// Whether a request carries CloudEvents: a CloudEvents media type (structured, batch) or a
+/// `ce-specversion` header (binary mode).
+pub fn is_cloudevents_request(headers: &HeaderMap) -> bool {
+    matches!(media_type(headers).as_deref(), Some(STRUCTURED | BATCH)) || headers.contains_key("ce-specversion")
 }
 
 /// The CloudEvents of a request: structured and batch mode by content type, binary mode by the
@@ -59,13 +75,26 @@ pub fn is_json_media(media: &str) -> bool {
     media == "application/json" || media.ends_with("+json") || media == "text/json"
 }
 
+/// A binary-mode attribute header's value. The HTTP binding percent-encodes values that are
+/// not printable ASCII; Ceph RGW puts the raw object key into `ce-subject` instead (UTF-8,
+/// possibly with a bare `%`), so a value that is UTF-8 but not a valid escape is taken as sent.
+fn attribute_value(raw: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(raw).ok()?;
+    Some(decode_path(text).unwrap_or_else(|_| text.to_owned()))
+}
+
 fn binary_event(headers: &HeaderMap, media: Option<&str>, body: &[u8]) -> Result<Event, RecordError> {
     let mut attributes = Map::new();
     for (name, value) in headers {
         let Some(attribute) = name.as_str().strip_prefix("ce-") else { continue };
-        let value = value.to_str().map_err(|_| RecordError::CloudEvent(format!("header {name} is not text")))?;
-        // The HTTP binding percent-encodes attribute values that are not printable ASCII.
-        let value = decode_path(value).map_err(|e| RecordError::CloudEvent(format!("header {name}: {e}")))?;
+        let Some(value) = attribute_value(value.as_bytes()) else {
+            return Err(RecordError::CloudEvent(format!("header {name} is not UTF-8")));
+        };
+        // `time` is optional and only informative here: one a sender formats loosely is dropped
+        // rather than failing the event.
+        if attribute == "time" && chrono::DateTime::parse_from_rfc3339(&value).is_err() {
+            continue;
+        }
         attributes.insert(attribute.to_owned(), Value::String(value));
     }
     if !body.is_empty() {
@@ -79,15 +108,15 @@ fn binary_event(headers: &HeaderMap, media: Option<&str>, body: &[u8]) -> Result
     serde_json::from_value(Value::Object(attributes)).map_err(|e| RecordError::CloudEvent(e.to_string()))
 }
 
-/// Maps one CloudEvent onto the storage events it reports (usually one).
+/// Maps one CloudEvent onto the storage events it reports (usually one; an Azure rename two).
 pub fn to_storage_events(event: &Event) -> Result<Vec<StorageEvent>, RecordError> {
     let ty = event.ty();
     if let Some(action) = ty.strip_prefix("google.cloud.storage.object.v1.") {
         gcs(event, action).map(|e| vec![e])
     } else if let Some(action) = ty.strip_prefix("Microsoft.Storage.") {
-        azure(event, action).map(|e| vec![e])
-    } else if ty.starts_with("com.amazonaws.s3.") || ty.starts_with("com.amazon.s3.") {
-        aws(event)
+        azure(event, action)
+    } else if let Some(name) = ty.strip_prefix("com.amazonaws.").or_else(|| ty.strip_prefix("com.amazon.")) {
+        aws(event, name)
     } else {
         Err(RecordError::UnknownType(ty.to_owned()))
     }
@@ -106,32 +135,23 @@ fn event_time(event: &Event) -> Option<String> {
     event.time().map(|t| t.to_rfc3339())
 }
 
-/// int64 fields arrive as JSON strings from GCS (proto3 JSON mapping); accept numbers too.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Int64 {
-    Number(u64),
-    Text(String),
-}
-
-impl Int64 {
-    fn value(self, field: &str) -> Result<u64, RecordError> {
-        match self {
-            Int64::Number(n) => Ok(n),
-            Int64::Text(s) => {
-                s.parse().map_err(|_| RecordError::Data(format!("{field} is not a non-negative integer")))
-            }
-        }
+/// An optional number that must be valid only where the event is work.
+fn lenient(value: Option<JsonU64>, field: &str, kind: &EventKind) -> Result<Option<u64>, RecordError> {
+    match value.map(|v| v.value(field)) {
+        Some(Err(e)) if kind.is_work() => Err(e),
+        value => Ok(value.and_then(Result::ok)),
     }
 }
 
 #[derive(Deserialize)]
 struct GcsObject {
+    #[serde(default)]
     bucket: String,
+    #[serde(default)]
     name: String,
     etag: Option<String>,
-    generation: Option<Int64>,
-    size: Option<Int64>,
+    generation: Option<JsonU64>,
+    size: Option<JsonU64>,
     updated: Option<String>,
 }
 
@@ -139,23 +159,30 @@ fn gcs(event: &Event, action: &str) -> Result<StorageEvent, RecordError> {
     let kind = match action {
         "finalized" => EventKind::Created,
         "deleted" => EventKind::Removed,
-        "archived" | "metadataUpdated" => EventKind::Other(action.to_owned()),
-        _ => return Err(RecordError::UnknownType(event.ty().to_owned())),
+        "metadataUpdated" => EventKind::Metadata(action.to_owned()),
+        // `archived`: a version became noncurrent (the live one was replaced or deleted, which
+        // has its own event); and whatever GCS adds next.
+        _ => EventKind::Other(action.to_owned()),
     };
     let object: GcsObject = serde_json::from_value(json_data(event)?)?;
-    let generation = object.generation.map(|g| g.value("generation")).transpose()?;
-    Ok(StorageEvent {
+    let generation = lenient(object.generation, "generation", &kind)?;
+    let size = lenient(object.size, "size", &kind)?;
+    record_event(
         kind,
-        bucket: check_bucket(&object.bucket, 0)?,
-        // GCS names are sent raw, not escaped.
-        key: validate_key(object.name).map_err(|source| RecordError::Key { index: 0, source })?,
-        etag: object.etag.as_deref().and_then(bare_etag),
-        version_id: generation.map(|g| g.to_string()),
-        size: object.size.map(|s| s.value("size")).transpose()?,
-        // The generation orders versions of one name; it doubles as a sequencer.
-        sequencer: generation.map(|g| format!("{g:020}")),
-        time: event_time(event).or(object.updated),
-    })
+        RecordParts {
+            index: 0,
+            bucket: &object.bucket,
+            // GCS names are sent raw, not escaped.
+            wire_key: &object.name,
+            encoding: KeyEncoding::Raw,
+            etag: object.etag.as_deref().and_then(bare_etag),
+            version_id: generation.map(|g| g.to_string()),
+            size,
+            // The generation orders versions of one name; it doubles as a sequencer.
+            sequencer: generation.map(|g| format!("{g:020}")),
+            time: event_time(event).or(object.updated),
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -163,115 +190,138 @@ fn gcs(event: &Event, action: &str) -> Result<StorageEvent, RecordError> {
 struct AzureBlob {
     api: Option<String>,
     url: Option<String>,
+    source_url: Option<String>,
+    destination_url: Option<String>,
     e_tag: Option<String>,
-    content_length: Option<u64>,
+    content_length: Option<JsonU64>,
     sequencer: Option<String>,
 }
 
-fn azure(event: &Event, action: &str) -> Result<StorageEvent, RecordError> {
+/// Where an Azure event's blob is: its container and the blob path as sent, with how that path
+/// is encoded (raw in `subject`, percent-encoded in URLs).
+struct AzureLocation {
+    container: String,
+    path: String,
+    encoding: KeyEncoding,
+}
+
+fn azure(event: &Event, action: &str) -> Result<Vec<StorageEvent>, RecordError> {
     let data: AzureBlob = serde_json::from_value(json_data(event)?)?;
+    let api = data.api.as_deref().unwrap_or_default();
     let kind = match action {
-        // Data Lake's CreateFile raises BlobCreated for an empty file that is written later; the
-        // FlushWithClose that follows is the real creation.
-        "BlobCreated" if data.api.as_deref() == Some("CreateFile") => EventKind::Other("BlobCreated:CreateFile".into()),
-        "BlobCreated" => EventKind::Created,
+        "BlobCreated" if matches!(api, "CreateFile" | "SftpCreate") => EventKind::Other(format!("BlobCreated:{api}")),
+        "BlobCreated" | "BlobRenamed" => EventKind::Created,
         "BlobDeleted" => EventKind::Removed,
+        "BlobTierChanged" => EventKind::Metadata(action.to_owned()),
         _ => EventKind::Other(action.to_owned()),
     };
-    let (container, blob) = match event.subject().and_then(azure_subject) {
-        Some(parts) => parts,
-        None => azure_url(data.url.as_deref().ok_or(RecordError::Data("no subject or url".into()))?)?,
+    // A rename's subject and destinationUrl name the new path; `url` everything else's.
+    let url = if action == "BlobRenamed" { data.destination_url.as_deref() } else { data.url.as_deref() };
+    let location = event.subject().and_then(azure_subject).or_else(|| url.and_then(azure_url));
+    let location = match location {
+        Some(location) => location,
+        None if kind.is_work() => return Err(RecordError::Data("no blob subject or url".into())),
+        None => AzureLocation { container: String::new(), path: String::new(), encoding: KeyEncoding::Raw },
     };
-    Ok(StorageEvent {
+    let size = lenient(data.content_length, "contentLength", &kind)?;
+    let mut events = Vec::new();
+    if action == "BlobRenamed"
+        && let Some(source) = data.source_url.as_deref().and_then(azure_url)
+    {
+        // The file is gone from its old path: anything still pending there is withdrawn.
+        events.push(azure_event(EventKind::Removed, &source, None, None, data.sequencer.clone(), event)?);
+    }
+    let etag = data.e_tag.as_deref().and_then(bare_etag);
+    events.push(azure_event(kind, &location, etag, size, data.sequencer, event)?);
+    Ok(events)
+}
+
+fn azure_event(
+    kind: EventKind,
+    location: &AzureLocation,
+    etag: Option<String>,
+    size: Option<u64>,
+    sequencer: Option<String>,
+    event: &Event,
+) -> Result<StorageEvent, RecordError> {
+    record_event(
         kind,
-        bucket: check_bucket(&container, 0)?,
-        key: validate_key(blob).map_err(|source| RecordError::Key { index: 0, source })?,
-        etag: data.e_tag.as_deref().and_then(bare_etag),
-        version_id: None,
-        size: data.content_length,
-        sequencer: data.sequencer,
-        time: event_time(event),
-    })
+        RecordParts {
+            index: 0,
+            bucket: &location.container,
+            wire_key: &location.path,
+            encoding: location.encoding,
+            etag,
+            version_id: None,
+            size,
+            sequencer,
+            time: event_time(event),
+        },
+    )
 }
 
 /// `/blobServices/default/containers/<container>/blobs/<path>`; the path is raw and may contain
 /// anything, including `/blobs/`.
-fn azure_subject(subject: &str) -> Option<(String, String)> {
+fn azure_subject(subject: &str) -> Option<AzureLocation> {
     let rest = subject.strip_prefix("/blobServices/default/containers/")?;
     let (container, blob) = rest.split_once("/blobs/")?;
-    Some((container.to_owned(), blob.to_owned()))
+    Some(AzureLocation { container: container.to_owned(), path: blob.to_owned(), encoding: KeyEncoding::Raw })
 }
 
-/// `https://<account>.blob.core.windows.net/<container>/<percent-encoded path>`.
-fn azure_url(url: &str) -> Result<(String, String), RecordError> {
-    let bad = || RecordError::Data("url is not a blob URL".into());
-    let after_scheme = url.split_once("://").ok_or_else(bad)?.1;
-    let path = after_scheme.split_once('/').ok_or_else(bad)?.1;
+/// `https://<account>.{blob,dfs}.core.windows.net/<container>/<percent-encoded path>`.
+fn azure_url(url: &str) -> Option<AzureLocation> {
+    let after_scheme = url.split_once("://")?.1;
+    let path = after_scheme.split_once('/')?.1;
     let path = path.split(['?', '#']).next().unwrap_or_default();
-    let (container, blob) = path.split_once('/').ok_or_else(bad)?;
-    let blob = decode_path(blob).map_err(|source| RecordError::Key { index: 0, source })?;
-    Ok((container.to_owned(), blob))
+    let (container, blob) = path.split_once('/')?;
+    Some(AzureLocation { container: container.to_owned(), path: blob.to_owned(), encoding: KeyEncoding::Path })
 }
 
-fn aws(event: &Event) -> Result<Vec<StorageEvent>, RecordError> {
+/// `name` is the type after `com.amazonaws.` / `com.amazon.`: `s3.ObjectCreated:Put` (the
+/// CloudEvents AWS S3 adapter), `ObjectCreated:Put` (Ceph), `s3.objectcreated` (older sources).
+fn aws(event: &Event, name: &str) -> Result<Vec<StorageEvent>, RecordError> {
     let data = json_data(event)?;
-    let kind_from_type = || {
-        let lower = event.ty().to_ascii_lowercase();
-        if lower.contains("objectcreated") {
-            EventKind::Created
-        } else if lower.contains("objectremoved") {
-            EventKind::Removed
-        } else {
-            EventKind::Other(event.ty().to_owned())
+    if data.get("Records").is_some() {
+        return s3::parse_notification_value(data);
+    }
+    if data.get("s3").is_some() {
+        return Ok(vec![s3::parse_record_value(data)?]);
+    }
+    let time = event_time(event);
+    if eventbridge::is_envelope(&data) {
+        let mut events = eventbridge::parse_envelope(data)?;
+        for e in &mut events {
+            e.time = e.time.take().or_else(|| time.clone());
         }
+        return Ok(events);
+    }
+    let kind = match data.get("detail-type").and_then(Value::as_str) {
+        Some(detail_type) => eventbridge_kind(detail_type),
+        None => kind_from_type(name),
     };
-    let data = match data {
+    let detail = match data {
         Value::Object(mut map) if map.contains_key("detail") => map.remove("detail").unwrap_or_default(),
         other => other,
     };
-    if data.get("Records").is_some() {
-        s3::parse_notification_value(data)
-    } else if data.get("s3").is_some() {
-        Ok(vec![s3::parse_record_value(data)?])
-    } else {
-        eventbridge_detail(data, kind_from_type(), event_time(event)).map(|e| vec![e])
+    Ok(vec![eventbridge::detail_event(detail, kind, time)?])
+}
+
+fn kind_from_type(name: &str) -> EventKind {
+    let bare = name.strip_prefix("s3.").or_else(|| name.strip_prefix("s3:")).unwrap_or(name);
+    match s3_kind(bare) {
+        EventKind::Other(_) => {
+            // Lower-case names of older S3 sources (`com.amazon.s3.objectcreated`).
+            let lower = bare.to_ascii_lowercase();
+            if lower.starts_with("objectcreated") {
+                EventKind::Created
+            } else if lower.starts_with("objectremoved") {
+                EventKind::Removed
+            } else {
+                EventKind::Other(name.to_owned())
+            }
+        }
+        kind => kind,
     }
-}
-
-#[derive(Deserialize)]
-struct Detail {
-    bucket: DetailBucket,
-    object: DetailObject,
-}
-
-#[derive(Deserialize)]
-struct DetailBucket {
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct DetailObject {
-    key: String,
-    size: Option<u64>,
-    etag: Option<String>,
-    #[serde(rename = "version-id")]
-    version_id: Option<String>,
-    sequencer: Option<String>,
-}
-
-fn eventbridge_detail(data: Value, kind: EventKind, time: Option<String>) -> Result<StorageEvent, RecordError> {
-    let detail: Detail = serde_json::from_value(data)?;
-    Ok(StorageEvent {
-        kind,
-        bucket: check_bucket(&detail.bucket.name, 0)?,
-        // Escaped like notification records.
-        key: decode_form_key(&detail.object.key).map_err(|source| RecordError::Key { index: 0, source })?,
-        etag: detail.object.etag.as_deref().and_then(bare_etag),
-        version_id: detail.object.version_id,
-        size: detail.object.size,
-        sequencer: detail.object.sequencer,
-        time,
-    })
 }
 
 #[cfg(test)]

@@ -21,6 +21,32 @@ pub enum KeyError {
     NotUtf8,
 }
 
+/// How a sender writes object keys into its notifications. Decoding with the wrong one is silently
+/// wrong (`a+b.csv` becomes `a b.csv`) or fatal (`100%.csv` is a malformed escape), so each
+/// sender's dialect is chosen where its records are parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEncoding {
+    /// Query escaping (`application/x-www-form-urlencoded`): AWS S3 notifications ("red
+    /// flower.jpg" becomes "red+flower.jpg", per AWS's event message structure), MinIO (Go's
+    /// `url.QueryEscape`), EventBridge's S3 events (AWS Lambda Powertools decodes their keys
+    /// with `unquote_plus`).
+    Form,
+    /// The key as stored, not escaped at all: Ceph RGW (`rgw_notify.cc` writes the object name
+    /// as is), GCS object names, Azure's `subject` paths.
+    Raw,
+    /// RFC 3986 percent-encoding, where `+` stays `+`: the path of Azure blob URLs.
+    Path,
+}
+
+/// Decodes and checks a key as `encoding` writes it.
+pub fn decode_key(encoding: KeyEncoding, wire: &str) -> Result<String, KeyError> {
+    match encoding {
+        KeyEncoding::Form => decode_form_key(wire),
+        KeyEncoding::Raw => validate_key(wire.to_owned()),
+        KeyEncoding::Path => validate_key(decode_path(wire)?),
+    }
+}
+
 /// Checks a decoded key and hands it back unchanged.
 pub fn validate_key(key: String) -> Result<String, KeyError> {
     if key.is_empty() {
@@ -164,6 +190,16 @@ mod tests {
         assert_eq!(decode_path("a+b%20c").as_deref(), Ok("a+b c"));
     }
 
+    #[test]
+    fn each_dialect_decodes_its_own_escaping() {
+        assert_eq!(decode_key(KeyEncoding::Form, "a+b%2B.csv").as_deref(), Ok("a b+.csv"));
+        assert_eq!(decode_key(KeyEncoding::Raw, "a+b%2B.csv").as_deref(), Ok("a+b%2B.csv"));
+        assert_eq!(decode_key(KeyEncoding::Raw, "incoming/100%.csv").as_deref(), Ok("incoming/100%.csv"));
+        assert_eq!(decode_key(KeyEncoding::Path, "a+b%20c").as_deref(), Ok("a+b c"));
+        assert_eq!(decode_key(KeyEncoding::Raw, ""), Err(KeyError::Empty));
+        assert_eq!(decode_key(KeyEncoding::Path, "a%00"), Err(KeyError::Nul));
+    }
+
     fn legal_key() -> impl Strategy<Value = String> {
         // Arbitrary unicode plus the characters that matter to escaping.
         let interesting = prop_oneof![
@@ -194,6 +230,23 @@ mod tests {
         fn decoding_never_panics(s in any::<String>()) {
             let _ = decode_form_key(&s);
             let _ = decode_path(&s);
+            for encoding in [KeyEncoding::Form, KeyEncoding::Raw, KeyEncoding::Path] {
+                let _ = decode_key(encoding, &s);
+            }
+        }
+
+        #[test]
+        fn raw_keys_round_trip_byte_exact(key in legal_key()) {
+            prop_assert_eq!(decode_key(KeyEncoding::Raw, &key), Ok(key.clone()));
+        }
+
+        #[test]
+        fn path_round_trip(key in legal_key()) {
+            let escaped: String = key.bytes().map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b'+' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            }).collect();
+            prop_assert_eq!(decode_key(KeyEncoding::Path, &escaped), Ok(key));
         }
 
         #[test]

@@ -135,7 +135,9 @@ pub fn kind_of(event_type: &str) -> EventKind {
         // Also sent for the live generation an overwrite replaces (with `overwrittenByGeneration`);
         // a removal withdraws only a pending revision it comes after, so that is harmless.
         "OBJECT_DELETE" => EventKind::Removed,
-        // Metadata only, and a version becoming noncurrent: never new content.
+        // Metadata only: the bytes are the ones announced before.
+        "OBJECT_METADATA_UPDATE" => EventKind::Metadata(event_type.to_owned()),
+        // A version becoming noncurrent: never new content.
         other => EventKind::Other(other.to_owned()),
     }
 }

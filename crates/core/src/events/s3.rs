@@ -1,21 +1,36 @@
-//! S3 notification records as MinIO's webhook and AWS send them.
+//! S3 notification records as MinIO's webhook, AWS and Ceph RGW send them.
 //!
 //! MinIO wraps the records: `{"EventName": "s3:ObjectCreated:Put", "Key": "bucket/key",
 //! "Records": [...]}` with `eventName` prefixed `s3:` and `eventSource` `minio:s3`; AWS sends
-//! `{"Records": [...]}` with `ObjectCreated:Put` and `aws:s3`. In both, `s3.object.key` is
-//! query-escaped. AWS's `s3:TestEvent` (sent when a notification is configured) carries no records.
+//! `{"Records": [...]}` with `ObjectCreated:Put` and `aws:s3`; Ceph sends `{"Records": [...]}`
+//! with `ceph:s3`, `eventVersion` 2.1 or 2.2, its own extensions (`s3.bucket.id`, `eventId`,
+//! `opaqueData`, `s3.object.metadata` and `tags` as arrays of `{key, val}`) and, in its
+//! documentation's sample, `size` as a string. AWS and MinIO query-escape `s3.object.key`; Ceph
+//! sends it raw (see [`KeyEncoding`]). AWS's `s3:TestEvent` (sent when a destination is
+//! configured) carries no records.
 
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::key::decode_form_key;
-use super::{EventKind, RecordError, StorageEvent, bare_etag, check_bucket};
+use super::key::KeyEncoding;
+use super::names::s3_kind;
+use super::{JsonU64, RecordError, RecordParts, StorageEvent, bare_etag, record_event};
 
+/// Any JSON notification document. The EventBridge fields are read here too, so that the usual
+/// records are parsed in one pass, without an intermediate `Value` (three times slower).
 #[derive(Deserialize)]
 struct Notification {
     #[serde(rename = "Records")]
     records: Option<Vec<Record>>,
     #[serde(rename = "Event")]
     event: Option<String>,
+    /// Ceph's pubsub sync module (Nautilus to Quincy) pushed `{"events": [...]}`.
+    events: Option<Value>,
+    #[serde(rename = "detail-type")]
+    detail_type: Option<Value>,
+    source: Option<Value>,
+    detail: Option<Value>,
+    time: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -26,6 +41,9 @@ pub(crate) struct Record {
     event_source: Option<String>,
     #[serde(rename = "eventTime")]
     event_time: Option<String>,
+    /// A Ceph extension (the id to ack a pulled event by).
+    #[serde(rename = "eventId")]
+    event_id: Option<Value>,
     s3: Entity,
 }
 
@@ -37,78 +55,113 @@ struct Entity {
 
 #[derive(Deserialize)]
 struct Bucket {
+    #[serde(default)]
     name: String,
+    /// A Ceph extension: the bucket's RADOS id.
+    id: Option<Value>,
 }
 
 #[derive(Deserialize)]
 struct Object {
+    /// Absent or empty in some senders' bucket-level and tagging records (rustfs#2292).
+    #[serde(default)]
     key: String,
-    size: Option<u64>,
-    #[serde(rename = "eTag")]
+    size: Option<JsonU64>,
+    #[serde(rename = "eTag", alias = "etag")]
     etag: Option<String>,
     #[serde(rename = "versionId")]
     version_id: Option<String>,
     sequencer: Option<String>,
 }
 
-/// Parses a notification body. An S3 test event yields no records.
+const CEPH_PUBSUB_EVENTS: &str = "Ceph's pubsub \"events\" format (the pubsub sync module, removed in Reef) \
+    carries no object etag, so a rewritten object could not be told from a duplicate: configure a bucket \
+    notification with an HTTP topic instead (it sends S3 records)";
+
+/// Parses a notification body of S3 records. An S3 test event yields no records.
 pub fn parse_notification(body: &[u8]) -> Result<Vec<StorageEvent>, RecordError> {
-    let notification: Notification = serde_json::from_slice(body)?;
-    match (notification.records, notification.event) {
-        (Some(records), _) => records.into_iter().enumerate().map(|(i, r)| record_to_event(r, i)).collect(),
-        (None, Some(event)) if event == "s3:TestEvent" => Ok(Vec::new()),
-        (None, _) => Err(RecordError::Shape("no Records")),
-    }
+    notification_events(serde_json::from_slice(body)?, false)
+}
+
+/// Parses a full notification given as a JSON value.
+pub(crate) fn parse_notification_value(value: Value) -> Result<Vec<StorageEvent>, RecordError> {
+    notification_events(serde_json::from_value(value)?, false)
+}
+
+/// Parses S3 records or an EventBridge event (see [`super::parse_json`]).
+pub(crate) fn parse_any(body: &[u8]) -> Result<Vec<StorageEvent>, RecordError> {
+    notification_events(serde_json::from_slice(body)?, true)
 }
 
 /// Parses one record given as a JSON value (the `data` of an S3 CloudEvent).
-pub(crate) fn parse_record_value(value: serde_json::Value) -> Result<StorageEvent, RecordError> {
+pub(crate) fn parse_record_value(value: Value) -> Result<StorageEvent, RecordError> {
     let record: Record = serde_json::from_value(value)?;
     record_to_event(record, 0)
 }
 
-/// Parses a full notification given as a JSON value.
-pub(crate) fn parse_notification_value(value: serde_json::Value) -> Result<Vec<StorageEvent>, RecordError> {
-    let notification: Notification = serde_json::from_value(value)?;
-    let records = notification.records.ok_or(RecordError::Shape("no Records"))?;
-    records.into_iter().enumerate().map(|(i, r)| record_to_event(r, i)).collect()
+fn notification_events(notification: Notification, eventbridge: bool) -> Result<Vec<StorageEvent>, RecordError> {
+    if eventbridge
+        && let Notification { detail_type: Some(detail_type), source: Some(source), detail: Some(detail), time, .. } =
+            notification
+    {
+        let envelope =
+            serde_json::json!({"detail-type": detail_type, "source": source, "detail": detail, "time": time});
+        return super::eventbridge::parse_envelope(envelope);
+    }
+    match notification {
+        Notification { records: Some(records), .. } => {
+            records.into_iter().enumerate().map(|(i, r)| record_to_event(r, i)).collect()
+        }
+        Notification { event: Some(event), .. } if event == "s3:TestEvent" => Ok(Vec::new()),
+        Notification { events: Some(_), .. } => Err(RecordError::Refused(CEPH_PUBSUB_EVENTS)),
+        _ => Err(RecordError::Shape("no Records")),
+    }
+}
+
+/// How this record's sender writes keys. Ceph names itself `ceph:s3`; a record that carries
+/// Ceph's own extensions (`s3.bucket.id` and `eventId`) is Ceph's whatever its `eventSource`
+/// says, since the same code wrote it.
+fn key_encoding(record: &Record) -> KeyEncoding {
+    let ceph_source = record.event_source.as_deref().is_some_and(|s| s.starts_with("ceph:"));
+    let ceph_shape = record.s3.bucket.id.is_some() && record.event_id.is_some();
+    if ceph_source || ceph_shape { KeyEncoding::Raw } else { KeyEncoding::Form }
 }
 
 fn record_to_event(record: Record, index: usize) -> Result<StorageEvent, RecordError> {
-    // `minio:s3`, `aws:s3`, Ceph's `ceph:s3`: every S3-compatible sender names itself `<who>:s3`.
+    // `minio:s3`, `aws:s3`, `ceph:s3`: every S3-compatible sender names itself `<who>:s3`.
     if let Some(source) = &record.event_source
         && !source.ends_with(":s3")
     {
         return Err(RecordError::UnsupportedSource(source.clone()));
     }
-    let key = decode_form_key(&record.s3.object.key).map_err(|source| RecordError::Key { index, source })?;
-    Ok(StorageEvent {
-        kind: kind_from_name(&record.event_name),
-        bucket: check_bucket(&record.s3.bucket.name, index)?,
-        key,
-        etag: record.s3.object.etag.as_deref().and_then(bare_etag),
-        version_id: record.s3.object.version_id.filter(|v| !v.is_empty()),
-        size: record.s3.object.size,
-        sequencer: record.s3.object.sequencer.filter(|s| !s.is_empty()),
-        time: record.event_time,
-    })
-}
-
-/// `s3:ObjectCreated:Put` (MinIO) and `ObjectCreated:Put` (AWS) mean the same.
-pub(crate) fn kind_from_name(name: &str) -> EventKind {
-    let name = name.strip_prefix("s3:").unwrap_or(name);
-    if name.starts_with("ObjectCreated:") {
-        EventKind::Created
-    } else if name.starts_with("ObjectRemoved:") {
-        EventKind::Removed
-    } else {
-        EventKind::Other(name.to_owned())
-    }
+    let encoding = key_encoding(&record);
+    let kind = s3_kind(&record.event_name);
+    let object = record.s3.object;
+    // Like the key, the size only has to make sense where the record is work.
+    let size = match object.size.map(|s| s.value("size")) {
+        Some(Err(e)) if kind.is_work() => return Err(e),
+        size => size.and_then(Result::ok),
+    };
+    record_event(
+        kind,
+        RecordParts {
+            index,
+            bucket: &record.s3.bucket.name,
+            wire_key: &object.key,
+            encoding,
+            etag: object.etag.as_deref().and_then(bare_etag),
+            version_id: object.version_id,
+            size,
+            sequencer: object.sequencer,
+            time: record.event_time,
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::EventKind;
     use proptest::prelude::*;
 
     /// The shape MinIO's webhook target posts (trimmed of identity and request fields).
@@ -136,6 +189,13 @@ mod tests {
         "eventTime": "2026-11-27T10:00:00.000Z", "eventName": "ObjectRemoved:Delete",
         "s3": {"bucket": {"name": "b"}, "object": {"key": "a/b+c.txt", "sequencer": "0055AED6DCD90281E5"}}
     }]}"#;
+
+    /// Case 01: MinIO's tag write on a processed object, exactly as the case gives it.
+    const CASE01: &str = include_str!("../../testdata/events/case01-minio-puttagging.json");
+    /// Case 03: Ceph RGW's two records with raw keys.
+    const CASE03: &str = include_str!("../../testdata/events/case03-ceph-raw-keys.json");
+    /// Case 07: a folder placeholder's creation, as MinIO announces it.
+    const CASE07: &str = include_str!("../../testdata/events/case07-folder-marker.json");
 
     #[test]
     fn minio_put_decodes_key_size_and_etag() {
@@ -170,25 +230,114 @@ mod tests {
     }
 
     #[test]
-    fn names_map_to_kinds() {
-        assert_eq!(kind_from_name("s3:ObjectCreated:CompleteMultipartUpload"), EventKind::Created);
-        assert_eq!(kind_from_name("ObjectCreated:Copy"), EventKind::Created);
-        assert_eq!(kind_from_name("s3:ObjectRemoved:DeleteMarkerCreated"), EventKind::Removed);
-        assert_eq!(kind_from_name("s3:ObjectAccessed:Get"), EventKind::Other("ObjectAccessed:Get".into()));
+    fn case01_metadata_writes_are_never_content() {
+        for name in ["PutTagging", "DeleteTagging", "PutRetention", "PutLegalHold"] {
+            let body = CASE01.replace("PutTagging", name);
+            let events = parse_notification(body.as_bytes()).expect("parses");
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].kind, EventKind::Metadata(format!("ObjectCreated:{name}")), "{name}");
+            assert_eq!((events[0].bucket.as_str(), events[0].key.as_str()), ("in-bucket", "incoming/report.csv"));
+            assert_eq!(events[0].etag.as_deref(), Some("<ETAG-OF-PROCESSED-OBJECT>"));
+        }
+        // rustfs sends the tag write with an empty key: still a metadata event, not an error.
+        let empty = CASE01.replace(r#""key":"incoming%2Freport.csv""#, r#""key":"""#);
+        let events = parse_notification(empty.as_bytes()).expect("an empty key on a tag write is no error");
+        assert_eq!((events[0].kind.is_work(), events[0].key.as_str()), (false, ""));
+        // The same record as an upload would be refused: only work must have a key.
+        let upload = empty.replace("PutTagging", "Put");
+        assert!(matches!(parse_notification(upload.as_bytes()), Err(RecordError::Key { index: 0, .. })));
+    }
+
+    #[test]
+    fn case03_ceph_keys_are_raw() {
+        let events = parse_notification(CASE03.as_bytes()).expect("parses");
+        let keys: Vec<_> = events.iter().map(|e| (e.kind.clone(), e.bucket.as_str(), e.key.as_str())).collect();
+        assert_eq!(
+            keys,
+            [
+                (EventKind::Created, "in-bucket", "incoming/Q1 report+final.csv"),
+                (EventKind::Created, "in-bucket", "incoming/100%.csv")
+            ]
+        );
+        assert_eq!(events[0].etag.as_deref(), Some("0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"));
+        assert_eq!((events[0].size, events[0].version_id.as_deref()), (Some(11), None), "an empty versionId is none");
+        assert_eq!(events[1].sequencer.as_deref(), Some("5D7A2E1B0F3C4A12"));
+    }
+
+    #[test]
+    fn case03_regression_the_same_names_escaped_by_minio() {
+        let minio = MINIO_PUT.replace("incoming%2Fmarch+2026%2Bq1.csv", "incoming%2FQ1+report%2Bfinal.csv");
+        assert_eq!(parse_notification(minio.as_bytes()).expect("parses")[0].key, "incoming/Q1 report+final.csv");
+        let minio = MINIO_PUT.replace("incoming%2Fmarch+2026%2Bq1.csv", "incoming%2F100%25.csv");
+        assert_eq!(parse_notification(minio.as_bytes()).expect("parses")[0].key, "incoming/100%.csv");
+    }
+
+    #[test]
+    fn every_variation_of_cephs_records() {
+        // Ceph's code writes eventVersion 2.2; its documentation's sample 2.1, a string size,
+        // and metadata and tags as arrays of {key, val}.
+        let newer = CASE03
+            .replace(r#""eventVersion":"2.1""#, r#""eventVersion":"2.2""#)
+            .replace(r#""size":11"#, r#""size":"1024""#)
+            .replace(
+                r#""metadata":[],"tags":[]"#,
+                r#""metadata":[{"key":"x-amz-meta-a","val":"1"}],"tags":[{"key":"k","val":"v"},{"key":"k","val":"w"}]"#,
+            )
+            .replace(r#""opaqueData":"""#, r#""opaqueData":"me@example.com""#);
+        let events = parse_notification(newer.as_bytes()).expect("parses");
+        assert_eq!((events[0].key.as_str(), events[0].size), ("incoming/Q1 report+final.csv", Some(1024)));
+        // Older releases and its POSIX driver prefix the name with `s3:`.
+        let prefixed = CASE03.replace(r#""eventName":"ObjectCreated:Put""#, r#""eventName":"s3:ObjectCreated:Put""#);
+        assert!(parse_notification(prefixed.as_bytes()).expect("parses").iter().all(StorageEvent::is_created));
+        // A record with Ceph's extensions is Ceph's, whatever its eventSource says.
+        let aws_named = CASE03.replace("ceph:s3", "aws:s3");
+        assert_eq!(parse_notification(aws_named.as_bytes()).expect("parses")[1].key, "incoming/100%.csv");
+        // Lifecycle, multisite sync and delete-marker events.
+        for (name, kind) in [
+            ("ObjectLifecycle:Expiration:Current", EventKind::Removed),
+            ("ObjectLifecycle:Transition:Current", EventKind::Metadata("ObjectLifecycle:Transition:Current".into())),
+            ("ObjectSynced:Create", EventKind::Created),
+            ("ObjectRemoved:DeleteMarkerCreated", EventKind::Removed),
+        ] {
+            let body = CASE03.replace("ObjectCreated:Put", name);
+            assert_eq!(parse_notification(body.as_bytes()).expect("parses")[0].kind, kind, "{name}");
+        }
+        // The pubsub sync module's own format is refused, saying why and what to use.
+        let legacy = r#"{"events":[{"id":"1","event":"OBJECT_CREATE","timestamp":"2019-11-22T13:47:35Z",
+            "info":{"attrs":{"mtime":"2019-11-22T13:47:35Z"},"bucket":{"name":"b","tenant":"","bucket_id":"x"},
+            "key":{"name":"a+b","instance":""}}}]}"#;
+        let err = parse_notification(legacy.as_bytes()).expect_err("refused");
+        assert!(err.to_string().contains("bucket notification"), "{err}");
+    }
+
+    #[test]
+    fn case07_folder_markers_parse_as_markers() {
+        let events = parse_notification(CASE07.as_bytes()).expect("parses");
+        assert_eq!((events[0].key.as_str(), events[0].size), ("incoming/2026-01/", Some(0)));
+        assert!(events[0].is_created() && events[0].is_folder_marker());
     }
 
     #[test]
     fn refuses_foreign_sources_bad_keys_and_shapes() {
         let foreign = AWS_DELETE.replace("aws:s3", "aws:sqs");
         assert!(matches!(parse_notification(foreign.as_bytes()), Err(RecordError::UnsupportedSource(_))));
-        let nul = AWS_DELETE.replace("a/b+c.txt", "a%00");
+        let nul = MINIO_PUT.replace("incoming%2Fmarch+2026%2Bq1.csv", "a%00");
         assert!(matches!(parse_notification(nul.as_bytes()), Err(RecordError::Key { index: 0, .. })));
-        let empty = AWS_DELETE.replace("a/b+c.txt", "");
+        let empty = MINIO_PUT.replace("incoming%2Fmarch+2026%2Bq1.csv", "");
         assert!(matches!(parse_notification(empty.as_bytes()), Err(RecordError::Key { .. })));
         assert!(matches!(parse_notification(b"{}"), Err(RecordError::Shape(_))));
         assert!(matches!(parse_notification(b"[1,2"), Err(RecordError::Json(_))));
         let negative = MINIO_PUT.replace("1234", "-1");
         assert!(matches!(parse_notification(negative.as_bytes()), Err(RecordError::Json(_))));
+    }
+
+    #[test]
+    fn removals_with_unusable_keys_are_counted_not_refused() {
+        let nul = AWS_DELETE.replace("a/b+c.txt", "a%00");
+        let events = parse_notification(nul.as_bytes()).expect("not refused");
+        assert!(!events[0].kind.is_work(), "{:?}", events[0].kind);
+        let bad = AWS_DELETE.replace("a/b+c.txt", "100%");
+        assert!(!parse_notification(bad.as_bytes()).expect("not refused")[0].kind.is_work());
     }
 
     fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
@@ -211,6 +360,9 @@ mod tests {
                 Just("size".to_owned()),
                 Just("eventName".to_owned()),
                 Just("eventSource".to_owned()),
+                Just("eventId".to_owned()),
+                Just("id".to_owned()),
+                Just("events".to_owned()),
                 any::<String>(),
             ];
             prop_oneof![
@@ -219,6 +371,28 @@ mod tests {
                     .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    /// A key S3 could hold: arbitrary text plus the characters escaping is about.
+    fn legal_key() -> impl Strategy<Value = String> {
+        let interesting = prop_oneof![
+            Just('+'),
+            Just('%'),
+            Just('/'),
+            Just(' '),
+            Just('"'),
+            Just('\\'),
+            any::<char>().prop_filter("no NUL", |c| *c != '\0'),
+        ];
+        prop::collection::vec(interesting, 1..120).prop_map(|cs| cs.into_iter().collect())
+    }
+
+    fn record(source: &str, name: &str, wire_key: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"Records": [{
+            "eventSource": source, "eventName": name,
+            "s3": {"bucket": {"name": "b"}, "object": {"key": wire_key, "eTag": "e"}}
+        }]}))
+        .expect("serializes")
     }
 
     proptest! {
@@ -234,11 +408,37 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_mutated_minio_bodies(cut in 0..MINIO_PUT.len(), byte in any::<u8>()) {
-            let mut body = MINIO_PUT.as_bytes().to_vec();
+        fn never_panics_on_mutated_bodies(cut in 0..CASE03.len(), byte in any::<u8>(), which in 0..3usize) {
+            let base = [MINIO_PUT, CASE03, CASE01][which];
+            let cut = cut.min(base.len() - 1);
+            let mut body = base.as_bytes().to_vec();
             body[cut] = byte;
             let _ = parse_notification(&body);
-            let _ = parse_notification(&MINIO_PUT.as_bytes()[..cut]);
+            let _ = parse_notification(&base.as_bytes()[..cut]);
+        }
+
+        #[test]
+        fn ceph_keys_round_trip_byte_exact(key in legal_key()) {
+            let events = parse_notification(&record("ceph:s3", "ObjectCreated:Put", &key)).expect("parses");
+            prop_assert_eq!(&events[0].key, &key);
+        }
+
+        #[test]
+        fn aws_and_minio_keys_round_trip_through_form_escaping(key in legal_key()) {
+            let escaped: String = form_urlencoded::byte_serialize(key.as_bytes()).collect();
+            for (source, name) in [("aws:s3", "ObjectCreated:Put"), ("minio:s3", "s3:ObjectCreated:Put")] {
+                let events = parse_notification(&record(source, name, &escaped)).expect("parses");
+                prop_assert_eq!(&events[0].key, &key);
+            }
+        }
+
+        #[test]
+        fn non_work_records_never_fail_on_their_key(wire in any::<String>(), name in prop_oneof![
+            Just("s3:ObjectCreated:PutTagging"), Just("ObjectTagging:Put"), Just("s3:ObjectAccessed:Get"),
+            Just("ObjectRemoved:Delete"), Just("s3:BucketCreated"),
+        ]) {
+            let events = parse_notification(&record("minio:s3", name, &wire));
+            prop_assert!(events.is_ok(), "{:?}", events);
         }
     }
 }

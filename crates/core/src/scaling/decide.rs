@@ -21,6 +21,9 @@ pub struct ScaleInput {
     /// restart or a leader change, every worker the previous leader ran (their leases are not
     /// known yet). A scale-down never goes below it; `maxReplicas` still caps it.
     pub floor: i32,
+    /// The replicas to hold while the pipeline is paused (`zeroflow.dev/paused-replicas`, 0 by
+    /// default); `None` when it is not paused.
+    pub paused: Option<i32>,
 }
 
 /// What to do and why.
@@ -51,6 +54,13 @@ fn for_work(work: u64, input: &ScaleInput) -> i32 {
 /// short lull does not remove workers that are needed again a moment later, nor below `floor`,
 /// so it never removes a busy worker.
 pub fn decide(input: &ScaleInput) -> ScaleDecision {
+    if let Some(held) = input.paused {
+        // Nothing is leased while paused, so the backlog calls for no one; workers still busy
+        // with a lease finish it. Immediate, like KEDA's paused-replicas: the user asked.
+        let held = held.clamp(0, input.max_replicas.max(1));
+        let busy = input.floor.min(input.current);
+        return ScaleDecision { replicas: held.max(busy), reason: "paused", wanted: held };
+    }
     let work = input.pending + input.in_flight;
     let (wanted, reason) = if work > 0 {
         (for_work(work, input), if input.current == 0 { "objects arrived while scaled to zero" } else { "backlog" })
@@ -94,6 +104,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             recent_max: 0,
             floor: 0,
+            paused: None,
         }
     }
 
@@ -142,6 +153,20 @@ mod tests {
         // The floor never raises a pipeline, it only holds it.
         assert_eq!(decide(&ScaleInput { current: 1, floor: 5, pending: 1, ..input() }).replicas, 1);
         assert_eq!(decide(&ScaleInput { current: 6, floor: 6, max_replicas: 4, ..input() }).replicas, 4);
+    }
+
+    #[test]
+    fn a_paused_pipeline_holds_its_paused_replicas_and_keeps_busy_workers() {
+        let waiting = ScaleInput { current: 3, pending: 40, recent_max: 3, paused: Some(0), ..input() };
+        assert_eq!(decide(&waiting), ScaleDecision { replicas: 0, reason: "paused", wanted: 0 });
+        assert_eq!(decide(&ScaleInput { current: 0, pending: 5, paused: Some(0), ..input() }).replicas, 0);
+        assert_eq!(decide(&ScaleInput { current: 0, paused: Some(2), ..input() }).replicas, 2);
+        assert_eq!(decide(&ScaleInput { current: 5, paused: Some(2), ..input() }).replicas, 2);
+        // Two workers still hold leases: they finish before going.
+        let busy = ScaleInput { current: 3, in_flight: 2, floor: 2, paused: Some(0), ..input() };
+        assert_eq!(decide(&busy).replicas, 2);
+        // Unpaused, the backlog is served at once.
+        assert_eq!(decide(&ScaleInput { current: 0, pending: 5, ..input() }).replicas, 2);
     }
 
     #[test]

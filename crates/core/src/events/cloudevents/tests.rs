@@ -72,25 +72,151 @@ fn azure_falls_back_to_the_url() {
 }
 
 #[test]
-fn azure_data_lake_create_file_is_not_a_creation() {
-    let body = AZURE_STRUCTURED.replace("PutBlockList", "CreateFile");
-    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), body.as_bytes()).expect("parses");
-    assert!(!events[0].is_created());
+fn azure_content_that_is_not_final_is_not_a_creation() {
+    for api in ["CreateFile", "SftpCreate"] {
+        let body = AZURE_STRUCTURED.replace("PutBlockList", api);
+        let events = parse_http(&headers(&[("content-type", STRUCTURED)]), body.as_bytes()).expect("parses");
+        assert_eq!(events[0].kind, EventKind::Other(format!("BlobCreated:{api}")), "{api}");
+    }
+    for api in ["FlushWithClose", "SftpCommit", "PutBlob", "CopyBlob", "PutBlockFromURL"] {
+        let body = AZURE_STRUCTURED.replace("PutBlockList", api);
+        let events = parse_http(&headers(&[("content-type", STRUCTURED)]), body.as_bytes()).expect("parses");
+        assert!(events[0].is_created(), "{api}");
+    }
+}
+
+/// Azure's documented Data Lake rename (event-schema-blob-storage.md, CloudEvents schema).
+const AZURE_RENAMED: &str = r#"{
+  "source": "/subscriptions/{subscription-id}/resourceGroups/Storage/providers/Microsoft.Storage/storageAccounts/my-storage-account",
+  "subject": "/blobServices/default/containers/my-file-system/blobs/my-renamed-file.txt",
+  "type": "Microsoft.Storage.BlobRenamed",
+  "time": "2017-06-26T18:41:00.9584103Z",
+  "id": "831e1650-001e-001b-66ab-eeb76e069631",
+  "data": {
+    "api": "RenameFile",
+    "clientRequestId": "6d79dbfb-0e37-4fc4-981f-442c9ca65760",
+    "requestId": "831e1650-001e-001b-66ab-eeb76e000000",
+    "destinationUrl": "https://my-storage-account.dfs.core.windows.net/my-file-system/my-renamed-file.txt",
+    "sourceUrl": "https://my-storage-account.dfs.core.windows.net/my-file-system/my-original-file.txt",
+    "sequencer": "00000000000004420000000000028963",
+    "storageDiagnostics": {"batchId": "b68529f3-68cd-4744-baa4-3c0498ec19f0"}
+  },
+  "specversion": "1.0"
+}"#;
+
+#[test]
+fn azure_rename_publishes_its_destination_and_removes_its_source() {
+    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), AZURE_RENAMED.as_bytes()).expect("parses");
+    let seen: Vec<_> = events.iter().map(|e| (e.kind.clone(), e.bucket.as_str(), e.key.as_str())).collect();
+    assert_eq!(
+        seen,
+        [
+            (EventKind::Removed, "my-file-system", "my-original-file.txt"),
+            (EventKind::Created, "my-file-system", "my-renamed-file.txt")
+        ]
+    );
+    // Without a subject the destination URL names the file (percent-encoded).
+    let no_subject = AZURE_RENAMED
+        .replace("\"subject\": \"/blobServices/default/containers/my-file-system/blobs/my-renamed-file.txt\",", "")
+        .replace("my-renamed-file.txt\"", "dir/a%2Bb%20c.txt\"");
+    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), no_subject.as_bytes()).expect("parses");
+    assert_eq!(events[1].key, "dir/a+b c.txt");
 }
 
 #[test]
-fn s3_cloudevent_with_a_record_or_eventbridge_detail() {
-    let record = r#"{"specversion":"1.0","id":"1","source":"arn:aws:s3:::b","type":"com.amazonaws.s3.ObjectCreated:Put",
-        "data":{"eventName":"ObjectCreated:Put","eventSource":"aws:s3",
-                "s3":{"bucket":{"name":"b"},"object":{"key":"k%2B1+2","size":3,"eTag":"e"}}}}"#;
-    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), record.as_bytes()).expect("parses");
-    assert_eq!(events[0].key, "k+1 2");
-    let detail = r#"{"specversion":"1.0","id":"1","source":"aws.s3","type":"com.amazonaws.s3.objectcreated",
-        "data":{"version":"0","detail-type":"Object Created","detail":{"bucket":{"name":"b"},
-                "object":{"key":"a/b.csv","size":5,"etag":"\"e\"","version-id":"v1","sequencer":"00"}}}}"#;
-    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), detail.as_bytes()).expect("parses");
-    assert_eq!(events[0].kind, EventKind::Created);
-    assert_eq!((events[0].etag.as_deref(), events[0].version_id.as_deref()), (Some("e"), Some("v1")));
+fn azure_directories_tiers_and_account_events_are_not_content() {
+    let tier = AZURE_STRUCTURED.replace("BlobCreated", "BlobTierChanged").replace("PutBlockList", "SetBlobTier");
+    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), tier.as_bytes()).expect("parses");
+    assert_eq!(events[0].kind, EventKind::Metadata("BlobTierChanged".into()));
+    for ty in ["DirectoryCreated", "DirectoryRenamed", "DirectoryDeleted", "AsyncOperationInitiated"] {
+        let body = AZURE_STRUCTURED.replace("BlobCreated", ty);
+        let events = parse_http(&headers(&[("content-type", STRUCTURED)]), body.as_bytes()).expect("parses");
+        assert_eq!(events[0].kind, EventKind::Other(ty.into()));
+    }
+    // An account-level event names no blob: counted, not refused.
+    let policy = r#"{"specversion": "1.0", "id": "1", "source": "/subscriptions/s", "type": "Microsoft.Storage.LifecyclePolicyCompleted",
+        "subject": "BlobDataManagement/LifeCycleManagement/SummaryReport", "data": {"scheduleTime": "2022/05/24 22:57:29.3260160"}}"#;
+    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), policy.as_bytes()).expect("parses");
+    assert!(!events[0].kind.is_work());
+    let deleted = AZURE_STRUCTURED.replace("BlobCreated", "BlobDeleted").replace("PutBlockList", "DeleteBlob");
+    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), deleted.as_bytes()).expect("parses");
+    assert_eq!((events[0].kind.clone(), events[0].key.as_str()), (EventKind::Removed, "dir/x+y z.json"));
+}
+
+#[test]
+fn gcs_metadata_archive_and_unknown_actions_are_not_content() {
+    let cases = [
+        ("metadataUpdated", EventKind::Metadata("metadataUpdated".into())),
+        ("archived", EventKind::Other("archived".into())),
+        ("somethingNew", EventKind::Other("somethingNew".into())),
+    ];
+    for (action, kind) in cases {
+        let body = GCS_STRUCTURED.replace("finalized", action);
+        let events = parse_http(&headers(&[("content-type", STRUCTURED)]), body.as_bytes()).expect("parses");
+        assert_eq!(events[0].kind, kind, "{action}");
+    }
+    let deleted = GCS_STRUCTURED.replace("finalized", "deleted");
+    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), deleted.as_bytes()).expect("parses");
+    assert_eq!(
+        (events[0].kind.clone(), events[0].version_id.as_deref()),
+        (EventKind::Removed, Some("1587627537231057"))
+    );
+    let nameless = GCS_STRUCTURED.replace("finalized", "metadataUpdated").replace("\"name\": \"a b/c.csv\",", "");
+    assert!(parse_http(&headers(&[("content-type", STRUCTURED)]), nameless.as_bytes()).is_ok());
+}
+
+/// Case 03's second record as one Ceph RGW push in CloudEvents mode (`cloudevents=true` on the
+/// HTTP endpoint, rgw_pubsub_push.cc): binary mode, the S3 records as the JSON body, the raw
+/// object key in `ce-subject`.
+fn ceph_cloudevent(subject: &[u8]) -> (HeaderMap, String) {
+    let notification: serde_json::Value =
+        serde_json::from_str(include_str!("../../../testdata/events/case03-ceph-raw-keys.json")).expect("json");
+    let record = notification["Records"][1].clone();
+    let mut h = headers(&[
+        ("ce-specversion", "1.0"),
+        ("ce-type", "com.amazonaws.ObjectCreated:Put"),
+        ("ce-time", "2026-01-10T10:00:00.223456Z"),
+        ("ce-id", "req-2.1005-default-default"),
+        ("ce-source", "ceph:s3.default.in-bucket"),
+        ("content-type", "application/json"),
+    ]);
+    h.insert("ce-subject", HeaderValue::from_bytes(subject).expect("header bytes"));
+    (h, serde_json::json!({"Records": [record]}).to_string())
+}
+
+#[test]
+fn ceph_cloudevents_mode_keeps_raw_keys() {
+    let (h, body) = ceph_cloudevent(b"incoming/100%.csv");
+    let events = parse_http(&h, body.as_bytes()).expect("parses");
+    assert_eq!((events[0].kind.clone(), events[0].key.as_str()), (EventKind::Created, "incoming/100%.csv"));
+    assert_eq!(events[0].etag.as_deref(), Some("1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e"));
+    // A raw UTF-8 subject is not percent-encoded as the binding asks; it is accepted anyway.
+    let (h, body) = ceph_cloudevent("incoming/résumé 1+1.csv".as_bytes());
+    assert!(parse_http(&h, body.as_bytes()).is_ok());
+    // Releases that kept the `s3:` prefix in the event name.
+    let (mut h, body) = ceph_cloudevent(b"incoming/100%.csv");
+    h.insert("ce-type", HeaderValue::from_static("com.amazonaws.s3:ObjectCreated:Put"));
+    assert!(parse_http(&h, body.as_bytes()).expect("parses")[0].is_created());
+    // A time that is not RFC 3339 is dropped, not fatal.
+    h.insert("ce-time", HeaderValue::from_static("2026-01-10 10:00:00"));
+    assert!(parse_http(&h, body.as_bytes()).is_ok());
+}
+
+#[test]
+fn s3_adapter_types_and_eventbridge_events_inside_cloudevents() {
+    let envelope = include_str!("../../../testdata/events/case14-eventbridge-object-created.json");
+    let structured = format!(
+        r#"{{"specversion":"1.0","id":"1","source":"aws.s3","type":"com.amazonaws.s3.ObjectCreated:Put","data":{envelope}}}"#
+    );
+    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), structured.as_bytes()).expect("parses");
+    assert_eq!((events[0].kind.clone(), events[0].key.as_str()), (EventKind::Created, "incoming/report.csv"));
+    let tagged = structured.replace("Object Created", "Object Tags Added");
+    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), tagged.as_bytes()).expect("parses");
+    assert!(!events[0].kind.is_work(), "the detail-type decides, not the CloudEvent type");
+    let old = r#"{"specversion":"1.0","id":"1","source":"s","type":"com.amazon.s3.objectremoved",
+        "data":{"bucket":{"name":"b"},"object":{"key":"a%2Bb"}}}"#;
+    let events = parse_http(&headers(&[("content-type", STRUCTURED)]), old.as_bytes()).expect("parses");
+    assert_eq!((events[0].kind.clone(), events[0].key.as_str()), (EventKind::Removed, "a+b"));
 }
 
 #[test]

@@ -90,7 +90,7 @@ fn every_event_type_has_its_kind() {
     };
     assert_eq!(kind("OBJECT_FINALIZE"), EventKind::Created);
     assert_eq!(kind("OBJECT_DELETE"), EventKind::Removed);
-    assert_eq!(kind("OBJECT_METADATA_UPDATE"), EventKind::Other("OBJECT_METADATA_UPDATE".into()));
+    assert_eq!(kind("OBJECT_METADATA_UPDATE"), EventKind::Metadata("OBJECT_METADATA_UPDATE".into()));
     assert_eq!(kind("OBJECT_ARCHIVE"), EventKind::Other("OBJECT_ARCHIVE".into()));
     assert_eq!(kind("SOMETHING_NEW"), EventKind::Other("SOMETHING_NEW".into()));
 }
