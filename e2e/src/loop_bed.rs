@@ -19,7 +19,7 @@ use zeroflow_core::ledger::Marker;
 use zeroflow_operator::api::{DataPipeline, DataPipelineStatus};
 use zeroflow_operator::store::bucket_client;
 
-use crate::pipelines::{Buckets, operator_with_gateway};
+use crate::pipelines::{Buckets, OperatorExtras, operator_with_gateway_and};
 use crate::workers::HostWorkers;
 use crate::{Operator, TIMEOUT, TestNamespace, client, eventually, free_port};
 
@@ -34,22 +34,42 @@ pub struct LoopBed {
     pub name: String,
     /// Where the operator serves the work API (the worker pods point there).
     pub work_api_addr: String,
+    /// What every operator of this bed is started with besides the defaults.
+    extras: OperatorExtras,
 }
 
 impl LoopBed {
     /// A pipeline `name` from the source bucket to `out/` in the sink, `extra` merged into its
     /// spec, the operator running and the source bucket notifying it.
     pub async fn start(tag: &str, name: &str, extra: serde_json::Value) -> anyhow::Result<Self> {
-        Self::start_with(tag, name, extra, true).await
+        Self::start_with(tag, name, extra, true, None).await
+    }
+
+    /// Like [`LoopBed::start`], with operators started with `extras` (a queue to consume, say)
+    /// and MinIO sending no notification: the test delivers them.
+    pub async fn start_fed_by(
+        tag: &str,
+        name: &str,
+        extra: serde_json::Value,
+        extras: OperatorExtras,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(tag, name, extra, true, Some(extras)).await
     }
 
     /// Like [`LoopBed::start`], with no runner started for the worker pods: the test plays the
     /// workers itself over the work API.
     pub async fn start_without_workers(tag: &str, name: &str, extra: serde_json::Value) -> anyhow::Result<Self> {
-        Self::start_with(tag, name, extra, false).await
+        Self::start_with(tag, name, extra, false, None).await
     }
 
-    async fn start_with(tag: &str, name: &str, extra: serde_json::Value, workers: bool) -> anyhow::Result<Self> {
+    /// `fed`: operators' extras, and no MinIO notification (`None`: MinIO's webhook).
+    async fn start_with(
+        tag: &str,
+        name: &str,
+        extra: serde_json::Value,
+        workers: bool,
+        fed: Option<OperatorExtras>,
+    ) -> anyhow::Result<Self> {
         let client = client().await?;
         let ns = TestNamespace::create(&client, &format!("zf-{tag}")).await?;
         let buckets = Buckets::create(&client, &ns, tag).await?;
@@ -58,8 +78,12 @@ impl LoopBed {
         let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
         pipelines.create(&PostParams::default(), &buckets.pipeline(name, "", extra)?).await?;
         let lease_addr = format!("127.0.0.1:{}", free_port()?);
-        let operator = operator_with_gateway(&ns, &lease_addr).await?;
-        buckets.notify_on_put().await?;
+        let extras = fed.clone().unwrap_or_default();
+        let operator = operator_with_gateway_and(&ns, &lease_addr, "solo", &extras).await?;
+        operator.wait_ready(TIMEOUT).await?;
+        if fed.is_none() {
+            buckets.notify_on_put().await?;
+        }
         let host_workers = if workers { Some(HostWorkers::start(client.clone(), &ns.name, name)?) } else { None };
         let deployments = Api::namespaced(client.clone(), &ns.name);
         let this = Self {
@@ -71,6 +95,7 @@ impl LoopBed {
             host_workers,
             name: name.to_owned(),
             work_api_addr: lease_addr,
+            extras,
         };
         let idle = eventually("idle at zero", TIMEOUT, || async { Ok((this.replicas().await? == 0).then_some(())) });
         if let Err(e) = idle.await {
@@ -87,7 +112,7 @@ impl LoopBed {
     /// Another operator process for the same namespace and addresses, with its own identity:
     /// a follower until the current leader goes.
     pub async fn standby(&self, identity: &str) -> anyhow::Result<Operator> {
-        crate::pipelines::operator_with_gateway_as(&self.ns, &self.work_api_addr, identity).await
+        operator_with_gateway_and(&self.ns, &self.work_api_addr, identity, &self.extras).await
     }
 
     pub async fn replicas(&self) -> anyhow::Result<i32> {

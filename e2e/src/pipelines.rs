@@ -98,12 +98,30 @@ pub async fn operator_with_gateway_as(
     lease_addr: &str,
     identity: &str,
 ) -> anyhow::Result<Operator> {
+    operator_with_gateway_and(ns, lease_addr, identity, &OperatorExtras::default()).await
+}
+
+/// More flags and environment for the operators a test starts (e.g. the queues it consumes and
+/// their credentials).
+#[derive(Debug, Clone, Default)]
+pub struct OperatorExtras {
+    pub flags: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Like [`operator_with_gateway_as`], with `extras`.
+pub async fn operator_with_gateway_and(
+    ns: &TestNamespace,
+    lease_addr: &str,
+    identity: &str,
+    extras: &OperatorExtras,
+) -> anyhow::Result<Operator> {
     let token_file = std::env::temp_dir().join(format!("zf-gateway-token-{}", ns.name));
     std::fs::write(&token_file, std::env::var("ZF_WEBHOOK_TOKEN")?)?;
     let webhook = std::env::var("ZF_WEBHOOK_ADDR")?;
     let token_path = token_file.to_str().context("utf-8 path")?;
     let lease_url = format!("http://{lease_addr}");
-    let flags = [
+    let mut flags = vec![
         "--gateway-addr",
         &webhook,
         "--gateway-token-file",
@@ -113,5 +131,7 @@ pub async fn operator_with_gateway_as(
         "--work-api-url",
         &lease_url,
     ];
-    Operator::start_with(&ns.name, identity, &flags).await
+    flags.extend(extras.flags.iter().map(String::as_str));
+    let env: Vec<(&str, &str)> = extras.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Operator::start_with_env(&ns.name, identity, &flags, &env).await
 }

@@ -3,10 +3,16 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use clap::Parser;
+use object_store::StaticCredentialProvider;
+use object_store::aws::AwsCredential;
 
 use crate::gateway::GatewayArgs;
 use crate::gateway::auth::BearerToken;
+use crate::sources::SqsSettings;
+use crate::sources::kafka::KafkaSettings;
 use crate::store::{DefaultStore, Identities, S3Config, S3Credentials, StoreConfig};
 use crate::telemetry::LogFormat;
 
@@ -95,6 +101,36 @@ pub struct Cli {
     /// Identity of this replica in the Lease (defaults to the pod name, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// SQS queues whose S3 notifications the leader consumes (queue URLs, comma-separated or
+    /// repeated); empty: none. Credentials come from ZEROFLOW_SQS_ACCESS_KEY_ID and
+    /// ZEROFLOW_SQS_SECRET_ACCESS_KEY (and ZEROFLOW_SQS_SESSION_TOKEN for temporary keys).
+    /// See docs/sources/sqs.md.
+    #[arg(long = "sqs-queue-url", env = "ZEROFLOW_SQS_QUEUE_URLS", value_delimiter = ',')]
+    pub sqs_queue_urls: Vec<String>,
+
+    /// Region SQS requests are signed for.
+    #[arg(long, env = "ZEROFLOW_SQS_REGION", default_value = "us-east-1")]
+    pub sqs_region: String,
+
+    /// Seconds one SQS receive waits for a message (long polling, 1 to 20): a message is
+    /// received as soon as it arrives either way; shorter waits only cost more requests.
+    #[arg(long, env = "ZEROFLOW_SQS_WAIT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub sqs_wait_seconds: u32,
+
+    /// Kafka brokers (`host:port`, comma-separated) to consume storage notifications from, with
+    /// --kafka-topic. See docs/sources/kafka.md.
+    #[arg(long, env = "ZEROFLOW_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Kafka topics of storage notifications (MinIO's and Ceph's Kafka targets), comma-separated
+    /// or repeated.
+    #[arg(long = "kafka-topic", env = "ZEROFLOW_KAFKA_TOPICS", value_delimiter = ',')]
+    pub kafka_topics: Vec<String>,
+
+    /// Kafka consumer group whose committed offsets the leader resumes from.
+    #[arg(long, env = "ZEROFLOW_KAFKA_GROUP_ID", default_value = "zeroflow-operator")]
+    pub kafka_group_id: String,
 }
 
 impl Cli {
@@ -128,6 +164,44 @@ impl Cli {
             credentials,
         };
         Ok(DefaultStore { store: Some(StoreConfig::S3(store)), identities })
+    }
+
+    /// The SQS consumers' settings, when queues are named. Credentials are read from the
+    /// environment only, so they never appear on a command line.
+    pub fn sqs(&self) -> Result<Option<SqsSettings>, String> {
+        let queue_urls: Vec<String> =
+            self.sqs_queue_urls.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
+        if queue_urls.is_empty() {
+            return Ok(None);
+        }
+        let read = |name: &str| std::env::var(name).map_err(|_| format!("--sqs-queue-url needs {name}"));
+        let credential = AwsCredential {
+            key_id: read("ZEROFLOW_SQS_ACCESS_KEY_ID")?,
+            secret_key: read("ZEROFLOW_SQS_SECRET_ACCESS_KEY")?,
+            token: std::env::var("ZEROFLOW_SQS_SESSION_TOKEN").ok().filter(|t| !t.is_empty()),
+        };
+        Ok(Some(SqsSettings {
+            queue_urls,
+            region: self.sqs_region.clone(),
+            wait_seconds: self.sqs_wait_seconds,
+            credentials: Arc::new(StaticCredentialProvider::new(credential)),
+        }))
+    }
+
+    /// The Kafka consumer's settings, when brokers are named.
+    pub fn kafka(&self) -> Result<Option<KafkaSettings>, String> {
+        let Some(brokers) = self.kafka_brokers.clone().filter(|b| !b.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let topics: Vec<String> =
+            self.kafka_topics.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+        if topics.is_empty() {
+            return Err("--kafka-brokers needs --kafka-topic".into());
+        }
+        if self.kafka_group_id.trim().is_empty() {
+            return Err("--kafka-group-id is empty".into());
+        }
+        Ok(Some(KafkaSettings { brokers, topics, group_id: self.kafka_group_id.clone() }))
     }
 
     pub fn identity(&self) -> String {
@@ -179,5 +253,21 @@ mod tests {
         assert!(err.contains("--log-format"), "{err}");
         let err = Cli::try_parse_from(["zeroflow-operator", "--metrics-addr", "nope"]).unwrap_err().to_string();
         assert!(err.contains("--metrics-addr"), "{err}");
+    }
+
+    #[test]
+    fn queues_are_consumed_only_when_named() {
+        let cli = Cli::try_parse_from(["zeroflow-operator"]).expect("defaults parse");
+        assert!(cli.kafka().expect("no kafka").is_none());
+        let cli = Cli::try_parse_from(["zeroflow-operator", "--kafka-brokers", "127.0.0.1:9092"]).expect("parse");
+        assert_eq!(cli.kafka().unwrap_err(), "--kafka-brokers needs --kafka-topic");
+        let args = ["zeroflow-operator", "--kafka-brokers", "k:9092", "--kafka-topic", "a,b", "--kafka-topic", "c"];
+        let kafka = Cli::try_parse_from(args).expect("parse").kafka().expect("valid").expect("configured");
+        assert_eq!(
+            (kafka.topics, kafka.group_id.as_str()),
+            (vec!["a".into(), "b".into(), "c".into()], "zeroflow-operator")
+        );
+        let err = Cli::try_parse_from(["zeroflow-operator", "--sqs-wait-seconds", "21"]).unwrap_err().to_string();
+        assert!(err.contains("--sqs-wait-seconds"), "{err}");
     }
 }

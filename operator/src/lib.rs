@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod runtime;
 pub mod scaler;
+pub mod sources;
 pub mod status_writer;
 pub mod store;
 pub mod telemetry;

@@ -19,6 +19,7 @@ use zeroflow_operator::leader::Leadership;
 use zeroflow_operator::metrics::Metrics;
 use zeroflow_operator::runtime::{Pipelines, progress, resync};
 use zeroflow_operator::scaler::Scaler;
+use zeroflow_operator::sources::{self, metrics::SourceMetrics};
 use zeroflow_operator::status_writer::StatusWriter;
 use zeroflow_operator::telemetry;
 use zeroflow_operator::workapi::{self, CachingVerifier, TokenReviewVerifier, WorkApi};
@@ -32,6 +33,8 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     let default_store = cli.default_store().map_err(anyhow::Error::msg)?;
     info!(identities = %default_store.identities.description, "cloud identities");
+    let sqs = cli.sqs().map_err(anyhow::Error::msg)?;
+    let kafka = cli.kafka().map_err(anyhow::Error::msg)?;
     let gateway_token = cli.gateway_token().map_err(anyhow::Error::msg)?;
     if gateway_token.is_none() {
         warn!("no --gateway-token-file: the event gateway accepts unauthenticated requests");
@@ -140,17 +143,41 @@ async fn main() -> anyhow::Result<()> {
         async move { axum::serve(workapi_listener, router).with_graceful_shutdown(stop).await }
     });
     let gateway_server = tokio::spawn({
-        let router = gateway::router(gateway_config, pipelines.clone(), gateway_metrics)?;
+        let pubsub = gateway::pubsub::router(gateway_config.clone(), pipelines.clone(), gateway_metrics.clone());
+        let router = gateway::router(gateway_config, pipelines.clone(), gateway_metrics.clone())?.merge(pubsub);
         let stop = stop.clone();
         async move { axum::serve(gateway_listener, router).with_graceful_shutdown(stop).await }
     });
 
     let scaler = Arc::new(Scaler::new(client.clone(), pipelines.clone(), recorder.clone(), status.clone()));
-    let runtime_tasks = [
+    let mut runtime_tasks = vec![
         tokio::spawn(scaler.run(kicks)),
         tokio::spawn(progress::run(pipelines.clone(), status.clone(), recorder.clone())),
         tokio::spawn(resync::run(pipelines.clone())),
     ];
+    // Queue consumers: leader-only like everything above, aborted with it.
+    let source_metrics = SourceMetrics::register(metrics.registry()).context("registering source metrics")?;
+    if let Some(sqs) = &sqs {
+        let consumers = sources::spawn_sqs(
+            sqs,
+            pipelines.clone(),
+            gateway_metrics.clone(),
+            source_metrics.clone(),
+            readiness.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        runtime_tasks.extend(consumers);
+    }
+    if let Some(kafka) = &kafka {
+        let metrics = source_metrics.clone();
+        runtime_tasks.push(sources::spawn_kafka(
+            kafka,
+            pipelines.clone(),
+            gateway_metrics.clone(),
+            metrics,
+            readiness.clone(),
+        ));
+    }
 
     let ctx = Arc::new(Context {
         client: client.clone(),

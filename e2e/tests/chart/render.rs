@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::Context as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 use zeroflow_e2e::chart::{self, Scratch, documents, find, helm, helm_run, run_in, template};
 
 /// The chart directory as helm takes it.
@@ -517,5 +517,55 @@ async fn ingress_routes_only_the_gateway() -> anyhow::Result<()> {
     let service = find(&docs, "Service", "zf-zeroflow")?;
     let ports = service["spec"]["ports"].as_array().context("ports")?;
     assert!(ports.iter().any(|p| p["name"] == "gateway"), "{service}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqs_queues_and_kafka_topics_become_the_consumers_env() -> anyhow::Result<()> {
+    let env_of = |docs: &[Value]| -> anyhow::Result<Vec<Value>> {
+        let deployment = find(docs, "Deployment", "zf-zeroflow")?;
+        Ok(deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().cloned().unwrap_or_default())
+    };
+    let named = |env: &[Value], name: &str| env.iter().find(|e| e["name"] == name).cloned();
+    assert_eq!(named(&env_of(&render(&[]).await?)?, "ZEROFLOW_SQS_QUEUE_URLS"), None, "no queue by default");
+
+    let queues =
+        r#"sqs.queueUrls=["https://sqs.eu-west-1.amazonaws.com/1/a","https://sqs.eu-west-1.amazonaws.com/1/b"]"#;
+    let args = ["--set-json", queues, "--set", "sqs.region=eu-west-1", "--set", "sqs.credentialsSecret=aws"];
+    let env = env_of(&render(&args).await?)?;
+    let value = |name: &str| named(&env, name).map(|e| e["value"].clone());
+    assert_eq!(
+        value("ZEROFLOW_SQS_QUEUE_URLS"),
+        Some(json!("https://sqs.eu-west-1.amazonaws.com/1/a,https://sqs.eu-west-1.amazonaws.com/1/b"))
+    );
+    assert_eq!(value("ZEROFLOW_SQS_REGION"), Some(json!("eu-west-1")));
+    let secret = named(&env, "ZEROFLOW_SQS_SECRET_ACCESS_KEY").context("no secret key env")?;
+    assert_eq!(secret["valueFrom"]["secretKeyRef"], json!({"name": "aws", "key": "secretAccessKey"}));
+    let token = named(&env, "ZEROFLOW_SQS_SESSION_TOKEN").context("no session token env")?;
+    assert_eq!(token["valueFrom"]["secretKeyRef"]["optional"], true);
+    assert_eq!(named(&env, "ZEROFLOW_KAFKA_BROKERS"), None, "no Kafka by default");
+
+    let kafka = ["--set-json", r#"kafka.brokers=["k-0:9092","k-1:9092"]"#, "--set-json", r#"kafka.topics=["events"]"#];
+    let env = env_of(&render(&kafka).await?)?;
+    let value = |name: &str| named(&env, name).map(|e| e["value"].clone());
+    assert_eq!(value("ZEROFLOW_KAFKA_BROKERS"), Some(json!("k-0:9092,k-1:9092")));
+    assert_eq!(value("ZEROFLOW_KAFKA_TOPICS"), Some(json!("events")));
+    assert_eq!(value("ZEROFLOW_KAFKA_GROUP_ID"), Some(json!("zeroflow-operator")));
+
+    for (args, message) in [
+        (vec!["--set-json", queues], "at '/sqs/credentialsSecret': minLength: got 0, want 1"),
+        (
+            vec!["--set-json", r#"sqs.queueUrls=["zeroflow-events"]"#, "--set", "sqs.credentialsSecret=aws"],
+            "at '/sqs/queueUrls/0'",
+        ),
+        (vec!["--set", "sqs.waitSeconds=30"], "at '/sqs/waitSeconds'"),
+        (vec!["--set-json", r#"kafka.brokers=["kafka:9092"]"#], "at '/kafka/topics': minItems: got 0, want 1"),
+        (
+            vec!["--set-json", r#"kafka.brokers=["kafka"]"#, "--set-json", r#"kafka.topics=["t"]"#],
+            "at '/kafka/brokers/0'",
+        ),
+    ] {
+        ensure_contains(&format!("{args:?}"), &render_fails(&args).await?, message)?;
+    }
     Ok(())
 }

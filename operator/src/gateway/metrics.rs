@@ -135,6 +135,20 @@ impl GatewayMetrics {
         self.duration.with_label_values(&[source.as_str()]).observe(seconds);
     }
 
+    /// [`GatewayMetrics::count`] for a source that is not one of the endpoints in [`Source`]:
+    /// the Pub/Sub push endpoint (`pubsub`) and the queues the leader consumes (`sqs`,
+    /// `kafka`). Labels stay bounded: callers pass constants.
+    pub fn count_as(&self, source: &'static str, outcome: EventOutcome, n: u64) {
+        if n > 0 {
+            self.events.with_label_values(&[source, outcome.as_str()]).inc_by(n);
+        }
+    }
+
+    /// [`GatewayMetrics::observe`] for the Pub/Sub push endpoint.
+    pub fn observe_as(&self, source: &'static str, seconds: f64) {
+        self.duration.with_label_values(&[source]).observe(seconds);
+    }
+
     /// Counts one SNS delivery of type `kind` (`Notification`, ...).
     pub fn sns(&self, kind: &str, outcome: SnsOutcome) {
         self.sns.with_label_values(&[kind, outcome.as_str()]).inc();

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod notices;
+pub mod pubsub;
 pub mod server;
 pub mod sns;
 

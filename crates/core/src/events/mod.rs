@@ -5,7 +5,8 @@
 //!   SNS), Ceph RGW (whose keys are raw, see [`key::KeyEncoding`]) and other S3-compatible stores;
 //! - EventBridge's own envelope for S3 events ([`eventbridge`]), as an API destination posts it;
 //! - SNS HTTP(S) deliveries ([`sns`]): the envelope, its signature, its subscription handshake;
-//! - CloudEvents carrying S3, Ceph, GCS or Azure Blob storage events ([`cloudevents`]).
+//! - CloudEvents carrying S3, Ceph, GCS or Azure Blob storage events ([`cloudevents`]);
+//! - Cloud Storage notifications in Pub/Sub push requests ([`pubsub`]).
 //!
 //! Every sender's event names are reduced to four kinds ([`EventKind`], tables in [`names`]):
 //! new content at a key (the only work), removal, a metadata-only change, and anything else.
@@ -16,6 +17,7 @@ pub mod cloudevents;
 pub mod eventbridge;
 pub mod key;
 pub mod names;
+pub mod pubsub;
 pub mod s3;
 pub mod sns;
 
