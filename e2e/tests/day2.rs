@@ -40,7 +40,11 @@ async fn a_paused_pipeline_admits_uploads_runs_nothing_and_drains_when_unpaused(
     // `kubectl get dp` shows it in the Paused column.
     let columns = kubectl(&["get", "dp", &t.name, "-n", &t.ns.name, "--no-headers"]).await?;
     assert_eq!(columns.split_whitespace().nth(3), Some("True"), "NAME READY ACTIVE PAUSED ...: {columns}");
-    assert_eq!(pipeline_series(&t, "zeroflow_paused").await?, Some(1.0));
+    // The gauge follows on the progress publisher's next tick (every 2 s).
+    eventually("zeroflow_paused = 1", TIMEOUT, || async {
+        Ok((pipeline_series(&t, "zeroflow_paused").await? == Some(1.0)).then_some(()))
+    })
+    .await?;
 
     for i in 0..3 {
         upload(&t.buckets.source, &format!("in/{i}.txt"), &format!("object {i}\n")).await?;
@@ -62,7 +66,10 @@ async fn a_paused_pipeline_admits_uploads_runs_nothing_and_drains_when_unpaused(
     t.wait_finished(3, 0, Duration::from_secs(90)).await?;
     assert_eq!(t.read_sink("out/in/1.txt/up.txt").await?, "OBJECT 1\n");
     assert_eq!(conditions::is_true(&t.status().await?.conditions, conditions::PAUSED), Some(false));
-    assert_eq!(pipeline_series(&t, "zeroflow_paused").await?, Some(0.0));
+    eventually("zeroflow_paused = 0", TIMEOUT, || async {
+        Ok((pipeline_series(&t, "zeroflow_paused").await? == Some(0.0)).then_some(()))
+    })
+    .await?;
     eventually("back to zero", TIMEOUT, || async { Ok((t.replicas().await? == 0).then_some(())) }).await?;
     Ok(())
 }
