@@ -89,7 +89,9 @@ async fn fifty_objects_scale_out_through_runner_processes_and_back_to_zero() -> 
         let idle = s.replicas == 0
             && is_true(&s.conditions, "Ready") == Some(true)
             && is_true(&s.conditions, "Active") == Some(false)
-            && s.last_scale_reason.as_deref() == Some("idle");
+            && s.last_scale_reason.as_deref() == Some("idle")
+            // The final usage figure lands on the progress publisher's first tick at zero.
+            && s.usage.replica_seconds > 0.0;
         Ok(idle.then_some(s))
     })
     .await?;
