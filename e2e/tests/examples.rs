@@ -523,7 +523,7 @@ async fn every_pipeline_passes_a_strict_server_dry_run() -> anyhow::Result<()> {
             example.name
         );
         // Nothing was created: it was a dry run.
-        let left = kubectl(&["get", "datapipelines,secrets", "-n", &ns.name, "-o", "name"]).await?;
+        let left = kubectl(&["get", "datapipelines.zeroflow.dev,secrets", "-n", &ns.name, "-o", "name"]).await?;
         assert_eq!(left.trim(), "", "{}: the dry run created objects", example.name);
     }
     // The apiserver's defaults land where the examples' comments say they do.
