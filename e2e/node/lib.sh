@@ -113,11 +113,19 @@ YAML
   zfn_operator_ip=$(zfn_kubectl -n "$ns" get pod "$zfn_operator_pod" -o jsonpath='{.status.podIP}')
   [[ -n "$zfn_operator_ip" ]] || zfn_die "the operator pod $zfn_operator_pod has no IP"
 
+  zfn_forward_to_operator "$rel"
+  zfn_log "operator $zfn_operator_pod ($zfn_operator_ip): MinIO webhook $ZF_WEBHOOK_ADDR -> gateway, $zfn_work_vip:8081 (node netns) -> work API"
+}
+
+# zfn_forward_to_operator RELEASE: MinIO's webhook address (host) and the work API's address in
+# the node netns forwarded to $zfn_operator_ip, as a Service would (the testbed has no
+# kube-proxy); a forwarder of the same name is replaced.
+zfn_forward_to_operator() {
+  local rel=$1
   "$root/e2e/testbed" node forward "gateway-$rel" host "$ZF_WEBHOOK_ADDR" "$zfn_operator_ip:8080" \
     || zfn_die "forwarder MinIO webhook -> gateway"
   "$root/e2e/testbed" node forward "lease-$rel" node "$zfn_work_vip:8081" "$zfn_operator_ip:8081" \
     || zfn_die "forwarder work API"
-  zfn_log "operator $zfn_operator_pod ($zfn_operator_ip): MinIO webhook $ZF_WEBHOOK_ADDR -> gateway, $zfn_work_vip:8081 (node netns) -> work API"
 }
 
 # zfn_upgrade_operator RELEASE NAMESPACE KEY=VALUE...: `helm upgrade --reuse-values --set ...`,
@@ -149,10 +157,7 @@ zfn_upgrade_operator() {
   zfn_operator_pod=$pod
   zfn_operator_ip=$(zfn_kubectl -n "$ns" get pod "$pod" -o jsonpath='{.status.podIP}')
   [[ -n "$zfn_operator_ip" ]] || zfn_die "the operator pod $pod has no IP"
-  "$root/e2e/testbed" node forward "gateway-$rel" host "$ZF_WEBHOOK_ADDR" "$zfn_operator_ip:8080" \
-    || zfn_die "forwarder MinIO webhook -> gateway"
-  "$root/e2e/testbed" node forward "lease-$rel" node "$zfn_work_vip:8081" "$zfn_operator_ip:8081" \
-    || zfn_die "forwarder work API"
+  zfn_forward_to_operator "$rel"
   zfn_log "operator $pod ($zfn_operator_ip) is the leader after the upgrade; forwarders follow it"
 }
 

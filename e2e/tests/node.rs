@@ -315,16 +315,15 @@ impl Bed {
         Ok(())
     }
 
-    async fn a_busy_worker_finishes_its_object_when_its_pod_is_deleted(&self) -> anyhow::Result<()> {
-        let csv = "invoice,amount\nINV-S,1.50\n";
-        upload(&self.raw, &format!("{PIPELINE}/slow-1.csv"), csv).await?;
-        let (busy, _) = eventually("a worker pod Running for the slow object", Duration::from_secs(60), || async {
-            self.running_worker().await
-        })
-        .await?;
+    /// Follows the transform container's log of `pod`: the lines so far, and the task that
+    /// collects them (it ends with the pod).
+    async fn follow_transform_log(
+        &self,
+        pod: &str,
+    ) -> anyhow::Result<(Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>)> {
         let log = Arc::new(Mutex::new(Vec::<String>::new()));
         let params = LogParams { follow: true, container: Some("transform".into()), ..LogParams::default() };
-        let stream = self.pods.log_stream(&busy, &params).await.context("following the worker's log")?;
+        let stream = self.pods.log_stream(pod, &params).await.context("following the worker's log")?;
         let follow = tokio::spawn({
             let log = log.clone();
             async move {
@@ -334,6 +333,17 @@ impl Bed {
                 }
             }
         });
+        Ok((log, follow))
+    }
+
+    async fn a_busy_worker_finishes_its_object_when_its_pod_is_deleted(&self) -> anyhow::Result<()> {
+        let csv = "invoice,amount\nINV-S,1.50\n";
+        upload(&self.raw, &format!("{PIPELINE}/slow-1.csv"), csv).await?;
+        let (busy, _) = eventually("a worker pod Running for the slow object", Duration::from_secs(60), || async {
+            self.running_worker().await
+        })
+        .await?;
+        let (log, follow) = self.follow_transform_log(&busy).await?;
         let logged = |needle: &'static str| {
             let log = log.clone();
             move || log.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|l| l.contains(needle))
@@ -383,18 +393,7 @@ impl Bed {
             self.running_worker().await
         })
         .await?;
-        let log = Arc::new(Mutex::new(Vec::<String>::new()));
-        let params = LogParams { follow: true, container: Some("transform".into()), ..LogParams::default() };
-        let stream = self.pods.log_stream(&busy, &params).await.context("following the worker's log")?;
-        let follow = tokio::spawn({
-            let log = log.clone();
-            async move {
-                let mut lines = stream.lines();
-                while let Some(Ok(line)) = lines.next().await {
-                    log.lock().unwrap_or_else(PoisonError::into_inner).push(line);
-                }
-            }
-        });
+        let (log, follow) = self.follow_transform_log(&busy).await?;
         let runs = |key: &str| {
             let needle = format!("{key}: slow object, sleeping");
             log.lock().unwrap_or_else(PoisonError::into_inner).iter().filter(|l| l.contains(&needle)).count()
