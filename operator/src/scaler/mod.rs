@@ -131,6 +131,17 @@ impl ScaleState {
     pub fn replicas(&self) -> Option<i32> {
         self.current
     }
+
+    /// An object was admitted whose notification reached the gateway at `at`. At zero replicas
+    /// (or before adoption) event-to-scale and the cold start count from the first of these.
+    /// Called under the pipeline's lock with the admission itself, so whichever evaluation
+    /// scales up, the gateway's kick or the tick, measures from it. A paused pipeline does not
+    /// serve arrivals: its next scale-up is the unpause, not an event.
+    pub fn arrived(&mut self, at: Instant, paused: bool) {
+        if !paused && self.current.is_none_or(|c| c == 0) {
+            self.work_since = Some(self.work_since.map_or(at, |since| since.min(at)));
+        }
+    }
 }
 
 /// A change [`Scaler::plan`] took on; the caller must finish it with [`Scaler::settle`].
@@ -201,22 +212,10 @@ impl Scaler {
     }
 
     /// The event path's fast lane: a pipeline at zero replicas (or not adopted yet) is
-    /// evaluated at once. The first arrival time is kept, so whichever evaluation scales up
-    /// measures from it.
+    /// evaluated at once. The arrival time was noted at admission ([`ScaleState::arrived`]).
     async fn scale_up_from_zero(&self, kick: &Kick) {
         let Some(pipeline) = self.pipelines.get(&kick.pipeline) else { return };
-        let at_zero = {
-            let mut state = pipeline.lock();
-            // A paused pipeline does not serve arrivals: its next scale-up is the unpause, not
-            // an event, so the pause must not count as event-to-scale or cold-start time.
-            let paused = state.settings.paused.is_some();
-            let s = &mut state.scale;
-            let at_zero = s.current.is_none_or(|c| c == 0);
-            if at_zero && !paused {
-                s.work_since = Some(s.work_since.map_or(kick.received_at, |since| since.min(kick.received_at)));
-            }
-            at_zero
-        };
+        let at_zero = pipeline.lock().scale.current.is_none_or(|c| c == 0);
         if at_zero {
             self.evaluate(&pipeline).await;
         }
@@ -307,6 +306,10 @@ impl Scaler {
         if t.busy {
             return None;
         }
+        if current > 0 {
+            // Arrivals noted before adoption found workers running: no cold start to measure.
+            t.work_since = None;
+        }
         let has_work = counts.pending + counts.in_flight > 0;
         t.idle_since = if has_work { None } else { Some(t.idle_since.unwrap_or(now)) };
         while t.history.front().is_some_and(|(at, _)| now.duration_since(*at) > spec.stabilization) {
@@ -370,12 +373,23 @@ impl Scaler {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
         let patch = json!({"spec": {"replicas": after}});
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+        let sent = Instant::now();
         match api.patch_scale(&change.deployment, &params, &Patch::Merge(&patch)).await {
             Ok(_) => {
                 if let Some(since) = change.work_since.filter(|_| before == 0) {
                     let took = since.elapsed();
                     self.pipelines.metrics().event_to_scale.observe(took.as_secs_f64());
-                    info!(pipeline = %key, event_to_scale_ms = took.as_secs_f64() * 1000.0, "scaled from zero on an event");
+                    // Where the time went: before the PATCH was sent (gateway, admission, the
+                    // kick, the decision) and in the PATCH itself.
+                    let before_patch_ms = sent.saturating_duration_since(since).as_secs_f64() * 1000.0;
+                    let patch_ms = sent.elapsed().as_secs_f64() * 1000.0;
+                    info!(
+                        pipeline = %key,
+                        event_to_scale_ms = took.as_secs_f64() * 1000.0,
+                        before_patch_ms,
+                        patch_ms,
+                        "scaled from zero on an event"
+                    );
                 }
                 let reason = change.decision.reason;
                 let note = format!("scaled workers from {before} to {after} ({reason})");
