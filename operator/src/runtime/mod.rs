@@ -93,6 +93,7 @@ impl Settings {
                 stabilization: Duration::ZERO,
                 lease_duration,
                 cpu_per_replica: 0.0,
+                schedules: Vec::new(),
             },
             route,
             backlog,
