@@ -135,12 +135,14 @@ zfn_upgrade_operator() {
     cat "$out" >&2; rm -f "$out"; zfn_die "helm upgrade $rel"
   fi
   rm -f "$out"
+  local name ready listing
   for _ in $(seq 1 240); do
-    pod=$(zfn_kubectl -n "$ns" get pod -l "app.kubernetes.io/instance=$rel" \
-      -o jsonpath='{range .items[?(@.status.conditions[?(@.type=="Ready")].status=="True")]}{.metadata.name}{"\n"}{end}')
-    pod=${pod%%$'\n'*}
-    [[ -n "$pod" && "$pod" != "$old_pod" ]] && break
-    pod=""
+    listing=$(zfn_kubectl -n "$ns" get pod -l "app.kubernetes.io/instance=$rel" \
+      -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')
+    while read -r name ready; do
+      [[ "$name" != "$old_pod" && "$ready" == True ]] && pod=$name
+    done <<<"$listing"
+    [[ -n "$pod" ]] && break
     sleep 0.5
   done
   [[ -n "$pod" ]] || zfn_die "no new operator pod Ready within 120 s of helm upgrade $rel"

@@ -68,17 +68,6 @@ impl RealNode {
     }
 
     /// A setting of the node or the testbed.
-    /// `helm upgrade --reuse-values --set KEY=VALUE...` (`set`), which rolls the operator pod
-    /// when a value reaches its template; returns once the new pod is the Ready leader and the
-    /// forwarders point at it. `ZF_OPERATOR_POD` and `ZF_OPERATOR_IP` then name the new pod.
-    pub async fn upgrade(&mut self, set: &[&str]) -> anyhow::Result<()> {
-        let mut args = vec!["upgrade", self.release.as_str(), self.namespace.as_str()];
-        args.extend_from_slice(set);
-        let env = parse_exports(&lifecycle("e2e/node/operator", &args).await?);
-        self.env.extend(env);
-        Ok(())
-    }
-
     pub fn var(&self, name: &str) -> anyhow::Result<&str> {
         self.env.get(name).map(String::as_str).with_context(|| format!("{name} missing from e2e/testbed env"))
     }

@@ -451,7 +451,10 @@ impl Bed {
         for (i, key) in keys.iter().enumerate() {
             let stem = key.trim_end_matches(".csv");
             let got = self.output(&format!("{PIPELINE}/{key}/{stem}.jsonl")).await?;
-            ensure!(got == format!("{{\"invoice\": \"INV-U{i}\", \"amount\": \"{i}.25\"}}\n"), "output of {key}: {got:?}");
+            ensure!(
+                got == format!("{{\"invoice\": \"INV-U{i}\", \"amount\": \"{i}.25\"}}\n"),
+                "output of {key}: {got:?}"
+            );
         }
         eprintln!(
             "ok: during the upgrade the worker kept its {} objects: {} replica samples all >= 1, never signalled, each object ran once",
