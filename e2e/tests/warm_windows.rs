@@ -25,7 +25,7 @@ fn pipeline(name: &str, scaling: serde_json::Value) -> serde_json::Value {
 }
 
 /// Creates `object` with `dryRun=All`: the apiserver validates it completely and stores nothing.
-async fn dry_run(client: &kube::Client, ns: &str, object: &serde_json::Value) -> Result<(), kube::core::ErrorResponse> {
+async fn dry_run(client: &kube::Client, ns: &str, object: &serde_json::Value) -> Result<(), kube::core::Status> {
     let request = http::Request::post(format!("/apis/zeroflow.dev/v1alpha1/namespaces/{ns}/datapipelines?dryRun=All"))
         .header("content-type", "application/json")
         .body(serde_json::to_vec(object).expect("JSON"))
