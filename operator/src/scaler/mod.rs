@@ -238,7 +238,7 @@ impl Scaler {
         if !self.adopt(pipeline).await {
             return;
         }
-        self.follow_windows(pipeline).await;
+        self.follow_windows(pipeline);
         // Twice at most: an object that arrived at zero while a scale-down to zero was on its
         // way is served at once rather than at the next tick.
         for _ in 0..2 {
@@ -300,8 +300,9 @@ impl Scaler {
     }
 
     /// Looks at the pipeline's warm windows: the open one's minimum goes into the decisions that
-    /// follow; a window opening or closing is shown in status and an Event.
-    async fn follow_windows(&self, pipeline: &Pipeline) {
+    /// follow; a window opening or closing is shown in status and an Event. Nothing here waits
+    /// for the apiserver: it runs before every decision, also on the event path.
+    fn follow_windows(&self, pipeline: &Pipeline) {
         let (schedules, before, after) = {
             let mut guard = pipeline.lock();
             let state = &mut *guard;
@@ -335,9 +336,13 @@ impl Scaler {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &reference(key)).await {
-            warn!(error = %e, "failed to publish Event");
-        }
+        // Off the scale path: an object arriving as a window opens is not held up by the Event.
+        let (recorder, reference) = (self.recorder.clone(), reference(key));
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                warn!(error = %e, "failed to publish Event");
+            }
+        });
     }
 
     /// Updates the idle clock and history and decides. A change is taken on at once — the
