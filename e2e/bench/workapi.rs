@@ -31,24 +31,42 @@ use zeroflow_operator::store::bucket_client;
 /// A kept-alive HTTP/1.1 connection to the work API, as a runner's client keeps one.
 struct Connection {
     stream: BufReader<TcpStream>,
-    host: String,
+    addr: std::net::SocketAddr,
     bearer: String,
+    /// Times the server had closed the kept-alive connection and a new one was opened.
+    reconnects: usize,
+}
+
+async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<BufReader<TcpStream>> {
+    ensure!(addr.ip().is_loopback(), "only loopback: {addr}");
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(BufReader::new(stream))
 }
 
 impl Connection {
     async fn open(addr: std::net::SocketAddr, token: &str) -> anyhow::Result<Self> {
-        ensure!(addr.ip().is_loopback(), "only loopback: {addr}");
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Self { stream: BufReader::new(stream), host: addr.to_string(), bearer: format!("Bearer {token}") })
+        Ok(Self { stream: connect(addr).await?, addr, bearer: format!("Bearer {token}"), reconnects: 0 })
     }
 
-    /// One POST; returns the status and the JSON body (`Null` when empty).
+    /// One POST; returns the status and the JSON body (`Null` when empty). When the server
+    /// closed the kept-alive connection meanwhile, once more on a new one, as HTTP clients do.
     async fn post(&mut self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        match self.exchange(path, body).await {
+            Ok(answer) => Ok(answer),
+            Err(_) => {
+                self.reconnects += 1;
+                self.stream = connect(self.addr).await?;
+                self.exchange(path, body).await
+            }
+        }
+    }
+
+    async fn exchange(&mut self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let body = serde_json::to_vec(body)?;
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.host,
+            self.addr,
             self.bearer,
             body.len()
         );
@@ -56,7 +74,7 @@ impl Connection {
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await?;
         let mut line = String::new();
-        self.stream.read_line(&mut line).await?;
+        ensure!(self.stream.read_line(&mut line).await? > 0, "the server closed the connection");
         let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad status line")?;
         let mut length = 0usize;
         loop {
@@ -180,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
                 let sent = Instant::now();
                 let (status, lease) = connection.post(&format!("{path}?wait_seconds=0"), &json!({})).await?;
                 match status {
-                    204 => return anyhow::Ok((leases, completions)),
+                    204 => return anyhow::Ok((leases, completions, connection.reconnects)),
                     200 => leases.push(sent.elapsed().as_secs_f64() * 1000.0),
                     other => bail!("lease answered {other}: {lease}"),
                 }
@@ -192,11 +210,12 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let (mut leases, mut completions) = (Vec::new(), Vec::new());
+    let (mut leases, mut completions, mut reconnects) = (Vec::new(), Vec::new(), 0);
     while let Some(done) = tasks.join_next().await {
-        let (l, c) = done??;
+        let (l, c, r) = done??;
         leases.extend(l);
         completions.extend(c);
+        reconnects += r;
     }
     let elapsed = started.elapsed();
     ensure!(completions.len() == objects, "{} of {objects} objects completed", completions.len());
@@ -212,6 +231,7 @@ async fn main() -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
         2.0 * per_second
     );
+    println!("connections the server closed and the workers reopened: {reconnects}");
     println!("{}", summary("lease latency     ", leases));
     println!("{}", summary("complete latency  ", completions));
     println!(
