@@ -65,9 +65,16 @@ impl Concern {
             }
             Concern::Scale => &["desiredReplicas", "lastScaleTime", "lastScaleReason"],
             Concern::Schedule => &["activeSchedule"],
-            Concern::Progress => {
-                &["pending", "inFlight", "succeeded", "failed", "usage", "lastColdStartSeconds", "lastEventTime"]
-            }
+            Concern::Progress => &[
+                "pending",
+                "inFlight",
+                "succeeded",
+                "failed",
+                "recentFailures",
+                "usage",
+                "lastColdStartSeconds",
+                "lastEventTime",
+            ],
         }
     }
 
