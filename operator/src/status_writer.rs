@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | [`Concern::Reconcile`] | `zeroflow-controller` | `observedGeneration`, `conditions`, `workerDeployment`, `replicas`, `readyReplicas`, `lastRedrive` |
 //! | [`Concern::Scale`] | `zeroflow-scaler` | `desiredReplicas`, `lastScaleTime`, `lastScaleReason` |
+//! | [`Concern::Schedule`] | `zeroflow-schedule` | `activeSchedule` |
 //! | [`Concern::Progress`] | `zeroflow-progress` | `pending`, `inFlight`, `succeeded`, `failed`, `usage`, `lastColdStartSeconds`, `lastEventTime` |
 //!
 //! Callers hand their fields to [`StatusWriter::apply`] and go on; the writer task coalesces
@@ -39,17 +40,19 @@ const RETRY: Duration = Duration::from_secs(2);
 pub enum Concern {
     Reconcile,
     Scale,
+    Schedule,
     Progress,
 }
 
 impl Concern {
-    pub const ALL: [Concern; 3] = [Concern::Reconcile, Concern::Scale, Concern::Progress];
+    pub const ALL: [Concern; 4] = [Concern::Reconcile, Concern::Scale, Concern::Schedule, Concern::Progress];
 
     /// The server-side apply field manager of the concern.
     pub fn field_manager(self) -> &'static str {
         match self {
             Concern::Reconcile => "zeroflow-controller",
             Concern::Scale => "zeroflow-scaler",
+            Concern::Schedule => "zeroflow-schedule",
             Concern::Progress => "zeroflow-progress",
         }
     }
@@ -61,6 +64,7 @@ impl Concern {
                 &["observedGeneration", "conditions", "workerDeployment", "replicas", "readyReplicas", "lastRedrive"]
             }
             Concern::Scale => &["desiredReplicas", "lastScaleTime", "lastScaleReason"],
+            Concern::Schedule => &["activeSchedule"],
             Concern::Progress => &[
                 "pending",
                 "inFlight",
@@ -94,7 +98,7 @@ impl Written {
     /// Whether applying `fields` for `concern` would change nothing.
     pub fn unchanged(&self, concern: Concern, fields: &Map<String, Value>) -> bool {
         let current = self.0.get(&concern);
-        fields.iter().all(|(k, v)| current.and_then(|c| c.get(k)) == Some(v))
+        fields.iter().all(|(k, v)| shows(current.and_then(|c| c.get(k)), v))
     }
 
     /// The last known value of one field.
@@ -108,6 +112,12 @@ impl Written {
             current.insert(k.clone(), v.clone());
         }
     }
+}
+
+/// Whether a field that status shows as `current` already is `wanted`; `null` (a removal) is
+/// what an absent field already is.
+fn shows(current: Option<&Value>, wanted: &Value) -> bool {
+    current.map_or(wanted.is_null(), |c| c == wanted)
 }
 
 struct Request {
@@ -209,7 +219,7 @@ async fn write(client: &Client, pipelines: &Pipelines, key: &PipelineKey, concer
     let fields = &pending.fields;
     let pipeline = pipelines.get(key);
     let unchanged = match (&pending.current, &pipeline) {
-        (Some(current), _) => fields.iter().all(|(k, v)| current.get(k) == Some(v)),
+        (Some(current), _) => fields.iter().all(|(k, v)| shows(current.get(k), v)),
         (None, Some(pipeline)) => pipeline.lock().status.unchanged(concern, fields),
         // A pipeline this replica does not serve, and nothing to compare with: not written for.
         (None, None) => return true,
@@ -285,5 +295,7 @@ mod tests {
         assert!(written.unchanged(Concern::Progress, &more));
         let Value::Object(scale) = json!({"lastScaleReason": "idle"}) else { unreachable!() };
         assert!(!written.unchanged(Concern::Scale, &scale), "a field never written is a change");
+        let Value::Object(none) = json!({"activeSchedule": null}) else { unreachable!() };
+        assert!(written.unchanged(Concern::Schedule, &none), "removing a field status does not show is no change");
     }
 }

@@ -384,6 +384,7 @@ pub struct PodTemplateOverlay {
 /// How many workers run. Workers scale up from zero the moment an object arrives.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must be less than or equal to maxReplicas"))]
+#[x_kube(validation = Rule::new("!has(self.schedules) || self.schedules.all(w, w.minReplicas <= self.maxReplicas)").message("minReplicas of a schedule must not exceed maxReplicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingSpec {
     /// Workers kept running even when idle. 0 lets the pipeline scale to zero.
@@ -419,7 +420,56 @@ pub struct ScalingSpec {
         validation = Rule::new(duration::MAX_DURATION_CEL).message(duration::MAX_DURATION_MESSAGE),
     )]
     pub scale_down_stabilization: String,
+    /// Warm windows ("provisioned concurrency"): while one is open, at least its `minReplicas`
+    /// workers run even with nothing to do, so objects arriving then find a warm worker. When
+    /// several are open the highest minimum applies; `minReplicas` above still applies always.
+    /// At most 20. Shown in `status.activeSchedule`, with an Event when a window opens or closes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub schedules: Vec<WarmWindowSpec>,
 }
+
+/// One warm window: from each start of `schedule`, read in `timeZone`, for `duration`, keep at
+/// least `minReplicas` workers running. A schedule and a duration rather than KEDA's cron
+/// scaler's start and end schedules: one expression cannot disagree with itself.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmWindowSpec {
+    /// When the window opens: a cron expression of five fields, minute hour day-of-month month
+    /// day-of-week, as in CronJobs (`0 8 * * 1-5`: 08:00 Monday to Friday), or one of `@hourly`,
+    /// `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new(SCHEDULE_CEL).message(SCHEDULE_MESSAGE))]
+    pub schedule: String,
+    /// The IANA time zone the schedule is read in, e.g. `Europe/Paris`; `UTC` by default. Starts
+    /// follow the zone's wall clock across daylight-saving changes.
+    #[serde(default = "default_time_zone")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(TIME_ZONE_CEL).message(TIME_ZONE_MESSAGE))]
+    pub time_zone: String,
+    /// How long the window stays open after each start (elapsed time, so an 8h window across a
+    /// daylight-saving change still lasts 8 hours), more than 0s and at most 168h.
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(duration::DURATION_CEL).message(duration::DURATION_MESSAGE),
+        validation = Rule::new(duration::MAX_DURATION_CEL).message(duration::MAX_DURATION_MESSAGE),
+        validation = Rule::new(duration::POSITIVE_CEL).message("duration must be longer than 0s"),
+    )]
+    pub duration: String,
+    /// Workers kept running while the window is open (at most `maxReplicas`).
+    #[x_kube(validation = Rule::new("self >= 0").message("minReplicas must not be negative"))]
+    pub min_replicas: i32,
+}
+
+/// Five fields of cron characters separated by single spaces, or a nickname. What each field
+/// may hold (a minute of 61) is checked by the operator's parser and reported in `Ready`.
+const SCHEDULE_CEL: &str =
+    "self.matches('^(@(yearly|annually|monthly|weekly|daily|hourly)|[0-9A-Za-z*,/?#-]+( [0-9A-Za-z*,/?#-]+){4})$')";
+const SCHEDULE_MESSAGE: &str = "schedule must be a cron expression of five fields (minute hour day-of-month month day-of-week) such as \"0 8 * * 1-5\", or @hourly, @daily, @weekly, @monthly or @yearly";
+/// The shape of an IANA name; whether the zone exists is checked by the operator (against the
+/// tz database it bundles) and reported in `Ready`.
+const TIME_ZONE_CEL: &str = "self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')";
+const TIME_ZONE_MESSAGE: &str = "timeZone must be an IANA time zone name such as Europe/Paris or UTC";
 
 impl Default for ScalingSpec {
     fn default() -> Self {
@@ -430,6 +480,7 @@ impl Default for ScalingSpec {
             concurrency_per_replica: default_one(),
             idle_timeout: default_idle_timeout(),
             scale_down_stabilization: default_stabilization(),
+            schedules: Vec::new(),
         }
     }
 }
@@ -476,6 +527,22 @@ impl Default for DeliverySpec {
             ledger_prefix: None,
         }
     }
+}
+
+/// A warm window that is open: which entry of `spec.scaling.schedules`, and until when.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveSchedule {
+    /// Its position in `spec.scaling.schedules`.
+    pub index: u32,
+    pub schedule: String,
+    pub time_zone: String,
+    /// Workers it keeps running.
+    pub min_replicas: i32,
+    /// The start that opened it.
+    pub since: Time,
+    /// When it closes, unless another start comes first.
+    pub until: Time,
 }
 
 /// Observed state of a DataPipeline, written by the operator.
@@ -525,6 +592,9 @@ pub struct DataPipelineStatus {
     /// Why the worker count last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_reason: Option<String>,
+    /// The warm window open now (`spec.scaling.schedules`); absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_schedule: Option<ActiveSchedule>,
     /// Seconds from the first object arriving at zero workers to a worker taking it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_cold_start_seconds: Option<f64>,
@@ -588,6 +658,9 @@ fn default_sink_prefix() -> String {
 }
 fn default_timeout() -> String {
     "10m".into()
+}
+fn default_time_zone() -> String {
+    "UTC".into()
 }
 fn default_max_replicas() -> i32 {
     10

@@ -282,7 +282,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     if was_paused.is_some_and(|was| was != paused) {
         // Paused, resumed or a new held count: the scaler acts now, not at its next tick.
         info!(pipeline = %key, paused = ?paused, "pause changed");
-        ctx.pipelines.kick(&key, Instant::now());
+        ctx.pipelines.kick(&key);
     }
 
     // 3. apply
@@ -292,7 +292,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
         let note = format!("created Deployment {} with {initial} replicas", deployment.name_any());
         publish(ctx, pipeline, EventType::Normal, "WorkersCreated", "ApplyWorkers", &note).await;
         // The scaler adopts the new Deployment at once rather than at its next tick.
-        ctx.pipelines.kick(&key, Instant::now());
+        ctx.pipelines.kick(&key);
     }
     let source = source::check(ctx, pipeline, &runtime).await;
     if let Err(e) = &source

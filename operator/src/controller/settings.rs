@@ -84,6 +84,7 @@ pub fn settings(pipeline: &DataPipeline, spec: &ValidSpec) -> Result<Settings, I
             stabilization: spec.scale_down_stabilization,
             lease_duration: spec.lease_duration,
             cpu_per_replica: 0.0,
+            schedules: spec.schedules.clone(),
         },
         resync_interval: spec.resync_interval,
         // backfill: false means only objects written after the pipeline was created are work.

@@ -6,6 +6,8 @@ use std::time::Duration;
 use zeroflow_contract::duration::{DurationError, parse_bounded, parse_lease_duration, parse_timeout};
 
 use crate::api::DataPipelineSpec;
+use crate::scaler::warm::Schedule;
+use zeroflow_core::scaling::windows::WarmWindow;
 
 /// A spec the controller can act on, with its durations parsed.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +18,8 @@ pub struct ValidSpec {
     pub scale_down_stabilization: Duration,
     pub lease_duration: Duration,
     pub retry_backoff: Duration,
+    /// `spec.scaling.schedules`, parsed.
+    pub schedules: Vec<Schedule>,
 }
 
 /// Why a spec cannot be acted on; shown to the user in the `Ready` condition and an Event.
@@ -36,6 +40,27 @@ fn duration(
     parse(value).map_err(|e| InvalidSpec { field, reason: e.to_string() })
 }
 
+/// Parses the warm windows: what the CRD's patterns let through but a parser refuses (a minute
+/// of 61, a time zone the tz database does not know, a schedule that never starts).
+fn schedules(spec: &DataPipelineSpec) -> Result<Vec<Schedule>, InvalidSpec> {
+    let now = chrono::Utc::now();
+    spec.scaling
+        .schedules
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let invalid = |reason: String| InvalidSpec {
+                field: "spec.scaling.schedules",
+                reason: format!("entry {i}: {reason}"),
+            };
+            let length = parse_bounded(&w.duration).map_err(|e| invalid(format!("duration: {e}")))?;
+            let window = WarmWindow::parse(&w.schedule, &w.time_zone, length, w.min_replicas, now)
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok(Schedule { schedule: w.schedule.clone(), time_zone: w.time_zone.clone(), window })
+        })
+        .collect()
+}
+
 pub fn validate(spec: &DataPipelineSpec) -> Result<ValidSpec, InvalidSpec> {
     let valid = ValidSpec {
         timeout: duration("spec.transform.timeout", &spec.transform.timeout, parse_timeout)?,
@@ -48,6 +73,7 @@ pub fn validate(spec: &DataPipelineSpec) -> Result<ValidSpec, InvalidSpec> {
         )?,
         lease_duration: duration("spec.delivery.leaseDuration", &spec.delivery.lease_duration, parse_lease_duration)?,
         retry_backoff: duration("spec.delivery.retryBackoff", &spec.delivery.retry_backoff, parse_bounded)?,
+        schedules: schedules(spec)?,
     };
     if spec.scaling.min_replicas > spec.scaling.max_replicas {
         return Err(InvalidSpec {

@@ -17,9 +17,10 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::header::{ALLOW, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
@@ -96,7 +97,18 @@ pub fn router<A: Admission>(
         .route(&format!("{S3_PATH}/t/{{token}}"), post(post_s3_token::<A>).head(probe))
         .route(CLOUDEVENTS_PATH, post(post_cloudevents::<A>).options(webhook_handshake))
         .route(&format!("{CLOUDEVENTS_PATH}/t/{{token}}"), post(post_cloudevents_token::<A>).options(webhook_handshake))
-        .with_state(state))
+        .with_state(state)
+        .layer(middleware::from_fn(stamp_arrival)))
+}
+
+/// When a request reached the gateway: stamped by the outermost layer, as soon as its headers
+/// are in and before its body is read or parsed. Event-to-scale and cold starts count from it.
+#[derive(Clone, Copy, Debug)]
+struct Arrival(Instant);
+
+async fn stamp_arrival(mut request: Request, next: Next) -> Response {
+    request.extensions_mut().insert(Arrival(Instant::now()));
+    next.run(request).await
 }
 
 /// MinIO checks that the endpoint is alive with `HEAD` before sending.
@@ -123,30 +135,42 @@ enum Presented {
     Path(Result<String, PathRejection>),
 }
 
-async fn post_s3<A: Admission>(State(gw): State<Arc<Gateway<A>>>, headers: HeaderMap, body: Body) -> Response {
-    gw.handle(Source::S3, Presented::Header, headers, body).await
+async fn post_s3<A: Admission>(
+    State(gw): State<Arc<Gateway<A>>>,
+    Extension(arrival): Extension<Arrival>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    gw.handle(Source::S3, arrival, Presented::Header, headers, body).await
 }
 
 async fn post_s3_token<A: Admission>(
     State(gw): State<Arc<Gateway<A>>>,
+    Extension(arrival): Extension<Arrival>,
     token: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    gw.handle(Source::S3, Presented::Path(token.map(|Path(t)| t)), headers, body).await
+    gw.handle(Source::S3, arrival, Presented::Path(token.map(|Path(t)| t)), headers, body).await
 }
 
-async fn post_cloudevents<A: Admission>(State(gw): State<Arc<Gateway<A>>>, headers: HeaderMap, body: Body) -> Response {
-    gw.handle(Source::CloudEvents, Presented::Header, headers, body).await
+async fn post_cloudevents<A: Admission>(
+    State(gw): State<Arc<Gateway<A>>>,
+    Extension(arrival): Extension<Arrival>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    gw.handle(Source::CloudEvents, arrival, Presented::Header, headers, body).await
 }
 
 async fn post_cloudevents_token<A: Admission>(
     State(gw): State<Arc<Gateway<A>>>,
+    Extension(arrival): Extension<Arrival>,
     token: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    gw.handle(Source::CloudEvents, Presented::Path(token.map(|Path(t)| t)), headers, body).await
+    gw.handle(Source::CloudEvents, arrival, Presented::Path(token.map(|Path(t)| t)), headers, body).await
 }
 
 /// Why a request was refused; each maps to one status code.
@@ -243,8 +267,14 @@ struct Summary {
 }
 
 impl<A: Admission> Gateway<A> {
-    async fn handle(&self, source: Source, presented: Presented, headers: HeaderMap, body: Body) -> Response {
-        let started = Instant::now();
+    async fn handle(
+        &self,
+        source: Source,
+        Arrival(started): Arrival,
+        presented: Presented,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Response {
         let response = match self.accept(source, presented, &headers, body, started).await {
             Ok(summary) => {
                 self.metrics.count(source, EventOutcome::Accepted, summary.accepted);

@@ -93,6 +93,7 @@ impl Settings {
                 stabilization: Duration::ZERO,
                 lease_duration,
                 cpu_per_replica: 0.0,
+                schedules: Vec::new(),
             },
             route,
             backlog,
@@ -224,11 +225,10 @@ pub struct Pipelines {
     metrics: Arc<Metrics>,
 }
 
-/// New work for a pipeline, with the time its notification reached the gateway.
+/// New work for a pipeline (its arrival time is noted in the scaler's state at admission).
 #[derive(Debug, Clone)]
 pub struct Kick {
     pub pipeline: PipelineKey,
-    pub received_at: Instant,
 }
 
 impl Pipelines {
@@ -414,9 +414,9 @@ impl Pipelines {
     }
 
     /// Tells the scaler about new work of a pipeline.
-    pub fn kick(&self, pipeline: &PipelineKey, received_at: Instant) {
+    pub fn kick(&self, pipeline: &PipelineKey) {
         // A closed channel only means the scaler stopped with the process.
-        let _ = self.kicks.send(Kick { pipeline: pipeline.clone(), received_at });
+        let _ = self.kicks.send(Kick { pipeline: pipeline.clone() });
     }
 }
 
@@ -462,11 +462,14 @@ impl Admission for Pipelines {
                     report.skipped += 1;
                     continue;
                 }
-                let mut state = pipeline.lock();
+                let mut guard = pipeline.lock();
+                let state = &mut *guard;
                 match state.backlog.admit(WorkItem::from(event), now) {
                     Ok(Admitted::New | Admitted::Superseded) => {
                         report.accepted += 1;
-                        drop(state);
+                        let paused = state.settings.paused.is_some();
+                        state.scale.arrived(received_at, paused);
+                        drop(guard);
                         if !woken.iter().any(|p| Arc::ptr_eq(p, &pipeline)) {
                             woken.push(pipeline);
                         }
@@ -481,7 +484,7 @@ impl Admission for Pipelines {
         }
         for pipeline in woken {
             pipeline.notify.notify_waiters();
-            self.kick(&pipeline.key, received_at);
+            self.kick(&pipeline.key);
         }
         if overloaded { Err(Overloaded { retry_after_secs: self.retry_after_secs }) } else { Ok(report) }
     }

@@ -96,7 +96,7 @@ async fn pass(pipelines: &Pipelines, pipeline: &Pipeline) -> Result<(), ResyncEr
     pipelines.metrics().resynced(key, report.took, report.discovered);
     if report.discovered > 0 {
         pipeline.notify.notify_waiters();
-        pipelines.kick(key, Instant::now());
+        pipelines.kick(key);
     }
     info!(
         pipeline = %key,

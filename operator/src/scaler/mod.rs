@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use zeroflow_core::PipelineKey;
 use zeroflow_core::scaling::decide::{ScaleDecision, ScaleInput, decide};
 use zeroflow_core::scaling::usage::Usage;
+use zeroflow_core::scaling::windows::OpenWindow;
 use zeroflow_core::scaling::{deletion_cost, usage};
 use zeroflow_core::work::heartbeat_interval_seconds;
 
@@ -38,6 +39,8 @@ use crate::api::DataPipeline;
 use crate::controller::build::PIPELINE_LABEL;
 use crate::runtime::{Kick, Pipeline, Pipelines};
 use crate::status_writer::{Concern, StatusWriter};
+
+pub mod warm;
 
 /// Field manager of every replica write.
 pub const FIELD_MANAGER: &str = "zeroflow-scaler";
@@ -65,6 +68,8 @@ pub struct ScaleSpec {
     pub lease_duration: Duration,
     /// CPU cores one worker pod requests, for usage.
     pub cpu_per_replica: f64,
+    /// Warm windows: scheduled minimums (`spec.scaling.schedules`).
+    pub schedules: Vec<warm::Schedule>,
 }
 
 /// The replicas a new worker Deployment is created with: `minReplicas`, so that the apiserver
@@ -105,6 +110,11 @@ pub struct ScaleState {
     recovery_floor: i32,
     usage: Usage,
     accounted_at: Instant,
+    /// The warm window open at the last look, and the minimum it calls for (0 when none).
+    window: Option<OpenWindow>,
+    window_min: i32,
+    /// Whether status was told about the windows since this replica took the pipeline up.
+    window_reported: bool,
 }
 
 impl ScaleState {
@@ -120,6 +130,9 @@ impl ScaleState {
             recovery_floor: 0,
             usage,
             accounted_at: Instant::now(),
+            window: None,
+            window_min: 0,
+            window_reported: false,
         }
     }
 
@@ -130,6 +143,17 @@ impl ScaleState {
     /// The replicas asked for, once adopted.
     pub fn replicas(&self) -> Option<i32> {
         self.current
+    }
+
+    /// An object was admitted whose notification reached the gateway at `at`. At zero replicas
+    /// (or before adoption) event-to-scale and the cold start count from the first of these.
+    /// Called under the pipeline's lock with the admission itself, so whichever evaluation
+    /// scales up, the gateway's kick or the tick, measures from it. A paused pipeline does not
+    /// serve arrivals: its next scale-up is the unpause, not an event.
+    pub fn arrived(&mut self, at: Instant, paused: bool) {
+        if !paused && self.current.is_none_or(|c| c == 0) {
+            self.work_since = Some(self.work_since.map_or(at, |since| since.min(at)));
+        }
     }
 }
 
@@ -201,22 +225,10 @@ impl Scaler {
     }
 
     /// The event path's fast lane: a pipeline at zero replicas (or not adopted yet) is
-    /// evaluated at once. The first arrival time is kept, so whichever evaluation scales up
-    /// measures from it.
+    /// evaluated at once. The arrival time was noted at admission ([`ScaleState::arrived`]).
     async fn scale_up_from_zero(&self, kick: &Kick) {
         let Some(pipeline) = self.pipelines.get(&kick.pipeline) else { return };
-        let at_zero = {
-            let mut state = pipeline.lock();
-            // A paused pipeline does not serve arrivals: its next scale-up is the unpause, not
-            // an event, so the pause must not count as event-to-scale or cold-start time.
-            let paused = state.settings.paused.is_some();
-            let s = &mut state.scale;
-            let at_zero = s.current.is_none_or(|c| c == 0);
-            if at_zero && !paused {
-                s.work_since = Some(s.work_since.map_or(kick.received_at, |since| since.min(kick.received_at)));
-            }
-            at_zero
-        };
+        let at_zero = pipeline.lock().scale.current.is_none_or(|c| c == 0);
         if at_zero {
             self.evaluate(&pipeline).await;
         }
@@ -226,6 +238,7 @@ impl Scaler {
         if !self.adopt(pipeline).await {
             return;
         }
+        self.follow_windows(pipeline);
         // Twice at most: an object that arrived at zero while a scale-down to zero was on its
         // way is served at once rather than at the next tick.
         for _ in 0..2 {
@@ -286,6 +299,52 @@ impl Scaler {
         true
     }
 
+    /// Looks at the pipeline's warm windows: the open one's minimum goes into the decisions that
+    /// follow; a window opening or closing is shown in status and an Event. Nothing here waits
+    /// for the apiserver: it runs before every decision, also on the event path.
+    fn follow_windows(&self, pipeline: &Pipeline) {
+        let (schedules, before, after) = {
+            let mut guard = pipeline.lock();
+            let state = &mut *guard;
+            let schedules = &state.settings.scale.schedules;
+            let s = &mut state.scale;
+            if schedules.is_empty() && s.window.is_none() && s.window_reported {
+                return;
+            }
+            let windows = warm::state(schedules, chrono::Utc::now());
+            s.window_min = windows.min_replicas;
+            let before = std::mem::replace(&mut s.window, windows.open);
+            let changed = warm::changed(before.as_ref(), s.window.as_ref());
+            if !changed && s.window_reported {
+                return;
+            }
+            s.window_reported = true;
+            // Status is written for the first look too (the writer skips what status shows), so
+            // a window left in status by an earlier run is cleared; an Event only on a change.
+            let after = s.window.clone();
+            (schedules.clone(), changed.then_some(before), after)
+        };
+        let key = &pipeline.key;
+        self.status.apply(key, Concern::Schedule, warm::status_fields(&schedules, after.as_ref()));
+        let Some(before) = before else { return };
+        let (reason, note) = warm::event(&schedules, before.as_ref(), after.as_ref());
+        info!(pipeline = %key, note, "warm window");
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        // Off the scale path: an object arriving as a window opens is not held up by the Event.
+        let (recorder, reference) = (self.recorder.clone(), reference(key));
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                warn!(error = %e, "failed to publish Event");
+            }
+        });
+    }
+
     /// Updates the idle clock and history and decides. A change is taken on at once — the
     /// replicas and the usage account move to it under the lock — and returned for the caller
     /// to send; `None` when nothing changes or another change is on its way.
@@ -307,6 +366,10 @@ impl Scaler {
         if t.busy {
             return None;
         }
+        if current > 0 {
+            // Arrivals noted before adoption found workers running: no cold start to measure.
+            t.work_since = None;
+        }
         let has_work = counts.pending + counts.in_flight > 0;
         t.idle_since = if has_work { None } else { Some(t.idle_since.unwrap_or(now)) };
         while t.history.front().is_some_and(|(at, _)| now.duration_since(*at) > spec.stabilization) {
@@ -318,11 +381,13 @@ impl Scaler {
         }
         let recovering = if t.recovering_until.is_some() { t.recovery_floor } else { 0 };
         let busy = busy_workers(pods.len(), anonymous, spec.concurrency_per_replica);
-        let decision = decide(&ScaleInput {
+        // An open warm window raises the minimum (never above maxReplicas).
+        let min_replicas = spec.min_replicas.max(t.window_min.min(spec.max_replicas));
+        let mut decision = decide(&ScaleInput {
             current,
             pending: u64::try_from(counts.pending).unwrap_or(u64::MAX),
             in_flight: u64::try_from(counts.in_flight).unwrap_or(u64::MAX),
-            min_replicas: spec.min_replicas,
+            min_replicas,
             max_replicas: spec.max_replicas,
             target_per_replica: spec.target_per_replica,
             idle_for: t.idle_since.map(|since| now.duration_since(since)),
@@ -331,6 +396,9 @@ impl Scaler {
             floor: busy.max(recovering),
             paused,
         });
+        if !has_work && paused.is_none() && min_replicas > spec.min_replicas && decision.replicas == min_replicas {
+            decision.reason = "warm window";
+        }
         // Remember what the work wanted, so stabilization holds against a short lull.
         t.history.push_back((now, if has_work { decision.wanted } else { 0 }));
         if paused.is_some() {
@@ -370,12 +438,23 @@ impl Scaler {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
         let patch = json!({"spec": {"replicas": after}});
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+        let sent = Instant::now();
         match api.patch_scale(&change.deployment, &params, &Patch::Merge(&patch)).await {
             Ok(_) => {
                 if let Some(since) = change.work_since.filter(|_| before == 0) {
                     let took = since.elapsed();
                     self.pipelines.metrics().event_to_scale.observe(took.as_secs_f64());
-                    info!(pipeline = %key, event_to_scale_ms = took.as_secs_f64() * 1000.0, "scaled from zero on an event");
+                    // Where the time went: before the PATCH was sent (gateway, admission, the
+                    // kick, the decision) and in the PATCH itself.
+                    let before_patch_ms = sent.saturating_duration_since(since).as_secs_f64() * 1000.0;
+                    let patch_ms = sent.elapsed().as_secs_f64() * 1000.0;
+                    info!(
+                        pipeline = %key,
+                        event_to_scale_ms = took.as_secs_f64() * 1000.0,
+                        before_patch_ms,
+                        patch_ms,
+                        "scaled from zero on an event"
+                    );
                 }
                 let reason = change.decision.reason;
                 let note = format!("scaled workers from {before} to {after} ({reason})");
@@ -452,13 +531,7 @@ impl Scaler {
 
     /// An Event and the scale fields of status.
     async fn record(&self, key: &PipelineKey, before: i32, after: i32, reason: &str, note: &str) {
-        let reference = ObjectReference {
-            api_version: Some(DataPipeline::api_version(&()).into()),
-            kind: Some(DataPipeline::kind(&()).into()),
-            namespace: Some(key.namespace.clone()),
-            name: Some(key.name.clone()),
-            ..ObjectReference::default()
-        };
+        let reference = reference(key);
         let event = Event {
             type_: EventType::Normal,
             reason: if after > before { "ScaledUp".into() } else { "ScaledDown".into() },
@@ -477,6 +550,17 @@ impl Scaler {
             Concern::Scale,
             json!({"desiredReplicas": after, "lastScaleTime": now, "lastScaleReason": reason}),
         );
+    }
+}
+
+/// The pipeline, as the object its Events are about.
+fn reference(key: &PipelineKey) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(DataPipeline::api_version(&()).into()),
+        kind: Some(DataPipeline::kind(&()).into()),
+        namespace: Some(key.namespace.clone()),
+        name: Some(key.name.clone()),
+        ..ObjectReference::default()
     }
 }
 
@@ -499,6 +583,7 @@ mod tests {
             stabilization: Duration::from_secs(30),
             lease_duration: Duration::from_secs(120),
             cpu_per_replica: 0.0,
+            schedules: Vec::new(),
         };
         assert_eq!(initial_replicas(&spec), 2);
         assert_eq!(initial_replicas(&ScaleSpec { min_replicas: 0, ..spec }), 0);
