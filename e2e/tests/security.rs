@@ -397,3 +397,125 @@ async fn pending(bed: &Bed, namespace: &str) -> anyhow::Result<f64> {
         .find(|l| l.starts_with("zeroflow_backlog_pending{") && l.contains(&format!("namespace=\"{namespace}\"")));
     Ok(line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0))
 }
+
+/// The pending count of one pipeline, from the operator's metrics.
+async fn pending_of(bed: &Bed, namespace: &str, name: &str) -> anyhow::Result<f64> {
+    let metrics = bed.operator.metrics().await?;
+    let (ns, name) = (format!("namespace=\"{namespace}\""), format!("pipeline=\"{name}\""));
+    let line =
+        metrics.lines().find(|l| l.starts_with("zeroflow_backlog_pending{") && l.contains(&ns) && l.contains(&name));
+    Ok(line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0))
+}
+
+/// Tenancy: a namespace's own sender token (Secret `zeroflow-sender-token`) enqueues work only
+/// for that namespace's pipelines; events for pipelines elsewhere are counted as not permitted,
+/// and a request that reaches none of the namespace's pipelines is refused (403). The
+/// operator-wide token still reaches every namespace.
+#[tokio::test]
+async fn a_namespace_sender_token_reaches_only_its_namespace() -> anyhow::Result<()> {
+    let client = client().await?;
+    let team_a = TestNamespace::create(&client, "zf-team-a").await?;
+    let team_b = TestNamespace::create(&client, "zf-team-b").await?;
+    let buckets = Buckets::create(&client, &team_a, "tenancy").await?;
+    // Team B reads the same bucket with its own copy of the credentials.
+    Buckets::create(&client, &team_b, "tenancy-b").await?;
+    for (ns, token) in [(&team_a, "team-a-sender"), (&team_b, "team-b-sender")] {
+        let secret: Secret = serde_json::from_value(
+            json!({"metadata": {"name": "zeroflow-sender-token"}, "stringData": {"token": token}}),
+        )?;
+        Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await?;
+    }
+    let token_file = std::env::temp_dir().join(format!("zf-tenancy-token-{}", team_a.name));
+    let operator_token = format!("operator-{}", team_a.name);
+    std::fs::write(&token_file, &operator_token)?;
+    let (gateway, work_api) = (format!("127.0.0.1:{}", free_port()?), format!("127.0.0.1:{}", free_port()?));
+    let flags = [
+        "--namespaces",
+        &team_b.name,
+        "--gateway-addr",
+        &gateway,
+        "--gateway-token-file",
+        token_file.to_str().context("utf-8 path")?,
+        "--work-api-addr",
+        &work_api,
+    ];
+    let operator = Operator::start_with(&team_a.name, "solo", &flags).await?;
+    operator.wait_ready(TIMEOUT).await?;
+    let bed = Bed { operator, gateway, work_api, sender_token: operator_token.clone() };
+    // Paused, so the backlogs count exactly what was admitted.
+    for (ns, name, prefix) in [(&team_a, "alpha", "x/"), (&team_b, "beta", "x/"), (&team_a, "gamma", "only-a/")] {
+        let mut pipeline = buckets.pipeline(name, prefix, json!({}))?;
+        pipeline.metadata.annotations = Some([("zeroflow.dev/paused".to_owned(), "true".to_owned())].into());
+        Api::<DataPipeline>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &pipeline).await?;
+    }
+    let post = |token: &str, key: &str| {
+        let bearer = format!("Bearer {token}");
+        let event = minio_put(&buckets.source, key, "0123456789abcdef0123456789abcdef");
+        let bed = &bed;
+        async move {
+            let url = format!("http://{}/v1/events/s3", bed.gateway);
+            let headers = [("Content-Type", "application/json"), ("Authorization", bearer.as_str())];
+            let (status, body) = http("POST", &url, &headers, event.to_string().as_bytes()).await?;
+            anyhow::Ok((status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null)))
+        }
+    };
+    // Both namespaces' tokens are read when their pipelines are reconciled.
+    eventually("both sender tokens known", TIMEOUT, || async {
+        let a = post("team-a-sender", "only-a/probe.csv").await?.0;
+        let b = post("team-b-sender", "x/probe.csv").await?.0;
+        Ok((a == 200 && b == 200).then_some(()))
+    })
+    .await?;
+
+    // A's token, an object both namespaces' pipelines take: only A's pipeline gets it.
+    let (status, summary) = post("team-a-sender", "x/1.csv").await?;
+    assert_eq!(
+        (status, summary["accepted"].as_u64(), summary["not_permitted"].as_u64()),
+        (200, Some(1), Some(1)),
+        "{summary}"
+    );
+    // B's token, an object only A's pipelines take: refused, nothing admitted.
+    let (status, answer) = post("team-b-sender", "only-a/2.csv").await?;
+    assert_eq!(status, 403, "{answer}");
+    // B's token, the shared prefix: only B's pipeline.
+    let (status, summary) = post("team-b-sender", "x/3.csv").await?;
+    assert_eq!(
+        (status, summary["accepted"].as_u64(), summary["not_permitted"].as_u64()),
+        (200, Some(1), Some(1)),
+        "{summary}"
+    );
+    // The operator-wide token reaches both namespaces.
+    let (status, summary) = post(&operator_token, "x/4.csv").await?;
+    assert_eq!(
+        (status, summary["accepted"].as_u64(), summary["not_permitted"].as_u64()),
+        (200, Some(2), Some(0)),
+        "{summary}"
+    );
+    // A token of no namespace is refused as before.
+    assert_eq!(post("team-c-sender", "x/5.csv").await?.0, 403);
+
+    // The gauges follow the backlogs within a moment, so wait for them.
+    // Absolute counts: the probes above are x/probe.csv (beta) and only-a/probe.csv (gamma).
+    let expected =
+        [(2.0, "alpha: x/1 and x/4"), (3.0, "beta: the probe, x/3 and x/4"), (1.0, "gamma: its probe, nothing from B")];
+    let counts = eventually("pending counts", TIMEOUT, || async {
+        let now = [
+            pending_of(&bed, &team_a.name, "alpha").await?,
+            pending_of(&bed, &team_b.name, "beta").await?,
+            pending_of(&bed, &team_a.name, "gamma").await?,
+        ];
+        Ok((now[0] >= expected[0].0 && now[1] >= expected[1].0 && now[2] >= expected[2].0).then_some(now))
+    })
+    .await?;
+    for (count, (want, what)) in counts.iter().zip(expected) {
+        assert_eq!(*count, want, "{what}");
+    }
+    let metrics = bed.operator.metrics().await?;
+    let not_permitted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("zeroflow_events_received_total{") && l.contains("outcome=\"not_permitted\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(not_permitted >= 3.0, "not-permitted routes are counted: {not_permitted}");
+    Ok(())
+}

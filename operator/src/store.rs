@@ -56,6 +56,12 @@ pub enum StoreError {
     NoStore,
     #[error("Secret {0:?} not found")]
     SecretNotFound(String),
+    /// The operator's ServiceAccount may not read Secrets in the pipeline's namespace: a
+    /// least-privilege install grants Secrets only in the namespaces it lists.
+    #[error(
+        "the operator may not read Secret {secret:?} in namespace {namespace:?}: with the chart's rbac.restrictSecretAccess, add the namespace to rbac.secretNamespaces"
+    )]
+    SecretForbidden { secret: String, namespace: String },
     #[error("Secret {secret:?} has no key {key:?}")]
     SecretMissingKey { secret: String, key: &'static str },
     #[error("bucket {0:?} does not exist")]
@@ -74,6 +80,7 @@ impl StoreError {
         match self {
             StoreError::NoStore => "NoStore",
             StoreError::SecretNotFound(_) => "SecretNotFound",
+            StoreError::SecretForbidden { .. } => "SecretForbidden",
             StoreError::SecretMissingKey { .. } => "SecretMissingKey",
             StoreError::BucketNotFound(_) => "BucketNotFound",
             StoreError::AccessDenied(_) => "AccessDenied",

@@ -385,7 +385,7 @@ async fn a_waiting_poll_wakes_when_work_is_admitted() {
     };
     // Give the poll time to start waiting; the assertion below is on the wake-up, not this.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    h.pipelines.admit(&[event], Instant::now()).expect("admit");
+    h.pipelines.admit(&[event], Instant::now(), None).expect("admit");
     let (reply, waited) = poll.await.expect("poll");
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.json()["key"], "late.csv");
