@@ -14,6 +14,8 @@
 #                                   images (and EXAMPLE's transform image), the CRD with kubectl,
 #                                   `helm install REL` into NS watching WATCH, forwarders; sets
 #                                   zfn_operator_pod, zfn_operator_ip and the ZF_NODE_*_IMAGE variables
+#   zfn_upgrade_operator REL NS K=V...  helm upgrade --reuse-values --set K=V; waits for the new
+#                                   operator pod and re-points the forwarders at it
 #   zfn_uninstall_operator REL NS   helm uninstall, forwarders and NS removed
 
 zfn_log() { printf '[node %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -116,6 +118,42 @@ YAML
   "$root/e2e/testbed" node forward "lease-$rel" node "$zfn_work_vip:8081" "$zfn_operator_ip:8081" \
     || zfn_die "forwarder work API"
   zfn_log "operator $zfn_operator_pod ($zfn_operator_ip): MinIO webhook $ZF_WEBHOOK_ADDR -> gateway, $zfn_work_vip:8081 (node netns) -> work API"
+}
+
+# zfn_upgrade_operator RELEASE NAMESPACE KEY=VALUE...: `helm upgrade --reuse-values --set ...`,
+# which rolls the operator pod when a value reaches its template; waits for the new pod to be
+# Ready (only the leader is) and points the forwarders at it, as a Service would (the testbed
+# has no kube-proxy). Sets zfn_operator_pod and zfn_operator_ip to the new pod's.
+zfn_upgrade_operator() {
+  local rel=$1 ns=$2 old_pod set=() kv out pod="" _
+  shift 2
+  for kv in "$@"; do set+=(--set "$kv"); done
+  old_pod=$(zfn_kubectl -n "$ns" get pod -l "app.kubernetes.io/instance=$rel" -o jsonpath='{.items[0].metadata.name}')
+  zfn_log "helm upgrade $rel -n $ns ${*} (operator pod $old_pod is replaced)"
+  out=$(mktemp)
+  if ! "$HELM" upgrade "$rel" "$root/charts/zeroflow" -n "$ns" --reuse-values "${set[@]}" --timeout 3m >"$out" 2>&1; then
+    cat "$out" >&2; rm -f "$out"; zfn_die "helm upgrade $rel"
+  fi
+  rm -f "$out"
+  local name ready listing
+  for _ in $(seq 1 240); do
+    listing=$(zfn_kubectl -n "$ns" get pod -l "app.kubernetes.io/instance=$rel" \
+      -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')
+    while read -r name ready; do
+      [[ "$name" != "$old_pod" && "$ready" == True ]] && pod=$name
+    done <<<"$listing"
+    [[ -n "$pod" ]] && break
+    sleep 0.5
+  done
+  [[ -n "$pod" ]] || zfn_die "no new operator pod Ready within 120 s of helm upgrade $rel"
+  zfn_operator_pod=$pod
+  zfn_operator_ip=$(zfn_kubectl -n "$ns" get pod "$pod" -o jsonpath='{.status.podIP}')
+  [[ -n "$zfn_operator_ip" ]] || zfn_die "the operator pod $pod has no IP"
+  "$root/e2e/testbed" node forward "gateway-$rel" host "$ZF_WEBHOOK_ADDR" "$zfn_operator_ip:8080" \
+    || zfn_die "forwarder MinIO webhook -> gateway"
+  "$root/e2e/testbed" node forward "lease-$rel" node "$zfn_work_vip:8081" "$zfn_operator_ip:8081" \
+    || zfn_die "forwarder work API"
+  zfn_log "operator $pod ($zfn_operator_ip) is the leader after the upgrade; forwarders follow it"
 }
 
 # zfn_uninstall_operator RELEASE NAMESPACE: everything zfn_install_operator made, except the CRD

@@ -119,7 +119,15 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     let dir = own_dir.parent().context("test binary has no target dir")?;
     let path = dir.join(name);
     if !path.exists() {
-        bail!("{} not found: run `cargo build -p zeroflow-operator` first", path.display());
+        // Binaries come from their own packages (zeroflow-operator, zeroflow-runner, and
+        // zeroflow-e2e's tools); `cargo test -p zeroflow-e2e` does not rebuild them, which is why
+        // e2e/test-all builds the workspace first.
+        let package = match name {
+            "zeroflow-operator" | "crdgen" => "zeroflow-operator",
+            "zeroflow-runner" => "zeroflow-runner",
+            _ => "zeroflow-e2e",
+        };
+        bail!("{} not found: run `cargo build -p {package}` first", path.display());
     }
     Ok(path)
 }

@@ -145,6 +145,17 @@ impl NodeOperator {
         Ok(Self { release: release.to_owned(), namespace: namespace.to_owned(), env })
     }
 
+    /// `helm upgrade --reuse-values --set KEY=VALUE...` (`set`), which rolls the operator pod
+    /// when a value reaches its template; returns once the new pod is the Ready leader and the
+    /// forwarders point at it. `ZF_OPERATOR_POD` and `ZF_OPERATOR_IP` then name the new pod.
+    pub async fn upgrade(&mut self, set: &[&str]) -> anyhow::Result<()> {
+        let mut args = vec!["upgrade", self.release.as_str(), self.namespace.as_str()];
+        args.extend_from_slice(set);
+        let env = parse_exports(&lifecycle("e2e/node/operator", &args).await?);
+        self.env.extend(env);
+        Ok(())
+    }
+
     pub fn var(&self, name: &str) -> anyhow::Result<&str> {
         self.env
             .get(name)

@@ -2,6 +2,7 @@
 //! kubelet; a DataPipeline's workers (zeroflow-runner + a busybox transform, e2e/node/
 //! transform.sh) really run, scale 0 -> 1 -> 0 on MinIO events and write their outputs; a busy
 //! worker whose pod is deleted finishes its object before it exits (SIGTERM from the kubelet);
+//! `helm upgrade` rolling the operator pod mid-batch leaves the busy worker and its objects alone;
 //! and `e2e/testbed node down` leaves nothing behind, even with a worker pod that could not
 //! start its container.
 //!
@@ -71,11 +72,12 @@ async fn on_the_node(
     release: &str,
 ) -> anyhow::Result<()> {
     the_node_routes_only_the_harness_subnets(node).await?;
-    let operator = NodeOperator::install(release, &system.name, &workers.name).await?;
+    let mut operator = NodeOperator::install(release, &system.name, &workers.name).await?;
     the_operator_pod_runs_on_the_node(node, client, &operator).await?;
     let bed = Bed::create(node, client, workers, &operator).await?;
     bed.scale_from_zero_convert_and_back(node).await?;
     bed.a_busy_worker_finishes_its_object_when_its_pod_is_deleted().await?;
+    bed.a_helm_upgrade_leaves_busy_work_alone(&mut operator).await?;
     bed.leave_a_worker_that_cannot_start(node).await
 }
 
@@ -366,6 +368,104 @@ impl Bed {
         Ok(())
     }
 
+    /// Issue #12: `helm upgrade` changing a value rolls the operator pod while the worker is in
+    /// the middle of a batch. Sampled every 250 ms, the worker Deployment never drops to zero
+    /// while objects are held; the busy worker pod is never signalled (it stays the same pod
+    /// and its log has no termination); each object runs exactly once (one worker, so its one
+    /// log sees every run) and its output is right.
+    async fn a_helm_upgrade_leaves_busy_work_alone(&self, operator: &mut NodeOperator) -> anyhow::Result<()> {
+        let before = self.counts().await?.0;
+        let keys = ["slow-u1.csv", "slow-u2.csv"];
+        for (i, key) in keys.iter().enumerate() {
+            upload(&self.raw, &format!("{PIPELINE}/{key}"), &format!("invoice,amount\nINV-U{i},{i}.25\n")).await?;
+        }
+        let (busy, _) = eventually("a worker pod Running for the batch", Duration::from_secs(60), || async {
+            self.running_worker().await
+        })
+        .await?;
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let params = LogParams { follow: true, container: Some("transform".into()), ..LogParams::default() };
+        let stream = self.pods.log_stream(&busy, &params).await.context("following the worker's log")?;
+        let follow = tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut lines = stream.lines();
+                while let Some(Ok(line)) = lines.next().await {
+                    log.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+                }
+            }
+        });
+        let runs = |key: &str| {
+            let needle = format!("{key}: slow object, sleeping");
+            log.lock().unwrap_or_else(PoisonError::into_inner).iter().filter(|l| l.contains(&needle)).count()
+        };
+        eventually("the worker runs the first object of the batch", Duration::from_secs(30), || async {
+            Ok((runs(keys[0]) == 1).then_some(()))
+        })
+        .await?;
+
+        // Sample the worker Deployment's replicas from now until the batch is done.
+        let samples = Arc::new(Mutex::new(Vec::<i32>::new()));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = tokio::spawn({
+            let (deployments, samples, done) = (self.deployments.clone(), samples.clone(), done.clone());
+            async move {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(d) = deployments.get(&format!("{PIPELINE}-worker")).await {
+                        let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(0);
+                        samples.lock().unwrap_or_else(PoisonError::into_inner).push(replicas);
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        });
+        let old_pod = operator.var("ZF_OPERATOR_POD")?.to_owned();
+        let upgraded = Instant::now();
+        let upgrade = operator.upgrade(&["logFormat=plain"]).await;
+        let result = async {
+            upgrade?;
+            let new_pod = operator.var("ZF_OPERATOR_POD")?;
+            ensure!(new_pod != old_pod, "helm upgrade did not replace the operator pod {old_pod}");
+            eprintln!(
+                "ok: helm upgrade --set logFormat=plain replaced operator pod {old_pod} by {new_pod} in {:.1} s",
+                upgraded.elapsed().as_secs_f64()
+            );
+            self.succeeded(before + 2, Duration::from_secs(90)).await
+        }
+        .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = sampler.await;
+        result?;
+        let samples = samples.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        ensure!(!samples.is_empty() && samples.iter().all(|&r| r >= 1), "worker replicas while busy: {samples:?}");
+        let still = self.pods.get_opt(&busy).await?;
+        ensure!(
+            still.is_some_and(|p| p.metadata.deletion_timestamp.is_none()),
+            "the busy worker pod {busy} was deleted during the upgrade"
+        );
+        let text = log.lock().unwrap_or_else(PoisonError::into_inner).join("\n");
+        ensure!(!text.contains("termination signal"), "the busy worker was signalled during the upgrade:\n{text}");
+        for key in keys {
+            ensure!(runs(key) == 1, "{key} ran {} times, not once:\n{text}", runs(key));
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let stem = key.trim_end_matches(".csv");
+            let got = self.output(&format!("{PIPELINE}/{key}/{stem}.jsonl")).await?;
+            ensure!(
+                got == format!("{{\"invoice\": \"INV-U{i}\", \"amount\": \"{i}.25\"}}\n"),
+                "output of {key}: {got:?}"
+            );
+        }
+        eprintln!(
+            "ok: during the upgrade the worker kept its {} objects: {} replica samples all >= 1, never signalled, each object ran once",
+            keys.len(),
+            samples.len()
+        );
+        follow.abort();
+        self.back_to_zero().await?;
+        Ok(())
+    }
+
     /// A second pipeline kept at one worker whose image is not on the node: its pod sandbox
     /// runs (a containerd shim, the pause container) while the transform container waits in
     /// ErrImageNeverPull. That is how `node down` once left shims behind.
@@ -383,6 +483,18 @@ impl Bed {
             Ok(list.items.iter().find_map(pod_problem).filter(|p| p.contains("ErrImageNeverPull")))
         })
         .await?;
+        // Issue #13 item 7 on a real kubelet: the pipeline says why its workers cannot run, in
+        // the kubelet's own words, instead of waiting in WorkersStarting forever.
+        let degraded = eventually("Degraded names the image problem", Duration::from_secs(60), || async {
+            let status = self.pipelines.get("stuck").await?.status.unwrap_or_default();
+            Ok(status.conditions.into_iter().find(|c| c.type_ == "Degraded" && c.status == "True"))
+        })
+        .await?;
+        ensure!(degraded.reason == "ErrImageNeverPull", "Degraded reason: {degraded:?}");
+        ensure!(degraded.message.contains("never-imported"), "Degraded message quotes the kubelet: {degraded:?}");
+        let failed = self.pipelines.get("stuck").await?.status.unwrap_or_default().failed;
+        ensure!(failed == 0, "a worker that cannot start used up attempts: {failed} failed");
+        eprintln!("ok: Degraded=True ({}): {}", degraded.reason, degraded.message);
         eprintln!("ok: a worker pod that cannot start its container is left on the node, with the operator pod");
         Ok(())
     }

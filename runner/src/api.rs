@@ -12,6 +12,7 @@ use zeroflow_contract::wire::{CompleteRequest, FailRequest, HeartbeatRequest, Ou
 pub use zeroflow_contract::wire::{Lease, OutputTarget};
 
 use crate::Error;
+use crate::object::Failure;
 
 /// How long the server may hold a lease request open (it caps this at 30 s).
 pub const LEASE_WAIT_SECONDS: u64 = zeroflow_contract::wire::DEFAULT_WAIT_SECONDS;
@@ -19,19 +20,6 @@ pub const LEASE_WAIT_SECONDS: u64 = zeroflow_contract::wire::DEFAULT_WAIT_SECOND
 const LEASE_SLACK: Duration = Duration::from_secs(15);
 /// Any other API call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why an object failed, as reported to the work API.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Failure {
-    pub retryable: bool,
-    pub exit_code: Option<i32>,
-    pub stderr_tail: Option<String>,
-    /// The runner stopped the command because it is shutting down: the object goes back to the
-    /// queue without counting as an attempt.
-    pub handed_back: bool,
-    /// The input's download answered 404/412: the object revision is gone.
-    pub input_missing: bool,
-}
 
 /// An HTTP client trusting the image's CA certificates, or, in images that have none (scratch,
 /// distroless static, busybox), the Mozilla roots built into the runner: the transform's image
@@ -121,12 +109,12 @@ impl Client {
     pub async fn fail(&self, lease: &Lease, failure: &Failure) -> Result<(), Error> {
         let path = format!("/leases/{}/fail", lease.lease_id);
         let body = FailRequest {
-            retryable: failure.retryable,
-            exit_code: failure.exit_code,
-            stderr_tail: failure.stderr_tail.clone(),
+            retryable: failure.retryable(),
+            exit_code: failure.exit_code(),
+            stderr_tail: Some(failure.stderr_tail.clone()),
             attempt: Some(lease.attempt),
-            handed_back: failure.handed_back,
-            input_missing: failure.input_missing,
+            handed_back: failure.handed_back(),
+            input_missing: failure.input_missing(),
             object: lease.into(),
         };
         self.post(&path, &body, CALL_TIMEOUT).await.map(drop)

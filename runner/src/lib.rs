@@ -5,7 +5,9 @@
 pub mod api;
 pub mod contract;
 pub mod install;
+pub mod local;
 pub mod names;
+pub mod object;
 pub mod process;
 pub mod retry;
 pub mod worker;

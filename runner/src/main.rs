@@ -1,6 +1,7 @@
-//! Command line: `run -- <command>` and `install <dir>`.
+//! Command line: `run -- <command>`, `try <input> -- <command>` and `install <dir>`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use zeroflow_contract::env;
 use zeroflow_contract::worker::DEFAULT_TIMEOUT;
 use zeroflow_runner::api::Client;
 use zeroflow_runner::contract::Contract;
+use zeroflow_runner::local::{self, Layout, Placement, TryRequest, Verdict};
+use zeroflow_runner::object::{Object, Transform};
 use zeroflow_runner::worker::{self, Context};
 
 /// `exec` or `stdio`, listed in `--help`.
@@ -69,7 +72,48 @@ THE CONTRACT FOR TRANSFORM AUTHORS
   and hands their objects back to the queue, before the kubelet's SIGKILL. A handed-back object
   is leased again at once and does not use up one of its attempts.
   Processing is at-least-once: an object may be run again after a crash, so write outputs that
-  are safe to overwrite.";
+  are safe to overwrite.
+
+  Try your transform on your machine, exactly as a worker runs it, with no cluster:
+    zeroflow-runner try --contract exec --timeout 2m --out out/ sample.csv -- python3 transform.py
+  See `zeroflow-runner try --help`.";
+
+const TRY_HELP: &str = "\
+TRYING A TRANSFORM ON YOUR MACHINE
+  `try` processes INPUT the way a worker processes an object it leased, through the same code:
+  the file is copied into a fresh private directory (your file is never changed), COMMAND runs
+  there with the worker's environment on top of yours (ZEROFLOW_INPUT, ZEROFLOW_OUTPUT_DIR,
+  ZEROFLOW_BUCKET, ZEROFLOW_KEY, ZEROFLOW_ETAG, ZEROFLOW_SIZE, ZEROFLOW_ATTEMPT; see `run --help`),
+  under the same contract, timeout (the whole process group is killed), output-name rules and
+  failure rules. Nothing is sent anywhere: the outputs a worker would upload are copied into
+  --out, and what the worker would report is printed on stdout (and written as JSON with
+  --report). Set the pipeline's transform.env in your own environment; --key, --bucket, --etag,
+  --size and --attempt stand in for what a lease says about the object. The command runs in the
+  object's directory, as in a worker: name your script by an absolute path ($PWD/transform.py).
+
+  Outputs in --out:
+    --layout flat  <out>/<output name>                        (default)
+    --layout sink  <out>/<sink prefix><key>/<output name>     the key each output gets in the sink;
+                   a key with an empty, '.' or '..' segment has no such local path (exit 1)
+  An output already in --out is replaced, as a retry replaces it in the sink. After a failure
+  nothing is copied, as a worker uploads nothing; --keep keeps the object's directory (in/,
+  out/, stdout) to look at what the command left.
+
+  Exit codes of try:
+    0    completed: every output is in --out
+    3    failed: the command exited non-zero or a signal killed it (a worker retries it)
+    4    timed out: the command's process group was killed after --timeout (a worker retries it)
+    5    refused: the command exited 0 but wrote an output name the work API refuses; nothing is
+         copied (a worker records the object as failed without retrying)
+    6    the runner could not do its part, e.g. start the command (a worker retries it)
+    130  interrupted by SIGINT or SIGTERM: the command's process group was killed
+    1    nothing was run: INPUT is not a readable file, --out cannot be made, ...
+    2    bad command line
+
+  --report FILE writes one JSON object: outcome (completed, failed, timed-out,
+  refused-output-name, runner-error, interrupted), retryable, exit_code, signal, stderr_tail,
+  outputs [{name, key, path}], object {bucket, key, etag, size, attempt}, contract, timeout,
+  seconds, kept_dir.";
 
 #[derive(Debug, Parser)]
 #[command(name = "zeroflow-runner", version, about = "Turns any container into a zeroflow worker", after_help = CONTRACT_HELP)]
@@ -107,6 +151,10 @@ enum Command {
     /// Lease objects and run COMMAND once per object until SIGTERM.
     #[command(after_help = CONTRACT_HELP)]
     Run(RunArgs),
+    /// Run COMMAND once on a local file exactly as a worker runs it on an object, with no
+    /// cluster, and print what the worker would report.
+    #[command(after_help = TRY_HELP)]
+    Try(TryArgs),
     /// Copy this executable into DIR (mode 0755); used by the worker pod's init container.
     Install { dir: PathBuf },
 }
@@ -147,17 +195,127 @@ struct RunArgs {
     command: Vec<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Debug, clap::Args)]
+struct TryArgs {
+    /// How the command receives input and gives back outputs: exec or stdio.
+    #[arg(long, env = env::CONTRACT, default_value = "exec", value_parser = contract_parser())]
+    contract: Contract,
+    /// Longest time the command may take before its process group is killed, as a duration
+    /// (500ms, 30s, 10m, 1h30m; at most 168h), the same grammar as transform.timeout.
+    #[arg(long, env = env::TIMEOUT, default_value = DEFAULT_TIMEOUT, value_parser = timeout_parser)]
+    timeout: Duration,
+    /// The object's key (ZEROFLOW_KEY); its last segment names the input file. Default: the
+    /// name of INPUT.
+    #[arg(long)]
+    key: Option<String>,
+    /// The source bucket (ZEROFLOW_BUCKET).
+    #[arg(long, default_value = "local")]
+    bucket: String,
+    /// The object's ETag (ZEROFLOW_ETAG); empty when not given.
+    #[arg(long)]
+    etag: Option<String>,
+    /// The object's size in bytes (ZEROFLOW_SIZE). Default: the size of INPUT.
+    #[arg(long)]
+    size: Option<u64>,
+    /// The attempt (ZEROFLOW_ATTEMPT): 1 on the first try, higher on retries.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    attempt: u32,
+    /// Where the outputs are copied (created when missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// flat: <out>/<name>; sink: <out>/<sink prefix><key>/<name>.
+    #[arg(long, value_enum, default_value = "flat")]
+    layout: Layout,
+    /// The pipeline's sink.prefix, for the keys outputs would get.
+    #[arg(long, default_value = "")]
+    sink_prefix: String,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Where the object's private directory is made. Default: the system's temporary directory
+    /// (TMPDIR).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Keep the object's directory (in/, out/, stdout) and print its path.
+    #[arg(long)]
+    keep: bool,
+    /// The local file to process as the object.
+    input: PathBuf,
+    /// The transform and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    command: Vec<String>,
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match cli.command {
         Command::Install { dir } => {
             let target = zeroflow_runner::install::install(&dir)?;
             tracing::info!(path = %target.display(), "installed");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args)),
+        Command::Run(args) => runtime()?.block_on(run(args)).map(|()| ExitCode::SUCCESS),
+        Command::Try(args) => runtime()?.block_on(try_object(args)),
     }
+}
+
+/// `try`: the exit code tells the outcome ([`local::Verdict::exit_code`]).
+async fn try_object(args: TryArgs) -> anyhow::Result<ExitCode> {
+    let metadata = std::fs::metadata(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    anyhow::ensure!(metadata.is_file(), "{} is not a regular file", args.input.display());
+    let key = match args.key {
+        Some(key) => key,
+        None => args
+            .input
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} has no UTF-8 file name: give --key", args.input.display()))?
+            .to_owned(),
+    };
+    let object = Object {
+        bucket: args.bucket,
+        key: key.clone(),
+        etag: args.etag,
+        size: Some(args.size.unwrap_or(metadata.len())),
+        attempt: args.attempt,
+    };
+    let command = args.command;
+    let request = TryRequest {
+        transform: Transform { contract: args.contract, command: command.clone(), timeout: args.timeout },
+        object,
+        input: args.input,
+        placement: Placement { out: args.out, layout: args.layout, sink_prefix: args.sink_prefix, key },
+        work_dir: args.work_dir.unwrap_or_else(std::env::temp_dir),
+        keep: args.keep,
+    };
+    // The command runs in a process group of its own, which a terminal's Ctrl-C does not reach:
+    // SIGINT and SIGTERM to `try` stop it through the runner, as a worker's second SIGTERM does.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let stop = async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+    };
+    let report = local::try_object(request, stop).await?;
+    if let Some(path) = &args.report {
+        let json = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(path, json).with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    print!("{}", report.render());
+    if report.outcome != Verdict::Completed
+        && let Ok(cwd) = std::env::current_dir()
+    {
+        for path in local::relative_paths(&command, &cwd) {
+            println!(
+                "note: the command runs in the object's directory, as in a worker: {path:?} is relative to yours; give it as an absolute path"
+            );
+        }
+    }
+    Ok(ExitCode::from(report.outcome.exit_code()))
 }
 
 /// How long after the first SIGTERM running objects may go on: the grace period less a margin
@@ -183,9 +341,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let tag = format!("{owner}-{started_ms}-{}", std::process::id());
     let ctx = Arc::new(Context {
         client,
-        contract: args.contract,
-        command: args.command,
-        timeout: args.timeout,
+        transform: Transform { contract: args.contract, command: args.command, timeout: args.timeout },
         work_dir: args.work_dir,
         tag,
         sequence: AtomicU64::new(0),

@@ -1,6 +1,7 @@
 //! Runs the user command in its own process group, so a timeout or an abort kills everything it
 //! started, and keeps the end of its stderr.
 
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,9 +18,10 @@ use crate::names::TailBuffer;
 /// How a run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Exited; `code` is `None` when a signal ended it.
+    /// Exited; `code` is `None` when a signal ended it, and `signal` names that signal.
     Exited {
         code: Option<i32>,
+        signal: Option<i32>,
         stderr_tail: String,
     },
     TimedOut {
@@ -96,7 +98,7 @@ pub async fn run(inv: Invocation<'_>, abort: impl Future<Output = ()>) -> Result
     Ok(match end {
         End::Exit(status) => {
             let status = status.map_err(io("waiting for the command"))?;
-            Outcome::Exited { code: status.code(), stderr_tail: stderr_tail(tail.await) }
+            Outcome::Exited { code: status.code(), signal: status.signal(), stderr_tail: stderr_tail(tail.await) }
         }
         End::Timeout => {
             let _ = child.wait().await;

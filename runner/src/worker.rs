@@ -1,5 +1,5 @@
-//! One worker loop: lease, prepare a private directory, run, upload, report, clean up. The
-//! runner runs `concurrency` of these.
+//! One worker loop: lease, process the object ([`object::process`] with the work API as its
+//! [`Transfer`]), report, clean up. The runner runs `concurrency` of these.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,10 +10,8 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::Error;
-use crate::api::{Client, Failure, Lease};
-use crate::contract::{Contract, contract_env};
-use crate::names::{safe_file_name, validate_output_name};
-use crate::process::{self, Invocation, Outcome};
+use crate::api::{Client, Lease};
+use crate::object::{self, Fetched, Object, Report, Transfer, Transform};
 use crate::retry;
 
 /// A result is reported for at least this long when the work API does not answer (a restart, a
@@ -25,9 +23,7 @@ const MIN_REPORT_PATIENCE: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Context {
     pub client: Client,
-    pub contract: Contract,
-    pub command: Vec<String>,
-    pub timeout: Duration,
+    pub transform: Transform,
     pub work_dir: PathBuf,
     /// Prefix of this run's per-object directories: `<pod>-<start ms>-<pid>`, unique across
     /// restarts of the container and across runners sharing a work dir.
@@ -75,14 +71,32 @@ pub async fn work(ctx: Arc<Context>, shutdown: Shutdown) {
     }
 }
 
-/// What the work API is told about an object.
-#[derive(Debug)]
-enum Report {
-    Complete(Vec<String>),
-    Fail(Failure),
-    /// The server said the lease is gone (expired, so the object may be another worker's now):
-    /// nothing is reported, the server already decided.
-    LeaseLost,
+/// The work API as an object's [`Transfer`]: presigned GET and PUTs, and the lease's heartbeat
+/// telling whether the object is still ours.
+struct LeaseTransfer<'a> {
+    client: &'a Client,
+    lease: &'a Lease,
+    /// Set by the heartbeat when the server says the lease is gone (410).
+    lost: watch::Receiver<bool>,
+}
+
+impl Transfer for LeaseTransfer<'_> {
+    async fn fetch(&self, file: &Path) -> Result<Fetched, Error> {
+        match self.client.download(&self.lease.input_url, file).await {
+            Ok(_) => Ok(Fetched::Input),
+            Err(Error::Status { status: 404 | 412, body }) => Ok(Fetched::Missing(body)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn store(&self, name: &str, file: &Path) -> Result<(), Error> {
+        let target = self.client.output(self.lease, name).await?;
+        self.client.upload(&target, file).await
+    }
+
+    fn held(&self) -> bool {
+        !*self.lost.borrow()
+    }
 }
 
 async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
@@ -92,10 +106,9 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
     let heartbeat = tokio::spawn(heartbeat(ctx.client.clone(), lease.clone(), lost_tx));
     let sequence = ctx.sequence.fetch_add(1, Ordering::Relaxed);
     let dir = ctx.work_dir.join(format!("{}-{sequence}", ctx.tag));
-    let report = match run_object(ctx, &lease, &dir, shutdown, lost).await {
-        Ok(report) => report,
-        Err(e) => Report::Fail(Failure { retryable: true, stderr_tail: Some(e.to_string()), ..Failure::default() }),
-    };
+    let transfer = LeaseTransfer { client: &ctx.client, lease: &lease, lost: lost.clone() };
+    let report =
+        object::process(&ctx.transform, &Object::from(&lease), &transfer, &dir, stop_signal(shutdown, lost)).await;
     heartbeat.abort();
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await
         && e.kind() != std::io::ErrorKind::NotFound
@@ -109,7 +122,7 @@ async fn process_object(ctx: &Context, lease: Lease, shutdown: Shutdown) {
             tracing::info!(outputs = outputs.len(), seconds, "completed")
         }
         (Ok(()), Report::Fail(f)) => {
-            tracing::warn!(exit_code = ?f.exit_code, retryable = f.retryable, seconds, "failed")
+            tracing::warn!(exit_code = ?f.exit_code(), retryable = f.retryable(), seconds, "failed")
         }
         (Ok(()), Report::LeaseLost) => tracing::warn!(seconds, "lease lost: the command was stopped"),
         // The lease expires on the server and the object is retried.
@@ -178,134 +191,6 @@ async fn stop_signal(shutdown: Shutdown, mut lost: watch::Receiver<bool>) {
         () = reached(shutdown, 2) => {}
         () = lease_lost => {}
     }
-}
-
-async fn run_object(
-    ctx: &Context,
-    lease: &Lease,
-    dir: &Path,
-    shutdown: Shutdown,
-    lost: watch::Receiver<bool>,
-) -> Result<Report, Error> {
-    let input_dir = dir.join("in");
-    let output_dir = dir.join("out");
-    for d in [dir, &input_dir, &output_dir] {
-        private_dir(d).await?;
-    }
-    let name = safe_file_name(&lease.key);
-    let input = input_dir.join(&name);
-    match ctx.client.download(&lease.input_url, &input).await {
-        Ok(_) => {}
-        // The object (revision) is gone: deleted, overwritten, or never written. Not the
-        // transform's failure; the work API checks the store and skips it.
-        Err(Error::Status { status: 404 | 412, body }) => {
-            tracing::info!(key = %lease.key, "the input no longer exists");
-            let tail = format!("[zeroflow-runner] the input no longer exists: {body}");
-            return Ok(Report::Fail(Failure {
-                retryable: true,
-                stderr_tail: Some(tail),
-                input_missing: true,
-                ..Failure::default()
-            }));
-        }
-        Err(e) => return Err(e),
-    }
-
-    let stdout = dir.join("stdout");
-    let invocation = Invocation {
-        argv: &ctx.command,
-        env: contract_env(lease, &input, &output_dir),
-        cwd: dir,
-        stdin: (ctx.contract == Contract::Stdio).then_some(input.as_path()),
-        stdout: (ctx.contract == Contract::Stdio).then_some(stdout.as_path()),
-        timeout: ctx.timeout,
-    };
-    let failure = |exit_code, stderr_tail: String| {
-        Report::Fail(Failure { retryable: true, exit_code, stderr_tail: Some(stderr_tail), ..Failure::default() })
-    };
-    let outcome = process::run(invocation, stop_signal(shutdown, lost.clone())).await?;
-    if *lost.borrow() {
-        return Ok(Report::LeaseLost);
-    }
-    match outcome {
-        Outcome::Exited { code: Some(0), .. } => {}
-        Outcome::Exited { code, stderr_tail } => return Ok(failure(code, stderr_tail)),
-        Outcome::TimedOut { stderr_tail } => {
-            let timeout = zeroflow_contract::duration::format_duration(ctx.timeout);
-            let note = format!("\n[zeroflow-runner] killed after the {timeout} timeout");
-            return Ok(failure(None, tail_with(stderr_tail, &note)));
-        }
-        Outcome::Aborted { stderr_tail } => {
-            let tail = tail_with(stderr_tail, "\n[zeroflow-runner] stopped and handed back: the runner is stopping");
-            return Ok(Report::Fail(Failure {
-                retryable: true,
-                stderr_tail: Some(tail),
-                handed_back: true,
-                ..Failure::default()
-            }));
-        }
-    }
-
-    let files = match ctx.contract {
-        Contract::Stdio => vec![(name, stdout)],
-        Contract::Exec => match output_files(&output_dir).await? {
-            Ok(files) => files,
-            // The transform wrote a name the server refuses: a retry would do the same.
-            Err(message) => {
-                return Ok(Report::Fail(Failure {
-                    retryable: false,
-                    exit_code: Some(0),
-                    stderr_tail: Some(message),
-                    ..Failure::default()
-                }));
-            }
-        },
-    };
-    let mut names = Vec::with_capacity(files.len());
-    for (name, path) in files {
-        let target = ctx.client.output(lease, &name).await?;
-        ctx.client.upload(&target, &path).await?;
-        names.push(name);
-    }
-    Ok(Report::Complete(names))
-}
-
-fn tail_with(mut tail: String, note: &str) -> String {
-    tail.push_str(note);
-    crate::names::stderr_tail(tail.as_bytes())
-}
-
-async fn private_dir(dir: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = dir.to_owned();
-    // create (not create_all): a leftover of the same name is an error, never reused.
-    tokio::task::spawn_blocking(move || std::fs::DirBuilder::new().mode(0o700).create(&dir))
-        .await
-        .map_err(|e| Error::Io { what: "creating a work directory", source: std::io::Error::other(e) })?
-        .map_err(|source| Error::Io { what: "creating a work directory", source })
-}
-
-/// The regular files at the top of the output directory, by name; `Err` names the first file
-/// whose name the server would refuse. Symlinks and directories are not outputs.
-async fn output_files(dir: &Path) -> Result<Result<Vec<(String, PathBuf)>, String>, Error> {
-    let io = |source| Error::Io { what: "listing the outputs", source };
-    let mut entries = tokio::fs::read_dir(dir).await.map_err(io)?;
-    let mut files = Vec::new();
-    while let Some(entry) = entries.next_entry().await.map_err(io)? {
-        if !entry.file_type().await.map_err(io)?.is_file() {
-            continue;
-        }
-        let raw = entry.file_name();
-        let Some(name) = raw.to_str() else {
-            return Ok(Err(format!("output file name {raw:?} is not UTF-8")));
-        };
-        if let Err(e) = validate_output_name(name) {
-            return Ok(Err(format!("output file {name:?}: {e}")));
-        }
-        files.push((name.to_owned(), entry.path()));
-    }
-    files.sort();
-    Ok(Ok(files))
 }
 
 /// Removes the directories `<owner>-…` in `work_dir` (an earlier run's objects); returns how
