@@ -220,8 +220,11 @@ fn round_trip<T: DeserializeOwned + Serialize + PartialEq + Debug>(data: &[u8]) 
     assert_eq!(again.ok().as_ref(), Some(&value), "changed by a round trip through {}", String::from_utf8_lossy(&text));
 }
 
+/// One target's checks: the bytes AFL++ generates in, a panic on a broken promise.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets by name, for the corpus tests and tools.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("s3_json", s3_json),
     ("sns_envelope", sns_envelope),
     ("cloudevents_http", cloudevents_http),
