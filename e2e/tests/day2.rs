@@ -113,7 +113,7 @@ async fn failed_objects_are_listed_and_one_is_re_driven_alone_by_its_key() -> an
     // Which objects failed and why, without store credentials.
     let failures = t.status().await?.recent_failures;
     let keys: Vec<&str> = failures.iter().map(|f| f.key.as_str()).collect();
-    assert_eq!(keys.len(), 2, "{failures:?}");
+    assert_eq!(keys.len(), 2, "{failures:?}\noperator log:\n{}", t.operator.log_tail());
     assert!(keys.contains(&"bad/2024.csv") && keys.contains(&"bad/2025.csv"), "{keys:?}");
     for failure in &failures {
         assert_eq!((failure.attempts, failure.exit_code), (2, Some(3)), "{failure:?}");

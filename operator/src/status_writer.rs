@@ -61,9 +61,16 @@ impl Concern {
                 &["observedGeneration", "conditions", "workerDeployment", "replicas", "readyReplicas", "lastRedrive"]
             }
             Concern::Scale => &["desiredReplicas", "lastScaleTime", "lastScaleReason"],
-            Concern::Progress => {
-                &["pending", "inFlight", "succeeded", "failed", "usage", "lastColdStartSeconds", "lastEventTime"]
-            }
+            Concern::Progress => &[
+                "pending",
+                "inFlight",
+                "succeeded",
+                "failed",
+                "recentFailures",
+                "usage",
+                "lastColdStartSeconds",
+                "lastEventTime",
+            ],
         }
     }
 

@@ -244,5 +244,42 @@ mod tests {
         assert_eq!(f["usage"]["replicaSeconds"], json!(12.346));
         assert_eq!(f["lastColdStartSeconds"], json!(1.25));
         assert_eq!(f["lastEventTime"], json!("2027-01-15T08:00:00Z"));
+        assert_eq!(f["recentFailures"], json!([]));
+    }
+
+    /// The status writer keeps only the fields a concern owns: a progress field it does not
+    /// list would be dropped without a word (status.recentFailures once was).
+    #[test]
+    fn every_progress_field_is_owned_by_the_progress_concern() {
+        let failure = crate::api::RecentFailure {
+            key: "bad/1.csv".into(),
+            etag: Some("e1".into()),
+            version_id: None,
+            attempts: 2,
+            exit_code: Some(3),
+            message: "cannot parse".into(),
+            failed_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        };
+        let s = Snapshot {
+            counts: Counts::default(),
+            succeeded: 0,
+            failed: 1,
+            oldest_pending_seconds: 0.0,
+            usage: Usage { replica_seconds: 1.0, cpu_core_seconds: 1.0 },
+            replicas: 0,
+            written_usage: None,
+            last_cold_start: Some(Duration::from_millis(1)),
+            last_event: Some(SystemTime::UNIX_EPOCH),
+            newly_failed: 0,
+            last_failure: None,
+            recent_failures: vec![failure],
+            paused: false,
+        };
+        let Value::Object(f) = fields(&s) else { panic!("fields are an object") };
+        let owned = crate::status_writer::Concern::Progress.fields();
+        for key in f.keys() {
+            assert!(owned.contains(&key.as_str()), "status.{key} is published but not owned by Progress");
+        }
+        assert_eq!(f["recentFailures"][0]["key"], json!("bad/1.csv"));
     }
 }
