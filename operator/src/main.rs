@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 use zeroflow_operator::api::DataPipeline;
 use zeroflow_operator::cli::Cli;
 use zeroflow_operator::controller::{self, Context, build::WorkerOptions};
+use zeroflow_operator::gateway::auth::NamespaceTokens;
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
 use zeroflow_operator::gateway::notices::{Notices, PodEvents};
 use zeroflow_operator::gateway::{self, GatewayConfig};
@@ -119,8 +120,10 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => Notices::default(),
     };
+    let sender_tokens = NamespaceTokens::default();
     let gateway_config = GatewayConfig {
         token: gateway_token,
+        namespace_tokens: sender_tokens.clone(),
         body_limit: cli.gateway_body_limit,
         sns: cli.gateway.sns_settings(),
         notices,
@@ -154,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(scaler.run(kicks)),
         tokio::spawn(progress::run(pipelines.clone(), status.clone(), recorder.clone())),
         tokio::spawn(resync::run(pipelines.clone())),
+        tokio::spawn(controller::sender::run(client.clone(), pipelines.clone(), sender_tokens)),
     ];
     // Queue consumers: leader-only like everything above, aborted with it.
     let source_metrics = SourceMetrics::register(metrics.registry()).context("registering source metrics")?;

@@ -877,7 +877,12 @@ use zeroflow_core::events::{EventKind, StorageEvent};
 struct Recording(Mutex<Vec<StorageEvent>>);
 
 impl Admission for Recording {
-    fn admit(&self, events: &[StorageEvent], _received_at: std::time::Instant) -> Result<AdmitReport, Overloaded> {
+    fn admit(
+        &self,
+        events: &[StorageEvent],
+        _received_at: std::time::Instant,
+        _namespace: Option<&str>,
+    ) -> Result<AdmitReport, Overloaded> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(events);
         Ok(AdmitReport { accepted: events.len() as u64, ..AdmitReport::default() })
     }

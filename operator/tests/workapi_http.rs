@@ -94,6 +94,11 @@ struct Harness {
 }
 
 async fn start(config: BacklogConfig) -> Harness {
+    start_with_prefix(config, None).await
+}
+
+/// [`start`] for a pipeline that takes only keys under `prefix` of its bucket.
+async fn start_with_prefix(config: BacklogConfig, prefix: Option<&str>) -> Harness {
     let key = PipelineKey::new("finance", "invoices");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let (kick, _kicks) = tokio::sync::mpsc::unbounded_channel();
@@ -102,7 +107,7 @@ async fn start(config: BacklogConfig) -> Harness {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         bucket: "raw-invoices".into(),
-        prefix: None,
+        prefix: prefix.map(str::to_owned),
         suffix: None,
         exclude_prefixes: vec![],
     };
@@ -374,7 +379,7 @@ async fn a_waiting_poll_wakes_when_work_is_admitted() {
     };
     // Give the poll time to start waiting; the assertion below is on the wake-up, not this.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    h.pipelines.admit(&[event], Instant::now()).expect("admit");
+    h.pipelines.admit(&[event], Instant::now(), None).expect("admit");
     let (reply, waited) = poll.await.expect("poll");
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.json()["key"], "late.csv");
@@ -487,6 +492,38 @@ async fn an_unknown_lease_is_accepted_only_for_the_real_object_revision() {
     assert_eq!(h.on_lease(lease, "fail", permanent).await.json()["recorded"], true);
     let records = h.records().await;
     assert_eq!((records.len(), records[0].outcome), (1, Outcome::Failed), "the revision's marker, overwritten");
+}
+
+/// Two pipelines may share a bucket. A forged (or another pipeline's) lease id naming an object
+/// outside this pipeline's route gets nothing: no upload URL, no record, no heartbeat, and no
+/// answer that tells whether the object exists.
+#[tokio::test]
+async fn an_unknown_lease_is_refused_for_an_object_outside_the_route() {
+    let h = start_with_prefix(fast(), Some("finance/")).await;
+    for key in ["finance/a.csv", "hr/salaries.csv", ".zeroflow/ledger/finance/other/k/x"] {
+        h.source.objects.lock().expect("lock").insert(key.into(), ObjectInfo { etag: Some("\"e1\"".into()), size: 5 });
+    }
+    let lease = "0123456789abcdef-9";
+    for key in ["hr/salaries.csv", ".zeroflow/ledger/finance/other/k/x", "hr/missing.csv"] {
+        let object = json!({"bucket": "raw-invoices", "key": key, "etag": "e1", "attempt": 1});
+        let mut body = object.clone();
+        body["name"] = json!("o.txt");
+        assert_eq!(h.on_lease(lease, "outputs", body).await.status, StatusCode::NOT_FOUND, "{key}");
+        assert_eq!(h.on_lease(lease, "heartbeat", object.clone()).await.status, StatusCode::NOT_FOUND, "{key}");
+        let mut body = object.clone();
+        body["outputs"] = json!([]);
+        assert_eq!(h.on_lease(lease, "complete", body).await.status, StatusCode::NOT_FOUND, "{key}");
+        let mut body = object.clone();
+        body["retryable"] = json!(false);
+        assert_eq!(h.on_lease(lease, "fail", body.clone()).await.status, StatusCode::NOT_FOUND, "{key}");
+        body["input_missing"] = json!(true);
+        assert_eq!(h.on_lease(lease, "fail", body).await.status, StatusCode::NOT_FOUND, "{key}");
+    }
+    assert!(h.records().await.is_empty(), "nothing recorded for objects outside the route");
+    // The same forged lease for an object of the route is the restart case, and is accepted.
+    let own = json!({"bucket": "raw-invoices", "key": "finance/a.csv", "etag": "e1", "outputs": []});
+    assert_eq!(h.on_lease(lease, "complete", own).await.status, StatusCode::OK);
+    assert_eq!(h.records().await.len(), 1);
 }
 
 /// hyper drops the handler when the client goes away, so an abandoned poll does not take an

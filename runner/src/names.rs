@@ -1,39 +1,11 @@
 //! Names: the local file name for an untrusted object key, and the stderr tail a failure
-//! carries. The output-name rules are the work API's own ([`zeroflow_contract::names`]). Pure.
+//! carries. Both name rules are the contract's ([`zeroflow_contract::names`]). Pure.
 
-/// The longest file name, in bytes: the longest output name the work API accepts.
-pub const MAX_NAME: usize = zeroflow_contract::names::MAX_OUTPUT_NAME;
-/// The file name used when nothing usable is left of a key.
-pub const FALLBACK_NAME: &str = "input";
-
-/// A local file name for the object `key` that can never leave its directory: only the last
-/// path segment, separators and control characters replaced, no `..`, at most [`MAX_NAME`]
-/// bytes, never empty. Keys come from whoever writes to the bucket, so nothing is trusted.
-pub fn safe_file_name(key: &str) -> String {
-    let last = key.rsplit(['/', '\\']).next().unwrap_or_default();
-    let mut name: String =
-        last.chars().map(|c| if c.is_control() || c == '/' || c == '\\' { '_' } else { c }).collect();
-    // Replacing ".." with one character shortens the name, so this ends.
-    while name.contains("..") {
-        name = name.replace("..", "_");
-    }
-    let name = truncate_to_boundary(&name, MAX_NAME);
-    // A prefix of a name without ".." has no ".." either; "." alone would be the directory itself.
-    if name.is_empty() || name == "." { FALLBACK_NAME.to_owned() } else { name.to_owned() }
-}
-
-fn truncate_to_boundary(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-pub use zeroflow_contract::names::{NameError, STDERR_TAIL_LIMIT, validate_output_name};
+// The local file name rules live in the contract crate, beside the output-name rules they
+// must agree with, so the fuzz targets check them without building the runner.
+pub use zeroflow_contract::names::{
+    FALLBACK_NAME, MAX_NAME, NameError, STDERR_TAIL_LIMIT, safe_file_name, validate_output_name,
+};
 
 /// The end of `stderr`, at most [`STDERR_TAIL_LIMIT`] bytes, decoded lossily.
 pub fn stderr_tail(stderr: &[u8]) -> String {

@@ -123,10 +123,13 @@ prometheus-operator names a ServiceMonitor's job after the Service, a PodMonitor
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Store credentials referenced by pipelines; read one by one, never listed or watched.
+{{- if not .Values.rbac.restrictSecretAccess }}
+# Store credentials referenced by pipelines; read one by one, never listed or watched. With
+# rbac.restrictSecretAccess, only in rbac.secretNamespaces instead (templates/rbac.yaml).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+{{- end }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -1,5 +1,5 @@
-//! Output names and failure text: what the work API accepts and the runner checks before
-//! uploading anything, so both refuse the same names.
+//! Output names, the runner's local file names and failure text: what the work API accepts and
+//! the runner checks before uploading anything, so both refuse the same names.
 
 use thiserror::Error;
 
@@ -47,6 +47,38 @@ pub fn validate_output_name(name: &str) -> Result<(), NameError> {
 /// name is validated, so the result stays under the sink prefix.
 pub fn output_key(sink_prefix: &str, input_key: &str, name: &str) -> String {
     format!("{sink_prefix}{input_key}/{name}")
+}
+
+/// The longest file name, in bytes: the longest output name the work API accepts.
+pub const MAX_NAME: usize = MAX_OUTPUT_NAME;
+/// The file name used when nothing usable is left of a key.
+pub const FALLBACK_NAME: &str = "input";
+
+/// A local file name for the object `key` that can never leave its directory: only the last
+/// path segment, separators and control characters replaced, no `..`, at most [`MAX_NAME`]
+/// bytes, never empty. Keys come from whoever writes to the bucket, so nothing is trusted.
+pub fn safe_file_name(key: &str) -> String {
+    let last = key.rsplit(['/', '\\']).next().unwrap_or_default();
+    let mut name: String =
+        last.chars().map(|c| if c.is_control() || c == '/' || c == '\\' { '_' } else { c }).collect();
+    // Replacing ".." with one character shortens the name, so this ends.
+    while name.contains("..") {
+        name = name.replace("..", "_");
+    }
+    let name = truncate_to_boundary(&name, MAX_NAME);
+    // A prefix of a name without ".." has no ".." either; "." alone would be the directory itself.
+    if name.is_empty() || name == "." { FALLBACK_NAME.to_owned() } else { name.to_owned() }
+}
+
+fn truncate_to_boundary(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The last [`STDERR_TAIL_LIMIT`] bytes of `text`, cut forward to a character boundary (the end

@@ -14,13 +14,27 @@ use crate::events::StorageEvent;
 /// On `Err` some events may have been admitted; senders retry the whole request and those come
 /// back as duplicates, so partial admission is safe. `received_at` is when the request reached
 /// the gateway: event-to-scale is measured from it.
+///
+/// `namespace` is what the sender's credentials cover: `None` (the operator-wide token) reaches
+/// every pipeline; `Some(ns)` (a namespace's own sender token) only the pipelines of `ns`, and
+/// each route to a pipeline elsewhere is counted in [`AdmitReport::not_permitted`] instead.
 pub trait Admission: Send + Sync + 'static {
-    fn admit(&self, events: &[StorageEvent], received_at: Instant) -> Result<AdmitReport, Overloaded>;
+    fn admit(
+        &self,
+        events: &[StorageEvent],
+        received_at: Instant,
+        namespace: Option<&str>,
+    ) -> Result<AdmitReport, Overloaded>;
 }
 
 impl<A: Admission> Admission for std::sync::Arc<A> {
-    fn admit(&self, events: &[StorageEvent], received_at: Instant) -> Result<AdmitReport, Overloaded> {
-        A::admit(self, events, received_at)
+    fn admit(
+        &self,
+        events: &[StorageEvent],
+        received_at: Instant,
+        namespace: Option<&str>,
+    ) -> Result<AdmitReport, Overloaded> {
+        A::admit(self, events, received_at, namespace)
     }
 }
 
@@ -35,6 +49,16 @@ pub struct AdmitReport {
     pub skipped: u64,
     /// Removals that withdrew a pending revision (deleted before any worker got to it).
     pub withdrawn: u64,
+    /// (pipeline, event) pairs not admitted because the sender's credentials do not cover the
+    /// pipeline's namespace.
+    pub not_permitted: u64,
+}
+
+impl AdmitReport {
+    /// Whether any pipeline the credentials cover took (or already had) an event.
+    pub fn reached_any(&self) -> bool {
+        self.accepted + self.duplicate + self.skipped + self.withdrawn > 0
+    }
 }
 
 /// Some pipeline's backlog is full: the sender should retry after `retry_after_secs`.

@@ -6,7 +6,7 @@
 //! `cluster`: renders applied to the apiserver, helm's refusal of bad values, CRD adoption.
 //! `release`: a real release from install to uninstall (restricted Pod Security, RBAC, the pod
 //! patch guard, upgrade). `limited`: a release confined to two namespaces with the non-default
-//! values installed. `support`: what those share.
+//! values installed. `secrets`: the least-privilege Secrets mode. `support`: what those share.
 //! `trust`: the README's extraVolumes recipe for a store signed by a private CA, against a real
 //! MinIO serving TLS.
 //!
@@ -20,5 +20,6 @@ mod cluster;
 mod limited;
 mod release;
 mod render;
+mod secrets;
 mod support;
 mod trust;

@@ -16,6 +16,7 @@ pub mod build;
 pub mod observe;
 pub mod pause;
 pub mod redrive;
+pub mod sender;
 pub mod settings;
 pub mod source;
 pub mod status;
@@ -337,9 +338,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
         // Workers that cannot run, or have not started yet (a pod the scheduler cannot place is
         // reported after a grace): look again soon.
         _ if observed.trouble.is_some() || starting => RECHECK_TROUBLE,
-        Err(StoreError::SecretNotFound(_) | StoreError::Unreachable(_) | StoreError::BucketNotFound(_)) => {
-            RECHECK_UNREACHABLE_SOURCE
-        }
+        Err(e) if e.may_clear_up() => RECHECK_UNREACHABLE_SOURCE,
         _ => RESYNC_PERIOD,
     };
     Ok(Action::requeue(next))

@@ -84,7 +84,12 @@ pub async fn resolve(ctx: &Context, spec: Option<&StoreSpec>, namespace: &str) -
     let secret = secrets
         .get_opt(&secret_name)
         .await
-        .map_err(|e| StoreError::Unreachable(format!("cannot read Secret {secret_name:?}: {e}")))?
+        .map_err(|e| match e {
+            kube::Error::Api(status) if status.code == 403 => {
+                StoreError::SecretForbidden { secret: secret_name.clone(), namespace: namespace.to_owned() }
+            }
+            e => StoreError::Unreachable(format!("cannot read Secret {secret_name:?}: {e}")),
+        })?
         .ok_or_else(|| StoreError::SecretNotFound(secret_name.clone()))?;
     let data = secret.data.unwrap_or_default();
     store::config_from_spec(spec, Some((&secret_name, &data)), &defaults.identities)

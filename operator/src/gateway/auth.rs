@@ -10,6 +10,9 @@
 //!   as the header: the gateway never logs request paths, and the token is compared in constant
 //!   time like the others.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
 use axum::http::{HeaderMap, header::AUTHORIZATION};
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
@@ -51,19 +54,7 @@ impl BearerToken {
     /// Checks the `Authorization` header: Bearer with the token, or Basic with the token as
     /// the password (the user name is not checked).
     pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthError> {
-        let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?.as_bytes();
-        let (scheme, presented) = split_scheme(value).ok_or(AuthError::Missing)?;
-        if scheme.eq_ignore_ascii_case(b"bearer") {
-            self.check_presented(presented)
-        } else if scheme.eq_ignore_ascii_case(b"basic") {
-            let decoded =
-                base64::engine::general_purpose::STANDARD.decode(presented).map_err(|_| AuthError::Invalid)?;
-            let password =
-                decoded.iter().position(|b| *b == b':').map(|i| &decoded[i + 1..]).ok_or(AuthError::Invalid)?;
-            self.check_presented(password)
-        } else {
-            Err(AuthError::Missing)
-        }
+        self.check_presented(&presented(headers)?)
     }
 
     /// Checks a token presented as is (the path form).
@@ -71,6 +62,87 @@ impl BearerToken {
         // Constant time in the content; only the length can leak, and the length of a random
         // token tells an attacker nothing useful.
         if bool::from(presented.ct_eq(&self.0)) { Ok(()) } else { Err(AuthError::Invalid) }
+    }
+}
+
+/// The token an `Authorization` header presents: a Bearer token, or the password of Basic
+/// credentials. `Missing` without a header of a known scheme, `Invalid` for Basic credentials
+/// that do not decode or have no password.
+pub fn presented(headers: &HeaderMap) -> Result<Vec<u8>, AuthError> {
+    let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?.as_bytes();
+    let (scheme, presented) = split_scheme(value).ok_or(AuthError::Missing)?;
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        Ok(presented.to_vec())
+    } else if scheme.eq_ignore_ascii_case(b"basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(presented).map_err(|_| AuthError::Invalid)?;
+        let colon = decoded.iter().position(|b| *b == b':').ok_or(AuthError::Invalid)?;
+        Ok(decoded[colon + 1..].to_vec())
+    } else {
+        Err(AuthError::Missing)
+    }
+}
+
+/// Whose pipelines an authenticated sender may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderScope {
+    /// The operator-wide token (or authentication turned off): every namespace.
+    All,
+    /// A namespace's own sender token: only that namespace's pipelines.
+    Namespace(String),
+}
+
+impl SenderScope {
+    /// The namespace admission is limited to, `None` for all.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            SenderScope::All => None,
+            SenderScope::Namespace(ns) => Some(ns),
+        }
+    }
+}
+
+/// Name of the Secret a namespace puts its sender token in, under key [`SENDER_TOKEN_KEY`].
+pub const SENDER_TOKEN_SECRET: &str = "zeroflow-sender-token";
+pub const SENDER_TOKEN_KEY: &str = "token";
+
+/// Each namespace's sender token (from its [`SENDER_TOKEN_SECRET`]), kept up to date by the
+/// controller and read by the gateway. Cloning shares the same map. `Debug` shows no token.
+#[derive(Clone, Default)]
+pub struct NamespaceTokens(Arc<RwLock<HashMap<String, BearerToken>>>);
+
+impl std::fmt::Debug for NamespaceTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.0.read().unwrap_or_else(PoisonError::into_inner).len();
+        write!(f, "NamespaceTokens({count} namespaces)")
+    }
+}
+
+impl NamespaceTokens {
+    /// Sets (or with `None` forgets) a namespace's token.
+    pub fn set(&self, namespace: &str, token: Option<BearerToken>) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        match token {
+            Some(token) => map.insert(namespace.to_owned(), token),
+            None => map.remove(namespace),
+        };
+    }
+
+    /// Forgets the tokens of namespaces not in `namespaces` (their last pipeline is gone).
+    pub fn keep_only(&self, namespaces: &std::collections::BTreeSet<String>) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).retain(|ns, _| namespaces.contains(ns));
+    }
+
+    /// The namespace whose token was presented. Every token is compared, each in constant time,
+    /// so the answer's timing does not tell which namespace (if any) matched.
+    pub fn namespace_of(&self, presented: &[u8]) -> Option<String> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let mut found = None;
+        for (namespace, token) in map.iter() {
+            if token.check_presented(presented).is_ok() {
+                found = Some(namespace.clone());
+            }
+        }
+        found
     }
 }
 
@@ -107,6 +179,22 @@ mod tests {
         assert_eq!(token.check(&HeaderMap::new()), Err(AuthError::Missing));
         assert_eq!(BearerToken::new("  ").err(), Some(EmptyToken));
         assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
+    }
+
+    #[test]
+    fn a_namespace_token_names_its_namespace_only() {
+        let tokens = NamespaceTokens::default();
+        tokens.set("team-a", BearerToken::new("a-secret").ok());
+        tokens.set("team-b", BearerToken::new("b-secret").ok());
+        assert_eq!(tokens.namespace_of(b"a-secret").as_deref(), Some("team-a"));
+        assert_eq!(tokens.namespace_of(b"b-secret").as_deref(), Some("team-b"));
+        assert_eq!(tokens.namespace_of(b"a-secre"), None);
+        assert_eq!(tokens.namespace_of(b""), None);
+        tokens.set("team-a", None);
+        assert_eq!(tokens.namespace_of(b"a-secret"), None);
+        assert_eq!(format!("{tokens:?}"), "NamespaceTokens(1 namespaces)");
+        assert_eq!(presented(&basic("x:b-secret")), Ok(b"b-secret".to_vec()));
+        assert_eq!(presented(&with_auth("Bearer b-secret")), Ok(b"b-secret".to_vec()));
     }
 
     #[test]

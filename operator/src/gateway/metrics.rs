@@ -25,6 +25,8 @@ pub enum EventOutcome {
     Accepted,
     Duplicate,
     Unrouted,
+    /// Routed to a pipeline outside the namespace of the sender token presented: not admitted.
+    NotPermitted,
     /// Neither content, removal nor metadata (reads, content not final yet, directories...).
     Ignored,
     /// A metadata-only change (tags, ACL, retention, legal hold, storage class): never work.
@@ -42,6 +44,7 @@ impl EventOutcome {
             EventOutcome::Accepted => "accepted",
             EventOutcome::Duplicate => "duplicate",
             EventOutcome::Unrouted => "unrouted",
+            EventOutcome::NotPermitted => "not_permitted",
             EventOutcome::Ignored => "ignored",
             EventOutcome::Metadata => "metadata",
             EventOutcome::Skipped => "skipped",

@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::json;
 use thiserror::Error;
 
-use super::auth::{AuthError, BearerToken};
+use super::auth::{self, AuthError, BearerToken, NamespaceTokens, SenderScope};
 use super::metrics::{EventOutcome, GatewayMetrics, SnsOutcome, Source};
 use super::notices::Notices;
 use super::sns::{Sns, SnsFailure, SnsSettings};
@@ -49,6 +49,9 @@ const CERTIFICATE_RETRY_AFTER_SECONDS: u32 = 30;
 pub struct GatewayConfig {
     /// `None` turns authentication off (only for trusted networks and tests).
     pub token: Option<BearerToken>,
+    /// Namespaces' own sender tokens: a sender presenting one reaches only that namespace's
+    /// pipelines. Only consulted when `token` is set.
+    pub namespace_tokens: NamespaceTokens,
     pub body_limit: usize,
     /// SNS: trusted hosts, where signing certificates come from, whether to confirm.
     pub sns: SnsSettings,
@@ -58,7 +61,13 @@ pub struct GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { token: None, body_limit: DEFAULT_BODY_LIMIT, sns: SnsSettings::default(), notices: Notices::default() }
+        Self {
+            token: None,
+            namespace_tokens: NamespaceTokens::default(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            sns: SnsSettings::default(),
+            notices: Notices::default(),
+        }
     }
 }
 
@@ -70,6 +79,7 @@ pub enum GatewayError {
 
 struct Gateway<A> {
     token: Option<BearerToken>,
+    namespace_tokens: NamespaceTokens,
     body_limit: usize,
     admission: A,
     metrics: GatewayMetrics,
@@ -86,6 +96,7 @@ pub fn router<A: Admission>(
 ) -> Result<Router, GatewayError> {
     let state = Arc::new(Gateway {
         token: config.token,
+        namespace_tokens: config.namespace_tokens,
         body_limit: config.body_limit,
         admission,
         metrics,
@@ -178,6 +189,11 @@ async fn post_cloudevents_token<A: Admission>(
 enum Refusal {
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// Every routed event belongs to pipelines outside the namespace whose token was presented.
+    #[error(
+        "the sender token of namespace {namespace:?} covers none of the {count} pipeline(s) these events are for; use their namespace's token or the operator-wide one"
+    )]
+    NotPermitted { namespace: String, count: u64 },
     #[error("request body exceeds {0} bytes")]
     TooLarge(usize),
     #[error("could not read the request body")]
@@ -202,6 +218,7 @@ impl Refusal {
     fn outcome(&self) -> EventOutcome {
         match self {
             Refusal::Auth(_) => EventOutcome::Unauthorized,
+            Refusal::NotPermitted { .. } => EventOutcome::NotPermitted,
             Refusal::Sns(e) if e.is_authenticity() => EventOutcome::Unauthorized,
             Refusal::Overloaded(_) | Refusal::Unavailable(_) => EventOutcome::Overloaded,
             _ => EventOutcome::Rejected,
@@ -211,7 +228,7 @@ impl Refusal {
     fn into_response(self) -> Response {
         let status = match &self {
             Refusal::Auth(AuthError::Missing) => StatusCode::UNAUTHORIZED,
-            Refusal::Auth(AuthError::Invalid) => StatusCode::FORBIDDEN,
+            Refusal::Auth(AuthError::Invalid) | Refusal::NotPermitted { .. } => StatusCode::FORBIDDEN,
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::Body | Refusal::SnsType(_) => StatusCode::BAD_REQUEST,
             Refusal::Record(e) if e.is_media_type() => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -253,6 +270,9 @@ struct Summary {
     accepted: u64,
     duplicate: u64,
     unrouted: u64,
+    /// (pipeline, event) pairs outside the namespace of the sender token presented: not
+    /// admitted (the pipeline's resync finds the object), counted.
+    not_permitted: u64,
     /// Neither content, removal nor metadata: reads, replication status, content not final
     /// yet, directory and bucket operations, test events, removals whose key is unusable.
     ignored: u64,
@@ -280,6 +300,7 @@ impl<A: Admission> Gateway<A> {
                 self.metrics.count(source, EventOutcome::Accepted, summary.accepted);
                 self.metrics.count(source, EventOutcome::Duplicate, summary.duplicate);
                 self.metrics.count(source, EventOutcome::Unrouted, summary.unrouted);
+                self.metrics.count(source, EventOutcome::NotPermitted, summary.not_permitted);
                 self.metrics.count(source, EventOutcome::Ignored, summary.ignored);
                 self.metrics.count(source, EventOutcome::Metadata, summary.metadata);
                 self.metrics.count(source, EventOutcome::Skipped, summary.skipped);
@@ -296,14 +317,20 @@ impl<A: Admission> Gateway<A> {
         response
     }
 
-    fn authenticate(&self, presented: &Presented, headers: &HeaderMap) -> Result<(), AuthError> {
-        let Some(token) = &self.token else { return Ok(()) };
-        match presented {
-            Presented::Header => token.check(headers),
-            Presented::Path(Ok(path_token)) => token.check_presented(path_token.as_bytes()),
+    /// The operator-wide token reaches every pipeline; a namespace's sender token only that
+    /// namespace's.
+    fn authenticate(&self, presented: &Presented, headers: &HeaderMap) -> Result<SenderScope, AuthError> {
+        let Some(token) = &self.token else { return Ok(SenderScope::All) };
+        let presented = match presented {
+            Presented::Header => auth::presented(headers)?,
+            Presented::Path(Ok(path_token)) => path_token.as_bytes().to_vec(),
             // A path segment that is not even valid percent-encoded text is no token of ours.
-            Presented::Path(Err(_)) => Err(AuthError::Invalid),
+            Presented::Path(Err(_)) => return Err(AuthError::Invalid),
+        };
+        if token.check_presented(&presented).is_ok() {
+            return Ok(SenderScope::All);
         }
+        self.namespace_tokens.namespace_of(&presented).map(SenderScope::Namespace).ok_or(AuthError::Invalid)
     }
 
     async fn accept(
@@ -314,7 +341,7 @@ impl<A: Admission> Gateway<A> {
         body: Body,
         received_at: Instant,
     ) -> Result<Summary, Refusal> {
-        self.authenticate(&presented, headers)?;
+        let scope = self.authenticate(&presented, headers)?;
         let sns_type =
             headers.get(sns_events::MESSAGE_TYPE_HEADER).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let raw_delivery =
@@ -337,7 +364,7 @@ impl<A: Admission> Gateway<A> {
             }
             Some(kind) => {
                 let kind = MessageType::from_header(&kind).ok_or(Refusal::SnsType(kind))?;
-                return self.sns(kind, &body, received_at).await;
+                return self.sns(kind, &body, received_at, &scope).await;
             }
             None if cloudevents => cloudevents::parse_http(headers, &body)?,
             None if source == Source::S3 => parse_json(&body)?,
@@ -349,12 +376,16 @@ impl<A: Admission> Gateway<A> {
                 eventbridge::parse_envelope(value)?
             }
         };
-        self.admit(events, received_at)
+        self.admit(events, received_at, &scope)
     }
 
     /// Content and removals go to admission (a removal withdraws what is pending for its
     /// key); metadata-only and other events are only counted.
-    fn admit(&self, events: Vec<StorageEvent>, received_at: Instant) -> Result<Summary, Refusal> {
+    /// A sender limited to one namespace whose events reach none of its pipelines (only other
+    /// namespaces' ones)
+    /// is refused (403), so a misconfigured sender sees it and a queueing one keeps the events;
+    /// when some reach its pipelines, the rest are counted as not permitted.
+    fn admit(&self, events: Vec<StorageEvent>, received_at: Instant, scope: &SenderScope) -> Result<Summary, Refusal> {
         let mut summary = Summary::default();
         let mut work = Vec::with_capacity(events.len());
         for event in events {
@@ -365,7 +396,13 @@ impl<A: Admission> Gateway<A> {
             }
         }
         if !work.is_empty() {
-            let report = self.admission.admit(&work, received_at)?;
+            let report = self.admission.admit(&work, received_at, scope.namespace())?;
+            if let (SenderScope::Namespace(namespace), true) =
+                (scope, report.not_permitted > 0 && !report.reached_any())
+            {
+                return Err(Refusal::NotPermitted { namespace: namespace.clone(), count: report.not_permitted });
+            }
+            summary.not_permitted = report.not_permitted;
             summary.accepted = report.accepted;
             summary.duplicate = report.duplicate;
             summary.unrouted = report.unrouted;
@@ -375,7 +412,13 @@ impl<A: Admission> Gateway<A> {
     }
 
     /// An SNS delivery: verified first, whatever its type.
-    async fn sns(&self, header: MessageType, body: &[u8], received_at: Instant) -> Result<Summary, Refusal> {
+    async fn sns(
+        &self,
+        header: MessageType,
+        body: &[u8],
+        received_at: Instant,
+        scope: &SenderScope,
+    ) -> Result<Summary, Refusal> {
         let kind = header.as_str();
         let message = sns_events::parse(body).inspect_err(|_| self.metrics.sns(kind, SnsOutcome::Refused))?;
         message.check_header(header).inspect_err(|_| self.metrics.sns(kind, SnsOutcome::Refused))?;
@@ -398,7 +441,7 @@ impl<A: Admission> Gateway<A> {
         }
         self.metrics.sns(kind, SnsOutcome::Verified);
         match message.kind {
-            MessageType::Notification => self.admit(message.storage_events()?, received_at),
+            MessageType::Notification => self.admit(message.storage_events()?, received_at, scope),
             MessageType::SubscriptionConfirmation => {
                 Ok(Summary { subscription: Some(self.confirm(&message).await), ..Summary::default() })
             }

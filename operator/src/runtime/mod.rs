@@ -424,7 +424,12 @@ impl Pipelines {
 /// matches it; everything admissible is admitted even when one pipeline is full (the sender
 /// retries the whole request on 503 and the retries are duplicates).
 impl Admission for Pipelines {
-    fn admit(&self, events: &[StorageEvent], received_at: Instant) -> Result<AdmitReport, Overloaded> {
+    fn admit(
+        &self,
+        events: &[StorageEvent],
+        received_at: Instant,
+        namespace: Option<&str>,
+    ) -> Result<AdmitReport, Overloaded> {
         let routes = self.routes();
         let now = self.millis_at(received_at);
         let mut report = AdmitReport::default();
@@ -436,6 +441,9 @@ impl Admission for Pipelines {
                 report.unrouted += 1;
                 continue;
             }
+            let (keys, elsewhere): (Vec<_>, Vec<_>) =
+                keys.into_iter().partition(|k| namespace.is_none_or(|ns| k.namespace == ns));
+            report.not_permitted += elsewhere.len() as u64;
             for key in keys {
                 let Some(pipeline) = self.get(&key) else {
                     report.unrouted += 1;

@@ -47,13 +47,16 @@ fn events_reach_every_matching_pipeline_and_kick_the_scaler_once_per_request() {
         &Seed::default(),
     );
     let events = [created("raw", "x.csv", "1"), created("raw", "y.csv", "1"), created("other", "z", "1")];
-    let report = p.admit(&events, Instant::now()).expect("admitted");
-    assert_eq!(report, AdmitReport { accepted: 4, duplicate: 0, unrouted: 1, skipped: 0, withdrawn: 0 });
+    let report = p.admit(&events, Instant::now(), None).expect("admitted");
+    assert_eq!(
+        report,
+        AdmitReport { accepted: 4, duplicate: 0, unrouted: 1, skipped: 0, withdrawn: 0, not_permitted: 0 }
+    );
     assert_eq!((a.lock().backlog.counts().pending, b.lock().backlog.counts().pending), (2, 2));
     let mut kicked: Vec<_> = std::iter::from_fn(|| kicks.try_recv().ok()).map(|k| k.pipeline.name).collect();
     kicked.sort();
     assert_eq!(kicked, ["a", "b"], "one kick per pipeline that got work");
-    let again = p.admit(&events[..1], Instant::now()).expect("admitted");
+    let again = p.admit(&events[..1], Instant::now(), None).expect("admitted");
     assert_eq!((again.accepted, again.duplicate), (0, 2));
     assert!(kicks.try_recv().is_err(), "duplicates wake nobody");
     assert!(a.lock().progress.clone().last_event_seen(), "the event time is kept for status");
@@ -67,9 +70,10 @@ fn folder_markers_and_own_outputs_are_not_work() {
         Settings::new(route("ns", "a", "raw"), BacklogConfig::default()),
         &Seed::default(),
     );
-    let report = p.admit(&[created("raw", "incoming/2026-01/", "d41d8cd98f00b204e9800998ecf8427e")], Instant::now());
+    let report =
+        p.admit(&[created("raw", "incoming/2026-01/", "d41d8cd98f00b204e9800998ecf8427e")], Instant::now(), None);
     assert_eq!(report.expect("answered"), AdmitReport { skipped: 1, ..AdmitReport::default() });
-    let report = p.admit(&[created("raw", "out/x.csv/x.json", "1")], Instant::now());
+    let report = p.admit(&[created("raw", "out/x.csv/x.json", "1")], Instant::now(), None);
     assert_eq!(report.expect("answered").unrouted, 1, "a pipeline never consumes its own output");
     assert!(a.lock().backlog.is_idle());
     let text = p.metrics().render().expect("render");
@@ -89,7 +93,7 @@ fn a_full_backlog_is_overloaded_but_admits_what_fits_elsewhere() {
         Settings::new(route("ns", "b", "raw"), BacklogConfig::default()),
         &Seed::default(),
     );
-    let overloaded = p.admit(&[created("raw", "1", "e"), created("raw", "2", "e")], Instant::now());
+    let overloaded = p.admit(&[created("raw", "1", "e"), created("raw", "2", "e")], Instant::now(), None);
     assert_eq!(overloaded, Err(Overloaded { retry_after_secs: 3 }));
     assert_eq!((a.lock().backlog.counts().pending, b.lock().backlog.counts().pending), (1, 2));
     assert!(a.lock().backlog.take_resync_request(), "the overflow asks for a resync");
@@ -100,7 +104,7 @@ fn removing_a_pipeline_takes_everything_it_had_and_a_new_one_starts_fresh() {
     let (p, _kicks) = pipelines();
     let key = PipelineKey::new("ns", "a");
     let a = p.upsert(&key, Settings::new(route("ns", "a", "raw"), BacklogConfig::default()), &Seed::default());
-    p.admit(&[created("raw", "x", "1")], Instant::now()).expect("admitted");
+    p.admit(&[created("raw", "x", "1")], Instant::now(), None).expect("admitted");
     p.metrics().pending.with_label_values(&["ns", "a"]).set(1);
     assert!(p.retain(Some("elsewhere"), &BTreeSet::new()).is_empty(), "other namespaces are untouched");
     assert_eq!(p.retain(Some("ns"), &BTreeSet::new()), vec![key.clone()]);
@@ -118,7 +122,7 @@ fn new_settings_keep_the_backlog_and_rebuild_routes() {
     let (p, _kicks) = pipelines();
     let key = PipelineKey::new("ns", "a");
     let a = p.upsert(&key, Settings::new(route("ns", "a", "raw"), BacklogConfig::default()), &Seed::default());
-    p.admit(&[created("raw", "x", "1")], Instant::now()).expect("admitted");
+    p.admit(&[created("raw", "x", "1")], Instant::now(), None).expect("admitted");
     let moved = p.upsert(&key, Settings::new(route("ns", "a", "landing"), BacklogConfig::default()), &Seed::default());
     assert!(Arc::ptr_eq(&a, &moved), "the same runtime");
     assert_eq!(moved.lock().backlog.counts().pending, 1, "the backlog stays");
@@ -136,14 +140,14 @@ fn a_removal_withdraws_a_pending_upload_it_comes_after() {
     );
     let mut upload = created("raw", "oops.csv", "1");
     upload.sequencer = Some("0001".into());
-    p.admit(&[upload], Instant::now()).expect("admitted");
+    p.admit(&[upload], Instant::now(), None).expect("admitted");
     let removal = StorageEvent {
         kind: EventKind::Removed,
         etag: None,
         sequencer: Some("0002".into()),
         ..created("raw", "oops.csv", "")
     };
-    let report = p.admit(&[removal], Instant::now()).expect("answered");
+    let report = p.admit(&[removal], Instant::now(), None).expect("answered");
     assert_eq!(report.withdrawn, 1);
     assert!(a.lock().backlog.is_idle(), "deleted before any worker got to it: nothing to do");
 }
@@ -183,4 +187,29 @@ fn other_pipelines_ledgers_are_excluded_and_a_cycle_stops_its_newest_pipeline() 
     assert!(p.stop(&a).is_none() && p.stop(&b).is_none(), "the others keep running");
     p.remove(&a);
     assert!(p.stop(&c).is_none(), "the cycle is gone with stage-a");
+}
+
+/// A sender limited to one namespace: its events reach that namespace's pipelines only; each
+/// route elsewhere is counted as not permitted, never admitted.
+#[test]
+fn a_namespace_scope_admits_only_to_that_namespace() {
+    let (p, _kicks) = pipelines();
+    let mine = p.upsert(
+        &PipelineKey::new("a", "p"),
+        Settings::new(route("a", "p", "raw"), BacklogConfig::default()),
+        &Seed::default(),
+    );
+    let theirs = p.upsert(
+        &PipelineKey::new("b", "p"),
+        Settings::new(route("b", "p", "raw"), BacklogConfig::default()),
+        &Seed::default(),
+    );
+    let report = p.admit(&[created("raw", "x.csv", "1")], Instant::now(), Some("a")).expect("admitted");
+    assert_eq!((report.accepted, report.not_permitted, report.reached_any()), (1, 1, true));
+    assert_eq!((mine.lock().backlog.counts().pending, theirs.lock().backlog.counts().pending), (1, 0));
+    let report = p.admit(&[created("raw", "y.csv", "1")], Instant::now(), Some("c")).expect("answered");
+    assert_eq!((report.accepted, report.not_permitted, report.reached_any()), (0, 2, false));
+    let report = p.admit(&[created("raw", "z.csv", "1")], Instant::now(), None).expect("admitted");
+    assert_eq!((report.accepted, report.not_permitted), (2, 0));
+    assert_eq!((mine.lock().backlog.counts().pending, theirs.lock().backlog.counts().pending), (2, 1));
 }

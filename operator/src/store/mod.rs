@@ -53,6 +53,12 @@ pub enum StoreError {
     NoStore,
     #[error("Secret {0:?} not found")]
     SecretNotFound(String),
+    /// The operator's ServiceAccount may not read Secrets in the pipeline's namespace: a
+    /// least-privilege install grants Secrets only in the namespaces it lists.
+    #[error(
+        "the operator may not read Secret {secret:?} in namespace {namespace:?}: with the chart's rbac.restrictSecretAccess, add the namespace to rbac.secretNamespaces"
+    )]
+    SecretForbidden { secret: String, namespace: String },
     #[error("Secret {secret:?} has no key {key:?}")]
     SecretMissingKey { secret: String, key: &'static str },
     #[error("no credentialsSecretRef, and the operator has no {0}")]
@@ -75,6 +81,7 @@ impl StoreError {
         match self {
             StoreError::NoStore => "NoStore",
             StoreError::SecretNotFound(_) => "SecretNotFound",
+            StoreError::SecretForbidden { .. } => "SecretForbidden",
             StoreError::SecretMissingKey { .. } => "SecretMissingKey",
             StoreError::NoIdentity(_) => "NoCredentials",
             StoreError::IdentityFailed => "IdentityFailed",
@@ -91,6 +98,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::SecretNotFound(_)
+                | StoreError::SecretForbidden { .. }
                 | StoreError::Unreachable(_)
                 | StoreError::BucketNotFound(_)
                 | StoreError::IdentityFailed
@@ -292,6 +300,7 @@ mod tests {
     #[test]
     fn transient_problems_are_checked_again_soon() {
         assert!(StoreError::IdentityFailed.may_clear_up());
+        assert!(StoreError::SecretForbidden { secret: "s".into(), namespace: "n".into() }.may_clear_up());
         assert!(StoreError::Unreachable("x".into()).may_clear_up());
         assert!(!StoreError::NoIdentity("AWS identity").may_clear_up());
         assert!(!StoreError::AccessDenied("b".into()).may_clear_up());

@@ -305,7 +305,7 @@ impl WorkApi {
         holder: Option<String>,
     ) -> Result<HeartbeatResponse, ApiError> {
         let access = Self::access(pipeline)?;
-        let item = self.verify_unknown(&access, &request.object).await?;
+        let item = self.verify_unknown(pipeline, &access, &request.object).await?;
         match access.ledger.contains(&item.object.key, item.etag.as_deref()).await {
             // Finished by someone else while this worker's lease had lapsed.
             Ok(true) => return Err(ApiError::LeaseGone),
@@ -347,7 +347,7 @@ impl WorkApi {
         };
         let input_key = match granted {
             Some(g) => g.item.object.key,
-            None => self.verify_unknown(&access, &request.object).await?.object.key,
+            None => self.verify_unknown(&pipeline, &access, &request.object).await?.object.key,
         };
         let output = output_key(&sink_prefix, &input_key, &request.name);
         let url =
@@ -383,7 +383,7 @@ impl WorkApi {
         };
         let item = match &granted {
             Some(g) => g.item.clone(),
-            None => self.verify_unknown(&access, &request.object).await?,
+            None => self.verify_unknown(&pipeline, &access, &request.object).await?,
         };
         let outputs = request.outputs.iter().map(|n| output_key(&sink_prefix, &item.object.key, n)).collect();
         let attempts = granted.as_ref().map_or(request.attempt.unwrap_or(1), |g| g.attempt);
@@ -446,7 +446,7 @@ impl WorkApi {
             return Ok(ack);
         }
         // Unknown here (this replica restarted): only a final failure has something to record.
-        let item = self.verify_unknown(&access, &request.object).await?;
+        let item = self.verify_unknown(&pipeline, &access, &request.object).await?;
         let attempt = request.attempt.unwrap_or(1);
         let recorded = is_final_failure(request.retryable, attempt, max_attempts);
         if recorded {
@@ -471,8 +471,10 @@ impl WorkApi {
     ) -> Result<Option<FinishResponse>, ApiError> {
         let (key, etag) = match granted {
             Some(g) => (g.item.object.key.clone(), g.item.etag.clone()),
+            // Only keys of this pipeline's route: the answer must not tell a worker whether
+            // objects it could never lease exist.
             None => match (&request.object.key, &request.object.etag) {
-                (Some(k), e) => (k.clone(), e.clone()),
+                (Some(k), e) if pipeline.settings().route.matches(access.source.name(), k) => (k.clone(), e.clone()),
                 _ => return Err(ApiError::UnknownLease),
             },
         };
@@ -573,12 +575,19 @@ impl WorkApi {
 
     /// A lease this replica does not know (it restarted, or forgot a long-expired lease): the
     /// answer is accepted only for a real object of the pipeline, at the revision leased, so
-    /// finished work is not redone and nothing else can be recorded.
-    async fn verify_unknown(&self, access: &Access, object: &ObjectRef) -> Result<WorkItem, ApiError> {
+    /// finished work is not redone and nothing else can be recorded. "Of the pipeline" is its
+    /// route, not only its bucket: two pipelines may share a bucket, and a worker must not
+    /// record, or get an upload URL for, an object that only the other one could have leased.
+    async fn verify_unknown(
+        &self,
+        pipeline: &Pipeline,
+        access: &Access,
+        object: &ObjectRef,
+    ) -> Result<WorkItem, ApiError> {
         let (Some(bucket), Some(key), Some(etag)) = (&object.bucket, &object.key, &object.etag) else {
             return Err(ApiError::UnknownLease);
         };
-        if bucket != access.source.name() {
+        if bucket != access.source.name() || !pipeline.settings().route.matches(bucket, key) {
             return Err(ApiError::UnknownLease);
         }
         match access.source.head(key).await {

@@ -95,6 +95,8 @@ pub fn is_folder_marker(key: &str) -> bool {
 pub enum RecordError {
     #[error("malformed JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("malformed JSON: the body is not UTF-8")]
+    NotUtf8,
     #[error("not a storage notification: {0}")]
     Shape(&'static str),
     #[error("unsupported event source {0:?}")]

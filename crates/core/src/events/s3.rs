@@ -80,7 +80,14 @@ const CEPH_PUBSUB_EVENTS: &str = "Ceph's pubsub \"events\" format (the pubsub sy
 
 /// Parses a notification body of S3 records. An S3 test event yields no records.
 pub fn parse_notification(body: &[u8]) -> Result<Vec<StorageEvent>, RecordError> {
-    notification_events(serde_json::from_slice(body)?, false)
+    notification_events(serde_json::from_str(utf8(body)?)?, false)
+}
+
+/// JSON is UTF-8 (RFC 8259, 8.1). serde_json checks it only in the strings it keeps, not in the
+/// fields it skips, so the whole body is checked first: a document is valid or refused as a
+/// whole, the same here as inside an SNS message.
+fn utf8(body: &[u8]) -> Result<&str, RecordError> {
+    std::str::from_utf8(body).map_err(|_| RecordError::NotUtf8)
 }
 
 /// Parses a full notification given as a JSON value.
@@ -90,7 +97,7 @@ pub(crate) fn parse_notification_value(value: Value) -> Result<Vec<StorageEvent>
 
 /// Parses S3 records or an EventBridge event (see [`super::parse_json`]).
 pub(crate) fn parse_any(body: &[u8]) -> Result<Vec<StorageEvent>, RecordError> {
-    notification_events(serde_json::from_slice(body)?, true)
+    notification_events(serde_json::from_str(utf8(body)?)?, true)
 }
 
 /// Parses one record given as a JSON value (the `data` of an S3 CloudEvent).
@@ -196,6 +203,19 @@ mod tests {
     const CASE03: &str = include_str!("../../testdata/events/case03-ceph-raw-keys.json");
     /// Case 07: a folder placeholder's creation, as MinIO announces it.
     const CASE07: &str = include_str!("../../testdata/events/case07-folder-marker.json");
+
+    /// Found by fuzzing (fuzz/regressions/s3_json): serde_json skips ignored string fields
+    /// without checking their UTF-8, so a body that is not JSON was accepted on the gateway's
+    /// direct path while the same document inside an SNS message was refused.
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_even_in_fields_not_read() {
+        let mut bad = AWS_DELETE.replace(r#""awsRegion": "us-east-1""#, "\"awsRegion\": \"\u{1}\"").into_bytes();
+        let at = bad.iter().position(|b| *b == 1).expect("marker");
+        bad[at] = 0x95;
+        assert!(matches!(parse_any(&bad), Err(RecordError::NotUtf8)), "{:?}", parse_any(&bad));
+        assert!(matches!(parse_notification(&bad), Err(RecordError::NotUtf8)));
+        assert!(parse_any(AWS_DELETE.as_bytes()).is_ok());
+    }
 
     #[test]
     fn minio_put_decodes_key_size_and_etag() {
