@@ -163,8 +163,9 @@ async fn main() -> anyhow::Result<()> {
     let objects: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5000);
     let workers: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);
     let config = zeroflow_e2e::store_config()?;
-    if !config.endpoint.starts_with("http://127.0.0.1:") {
-        bail!("refusing to run against {}: only the testbed on 127.0.0.1", config.endpoint);
+    let endpoint = config.endpoint.as_deref().unwrap_or("AWS S3");
+    if !endpoint.starts_with("http://127.0.0.1:") {
+        bail!("refusing to run against {endpoint}: only the testbed on 127.0.0.1");
     }
     // A long lease: the bench measures throughput, not expiry.
     let backlog = BacklogConfig { capacity: objects + 1, lease_duration_ms: 600_000, ..BacklogConfig::default() };

@@ -82,6 +82,21 @@ pub fn presented(headers: &HeaderMap) -> Result<Vec<u8>, AuthError> {
     }
 }
 
+/// Whose pipelines the presented token reaches: the operator-wide `token` every namespace
+/// (and with `token` unset authentication is off: every namespace too), a namespace's sender
+/// token (from `tokens`) only that namespace. `Invalid` for any other token.
+pub fn scope_of(
+    token: Option<&BearerToken>,
+    tokens: &NamespaceTokens,
+    presented: &[u8],
+) -> Result<SenderScope, AuthError> {
+    let Some(token) = token else { return Ok(SenderScope::All) };
+    if token.check_presented(presented).is_ok() {
+        return Ok(SenderScope::All);
+    }
+    tokens.namespace_of(presented).map(SenderScope::Namespace).ok_or(AuthError::Invalid)
+}
+
 /// Whose pipelines an authenticated sender may reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderScope {

@@ -28,7 +28,7 @@ use zeroflow_core::admission::Admission;
 use zeroflow_core::events::pubsub::{Parsed, parse_push};
 use zeroflow_core::events::{EventKind, cloudevents};
 
-use super::auth::{AuthError, BearerToken};
+use super::auth::{self, AuthError, BearerToken, NamespaceTokens, SenderScope};
 use super::metrics::{EventOutcome, GatewayMetrics};
 use super::server::GatewayConfig;
 
@@ -39,6 +39,7 @@ const SOURCE: &str = "pubsub";
 
 struct PubSub<A> {
     token: Option<BearerToken>,
+    namespace_tokens: NamespaceTokens,
     body_limit: usize,
     admission: A,
     metrics: GatewayMetrics,
@@ -46,7 +47,13 @@ struct PubSub<A> {
 
 /// The Pub/Sub push route, to be merged into the gateway's router.
 pub fn router<A: Admission>(config: GatewayConfig, admission: A, metrics: GatewayMetrics) -> Router {
-    let state = Arc::new(PubSub { token: config.token, body_limit: config.body_limit, admission, metrics });
+    let state = Arc::new(PubSub {
+        token: config.token,
+        namespace_tokens: config.namespace_tokens,
+        body_limit: config.body_limit,
+        admission,
+        metrics,
+    });
     Router::new().route(PUBSUB_PATH, post(post_push::<A>)).with_state(state)
 }
 
@@ -68,6 +75,8 @@ struct Summary {
     skipped: u64,
     /// Removals that withdrew a pending revision.
     withdrawn: u64,
+    /// Routes to pipelines of namespaces the sender's token does not cover.
+    not_permitted: u64,
     rejected: u64,
 }
 
@@ -85,6 +94,7 @@ async fn post_push<A: Admission>(
                 (EventOutcome::Accepted, summary.accepted),
                 (EventOutcome::Duplicate, summary.duplicate),
                 (EventOutcome::Unrouted, summary.unrouted),
+                (EventOutcome::NotPermitted, summary.not_permitted),
                 (EventOutcome::Metadata, summary.metadata),
                 (EventOutcome::Ignored, summary.ignored),
                 (EventOutcome::Skipped, summary.skipped),
@@ -151,14 +161,13 @@ impl<A: Admission> PubSub<A> {
         body: Body,
         received_at: Instant,
     ) -> Result<Summary, Refusal> {
-        if let Some(token) = &self.token {
-            // The query's token when there is one (what a push subscription sends), else the
-            // header. Never logged: the gateway logs no request URLs.
-            match presented {
-                Some(presented) => token.check_presented(presented.as_bytes()).map_err(Refusal::auth)?,
-                None => token.check(headers).map_err(Refusal::auth)?,
-            }
-        }
+        // The query's token when there is one (what a push subscription sends), else the
+        // header. Never logged: the gateway logs no request URLs.
+        let scope = match (&self.token, presented) {
+            (None, _) => SenderScope::All,
+            (Some(_), Some(presented)) => self.scope_of(presented.as_bytes())?,
+            (Some(_), None) => self.scope_of(&auth::presented(headers).map_err(Refusal::auth)?)?,
+        };
         let media = cloudevents::media_type(headers).unwrap_or_default();
         if !cloudevents::is_json_media(&media) {
             return Err(Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("unsupported media type {media:?}")));
@@ -190,17 +199,40 @@ impl<A: Admission> PubSub<A> {
                 return Ok(summary);
             }
         }
-        let report = self.admission.admit(std::slice::from_ref(&event), received_at).map_err(|o| Refusal {
-            outcome: EventOutcome::Overloaded,
-            retry_after_secs: Some(o.retry_after_secs),
-            ..Refusal::new(StatusCode::SERVICE_UNAVAILABLE, o.to_string())
-        })?;
+        let report =
+            self.admission.admit(std::slice::from_ref(&event), received_at, scope.namespace()).map_err(|o| {
+                Refusal {
+                    outcome: EventOutcome::Overloaded,
+                    retry_after_secs: Some(o.retry_after_secs),
+                    ..Refusal::new(StatusCode::SERVICE_UNAVAILABLE, o.to_string())
+                }
+            })?;
+        // A namespace's sender token whose event reaches only other namespaces' pipelines is
+        // refused (403), as on the other endpoints, so a misconfigured subscription shows it
+        // and Pub/Sub keeps the message.
+        if let SenderScope::Namespace(namespace) = &scope
+            && report.not_permitted > 0
+            && !report.reached_any()
+        {
+            return Err(Refusal {
+                outcome: EventOutcome::NotPermitted,
+                ..Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    format!("the sender token of namespace {namespace:?} reaches no pipeline this event is for"),
+                )
+            });
+        }
+        summary.not_permitted = report.not_permitted;
         summary.accepted = report.accepted;
         summary.duplicate = report.duplicate;
         summary.unrouted = report.unrouted;
         summary.skipped = report.skipped;
         summary.withdrawn = report.withdrawn;
         Ok(summary)
+    }
+
+    fn scope_of(&self, presented: &[u8]) -> Result<SenderScope, Refusal> {
+        auth::scope_of(self.token.as_ref(), &self.namespace_tokens, presented).map_err(Refusal::auth)
     }
 
     async fn read(&self, headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, Refusal> {

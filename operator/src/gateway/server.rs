@@ -320,17 +320,16 @@ impl<A: Admission> Gateway<A> {
     /// The operator-wide token reaches every pipeline; a namespace's sender token only that
     /// namespace's.
     fn authenticate(&self, presented: &Presented, headers: &HeaderMap) -> Result<SenderScope, AuthError> {
-        let Some(token) = &self.token else { return Ok(SenderScope::All) };
+        if self.token.is_none() {
+            return Ok(SenderScope::All);
+        }
         let presented = match presented {
             Presented::Header => auth::presented(headers)?,
             Presented::Path(Ok(path_token)) => path_token.as_bytes().to_vec(),
             // A path segment that is not even valid percent-encoded text is no token of ours.
             Presented::Path(Err(_)) => return Err(AuthError::Invalid),
         };
-        if token.check_presented(&presented).is_ok() {
-            return Ok(SenderScope::All);
-        }
-        self.namespace_tokens.namespace_of(&presented).map(SenderScope::Namespace).ok_or(AuthError::Invalid)
+        auth::scope_of(self.token.as_ref(), &self.namespace_tokens, &presented)
     }
 
     async fn accept(

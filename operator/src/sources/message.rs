@@ -130,7 +130,9 @@ pub fn settle(admission: &impl Admission, body: &str, received_at: Instant) -> (
         Verdict::Admit { events, metadata, ignored } if events.is_empty() => {
             (Settled { delete: true, metadata, ignored, ..Settled::default() }, None)
         }
-        Verdict::Admit { events, metadata, ignored } => match admission.admit(&events, received_at) {
+        // Queues and topics are the operator's own configuration (its flags), as trusted as the
+        // operator-wide token: their events may reach every namespace's pipelines.
+        Verdict::Admit { events, metadata, ignored } => match admission.admit(&events, received_at, None) {
             Ok(report) => (
                 Settled {
                     delete: true,
