@@ -108,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
     // admits into it, the work API leases from it, the scaler and the background tasks read it.
     let (kick, kicks) = tokio::sync::mpsc::unbounded_channel();
     let pipelines = Arc::new(Pipelines::new(GATEWAY_RETRY_AFTER_SECONDS, kick, metrics.clone()));
+    // Before the work API answers: until every watch has listed, no pipeline is called missing.
+    pipelines.declared().expect_scopes(cli.watched_namespaces().len());
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "zeroflow-operator".into(), instance: Some(identity) });
     let (status, status_task) = StatusWriter::spawn(client.clone(), pipelines.clone());

@@ -285,7 +285,10 @@ impl Metrics {
             refused: register(
                 r,
                 IntCounterVec::new(
-                    Opts::new("zeroflow_workapi_requests_refused_total", "Work API requests refused, by reason"),
+                    Opts::new(
+                        "zeroflow_workapi_requests_refused_total",
+                        "Work API requests refused, by reason (unauthenticated, forbidden, not_found, gone, bad_request, unavailable, loading)",
+                    ),
                     &["reason"],
                 )?,
             )?,

@@ -544,3 +544,31 @@ async fn a_poll_whose_client_left_takes_no_lease() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.counts().in_flight, 0, "the abandoned poll must not hold the object");
 }
+
+/// A new leader serves the work API before its first reconciles have loaded the pipelines: a
+/// worker of a pipeline that exists is told to retry (503), not that it is gone (404), until
+/// the caches list it no more.
+#[tokio::test]
+async fn a_pipeline_the_leader_has_not_loaded_yet_is_unavailable_not_missing() {
+    let h = start(fast()).await;
+    let other = PipelineKey::new("finance", "other");
+    let path = "/v1/pipelines/finance/other/leases?wait_seconds=0";
+    let lease = format!("/v1/pipelines/finance/other/leases/{}/complete", "0-1-1");
+    let declared = h.pipelines.declared();
+    declared.expect_scopes(1);
+    // The watch has not listed yet: nothing can be called missing.
+    let before_listing = h.post(path, Some(OTHER), json!({})).await;
+    assert_eq!(before_listing.status, StatusCode::SERVICE_UNAVAILABLE, "{}", before_listing.body);
+    assert_eq!(before_listing.headers.get("retry-after").map(|v| v.as_bytes()), Some(b"1".as_slice()));
+    assert!(before_listing.body.contains("not loaded"), "{}", before_listing.body);
+    // Listed, runtime not there yet: still retry, for a lease and for a report alike.
+    declared.declare(None, [other.clone(), h.pipeline.key.clone()].into());
+    assert_eq!(h.post(path, Some(OTHER), json!({})).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.post(&lease, Some(OTHER), json!({})).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Deleted: the next listing no longer has it.
+    declared.declare(None, [h.pipeline.key.clone()].into());
+    assert_eq!(h.post(path, Some(OTHER), json!({})).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.lease(0).await.status, StatusCode::NO_CONTENT, "the loaded pipeline answers as before");
+    let metrics = metrics_text(&h.metrics);
+    assert!(metrics.contains("zeroflow_workapi_requests_refused_total{reason=\"loading\"} 3"), "{metrics}");
+}

@@ -60,8 +60,8 @@ THE CONTRACT FOR TRANSFORM AUTHORS
   When the work API or the store does not answer (an operator restart, a leader change, a
   store restart), heartbeats are retried within seconds (a new leader re-attaches the lease),
   and the outputs' uploads and the result for as long as the lease lasts (at least a minute),
-  with backoff and jitter, also while a new leader answers 404 for a pipeline it has not loaded
-  yet: a successful run is not run again for a transient error, and a result is never dropped
+  with backoff and jitter, also while a new leader is still loading its pipelines (503): a
+  successful run is not run again for a transient error, and a result is never dropped
   silently.
 
   Exit codes: 0 = success (outputs uploaded, object done). Any other code, or death by a signal,

@@ -23,10 +23,10 @@ pub fn retryable(error: &Error) -> bool {
 }
 
 /// Whether an output request or a result report may succeed if made again: as [`retryable`],
-/// and also a 404. A new leader serves the work API a moment before its first reconcile has
-/// loaded the pipelines and answers 404 for them meanwhile; dropping a finished run's result
-/// then would run the object again. A pipeline that is really gone answers 404 until the
-/// caller's patience (the lease, at least a minute) runs out, and its worker pods go with it.
+/// and also a 404. A new leader answers 503 for a pipeline it has not loaded yet, but an
+/// operator of an older release answered 404, and dropping a finished run's result would run
+/// the object again. A pipeline that is really gone answers 404 until the caller's patience
+/// (the lease, at least a minute) runs out, and its worker pods go with it.
 pub fn retryable_report(error: &Error) -> bool {
     retryable(error) || matches!(error, Error::Status { status: 404, .. })
 }

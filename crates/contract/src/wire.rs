@@ -15,7 +15,8 @@
 //! (audience [`crate::worker::TOKEN_AUDIENCE`]) as `Authorization: Bearer`. Errors are
 //! [`ErrorBody`] with 400 (bad request), 401 (no or bad token), 403 (not this pipeline's worker),
 //! 404 (no such pipeline or lease), 410 (the lease expired or was finished, or the object
-//! revision is gone), 503 (try again). Every request that names a lease also names its object
+//! revision is gone), 503 (try again, after `Retry-After` when it is given: also what a new
+//! leader answers for a pipeline it has not loaded yet). Every request that names a lease also names its object
 //! ([`ObjectRef`]), so a replica that never granted the lease (after a restart or a leader
 //! change) can still match it to its object.
 

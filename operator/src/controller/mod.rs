@@ -215,7 +215,8 @@ async fn store_synced(store: &Store<DeserializeGuard<DataPipeline>>) -> bool {
     }
 }
 
-/// Removes the runtimes of deleted pipelines (the controller is not called for a deletion).
+/// Removes the runtimes of deleted pipelines (the controller is not called for a deletion), and
+/// tells the work API which pipelines exist (so a worker of one not loaded yet is told to retry).
 async fn prune(pipelines: Arc<Pipelines>, store: Store<DeserializeGuard<DataPipeline>>, namespace: Option<String>) {
     if !store_synced(&store).await {
         return;
@@ -229,6 +230,7 @@ async fn prune(pipelines: Arc<Pipelines>, store: Store<DeserializeGuard<DataPipe
         for gone in pipelines.retain(namespace.as_deref(), &alive) {
             info!(pipeline = %gone, "DataPipeline deleted: its runtime is gone");
         }
+        pipelines.declared().declare(namespace.as_deref(), alive);
     }
 }
 

@@ -11,6 +11,7 @@
 //! Lock order: the map, then one pipeline's state; never two pipelines' states at once, never a
 //! lock across an `.await`.
 
+pub mod declared;
 pub mod failures;
 pub mod progress;
 pub mod resync;
@@ -223,6 +224,9 @@ pub struct Pipelines {
     /// Pipelines that got new work, for the scaler (scale-ups from zero happen from here).
     kicks: mpsc::UnboundedSender<Kick>,
     metrics: Arc<Metrics>,
+    /// What the DataPipeline caches list: a pipeline without a runtime yet is either loading
+    /// or missing.
+    declared: declared::Declared,
 }
 
 /// New work for a pipeline (its arrival time is noted in the scaler's state at admission).
@@ -242,7 +246,13 @@ impl Pipelines {
             routes: RwLock::new(Arc::new(RouteTable::default())),
             kicks,
             metrics,
+            declared: declared::Declared::default(),
         }
+    }
+
+    /// The pipelines the DataPipeline caches list (written by the controllers).
+    pub fn declared(&self) -> &declared::Declared {
+        &self.declared
     }
 
     /// The backlog clock: milliseconds since this replica started.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -31,6 +31,9 @@ pub(super) enum ApiError {
     Forbidden,
     #[error("no such pipeline")]
     UnknownPipeline,
+    /// The pipeline exists but this leader has not loaded it yet (it just took over): retry.
+    #[error("this leader has not loaded the pipeline yet; retry")]
+    PipelineLoading,
     #[error("no such lease")]
     UnknownLease,
     #[error("the lease expired or was finished")]
@@ -51,7 +54,7 @@ impl ApiError {
             ApiError::UnknownPipeline | ApiError::UnknownLease => StatusCode::NOT_FOUND,
             ApiError::LeaseGone | ApiError::ObjectGone => StatusCode::GONE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::PipelineLoading => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::LeaseGone | ApiError::ObjectGone => "gone",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::PipelineLoading => "loading",
         }
     }
 }
@@ -78,6 +82,10 @@ impl IntoResponse for ApiError {
         };
         if let Some(challenge) = challenge {
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if matches!(self, ApiError::PipelineLoading) {
+            // A pipeline is loaded within a reconcile (well under a second per pipeline).
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1));
         }
         response
     }

@@ -27,6 +27,7 @@ use super::auth::{Identity, TokenVerifier, VerifyError, bearer_token};
 use super::http::ApiError;
 use super::objects::ObjectError;
 use crate::metrics::{Ended, Skipped};
+use crate::runtime::declared::Lookup;
 use crate::runtime::{Access, Pipeline, Pipelines};
 
 /// A granted lease is remembered this many lease durations past its deadline, so a late answer
@@ -59,7 +60,10 @@ impl WorkApi {
     }
 
     fn pipeline(&self, key: &PipelineKey) -> Result<Arc<Pipeline>, ApiError> {
-        self.pipelines.get(key).ok_or(ApiError::UnknownPipeline)
+        self.pipelines.get(key).ok_or_else(|| match self.pipelines.declared().lookup(key) {
+            Lookup::Loading => ApiError::PipelineLoading,
+            Lookup::Missing => ApiError::UnknownPipeline,
+        })
     }
 
     fn access(pipeline: &Pipeline) -> Result<Arc<Access>, ApiError> {
