@@ -16,7 +16,7 @@ use zeroflow_core::PipelineKey;
 use zeroflow_core::backlog::BacklogConfig;
 use zeroflow_core::routing::Route;
 use zeroflow_operator::gateway::GatewayConfig;
-use zeroflow_operator::gateway::auth::BearerToken;
+use zeroflow_operator::gateway::auth::{BearerToken, NamespaceTokens};
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
 use zeroflow_operator::gateway::pubsub::{PUBSUB_PATH, router};
 use zeroflow_operator::metrics::Metrics;
@@ -32,6 +32,11 @@ struct Harness {
 }
 
 async fn start(capacity: usize) -> Harness {
+    start_with_tokens(capacity, NamespaceTokens::default()).await
+}
+
+/// [`start`] with namespaces' own sender tokens.
+async fn start_with_tokens(capacity: usize, namespace_tokens: NamespaceTokens) -> Harness {
     let route = Route {
         namespace: "media".into(),
         name: "thumbs".into(),
@@ -54,6 +59,7 @@ async fn start(capacity: usize) -> Harness {
     let gateway_metrics = GatewayMetrics::register(metrics.registry()).expect("metrics");
     let config = GatewayConfig {
         token: Some(BearerToken::new(TOKEN).expect("token")),
+        namespace_tokens,
         body_limit: 64 * 1024,
         ..GatewayConfig::default()
     };
@@ -218,4 +224,29 @@ async fn what_is_not_a_push_is_refused_and_a_full_backlog_asks_to_retry() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.body);
     assert_eq!(reply.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
     assert_eq!(h.counted("overloaded"), 1);
+}
+
+/// A namespace's own sender token (docs/tenancy) reaches that namespace's pipelines only, in
+/// the URL as on the other endpoints; a push for another namespace's pipeline is refused (403,
+/// so Pub/Sub keeps the message and the misconfiguration shows) and admits nothing.
+#[tokio::test]
+async fn a_namespace_sender_token_reaches_only_its_namespace() {
+    let tokens = NamespaceTokens::default();
+    tokens.set("media", Some(BearerToken::new("media-sender").expect("token")));
+    tokens.set("finance", Some(BearerToken::new("finance-sender").expect("token")));
+    let h = start_with_tokens(100, tokens).await;
+    let own = format!("{PUBSUB_PATH}?token=media-sender");
+    let reply = send(h.addr, &own, &[JSON], push("OBJECT_FINALIZE", "photos", "in/own.jpg", 1)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["accepted"], 1);
+    let foreign = format!("{PUBSUB_PATH}?token=finance-sender");
+    let reply = send(h.addr, &foreign, &[JSON], push("OBJECT_FINALIZE", "photos", "in/foreign.jpg", 1)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert!(reply.body["error"].as_str().is_some_and(|e| e.contains("finance")), "{}", reply.body);
+    assert_eq!(h.pending(), 1, "only the media sender's object is pending");
+    assert_eq!(h.counted("not_permitted"), 1);
+    let unknown = format!("{PUBSUB_PATH}?token=nobody");
+    let reply = send(h.addr, &unknown, &[JSON], push("OBJECT_FINALIZE", "photos", "in/x.jpg", 1)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.pending(), 1);
 }
