@@ -142,10 +142,20 @@ async fn process_all(
     expected: usize,
 ) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    // A stall fails, not a slow machine: the deadline moves with every completed object (one
+    // worker takes a few seconds for 500 objects on a quiet machine, minutes under load).
+    let mut deadline = tokio::time::Instant::now() + TIMEOUT;
     while done.len() < expected {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "only {} of {expected} processed", done.len());
-        done.extend(process_one(work_api, namespace, pipeline, token).await?);
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {expected} processed, none in the last {TIMEOUT:?}",
+            done.len()
+        );
+        let finished = process_one(work_api, namespace, pipeline, token).await?;
+        if finished.is_some() {
+            deadline = tokio::time::Instant::now() + TIMEOUT;
+        }
+        done.extend(finished);
     }
     Ok(done)
 }
