@@ -60,6 +60,8 @@ pub fn spawn_sqs(
             events: events.clone(),
             metrics: metrics.clone(),
             wait_seconds: settings.wait_seconds,
+            namespace: None,
+            on_state: None,
         };
         let readiness = readiness.clone();
         tasks.push(tokio::spawn(async move {
