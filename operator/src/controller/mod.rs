@@ -312,7 +312,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     {
         publish(ctx, pipeline, EventType::Warning, e.reason(), "CheckSource", &e.to_string()).await;
     }
-    queue::hand_over(ctx, pipeline).await;
+    let queue_recheck = queue::hand_over(ctx, pipeline).await;
     let redriven = match redrive::if_asked(ctx, pipeline, &runtime).await {
         Some(Ok(redriven)) => {
             publish(ctx, pipeline, EventType::Normal, "Redriven", "Redrive", &redriven.note).await;
@@ -351,6 +351,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
         // reported after a grace): look again soon.
         _ if observed.trouble.is_some() || starting => RECHECK_TROUBLE,
         Err(e) if e.may_clear_up() => RECHECK_UNREACHABLE_SOURCE,
+        _ if queue_recheck => RECHECK_UNREACHABLE_SOURCE,
         _ => RESYNC_PERIOD,
     };
     Ok(Action::requeue(next))

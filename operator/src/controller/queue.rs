@@ -11,25 +11,32 @@ use crate::sources::sqs::pipelines::{QueueCredentials, QueueProblem, QueueWant, 
 use crate::store::s3::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
 use crate::store::{SecretData, StoreError, required_secret_text, secret_text};
 
-/// Tells the registry what `pipeline` wants: its queue, a problem with it, or none.
-pub async fn hand_over(ctx: &Context, pipeline: &DataPipeline) {
+/// Tells the registry what `pipeline` wants: its queue, a problem with it, or none. True when
+/// the Secret could not be read for a reason that may clear up by itself (created later,
+/// access granted later): the pipeline is then looked at again soon.
+pub async fn hand_over(ctx: &Context, pipeline: &DataPipeline) -> bool {
     let key = super::settings::pipeline_key(pipeline);
-    let wanted = match pipeline.spec.source.events.as_ref().and_then(|e| e.sqs.as_ref()) {
-        None => None,
-        Some(spec) => Some(resolve(ctx, &pipeline.namespace().unwrap_or_default(), spec).await),
+    let (wanted, recheck) = match pipeline.spec.source.events.as_ref().and_then(|e| e.sqs.as_ref()) {
+        None => (None, false),
+        Some(spec) => {
+            let (wanted, recheck) = resolve(ctx, &pipeline.namespace().unwrap_or_default(), spec).await;
+            (Some(wanted), recheck)
+        }
     };
     ctx.queues.want(&key, wanted);
+    recheck
 }
 
-async fn resolve(ctx: &Context, namespace: &str, spec: &SqsSourceSpec) -> Wanted {
+async fn resolve(ctx: &Context, namespace: &str, spec: &SqsSourceSpec) -> (Wanted, bool) {
     let secret = match &spec.credentials_secret_ref {
         None => None,
         Some(reference) => match read_secret(ctx, namespace, &reference.name).await {
             Ok(data) => Some((reference.name.as_str(), data)),
-            Err(e) => return Err(problem(spec, &e)),
+            Err(e) => return (Err(problem(spec, &e)), e.may_clear_up()),
         },
     };
-    want(namespace, spec, secret.as_ref().map(|(name, data)| (*name, data)), ctx.default_store.identities.aws.is_some())
+    let has_identity = ctx.default_store.identities.aws.is_some();
+    (want(namespace, spec, secret.as_ref().map(|(name, data)| (*name, data)), has_identity), false)
 }
 
 /// The want for `spec` of a pipeline in `namespace`, with the keys of its Secret (`secret`:
