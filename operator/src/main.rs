@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     let default_store = cli.default_store().map_err(anyhow::Error::msg)?;
     info!(identities = %default_store.identities.description, "cloud identities");
-    let sqs = cli.sqs().map_err(anyhow::Error::msg)?;
+    let sqs = cli.sqs(default_store.identities.aws.as_ref()).map_err(anyhow::Error::msg)?;
     let kafka = cli.kafka().map_err(anyhow::Error::msg)?;
     let gateway_token = cli.gateway_token().map_err(anyhow::Error::msg)?;
     if gateway_token.is_none() {
