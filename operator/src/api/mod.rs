@@ -170,8 +170,8 @@ pub struct SqsSourceSpec {
     #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+/?$')").message("endpoint must be an http:// or https:// URL without a path"))]
     pub endpoint: Option<String>,
     /// Secret in the pipeline's namespace with the keys `accessKeyId` and `secretAccessKey`
-    /// (and `sessionToken` for temporary keys), for an identity allowed `sqs:ReceiveMessage`,
-    /// `sqs:DeleteMessage` and `sqs:GetQueueAttributes` on the queue. Without it the operator uses its own AWS identity
+    /// (and `sessionToken` for temporary keys), of an identity allowed `sqs:ReceiveMessage` and
+    /// `sqs:DeleteMessage` on the queue. Without it the operator uses its own AWS identity
     /// through the standard chain, as for stores (IRSA, EKS Pod Identity, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<LocalObjectReference>,
