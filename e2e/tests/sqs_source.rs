@@ -16,6 +16,7 @@ use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
 use serde_json::{Value, json};
 use zeroflow_e2e::loop_bed::LoopBed;
+use zeroflow_e2e::moto::{Keys, Moto, form, xml_text};
 use zeroflow_e2e::pipelines::{Buckets, OperatorExtras, WEBHOOK, upload};
 use zeroflow_e2e::sqs::Sqs;
 use zeroflow_e2e::workers::HostWorkers;
@@ -377,5 +378,173 @@ async fn pipelines_of_two_namespaces_consume_their_own_queues() -> anyhow::Resul
         Ok(pipelines_b.get("missing").await?.status.unwrap_or_default().queue.is_none().then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// A pipeline's own queue read without a Secret, against an SQS that verifies signatures: moto
+/// with IAM auth on. The operator's identity is the chain's first step with temporary keys of a
+/// role (access key, secret and session token, as STS issues them to IRSA and EKS Pod Identity),
+/// obtained from moto's STS by a verified `AssumeRole`. moto checks every request's signature,
+/// its session token and the role's policy (the one docs/sources/sqs.md gives a team); unsigned
+/// and wrongly signed requests are refused (checked here); objects notified through the queue
+/// (sent by a user of its own, signed) run once and their messages are deleted. The web identity
+/// exchange itself is not part of this test: moto serves object_store's form of it
+/// (`AssumeRoleWithWebIdentity` in the query string, unsigned) as an S3 `ListBuckets`; it is
+/// proven against MinIO's STS by tests/stores.rs.
+#[tokio::test]
+async fn a_pipeline_without_a_secret_reads_its_queue_with_temporary_role_credentials_moto_verifies()
+-> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    // The free requests: the six set-up calls below. Every request after them is verified.
+    let moto = Moto::start(6).await?;
+    let setup = Keys { access_key_id: "AKIASETUPSETUPSETUP1".into(), secret_access_key: "setup".into() };
+    let trust = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/testbed"},
+         "Action": "sts:AssumeRoleWithWebIdentity"},
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:user/sender"}, "Action": "sts:AssumeRole"}]});
+    let created = moto
+        .ok(
+            "iam",
+            Some(&setup),
+            None,
+            &form(&[
+                ("Action", "CreateRole"),
+                ("Version", "2010-05-08"),
+                ("RoleName", "zeroflow"),
+                ("AssumeRolePolicyDocument", &trust.to_string()),
+            ]),
+        )
+        .await?;
+    let role_arn = xml_text(&created, "Arn").context("CreateRole without Arn")?;
+    // The policy docs/sources/sqs.md gives a team, plus sqs:DeleteMessageBatch: AWS authorizes
+    // a batch call with its single action's permission (sqs:DeleteMessage), moto with the batch
+    // action's own name.
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteMessageBatch"], "Resource": "*"}]});
+    moto.ok(
+        "iam",
+        Some(&setup),
+        None,
+        &form(&[
+            ("Action", "PutRolePolicy"),
+            ("Version", "2010-05-08"),
+            ("RoleName", "zeroflow"),
+            ("PolicyName", "queue"),
+            ("PolicyDocument", &policy.to_string()),
+        ]),
+    )
+    .await?;
+    let queue = moto
+        .ok(
+            "sqs",
+            Some(&setup),
+            Some("AmazonSQS.CreateQueue"),
+            &json!({"QueueName": "zf-verified", "Attributes": {"VisibilityTimeout": "4"}}).to_string(),
+        )
+        .await?;
+    let queue_url: Value = serde_json::from_str(&queue)?;
+    let queue_url = queue_url["QueueUrl"].as_str().context("CreateQueue without QueueUrl")?.to_owned();
+    let sender_policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["sqs:SendMessage", "sts:AssumeRole"], "Resource": "*"}]});
+    moto.ok(
+        "iam",
+        Some(&setup),
+        None,
+        &form(&[("Action", "CreateUser"), ("Version", "2010-05-08"), ("UserName", "sender")]),
+    )
+    .await?;
+    moto.ok(
+        "iam",
+        Some(&setup),
+        None,
+        &form(&[
+            ("Action", "PutUserPolicy"),
+            ("Version", "2010-05-08"),
+            ("UserName", "sender"),
+            ("PolicyName", "send"),
+            ("PolicyDocument", &sender_policy.to_string()),
+        ]),
+    )
+    .await?;
+    let key = moto
+        .ok(
+            "iam",
+            Some(&setup),
+            None,
+            &form(&[("Action", "CreateAccessKey"), ("Version", "2010-05-08"), ("UserName", "sender")]),
+        )
+        .await?;
+    let sender = Keys {
+        access_key_id: xml_text(&key, "AccessKeyId").context("no AccessKeyId")?,
+        secret_access_key: xml_text(&key, "SecretAccessKey").context("no SecretAccessKey")?,
+    };
+
+    // The role's temporary credentials, from a signed (verified) AssumeRole.
+    let assumed = moto
+        .ok(
+            "sts",
+            Some(&sender),
+            None,
+            &form(&[
+                ("Action", "AssumeRole"),
+                ("Version", "2011-06-15"),
+                ("RoleArn", &role_arn),
+                ("RoleSessionName", "zeroflow-e2e"),
+            ]),
+        )
+        .await?;
+    let (key_id, secret, session) = (
+        xml_text(&assumed, "AccessKeyId").context("no AccessKeyId")?,
+        xml_text(&assumed, "SecretAccessKey").context("no SecretAccessKey")?,
+        xml_text(&assumed, "SessionToken").context("no SessionToken")?,
+    );
+    let extras = OperatorExtras {
+        flags: vec![],
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), key_id),
+            ("AWS_SECRET_ACCESS_KEY".into(), secret),
+            ("AWS_SESSION_TOKEN".into(), session),
+            ("SSL_CERT_FILE".into(), moto.ca.clone()),
+        ],
+    };
+    let runs = std::env::temp_dir().join(format!("zf-sqs-irsa-runs-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&runs);
+    let mut spec = pipeline_spec(&runs);
+    spec["source"] = json!({"events": {"sqs": {"queueUrl": queue_url}}});
+    let t = LoopBed::start_fed_by("sqsirsa", "viaqueue", spec, extras).await?;
+    let consuming = wait_queue_reason(&t.pipelines, "viaqueue", "Consuming").await;
+    if let Err(e) = consuming {
+        anyhow::bail!("{e:#}\noperator log:\n{}\nmoto log:\n{}", t.operator.log_tail(), moto.log());
+    }
+    let log = std::fs::read_to_string(&t.operator.log)?;
+    assert!(log.contains("AWS: environment keys"), "the operator's identity is the chain's");
+
+    // moto's auth is on: unsigned, and signed with a wrong secret, the same receive is refused.
+    let receive = json!({"QueueUrl": queue_url, "MaxNumberOfMessages": 1}).to_string();
+    let (unsigned, _) = moto.call("sqs", None, Some("AmazonSQS.ReceiveMessage"), &receive).await?;
+    let forged = Keys { secret_access_key: format!("{}x", sender.secret_access_key), ..sender.clone() };
+    let (wrong, answer) = moto.call("sqs", Some(&forged), Some("AmazonSQS.ReceiveMessage"), &receive).await?;
+    println!("moto: unsigned receive -> HTTP {unsigned}, wrongly signed -> HTTP {wrong} {answer}");
+    assert!(unsigned >= 400 && wrong == 403, "unsigned {unsigned}, wrongly signed {wrong}: {answer}");
+    // The sender may send but not receive: policies are enforced too.
+    let (not_allowed, _) = moto.call("sqs", Some(&sender), Some("AmazonSQS.ReceiveMessage"), &receive).await?;
+    assert_eq!(not_allowed, 403, "the sender's policy allows only sqs:SendMessage");
+
+    let keys: Vec<String> = (0..3).map(|i| format!("verified/o{i}.txt")).collect();
+    for key in &keys {
+        let message = json!({"QueueUrl": queue_url, "MessageBody": put_object(&t, key).await?}).to_string();
+        moto.ok("sqs", Some(&sender), Some("AmazonSQS.SendMessage"), &message).await?;
+    }
+    t.wait_finished(keys.len() as i64, 0, Duration::from_secs(120)).await?;
+    let expected: BTreeMap<String, usize> = keys.iter().map(|k| (k.clone(), 1)).collect();
+    assert_eq!(runs_per_key(&runs), expected, "every object ran once");
+    let through_sqs = sqs_events(&t, "accepted").await? + sqs_events(&t, "duplicate").await?;
+    assert!(through_sqs >= keys.len() as f64, "{through_sqs} records admitted through the verified queue");
+    let acks = t.metric("zeroflow_source_acks_total{outcome=\"ok\",source=\"sqs\"}").await.unwrap_or(0.0);
+    let failed_acks = t.metric("zeroflow_source_acks_total{outcome=\"error\",source=\"sqs\"}").await.unwrap_or(0.0);
+    println!("deletes: {acks} ok, {failed_acks} failed");
+    assert!(acks >= keys.len() as f64, "moto deleted the admitted messages ({acks} ok, {failed_acks} failed)");
+    let queue = t.status().await?.queue.context("no status.queue")?;
+    assert_eq!((queue.reason.as_str(), queue.consuming), ("Consuming", true), "{queue:?}");
     Ok(())
 }

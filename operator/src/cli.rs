@@ -301,7 +301,6 @@ mod tests {
 
     #[tokio::test]
     async fn sqs_credentials_are_both_keys_or_the_operator_identity() {
-        use object_store::CredentialProvider as _;
         let keys = sqs_credentials(Some("AK".into()), Some("SK".into()), Some("T".into()), None).expect("keys");
         let credential = keys.get_credential().await.expect("static");
         assert_eq!((credential.key_id.as_str(), credential.token.as_deref()), ("AK", Some("T")));

@@ -217,21 +217,43 @@ impl SqsQueue {
             .map_err(|source| SqsError::Transport { action, source })?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|source| SqsError::Transport { action, source })?;
-        let answer: Value = if bytes.is_empty() {
-            json!({})
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| SqsError::Shape { action, message: e.to_string() })?
-        };
         if status != 200 {
-            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-            return Err(SqsError::Answer {
-                action,
-                status,
-                kind: text(&answer["__type"]),
-                message: text(if answer["message"].is_string() { &answer["message"] } else { &answer["Message"] }),
-            });
+            return Err(error_answer(action, status, &bytes));
         }
-        Ok(answer)
+        if bytes.is_empty() {
+            return Ok(json!({}));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| SqsError::Shape { action, message: e.to_string() })
+    }
+}
+
+/// An error answer: JSON (`__type`, `message`) as SQS's JSON protocol sends it, or XML
+/// (`<Code>`, `<Message>`) as IAM and STS errors in front of it may come; anything else keeps
+/// only the status.
+fn error_answer(action: &'static str, status: u16, body: &[u8]) -> SqsError {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    if let Ok(answer) = serde_json::from_slice::<Value>(body) {
+        let message = if answer["message"].is_string() { &answer["message"] } else { &answer["Message"] };
+        return SqsError::Answer { action, status, kind: text(&answer["__type"]), message: text(message) };
+    }
+    let body = String::from_utf8_lossy(body);
+    let element = |tag: &str| {
+        let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
+        let end = body[start..].find(&format!("</{tag}>"))? + start;
+        Some(body[start..end].trim().to_owned())
+    };
+    SqsError::Answer {
+        action,
+        status,
+        kind: element("Code").unwrap_or_default(),
+        message: element("Message").unwrap_or_default(),
+    }
+}
+
+impl SqsQueue {
+    #[cfg(test)]
+    fn endpoint(&self) -> &str {
+        self.endpoint.as_str()
     }
 }
 
@@ -256,6 +278,24 @@ mod tests {
     }
 
     #[test]
+    fn error_answers_keep_their_status_and_type_in_json_or_xml() {
+        let json = error_answer(
+            "ReceiveMessage",
+            400,
+            br#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"gone"}"#,
+        );
+        assert_eq!(json.reason(), "QueueNotFound");
+        let xml = error_answer(
+            "DeleteMessageBatch",
+            403,
+            b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>no</Message></Error></Errors></ErrorResponse>",
+        );
+        assert_eq!((xml.reason(), xml.error_type()), ("AccessDenied", "AccessDenied"));
+        let html = error_answer("ReceiveMessage", 502, b"<html>bad gateway</html>");
+        assert_eq!((html.reason(), html.error_type()), ("QueueError", ""));
+    }
+
+    #[test]
     fn an_endpoint_replaces_the_origin_but_not_the_queue_url() {
         let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/q";
         let credentials: AwsCredentialProvider =
@@ -265,9 +305,9 @@ mod tests {
                 token: None,
             }));
         let queue = SqsQueue::new(reqwest::Client::new(), url, "eu-west-1", credentials).expect("queue");
-        assert_eq!(queue.endpoint.as_str(), "https://sqs.eu-west-1.amazonaws.com/");
+        assert_eq!(queue.endpoint(), "https://sqs.eu-west-1.amazonaws.com/");
         let queue = queue.with_endpoint("http://127.0.0.1:9324/x?y").expect("endpoint");
-        assert_eq!((queue.endpoint.as_str(), queue.url()), ("http://127.0.0.1:9324/", url));
+        assert_eq!((queue.endpoint(), queue.url()), ("http://127.0.0.1:9324/", url));
         assert!(queue.with_endpoint("ftp://h").is_err());
     }
 }
