@@ -11,6 +11,7 @@ pub mod demo;
 pub mod gcs;
 pub mod kafka;
 pub mod loop_bed;
+pub mod moto;
 pub mod node;
 pub mod pipelines;
 pub mod prometheus_server;

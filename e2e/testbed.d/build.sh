@@ -246,6 +246,21 @@ build_azurite() {
   mark_built azurite "$v"
 }
 
+build_moto() {
+  local v=$MOTO_VERSION out; out=$(bin_dir moto "$v")
+  is_built moto "$v" && return
+  grep -qx "moto==$v" "$here/moto/requirements.txt" ||
+    { log "testbed.d/moto/requirements.txt does not pin moto $v: update it"; exit 1; }
+  python3 -c 'import venv, ensurepip' 2>/dev/null || { log "moto needs Python's venv module (Debian: python3-venv)"; exit 1; }
+  log "installing moto $v (PyPI)"
+  rm -rf "$out"; mkdir -p "$out"
+  python3 -m venv "$out/venv"
+  # --no-deps: exactly the pinned tree, nothing resolved anew.
+  "$out/venv/bin/pip" install -q --disable-pip-version-check --no-deps --cache-dir "$ZF_CACHE/pip" \
+    -r "$here/moto/requirements.txt" >&2
+  mark_built moto "$v"
+}
+
 build_fake_gcs_server() { go_install fake-gcs-server "$FAKE_GCS_VERSION" github.com/fsouza/fake-gcs-server; }
 
 main() {

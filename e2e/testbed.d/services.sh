@@ -7,12 +7,16 @@
 #                                                 bucket notifications to it
 #   azurite  Azurite (npm)                        Azure Blob Storage, blob service only
 #   gcs      fake-gcs-server (Go module proxy)    Google Cloud Storage, JSON and XML APIs over HTTP
+#   moto     moto's server (PyPI)                 SQS, IAM and STS that verify SigV4 (IAM auth);
+#                                                 no process: each test starts its own server,
+#                                                 since its auth is switched on after a count of
+#                                                 requests (`env` exports ZF_MOTO_SERVER)
 #
 # Each runs as a plain process on 127.0.0.1 with a random port, logs to $STATE/logs/<name>.log
 # and records its PID in $STATE/pids/<name>, so `down` stops exactly it. Uses e2e/testbed's
 # helpers (log, die, start, wait_for, free_port).
 
-SERVICES_ALL=(sqs kafka azurite gcs)
+SERVICES_ALL=(sqs kafka azurite gcs moto)
 
 # The well-known Azurite development account (Azurite's and the Azure SDKs' documented default;
 # it is public, so nothing secret is exported).
@@ -46,6 +50,7 @@ service_tool() {
     kafka) echo kafka ;;
     azurite) echo azurite ;;
     gcs) echo fake_gcs_server ;;
+    moto) echo moto ;;
   esac
 }
 
@@ -56,6 +61,7 @@ service_component() {
     kafka) echo kafka ;;
     azurite) echo azurite ;;
     gcs) echo fake-gcs-server ;;
+    moto) ;; # no process of its own
   esac
 }
 
@@ -236,5 +242,18 @@ wait_gcs() {
 export ZF_GCS_ENDPOINT='http://127.0.0.1:$port'
 export ZF_GCS_SERVICE_ACCOUNT_KEY='$dir/service-account.json'
 export STORAGE_EMULATOR_HOST='http://127.0.0.1:$port'
+ENV
+}
+
+# moto runs no process here: tests start their own server (ZF_MOTO_SERVER) with the testbed's
+# certificate (ZF_KUBE_CA's apiserver.crt, valid for 127.0.0.1), since object_store asks STS over
+# HTTPS only.
+launch_moto() { :; }
+
+wait_moto() {
+  local server="$ZF_CACHE/bin/moto-$MOTO_VERSION/venv/bin/moto_server"
+  [[ -x "$server" ]] || die "moto is not built: $server is missing"
+  cat >>"$STATE/services/env" <<ENV
+export ZF_MOTO_SERVER='$server'
 ENV
 }

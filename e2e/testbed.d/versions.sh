@@ -24,3 +24,6 @@ KAFKA_LOG4J_VERSION=2.24.3
 AZURITE_VERSION=3.35.0
 # fake-gcs-server (GCS): Go module github.com/fsouza/fake-gcs-server.
 FAKE_GCS_VERSION=v1.56.1
+# moto (server mode, PyPI): an SQS that verifies SigV4 signatures when its IAM auth is on; its
+# whole dependency tree is pinned by testbed.d/moto/requirements.txt.
+MOTO_VERSION=5.2.5

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use object_store::StaticCredentialProvider;
-use object_store::aws::AwsCredential;
+use object_store::aws::{AwsCredential, AwsCredentialProvider};
 
 use crate::gateway::GatewayArgs;
 use crate::gateway::auth::BearerToken;
@@ -102,10 +102,12 @@ pub struct Cli {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
 
-    /// SQS queues whose S3 notifications the leader consumes (queue URLs, comma-separated or
-    /// repeated); empty: none. Credentials come from ZEROFLOW_SQS_ACCESS_KEY_ID and
-    /// ZEROFLOW_SQS_SECRET_ACCESS_KEY (and ZEROFLOW_SQS_SESSION_TOKEN for temporary keys).
-    /// See docs/sources/sqs.md.
+    /// SQS queues whose S3 notifications the leader consumes for every namespace (queue URLs,
+    /// comma-separated or repeated); empty: none. Credentials come from
+    /// ZEROFLOW_SQS_ACCESS_KEY_ID and ZEROFLOW_SQS_SECRET_ACCESS_KEY (and
+    /// ZEROFLOW_SQS_SESSION_TOKEN for temporary keys), or, without them, from the operator's own
+    /// AWS identity (IRSA, EKS Pod Identity, ...). Pipelines can also name their own queue
+    /// (spec.source.events.sqs). See docs/sources/sqs.md.
     #[arg(long = "sqs-queue-url", env = "ZEROFLOW_SQS_QUEUE_URLS", value_delimiter = ',')]
     pub sqs_queue_urls: Vec<String>,
 
@@ -113,8 +115,9 @@ pub struct Cli {
     #[arg(long, env = "ZEROFLOW_SQS_REGION", default_value = "us-east-1")]
     pub sqs_region: String,
 
-    /// Seconds one SQS receive waits for a message (long polling, 1 to 20): a message is
-    /// received as soon as it arrives either way; shorter waits only cost more requests.
+    /// Seconds one SQS receive waits for a message (long polling, 1 to 20), for the
+    /// operator's queues and the pipelines' own: a message is received as soon as it arrives
+    /// either way; shorter waits only cost more requests.
     #[arg(long, env = "ZEROFLOW_SQS_WAIT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub sqs_wait_seconds: u32,
 
@@ -131,6 +134,29 @@ pub struct Cli {
     /// Kafka consumer group whose committed offsets the leader resumes from.
     #[arg(long, env = "ZEROFLOW_KAFKA_GROUP_ID", default_value = "zeroflow-operator")]
     pub kafka_group_id: String,
+}
+
+/// The operator-level SQS consumers' credentials: both keys from the environment, or neither
+/// and the operator's own AWS identity (IRSA, EKS Pod Identity, ...).
+fn sqs_credentials(
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+    identity: Option<&AwsCredentialProvider>,
+) -> Result<AwsCredentialProvider, String> {
+    match (access_key_id, secret_access_key) {
+        (Some(key_id), Some(secret_key)) => {
+            Ok(Arc::new(StaticCredentialProvider::new(AwsCredential { key_id, secret_key, token: session_token })))
+        }
+        (None, None) => identity.cloned().ok_or_else(|| {
+            "--sqs-queue-url without ZEROFLOW_SQS_ACCESS_KEY_ID and ZEROFLOW_SQS_SECRET_ACCESS_KEY needs an AWS \
+             identity, and the operator has none"
+                .to_owned()
+        }),
+        _ => Err("--sqs-queue-url needs both ZEROFLOW_SQS_ACCESS_KEY_ID and ZEROFLOW_SQS_SECRET_ACCESS_KEY, or \
+                  neither (the operator's own AWS identity)"
+            .into()),
+    }
 }
 
 impl Cli {
@@ -167,24 +193,26 @@ impl Cli {
     }
 
     /// The SQS consumers' settings, when queues are named. Credentials are read from the
-    /// environment only, so they never appear on a command line.
-    pub fn sqs(&self) -> Result<Option<SqsSettings>, String> {
+    /// environment only, so they never appear on a command line; without them the operator's
+    /// own AWS identity (`identity`) is used.
+    pub fn sqs(&self, identity: Option<&AwsCredentialProvider>) -> Result<Option<SqsSettings>, String> {
         let queue_urls: Vec<String> =
             self.sqs_queue_urls.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
         if queue_urls.is_empty() {
             return Ok(None);
         }
-        let read = |name: &str| std::env::var(name).map_err(|_| format!("--sqs-queue-url needs {name}"));
-        let credential = AwsCredential {
-            key_id: read("ZEROFLOW_SQS_ACCESS_KEY_ID")?,
-            secret_key: read("ZEROFLOW_SQS_SECRET_ACCESS_KEY")?,
-            token: std::env::var("ZEROFLOW_SQS_SESSION_TOKEN").ok().filter(|t| !t.is_empty()),
-        };
+        let read = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let credentials = sqs_credentials(
+            read("ZEROFLOW_SQS_ACCESS_KEY_ID"),
+            read("ZEROFLOW_SQS_SECRET_ACCESS_KEY"),
+            read("ZEROFLOW_SQS_SESSION_TOKEN"),
+            identity,
+        )?;
         Ok(Some(SqsSettings {
             queue_urls,
             region: self.sqs_region.clone(),
             wait_seconds: self.sqs_wait_seconds,
-            credentials: Arc::new(StaticCredentialProvider::new(credential)),
+            credentials,
         }))
     }
 
@@ -269,5 +297,17 @@ mod tests {
         );
         let err = Cli::try_parse_from(["zeroflow-operator", "--sqs-wait-seconds", "21"]).unwrap_err().to_string();
         assert!(err.contains("--sqs-wait-seconds"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sqs_credentials_are_both_keys_or_the_operator_identity() {
+        let keys = sqs_credentials(Some("AK".into()), Some("SK".into()), Some("T".into()), None).expect("keys");
+        let credential = keys.get_credential().await.expect("static");
+        assert_eq!((credential.key_id.as_str(), credential.token.as_deref()), ("AK", Some("T")));
+        assert!(sqs_credentials(Some("AK".into()), None, None, None).unwrap_err().contains("both"));
+        assert!(sqs_credentials(None, None, None, None).unwrap_err().contains("has none"));
+        let identity = Identities::for_tests_with_aws().aws.expect("identity");
+        let chosen = sqs_credentials(None, None, None, Some(&identity)).expect("identity");
+        assert!(Arc::ptr_eq(&chosen, &identity), "the operator's own provider, shared");
     }
 }

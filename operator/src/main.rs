@@ -20,6 +20,7 @@ use zeroflow_operator::leader::Leadership;
 use zeroflow_operator::metrics::Metrics;
 use zeroflow_operator::runtime::{Pipelines, progress, resync};
 use zeroflow_operator::scaler::Scaler;
+use zeroflow_operator::sources::sqs::pipelines::ConsumerParts;
 use zeroflow_operator::sources::{self, metrics::SourceMetrics};
 use zeroflow_operator::status_writer::StatusWriter;
 use zeroflow_operator::telemetry;
@@ -34,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     let default_store = cli.default_store().map_err(anyhow::Error::msg)?;
     info!(identities = %default_store.identities.description, "cloud identities");
-    let sqs = cli.sqs().map_err(anyhow::Error::msg)?;
+    let sqs = cli.sqs(default_store.identities.aws.as_ref()).map_err(anyhow::Error::msg)?;
     let kafka = cli.kafka().map_err(anyhow::Error::msg)?;
     let gateway_token = cli.gateway_token().map_err(anyhow::Error::msg)?;
     if gateway_token.is_none() {
@@ -174,6 +175,19 @@ async fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
         runtime_tasks.extend(consumers);
     }
+    // The queues pipelines name: consumers started and stopped by the registry as pipelines
+    // come and go, aborted with it.
+    let (queues, queues_task) = sources::sqs::pipelines::QueueRegistry::spawn(ConsumerParts {
+        pipelines: pipelines.clone(),
+        status: status.clone(),
+        events: gateway_metrics.clone(),
+        metrics: source_metrics.clone(),
+        readiness: readiness.clone(),
+        identity: default_store.identities.aws.clone(),
+        wait_seconds: cli.sqs_wait_seconds,
+    })
+    .map_err(anyhow::Error::msg)?;
+    runtime_tasks.push(queues_task);
     if let Some(kafka) = &kafka {
         let metrics = source_metrics.clone();
         runtime_tasks.push(sources::spawn_kafka(
@@ -195,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
         backlog_capacity: usize::try_from(cli.backlog_capacity).unwrap_or(usize::MAX),
         pipelines,
         status,
+        queues,
     });
     let namespaces = cli.watched_namespaces();
     readiness.expect_watches(namespaces.len());

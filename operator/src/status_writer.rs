@@ -1,6 +1,6 @@
 //! The one writer of `DataPipeline` status.
 //!
-//! Three parts of the operator report status, each on its own fields, and each is one field
+//! The parts of the operator that report status, each on its own fields, and each is one field
 //! manager in server-side apply, so the apiserver itself records who owns what:
 //!
 //! | concern | field manager | fields |
@@ -9,6 +9,7 @@
 //! | [`Concern::Scale`] | `zeroflow-scaler` | `desiredReplicas`, `lastScaleTime`, `lastScaleReason` |
 //! | [`Concern::Schedule`] | `zeroflow-schedule` | `activeSchedule` |
 //! | [`Concern::Progress`] | `zeroflow-progress` | `pending`, `inFlight`, `succeeded`, `failed`, `usage`, `lastColdStartSeconds`, `lastEventTime` |
+//! | [`Concern::Queue`] | `zeroflow-queue` | `queue` |
 //!
 //! Callers hand their fields to [`StatusWriter::apply`] and go on; the writer task coalesces
 //! (only the latest fields of a pipeline's concern are written), skips fields equal to what the
@@ -42,10 +43,13 @@ pub enum Concern {
     Scale,
     Schedule,
     Progress,
+    /// The pipeline's own SQS queue ([`crate::sources::sqs::pipelines`]).
+    Queue,
 }
 
 impl Concern {
-    pub const ALL: [Concern; 4] = [Concern::Reconcile, Concern::Scale, Concern::Schedule, Concern::Progress];
+    pub const ALL: [Concern; 5] =
+        [Concern::Reconcile, Concern::Scale, Concern::Schedule, Concern::Progress, Concern::Queue];
 
     /// The server-side apply field manager of the concern.
     pub fn field_manager(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Concern {
             Concern::Scale => "zeroflow-scaler",
             Concern::Schedule => "zeroflow-schedule",
             Concern::Progress => "zeroflow-progress",
+            Concern::Queue => "zeroflow-queue",
         }
     }
 
@@ -75,6 +80,7 @@ impl Concern {
                 "lastColdStartSeconds",
                 "lastEventTime",
             ],
+            Concern::Queue => &["queue"],
         }
     }
 

@@ -527,7 +527,10 @@ async fn sqs_queues_and_kafka_topics_become_the_consumers_env() -> anyhow::Resul
         Ok(deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().cloned().unwrap_or_default())
     };
     let named = |env: &[Value], name: &str| env.iter().find(|e| e["name"] == name).cloned();
-    assert_eq!(named(&env_of(&render(&[]).await?)?, "ZEROFLOW_SQS_QUEUE_URLS"), None, "no queue by default");
+    let defaults = env_of(&render(&[]).await?)?;
+    assert_eq!(named(&defaults, "ZEROFLOW_SQS_QUEUE_URLS"), None, "no queue by default");
+    let wait = named(&defaults, "ZEROFLOW_SQS_WAIT_SECONDS").map(|e| e["value"].clone());
+    assert_eq!(wait, Some(json!("20")), "the long poll of the queues pipelines name, too");
 
     let queues =
         r#"sqs.queueUrls=["https://sqs.eu-west-1.amazonaws.com/1/a","https://sqs.eu-west-1.amazonaws.com/1/b"]"#;
@@ -544,6 +547,12 @@ async fn sqs_queues_and_kafka_topics_become_the_consumers_env() -> anyhow::Resul
     let token = named(&env, "ZEROFLOW_SQS_SESSION_TOKEN").context("no session token env")?;
     assert_eq!(token["valueFrom"]["secretKeyRef"]["optional"], true);
     assert_eq!(named(&env, "ZEROFLOW_KAFKA_BROKERS"), None, "no Kafka by default");
+    // Without a Secret, the operator's own AWS identity: no key variables at all.
+    let env = env_of(&render(&["--set-json", queues]).await?)?;
+    assert!(named(&env, "ZEROFLOW_SQS_QUEUE_URLS").is_some());
+    for name in ["ZEROFLOW_SQS_ACCESS_KEY_ID", "ZEROFLOW_SQS_SECRET_ACCESS_KEY", "ZEROFLOW_SQS_SESSION_TOKEN"] {
+        assert_eq!(named(&env, name), None, "{name} without sqs.credentialsSecret");
+    }
 
     let kafka = ["--set-json", r#"kafka.brokers=["k-0:9092","k-1:9092"]"#, "--set-json", r#"kafka.topics=["events"]"#];
     let env = env_of(&render(&kafka).await?)?;
@@ -553,7 +562,6 @@ async fn sqs_queues_and_kafka_topics_become_the_consumers_env() -> anyhow::Resul
     assert_eq!(value("ZEROFLOW_KAFKA_GROUP_ID"), Some(json!("zeroflow-operator")));
 
     for (args, message) in [
-        (vec!["--set-json", queues], "at '/sqs/credentialsSecret': minLength: got 0, want 1"),
         (
             vec!["--set-json", r#"sqs.queueUrls=["zeroflow-events"]"#, "--set", "sqs.credentialsSecret=aws"],
             "at '/sqs/queueUrls/0'",

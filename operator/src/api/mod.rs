@@ -128,6 +128,53 @@ pub struct SourceSpec {
     /// When false, only objects newer than the pipeline are processed.
     #[serde(default = "default_true")]
     pub backfill: bool,
+    /// Where the bucket's notifications come from, when zeroflow fetches them itself (an SQS
+    /// queue). Without it, notifications are pushed to the gateway, or come from the queues the
+    /// operator itself is configured with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventsSpec>,
+}
+
+/// Notifications zeroflow fetches for this pipeline.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsSpec {
+    /// An SQS queue the bucket's S3 event notifications are delivered to (directly, or through an
+    /// SNS topic). The operator's leader long-polls it and deletes each message once its records
+    /// are admitted. Its records are admitted only into pipelines of this namespace (routed by
+    /// bucket, prefix and suffix like any notification), and one queue can be named by several
+    /// pipelines of one namespace; a queue already consumed for another namespace is refused.
+    /// `status.queue` shows whether it is being consumed, or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqs: Option<SqsSourceSpec>,
+}
+
+/// One SQS queue, named as the AWS SDKs and KEDA's `aws-sqs-queue` scaler name it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SqsSourceSpec {
+    /// The queue's URL, as `aws sqs get-queue-url` prints it:
+    /// `https://sqs.<region>.amazonaws.com/<account>/<name>`.
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+/[^\\\\s]+$')").message("queueUrl must be an http:// or https:// queue URL such as https://sqs.eu-west-1.amazonaws.com/123456789012/my-queue"))]
+    pub queue_url: String,
+    /// Region to sign requests for. Defaults to the region in an AWS queue URL
+    /// (`sqs.<region>.amazonaws.com`), else `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9-]+$')").message("region must be an AWS region name such as eu-west-1"))]
+    pub region: Option<String>,
+    /// URL requests are sent to instead of the queue URL's own host: a VPC endpoint, a FIPS
+    /// endpoint or an SQS-compatible service. The queue is still named by `queueUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+/?$')").message("endpoint must be an http:// or https:// URL without a path"))]
+    pub endpoint: Option<String>,
+    /// Secret in the pipeline's namespace with the keys `accessKeyId` and `secretAccessKey`
+    /// (and `sessionToken` for temporary keys), of an identity allowed `sqs:ReceiveMessage` and
+    /// `sqs:DeleteMessage` on the queue. Without it the operator uses its own AWS identity
+    /// through the standard chain, as for stores (IRSA, EKS Pod Identity, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalObjectReference>,
 }
 
 /// The object store that holds a bucket: exactly one of `s3`, `azure` or `gcs`. Credentials
@@ -614,6 +661,28 @@ pub struct DataPipelineStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub recent_failures: Vec<RecentFailure>,
+    /// The SQS queue of `spec.source.events.sqs`: whether the leader is consuming it, or why
+    /// not. Absent when the spec names no queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueStatus>,
+}
+
+/// Whether a pipeline's own queue is being consumed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    /// The queue's URL.
+    pub queue_url: String,
+    /// True while the leader's long polls of the queue succeed.
+    pub consuming: bool,
+    /// One CamelCase word: `Consuming`, `Starting` (no answer from SQS yet), `QueueNotFound`,
+    /// `AccessDenied`, `Unreachable`, `QueueError` (another error from SQS), `QueueClaimed` (the
+    /// queue is consumed for another namespace), `SecretNotFound`, `SecretForbidden`,
+    /// `SecretMissingKey`, `NoCredentials` (no Secret and no operator identity),
+    /// `IdentityFailed` (the operator's identity gave no credentials), or `InvalidQueue`.
+    pub reason: String,
+    /// Details for a person.
+    pub message: String,
 }
 
 /// An object that failed every attempt.

@@ -15,6 +15,7 @@ pub mod apply;
 pub mod build;
 pub mod observe;
 pub mod pause;
+pub mod queue;
 pub mod redrive;
 pub mod sender;
 pub mod settings;
@@ -49,6 +50,7 @@ use zeroflow_core::PipelineKey;
 use crate::api::{DataPipeline, DataPipelineStatus, conditions};
 use crate::metrics::Metrics;
 use crate::runtime::{Pipelines, Seed};
+use crate::sources::sqs::pipelines::QueueRegistry;
 use crate::status_writer::{Concern, StatusWriter};
 use crate::store::{DefaultStore, StoreError};
 use apply::ApplyError;
@@ -82,6 +84,8 @@ pub struct Context {
     /// The runtimes of the pipelines this replica serves.
     pub pipelines: Arc<Pipelines>,
     pub status: StatusWriter,
+    /// Runs the consumers of the queues pipelines name (`spec.source.events.sqs`).
+    pub queues: QueueRegistry,
 }
 
 /// Why a reconcile failed, one variant per step.
@@ -183,7 +187,7 @@ pub async fn run(
                 }
             }
         }),
-        tokio::spawn(prune(ctx.pipelines.clone(), store.clone(), namespace.clone())),
+        tokio::spawn(prune(ctx.pipelines.clone(), ctx.queues.clone(), store.clone(), namespace.clone())),
     ];
     controller
         .run(reconcile, error_policy, ctx)
@@ -215,9 +219,15 @@ async fn store_synced(store: &Store<DeserializeGuard<DataPipeline>>) -> bool {
     }
 }
 
-/// Removes the runtimes of deleted pipelines (the controller is not called for a deletion), and
-/// tells the work API which pipelines exist (so a worker of one not loaded yet is told to retry).
-async fn prune(pipelines: Arc<Pipelines>, store: Store<DeserializeGuard<DataPipeline>>, namespace: Option<String>) {
+/// Removes the runtimes (and queue consumers) of deleted pipelines (the controller is not called
+/// for a deletion), and tells the work API which pipelines exist (so a worker of one not loaded
+/// yet is told to retry).
+async fn prune(
+    pipelines: Arc<Pipelines>,
+    queues: QueueRegistry,
+    store: Store<DeserializeGuard<DataPipeline>>,
+    namespace: Option<String>,
+) {
     if !store_synced(&store).await {
         return;
     }
@@ -227,6 +237,7 @@ async fn prune(pipelines: Arc<Pipelines>, store: Store<DeserializeGuard<DataPipe
         ticker.tick().await;
         let alive: BTreeSet<PipelineKey> =
             store.state().iter().filter_map(|guard| guard.0.as_ref().ok().map(settings::pipeline_key)).collect();
+        queues.retain(namespace.as_deref(), &alive);
         for gone in pipelines.retain(namespace.as_deref(), &alive) {
             info!(pipeline = %gone, "DataPipeline deleted: its runtime is gone");
         }
@@ -303,6 +314,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     {
         publish(ctx, pipeline, EventType::Warning, e.reason(), "CheckSource", &e.to_string()).await;
     }
+    let queue_recheck = queue::hand_over(ctx, pipeline).await;
     let redriven = match redrive::if_asked(ctx, pipeline, &runtime).await {
         Some(Ok(redriven)) => {
             publish(ctx, pipeline, EventType::Normal, "Redriven", "Redrive", &redriven.note).await;
@@ -341,6 +353,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
         // reported after a grace): look again soon.
         _ if observed.trouble.is_some() || starting => RECHECK_TROUBLE,
         Err(e) if e.may_clear_up() => RECHECK_UNREACHABLE_SOURCE,
+        _ if queue_recheck => RECHECK_UNREACHABLE_SOURCE,
         _ => RESYNC_PERIOD,
     };
     Ok(Action::requeue(next))

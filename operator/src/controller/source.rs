@@ -80,19 +80,24 @@ pub async fn resolve(ctx: &Context, spec: Option<&StoreSpec>, namespace: &str) -
     let Some(secret_name) = store::secret_name(spec)? else {
         return store::config_from_spec(spec, None, &defaults.identities);
     };
+    let data = read_secret(ctx, namespace, &secret_name).await?;
+    store::config_from_spec(spec, Some((&secret_name, &data)), &defaults.identities)
+}
+
+/// The data of Secret `name` in `namespace`.
+pub async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<store::SecretData, StoreError> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret = secrets
-        .get_opt(&secret_name)
+        .get_opt(name)
         .await
         .map_err(|e| match e {
             kube::Error::Api(status) if status.code == 403 => {
-                StoreError::SecretForbidden { secret: secret_name.clone(), namespace: namespace.to_owned() }
+                StoreError::SecretForbidden { secret: name.to_owned(), namespace: namespace.to_owned() }
             }
-            e => StoreError::Unreachable(format!("cannot read Secret {secret_name:?}: {e}")),
+            e => StoreError::Unreachable(format!("cannot read Secret {name:?}: {e}")),
         })?
-        .ok_or_else(|| StoreError::SecretNotFound(secret_name.clone()))?;
-    let data = secret.data.unwrap_or_default();
-    store::config_from_spec(spec, Some((&secret_name, &data)), &defaults.identities)
+        .ok_or_else(|| StoreError::SecretNotFound(name.to_owned()))?;
+    Ok(secret.data.unwrap_or_default())
 }
 
 /// The pipeline's ledger, for one-off passes over it (a re-drive) when the runtime has no store

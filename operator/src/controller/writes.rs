@@ -43,6 +43,7 @@ fn bed() -> Bed {
         backlog_capacity: 100_000,
         pipelines,
         status: writer,
+        queues: crate::sources::sqs::pipelines::QueueRegistry::disabled(),
     });
     Bed { ctx, api, status, kicks }
 }

@@ -135,7 +135,7 @@ impl<A: Admission> KafkaConsumer<A> {
             }
         };
         loop {
-            let (settled, problem) = settle(&self.admission, body, received_at);
+            let (settled, problem) = settle(&self.admission, body, received_at, None);
             settled.count(&self.events, SOURCE);
             if let Some(reason) = problem {
                 let excerpt: String = body.chars().take(200).collect();

@@ -110,6 +110,8 @@ pub struct Settled {
     pub duplicate: u64,
     pub unrouted: u64,
     pub skipped: u64,
+    /// Routes to pipelines outside the queue's namespace (see [`settle`]).
+    pub not_permitted: u64,
     pub metadata: u64,
     pub ignored: u64,
     pub rejected: u64,
@@ -119,7 +121,17 @@ pub struct Settled {
 /// Admits one message's events (the pure part of the consumer, apart from `admission`).
 /// Records routed to no pipeline are counted and the message deleted: no pipeline wants them,
 /// and a pipeline created later lists its bucket at start-up (resync) anyway.
-pub fn settle(admission: &impl Admission, body: &str, received_at: Instant) -> (Settled, Option<String>) {
+///
+/// `namespace` is whose queue it is: `None` for the operator's own queues and topics (its
+/// flags, as trusted as the operator-wide token: their events reach every namespace), `Some(ns)`
+/// for a queue a pipeline of `ns` names, whose events reach only the pipelines of `ns`; routes
+/// elsewhere are counted `not_permitted`, and the message is deleted all the same.
+pub fn settle(
+    admission: &impl Admission,
+    body: &str,
+    received_at: Instant,
+    namespace: Option<&str>,
+) -> (Settled, Option<String>) {
     match classify(body) {
         Verdict::Discard { kind: Discard::TestEvent, .. } => {
             (Settled { delete: true, ignored: 1, ..Settled::default() }, None)
@@ -130,9 +142,7 @@ pub fn settle(admission: &impl Admission, body: &str, received_at: Instant) -> (
         Verdict::Admit { events, metadata, ignored } if events.is_empty() => {
             (Settled { delete: true, metadata, ignored, ..Settled::default() }, None)
         }
-        // Queues and topics are the operator's own configuration (its flags), as trusted as the
-        // operator-wide token: their events may reach every namespace's pipelines.
-        Verdict::Admit { events, metadata, ignored } => match admission.admit(&events, received_at, None) {
+        Verdict::Admit { events, metadata, ignored } => match admission.admit(&events, received_at, namespace) {
             Ok(report) => (
                 Settled {
                     delete: true,
@@ -140,6 +150,7 @@ pub fn settle(admission: &impl Admission, body: &str, received_at: Instant) -> (
                     duplicate: report.duplicate,
                     unrouted: report.unrouted,
                     skipped: report.skipped,
+                    not_permitted: report.not_permitted,
                     metadata,
                     ignored,
                     ..Settled::default()
@@ -159,6 +170,7 @@ impl Settled {
             (EventOutcome::Duplicate, self.duplicate),
             (EventOutcome::Unrouted, self.unrouted),
             (EventOutcome::Skipped, self.skipped),
+            (EventOutcome::NotPermitted, self.not_permitted),
             (EventOutcome::Metadata, self.metadata),
             (EventOutcome::Ignored, self.ignored),
             (EventOutcome::Rejected, self.rejected),
@@ -288,30 +300,40 @@ mod settle_tests {
     #[test]
     fn an_admitted_message_is_deleted_and_its_redelivery_is_a_duplicate() {
         let p = pipelines(10);
-        let (first, _) = settle(&p, &put("photos", "in/a.jpg"), Instant::now());
+        let (first, _) = settle(&p, &put("photos", "in/a.jpg"), Instant::now(), None);
         assert_eq!(first, Settled { delete: true, accepted: 1, ..Settled::default() });
-        let (again, _) = settle(&p, &put("photos", "in/a.jpg"), Instant::now());
+        let (again, _) = settle(&p, &put("photos", "in/a.jpg"), Instant::now(), None);
         assert_eq!(again, Settled { delete: true, duplicate: 1, ..Settled::default() });
     }
 
     #[test]
     fn a_full_backlog_keeps_the_message() {
         let p = pipelines(1);
-        assert!(settle(&p, &put("photos", "in/1"), Instant::now()).0.delete);
-        let (full, _) = settle(&p, &put("photos", "in/2"), Instant::now());
+        assert!(settle(&p, &put("photos", "in/1"), Instant::now(), None).0.delete);
+        let (full, _) = settle(&p, &put("photos", "in/2"), Instant::now(), None);
         assert_eq!(full, Settled { delete: false, overloaded: 1, ..Settled::default() });
     }
 
     #[test]
     fn unrouted_test_and_poison_messages_are_deleted_and_counted() {
         let p = pipelines(10);
-        let (unrouted, _) = settle(&p, &put("elsewhere", "in/a"), Instant::now());
+        let (unrouted, _) = settle(&p, &put("elsewhere", "in/a"), Instant::now(), None);
         assert_eq!(unrouted, Settled { delete: true, unrouted: 1, ..Settled::default() });
         let (test, _) =
-            settle(&p, r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"photos"}"#, Instant::now());
+            settle(&p, r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"photos"}"#, Instant::now(), None);
         assert_eq!(test, Settled { delete: true, ignored: 1, ..Settled::default() });
-        let (poison, reason) = settle(&p, "{\"Records\": 42}", Instant::now());
+        let (poison, reason) = settle(&p, "{\"Records\": 42}", Instant::now(), None);
         assert_eq!(poison, Settled { delete: true, rejected: 1, ..Settled::default() });
         assert!(reason.is_some());
+    }
+
+    #[test]
+    fn a_namespace_queue_admits_only_into_its_namespace_and_deletes_the_rest() {
+        let p = pipelines(10);
+        let (elsewhere, _) = settle(&p, &put("photos", "in/a.jpg"), Instant::now(), Some("other"));
+        assert_eq!(elsewhere, Settled { delete: true, not_permitted: 1, ..Settled::default() });
+        // Accepted, not a duplicate: the first message admitted nothing.
+        let (own, _) = settle(&p, &put("photos", "in/a.jpg"), Instant::now(), Some("media"));
+        assert_eq!(own, Settled { delete: true, accepted: 1, ..Settled::default() });
     }
 }

@@ -2,10 +2,11 @@
 //! from SQS ([`sqs`]) and MinIO/Ceph notifications from Kafka topics ([`kafka`]). Every consumer feeds `Pipelines::admit` like the gateway, and
 //! acknowledges a message only once its events are admitted.
 //!
-//! Configured per operator (flags, chart values), not per pipeline: the queue's messages are
-//! routed by bucket and key like the gateway's, so one queue can feed every pipeline on the
-//! buckets that notify it, and a queue is never polled twice by one operator. Consumers run on
-//! the leader only: started when it leads (after its caches synced, so that pipelines are
+//! Configured per operator (flags, chart values): the queue's messages are routed by bucket and
+//! key like the gateway's, so one queue can feed every pipeline on the buckets that notify it,
+//! and a queue is never polled twice by one operator. SQS queues can also be named per pipeline
+//! (`spec.source.events.sqs`, [`sqs::pipelines`]), and then feed only that namespace. Consumers
+//! run on the leader only: started when it leads (after its caches synced, so that pipelines are
 //! known) and aborted when it stops.
 
 pub mod kafka;
@@ -60,6 +61,8 @@ pub fn spawn_sqs(
             events: events.clone(),
             metrics: metrics.clone(),
             wait_seconds: settings.wait_seconds,
+            namespace: None,
+            on_state: None,
         };
         let readiness = readiness.clone();
         tasks.push(tokio::spawn(async move {

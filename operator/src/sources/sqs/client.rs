@@ -33,6 +33,49 @@ pub enum SqsError {
     Shape { action: &'static str, message: String },
 }
 
+impl SqsError {
+    /// SQS's error type (`__type`) when it answered with one, else empty.
+    pub fn error_type(&self) -> &str {
+        match self {
+            SqsError::Answer { kind, .. } => kind,
+            _ => "",
+        }
+    }
+
+    /// A CamelCase reason for status (see `QueueStatus::reason`), by SQS's error types
+    /// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/CommonErrors.html>
+    /// and each action's errors).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SqsError::Transport { .. } | SqsError::Shape { .. } => "Unreachable",
+            SqsError::Credentials { .. } => "IdentityFailed",
+            SqsError::Answer { status, kind, .. } => {
+                let is = |names: &[&str]| names.iter().any(|n| kind.ends_with(n));
+                if is(&["QueueDoesNotExist", "NonExistentQueue"]) {
+                    "QueueNotFound"
+                } else if *status == 403
+                    || is(&[
+                        "AccessDenied",
+                        "AccessDeniedException",
+                        "InvalidClientTokenId",
+                        "UnrecognizedClientException",
+                        "SignatureDoesNotMatch",
+                        "IncompleteSignature",
+                        "MissingAuthenticationToken",
+                        "ExpiredToken",
+                        "InvalidSecurity",
+                        "KMSAccessDenied",
+                    ])
+                {
+                    "AccessDenied"
+                } else {
+                    "QueueError"
+                }
+            }
+        }
+    }
+}
+
 /// One queue, addressed by its URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`, or
 /// any SQS-compatible endpoint's URL).
 pub struct SqsQueue {
@@ -100,6 +143,19 @@ impl SqsQueue {
         Ok(Self { http, endpoint, queue_url: queue_url.to_owned(), region: region.to_owned(), credentials })
     }
 
+    /// Sends requests to `endpoint` (a VPC or FIPS endpoint, an SQS-compatible service)
+    /// instead of the queue URL's origin; the queue is still named by its URL.
+    pub fn with_endpoint(mut self, endpoint: &str) -> Result<Self, String> {
+        let url = Url::parse(endpoint).map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("endpoint {endpoint:?}: not an http(s) URL"));
+        }
+        self.endpoint = url;
+        self.endpoint.set_path("/");
+        self.endpoint.set_query(None);
+        Ok(self)
+    }
+
     pub fn url(&self) -> &str {
         &self.queue_url
     }
@@ -161,20 +217,97 @@ impl SqsQueue {
             .map_err(|source| SqsError::Transport { action, source })?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|source| SqsError::Transport { action, source })?;
-        let answer: Value = if bytes.is_empty() {
-            json!({})
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| SqsError::Shape { action, message: e.to_string() })?
-        };
         if status != 200 {
-            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-            return Err(SqsError::Answer {
-                action,
-                status,
-                kind: text(&answer["__type"]),
-                message: text(if answer["message"].is_string() { &answer["message"] } else { &answer["Message"] }),
-            });
+            return Err(error_answer(action, status, &bytes));
         }
-        Ok(answer)
+        if bytes.is_empty() {
+            return Ok(json!({}));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| SqsError::Shape { action, message: e.to_string() })
+    }
+}
+
+/// An error answer: JSON (`__type`, `message`) as SQS's JSON protocol sends it, or XML
+/// (`<Code>`, `<Message>`) as IAM and STS errors in front of it may come; anything else keeps
+/// only the status.
+fn error_answer(action: &'static str, status: u16, body: &[u8]) -> SqsError {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    if let Ok(answer) = serde_json::from_slice::<Value>(body) {
+        let message = if answer["message"].is_string() { &answer["message"] } else { &answer["Message"] };
+        return SqsError::Answer { action, status, kind: text(&answer["__type"]), message: text(message) };
+    }
+    let body = String::from_utf8_lossy(body);
+    let element = |tag: &str| {
+        let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
+        let end = body[start..].find(&format!("</{tag}>"))? + start;
+        Some(body[start..end].trim().to_owned())
+    };
+    SqsError::Answer {
+        action,
+        status,
+        kind: element("Code").unwrap_or_default(),
+        message: element("Message").unwrap_or_default(),
+    }
+}
+
+impl SqsQueue {
+    #[cfg(test)]
+    fn endpoint(&self) -> &str {
+        self.endpoint.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, kind: &str) -> SqsError {
+        SqsError::Answer { action: "ReceiveMessage", status, kind: kind.into(), message: String::new() }
+    }
+
+    #[test]
+    fn errors_have_the_documented_reasons() {
+        assert_eq!(answer(400, "com.amazonaws.sqs#QueueDoesNotExist").reason(), "QueueNotFound");
+        assert_eq!(answer(400, "AWS.SimpleQueueService.NonExistentQueue").reason(), "QueueNotFound");
+        assert_eq!(answer(403, "").reason(), "AccessDenied");
+        assert_eq!(answer(400, "com.amazon.coral.service#AccessDeniedException").reason(), "AccessDenied");
+        assert_eq!(answer(400, "com.amazon.coral.service#InvalidClientTokenId").reason(), "AccessDenied");
+        assert_eq!(answer(400, "com.amazonaws.sqs#InvalidAttributeName").reason(), "QueueError");
+        let shape = SqsError::Shape { action: "ReceiveMessage", message: "x".into() };
+        assert_eq!(shape.reason(), "Unreachable");
+    }
+
+    #[test]
+    fn error_answers_keep_their_status_and_type_in_json_or_xml() {
+        let json = error_answer(
+            "ReceiveMessage",
+            400,
+            br#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"gone"}"#,
+        );
+        assert_eq!(json.reason(), "QueueNotFound");
+        let xml = error_answer(
+            "DeleteMessageBatch",
+            403,
+            b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>no</Message></Error></Errors></ErrorResponse>",
+        );
+        assert_eq!((xml.reason(), xml.error_type()), ("AccessDenied", "AccessDenied"));
+        let html = error_answer("ReceiveMessage", 502, b"<html>bad gateway</html>");
+        assert_eq!((html.reason(), html.error_type()), ("QueueError", ""));
+    }
+
+    #[test]
+    fn an_endpoint_replaces_the_origin_but_not_the_queue_url() {
+        let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/q";
+        let credentials: AwsCredentialProvider =
+            std::sync::Arc::new(object_store::StaticCredentialProvider::new(object_store::aws::AwsCredential {
+                key_id: "a".into(),
+                secret_key: "b".into(),
+                token: None,
+            }));
+        let queue = SqsQueue::new(reqwest::Client::new(), url, "eu-west-1", credentials).expect("queue");
+        assert_eq!(queue.endpoint(), "https://sqs.eu-west-1.amazonaws.com/");
+        let queue = queue.with_endpoint("http://127.0.0.1:9324/x?y").expect("endpoint");
+        assert_eq!((queue.endpoint(), queue.url()), ("http://127.0.0.1:9324/", url));
+        assert!(queue.with_endpoint("ftp://h").is_err());
     }
 }

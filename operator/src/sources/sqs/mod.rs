@@ -9,6 +9,7 @@
 //! object revision) or the ledger (already done) drops.
 
 pub mod client;
+pub mod pipelines;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,19 @@ const BATCH: u32 = 10;
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How the polls of a queue go, as reported to whoever shows it (a pipeline's `status.queue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollState {
+    /// The last receive succeeded.
+    Consuming,
+    /// The last receive failed: a reason of [`client::SqsError::reason`], and SQS's error type
+    /// when it answered with one (never the raw answer, which whatever sits at the endpoint wrote).
+    Failing { reason: &'static str, error_type: String },
+}
+
+/// Called with each change of [`PollState`].
+pub type StateReport = Box<dyn Fn(PollState) + Send + Sync>;
+
 /// One queue's consumer.
 pub struct SqsConsumer<A> {
     pub queue: SqsQueue,
@@ -37,16 +51,33 @@ pub struct SqsConsumer<A> {
     pub metrics: SourceMetrics,
     /// ReceiveMessage's `WaitTimeSeconds` (0 to 20): how long one poll waits for a message.
     pub wait_seconds: u32,
+    /// Whose queue it is: `None` for the operator's own (events reach every namespace),
+    /// `Some(ns)` for a queue named by pipelines of `ns` (events reach only those of `ns`).
+    pub namespace: Option<String>,
+    /// Told when the polls start or stop succeeding.
+    pub on_state: Option<StateReport>,
 }
 
 impl<A: Admission> SqsConsumer<A> {
     /// Polls until the task is aborted (when this replica stops leading). Messages held at that
     /// moment are neither admitted nor deleted: they come back after their visibility timeout.
     pub async fn run(self) {
-        info!(queue = self.queue.url(), "consuming S3 notifications from SQS");
+        info!(queue = self.queue.url(), namespace = self.namespace, "consuming S3 notifications from SQS");
         let mut backoff = MIN_BACKOFF;
+        let mut state = None;
         loop {
-            let messages = match self.queue.receive(BATCH, self.wait_seconds).await {
+            let result = self.queue.receive(BATCH, self.wait_seconds).await;
+            let now = match &result {
+                Ok(_) => PollState::Consuming,
+                Err(e) => PollState::Failing { reason: e.reason(), error_type: e.error_type().to_owned() },
+            };
+            if state.as_ref() != Some(&now) {
+                if let Some(report) = &self.on_state {
+                    report(now.clone());
+                }
+                state = Some(now);
+            }
+            let messages = match result {
                 Ok(messages) => {
                     backoff = MIN_BACKOFF;
                     messages
@@ -76,7 +107,7 @@ impl<A: Admission> SqsConsumer<A> {
             if let Some(sent) = message.sent_at_millis() {
                 self.metrics.age(SOURCE, now_millis.saturating_sub(sent) as f64 / 1000.0);
             }
-            let (settled, problem) = settle(&self.admission, &message.body, received_at);
+            let (settled, problem) = settle(&self.admission, &message.body, received_at, self.namespace.as_deref());
             if let Some(reason) = problem {
                 let excerpt: String = message.body.chars().take(200).collect();
                 warn!(
