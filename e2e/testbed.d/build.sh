@@ -97,6 +97,20 @@ go_install() {
   mark_built "$tool" "$v"
 }
 
+# containerd, its runc shim and ctr, for the real node. CGO_ENABLED=0 with containerd's own
+# static-build tags (osusergo netgo static_build, as its Makefile's STATIC=1); no_btrfs,
+# no_devmapper and no_zfs leave out the snapshotters that need cgo or are never used here.
+build_containerd() {
+  local v=$CONTAINERD_VERSION m=github.com/containerd/containerd/v2 out; out=$(bin_dir containerd "$v")
+  is_built containerd "$v" && return
+  log "building containerd $v (containerd, containerd-shim-runc-v2, ctr)"
+  mkdir -p "$out"
+  GOBIN="$out" go install -trimpath -tags "no_btrfs no_devmapper no_zfs urfave_cli_no_docs osusergo netgo static_build" \
+    -ldflags "-s -w -X $m/version.Version=$v" \
+    "$m/cmd/containerd@$v" "$m/cmd/containerd-shim-runc-v2@$v" "$m/cmd/ctr@$v"
+  mark_built containerd "$v"
+}
+
 build_kwok() { go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"; }
 build_minio() { go_install minio "$MINIO_VERSION" github.com/minio/minio; }
 build_mc() { go_install mc "$MC_VERSION" github.com/minio/mc; }

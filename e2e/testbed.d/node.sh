@@ -19,7 +19,9 @@
 # satisfied there by bind-mounted files, so the host's sysctls are never changed.
 
 # python3: Debian's interpreter and standard library make the demo's transform image.
-NODE_APT_PACKAGES=(containerd runc containernetworking-plugins socat busybox-static iproute2 gcc libc6-dev python3)
+# containerd itself is built from its Go module (testbed.d/build.sh: 2.x, for image volumes);
+# runc stays Debian's.
+NODE_APT_PACKAGES=(runc containernetworking-plugins socat busybox-static iproute2 gcc libc6-dev python3)
 NODE_TAINT_KEY=zeroflow.dev/real-node
 NODE_CNI_BIN=/usr/lib/cni
 # Images written by e2e/oci/mkimage.py; nothing is ever pulled (imagePullPolicy Never, and tags
@@ -266,11 +268,13 @@ EOF
 node_write_configs() {
   local n=$NODE_DIR
   mkdir -p "$n/cni/net.d" "$n/cni/ipam" "$n/containerd" "$n/runc" "$n/kubelet" "$n/var-log" "$n/sysctl"
+  # containerd 2's configuration format (version 3): the CRI plugin is split into images,
+  # runtime and the gRPC server.
   cat >"$n/containerd.toml" <<EOF
-version = 2
+version = 3
 root = "$n/containerd/root"
 state = "$n/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.erofs", "io.containerd.snapshotter.v1.blockfile"]
 [grpc]
   address = "$n/containerd.sock"
 [ttrpc]
@@ -279,25 +283,28 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
   path = "$n/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$NODE_PAUSE_IMAGE"
-  stream_server_address = "127.0.0.1"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$NODE_PAUSE_IMAGE"
+[plugins."io.containerd.cri.v1.runtime"]
   netns_mounts_under_state_dir = true
   # No CAP_SYS_RESOURCE here (see e2e/node/README.md): a negative oom_score_adj (the sandbox's
   # -998) is refused, so keep containers' scores at or above containerd's own.
   restrict_oom_score_adj = true
   enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = "$n/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$NODE_CNI_BIN"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["$NODE_CNI_BIN"]
     conf_dir = "$n/cni/net.d"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
 EOF
   cat >"$n/cni/net.d/10-zeroflow.conflist" <<EOF
 {
@@ -329,6 +336,10 @@ containerRuntimeEndpoint: unix://$n/containerd.sock
 cgroupDriver: cgroupfs
 cgroupRoot: /$NODE_CGROUP
 failSwapOn: false
+# Image volumes (KEP-4639; beta, off by default in 1.34): the runner reaches worker pods without
+# an init container. The apiserver has the gate too (e2e/testbed). ZF_NODE_IMAGE_VOLUME=false
+# starts a node without it, to see what zeroflow does on such a node.
+featureGates: {ImageVolume: ${ZF_NODE_IMAGE_VOLUME:-true}}
 # A test node: the apiserver reaches it without a client certificate (logs, exec), and only
 # from this machine (the node IP exists only on the harness's veth pair).
 authentication:
@@ -377,7 +388,7 @@ node_start_holder() {
 
 in_holder() { nsenter --target "$NODE_HOLDER_PID" --mount --net -- "$@"; }
 
-node_ctr() { ctr --address "$NODE_DIR/containerd.sock" -n k8s.io "$@"; }
+node_ctr() { "$BIN_CONTAINERD/ctr" --address "$NODE_DIR/containerd.sock" -n k8s.io "$@"; }
 
 # Image archives: the pause image (a static C program) and a busybox image (Debian's static
 # busybox with its applet links), written by e2e/oci/mkimage.py.
@@ -395,7 +406,8 @@ node_build_base_images() {
 
 node_import() {
   local f
-  for f in "$@"; do node_ctr images import "$f" >/dev/null; done
+  # containerd 2.2's ctr warns on every call that cgroup v1 is deprecated (this machine has v1).
+  for f in "$@"; do node_ctr images import "$f" 2> >(grep -v 'support for cgroup v1 is deprecated' >&2) >/dev/null; done
 }
 
 cmd_node_up() {
@@ -405,7 +417,7 @@ cmd_node_up() {
   if ((EUID == 0)); then node_install_packages; fi
   local why; why=$(node_unsupported)
   [[ -z "$why" ]] || die "this machine cannot run a real node: $why"
-  "$here/testbed.d/build.sh" kubelet
+  "$here/testbed.d/build.sh" kubelet containerd
   cmd_node_down restore >/dev/null 2>&1 || true
   local started=$SECONDS
   mkdir -p "$NODE_DIR/comm"
@@ -431,8 +443,9 @@ cmd_node_up() {
     socat "TCP-LISTEN:443,bind=10.96.0.1,fork,reuseaddr" "TCP:$NODE_HOST_IP:$NODE_API_PORT"
 
   log "starting containerd"
+  # containerd finds its shim (containerd-shim-runc-v2) on PATH.
   node_start containerd containerd nsenter --target "$NODE_HOLDER_PID" --mount --net -- \
-    containerd --config "$NODE_DIR/containerd.toml"
+    env PATH="$BIN_CONTAINERD:$PATH" containerd --config "$NODE_DIR/containerd.toml"
 
   for _ in $(seq 1 100); do node_ctr version >/dev/null 2>&1 && break; node_alive containerd || break; sleep 0.1; done
   node_ctr version >/dev/null 2>&1 || { tail -n 30 "$STATE/logs/node-containerd.log" >&2; die "containerd did not start"; }

@@ -3,6 +3,10 @@ K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.19.5
+# containerd for the real node (`node up`): 2.x mounts Kubernetes image volumes (KEP-4639),
+# which Debian's 1.6 cannot; built from the Go module with its static-build tags and without
+# the cgo snapshotters (btrfs, devmapper, zfs), which the node does not use.
+CONTAINERD_VERSION=v2.2.9
 # MinIO publishes no semver tags (the community edition is source-only), so pin pseudo-versions.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 MC_VERSION=v0.0.0-20250313080218-cf909e1063a9

@@ -298,6 +298,7 @@ impl Bed {
         .await?;
         ensure!(on == node.var("ZF_NODE_NAME")?, "worker pod {pod} runs on '{on}', not on the real node");
         eprintln!("ok: worker pod {pod} Running on the real node");
+        self.the_runner_came_in_an_image_volume(&pod).await?;
         self.succeeded(3, Duration::from_secs(90)).await?;
         eprintln!("ok: 3 objects processed in {:.1} s after the first upload", started.elapsed().as_secs_f64());
         for i in 1..=3 {
@@ -312,6 +313,31 @@ impl Bed {
         self.back_to_zero().await?;
         ensure!(self.counts().await?.1 == 0, "failed objects after 0 -> 1 -> 0");
         eprintln!("ok: scaled back 1 -> 0 when idle; the worker pod terminated");
+        Ok(())
+    }
+
+    /// Issue #17: the testbed enables image volumes (apiserver and kubelet) and its containerd 2
+    /// mounts them, so the operator's automatic choice is an image volume: the worker pod that
+    /// ran has no init container, and the pipeline says so in its status.
+    async fn the_runner_came_in_an_image_volume(&self, pod: &str) -> anyhow::Result<()> {
+        let spec = self.pods.get(pod).await?.spec.context("worker pod without spec")?;
+        ensure!(spec.init_containers.as_ref().is_none_or(Vec::is_empty), "worker pod {pod} has init containers");
+        let volume =
+            spec.volumes.iter().flatten().find(|v| v.name == "zeroflow-bin").context("no zeroflow-bin volume")?;
+        let reference = volume.image.as_ref().and_then(|i| i.reference.clone()).unwrap_or_default();
+        ensure!(reference.contains("zeroflow-runner"), "zeroflow-bin is not the runner image: {volume:?}");
+        let status = self.pipelines.get(PIPELINE).await?.status.unwrap_or_default();
+        ensure!(
+            status.runner_delivery.as_deref() == Some("ImageVolume"),
+            "status.runnerDelivery: {:?}",
+            status.runner_delivery
+        );
+        let fallback =
+            status.conditions.iter().find(|c| c.type_ == "RunnerFallback").context("no RunnerFallback condition")?;
+        ensure!(fallback.status == "False" && fallback.reason == "ImageVolume", "RunnerFallback: {fallback:?}");
+        eprintln!(
+            "ok: the runner came in an image volume ({reference}), no init container; status.runnerDelivery ImageVolume"
+        );
         Ok(())
     }
 

@@ -52,9 +52,18 @@ pub struct Cli {
     #[arg(long, env = "ZEROFLOW_WORK_API_URL", default_value = "http://zeroflow.zeroflow-system.svc:8081")]
     pub work_api_url: String,
 
-    /// Image with `zeroflow-runner`, copied into every worker pod by an init container.
+    /// Image with `zeroflow-runner` at `/zeroflow-runner`, mounted into worker pods as an image
+    /// volume or copied by an init container (--runner-delivery).
     #[arg(long, env = "ZEROFLOW_RUNNER_IMAGE", default_value = concat!("ghcr.io/zeroflow-dev/zeroflow-runner:", env!("CARGO_PKG_VERSION")))]
     pub runner_image: String,
+
+    /// How worker pods get the runner when their pipeline leaves it to the operator
+    /// (`spec.transform.runner.delivery: Auto`): `auto` mounts the runner image as an image
+    /// volume when the apiserver keeps them (the ImageVolume feature gate; a server-side dry run
+    /// tells) and falls back to an init container otherwise, or for a pipeline whose workers
+    /// could not start with one; `image-volume` and `init-container` always use that.
+    #[arg(long, env = "ZEROFLOW_RUNNER_DELIVERY", value_enum, default_value = "auto")]
+    pub runner_delivery: crate::controller::runner::OperatorDelivery,
 
     /// S3 endpoint used by DataPipelines that set no `spec.source.store`; credentials come from
     /// ZEROFLOW_DEFAULT_STORE_ACCESS_KEY_ID and ZEROFLOW_DEFAULT_STORE_SECRET_ACCESS_KEY, or,

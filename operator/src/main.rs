@@ -204,6 +204,8 @@ async fn main() -> anyhow::Result<()> {
         recorder,
         metrics: metrics.clone(),
         workers: WorkerOptions { runner_image: cli.runner_image.clone(), work_api_url: cli.work_api_url.clone() },
+        runner_delivery: cli.runner_delivery,
+        deliveries: Default::default(),
         default_store,
         concurrency: cli.max_concurrent_reconciles,
         backlog_capacity: usize::try_from(cli.backlog_capacity).unwrap_or(usize::MAX),

@@ -5,7 +5,7 @@
 //!
 //! | concern | field manager | fields |
 //! |---|---|---|
-//! | [`Concern::Reconcile`] | `zeroflow-controller` | `observedGeneration`, `conditions`, `workerDeployment`, `replicas`, `readyReplicas`, `lastRedrive` |
+//! | [`Concern::Reconcile`] | `zeroflow-controller` | `observedGeneration`, `conditions`, `workerDeployment`, `replicas`, `readyReplicas`, `lastRedrive`, `runnerDelivery` |
 //! | [`Concern::Scale`] | `zeroflow-scaler` | `desiredReplicas`, `lastScaleTime`, `lastScaleReason` |
 //! | [`Concern::Schedule`] | `zeroflow-schedule` | `activeSchedule` |
 //! | [`Concern::Progress`] | `zeroflow-progress` | `pending`, `inFlight`, `succeeded`, `failed`, `usage`, `lastColdStartSeconds`, `lastEventTime` |
@@ -65,9 +65,15 @@ impl Concern {
     /// The status fields (JSON names) the concern owns.
     pub fn fields(self) -> &'static [&'static str] {
         match self {
-            Concern::Reconcile => {
-                &["observedGeneration", "conditions", "workerDeployment", "replicas", "readyReplicas", "lastRedrive"]
-            }
+            Concern::Reconcile => &[
+                "observedGeneration",
+                "conditions",
+                "workerDeployment",
+                "replicas",
+                "readyReplicas",
+                "lastRedrive",
+                "runnerDelivery",
+            ],
             Concern::Scale => &["desiredReplicas", "lastScaleTime", "lastScaleReason"],
             Concern::Schedule => &["activeSchedule"],
             Concern::Progress => &[

@@ -133,6 +133,12 @@ prometheus-operator names a ServiceMonitor's job after the Service, a PodMonitor
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# A worker pod whose volumes the kubelet cannot mount says why only in its FailedMount Events:
+# read for pods still waiting for their volumes, to fall back from the runner's image volume
+# (runnerDelivery) on a kubelet without the ImageVolume feature gate.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 # Worker pods: watched so that a pipeline whose workers cannot start (image pull, scheduling,
 # crash loop) says so in its conditions; before a scale-down the scaler sets their
 # controller.kubernetes.io/pod-deletion-cost, so pods holding leases are removed last.

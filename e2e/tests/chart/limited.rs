@@ -83,6 +83,8 @@ async fn limited_release(client: &Client, lim: &TestNamespace, release: &str) ->
             vec!["get", "deployments.apps", "--subresource=scale", "-n", n],
             vec!["get", "secrets", "-n", n],
             vec!["create", "events.events.k8s.io", "-n", n],
+            // A worker pod's FailedMount Events (the runner's image volume, issue #17).
+            vec!["list", "events", "-n", n],
             vec!["patch", "pods", "-n", n],
             vec!["watch", "pods", "-n", n],
         ]);
@@ -99,6 +101,7 @@ async fn limited_release(client: &Client, lim: &TestNamespace, release: &str) ->
         vec!["create", "deployments.apps", "-n", &other.name],
         vec!["patch", "deployments.apps", "-n", &other.name],
         vec!["patch", "pods", "-n", &other.name],
+        vec!["list", "events", "-n", &other.name],
         vec!["create", "leases.coordination.k8s.io", "-n", &a.name],
         vec!["delete", "namespaces"],
         vec!["create", "clusterroles.rbac.authorization.k8s.io"],

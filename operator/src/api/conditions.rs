@@ -9,6 +9,10 @@ pub const SOURCE_REACHABLE: &str = "SourceReachable";
 pub const ACTIVE: &str = "Active";
 pub const DEGRADED: &str = "Degraded";
 pub const PAUSED: &str = "Paused";
+/// True when the operator copies the runner with an init container although the pipeline
+/// would otherwise get an image volume (the apiserver drops them, or a worker could not start
+/// with one); its reason and message say why.
+pub const RUNNER_FALLBACK: &str = "RunnerFallback";
 
 /// A condition as the operator wants it, before timestamps and generation are filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]

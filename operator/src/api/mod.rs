@@ -379,7 +379,51 @@ pub struct TransformSpec {
     /// Optional settings merged into the worker pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplateOverlay>,
+    /// How `zeroflow-runner`, which wraps the command, gets into the worker pods. Default:
+    /// chosen by the operator (`delivery: Auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<RunnerSpec>,
 }
+
+/// How `zeroflow-runner` reaches the transform container. `status.runnerDelivery` says which
+/// way the workers use, and the `RunnerFallback` condition why, when it is not an image volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.path) || self.delivery == 'InImage'").message("runner.path is only used with delivery: InImage"),
+)]
+pub struct RunnerSpec {
+    /// `Auto` (default): the operator's setting (`--runner-delivery`, chart value
+    /// `runnerDelivery`), which by default is an image volume where the cluster supports them,
+    /// else an init container. `ImageVolume`: the runner image is mounted read-only at
+    /// `/zeroflow/bin` (a Kubernetes image volume: the `ImageVolume` feature gate, beta and off
+    /// by default in 1.33 and 1.34, and a runtime that supports it, such as containerd 2.1 or
+    /// CRI-O 1.31); nothing runs before the transform container. `InitContainer`: an init
+    /// container copies the runner into an emptyDir first (any cluster; the kubelet starts the
+    /// transform container only after noticing the copy ended, about 1 s later). `InImage`:
+    /// the transform image already holds the runner at `path`; nothing is added to the pod.
+    #[serde(default)]
+    pub delivery: RunnerDelivery,
+    /// With `delivery: InImage`: the runner's absolute path in the transform image (default
+    /// `/usr/local/bin/zeroflow-runner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("runner.path must be absolute"))]
+    pub path: Option<String>,
+}
+
+/// The ways `zeroflow-runner` can reach the transform container ([`RunnerSpec::delivery`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum RunnerDelivery {
+    #[default]
+    Auto,
+    ImageVolume,
+    InitContainer,
+    InImage,
+}
+
+/// Where `delivery: InImage` looks for the runner when `runner.path` is not set.
+pub const DEFAULT_IN_IMAGE_RUNNER_PATH: &str = "/usr/local/bin/zeroflow-runner";
 
 /// Pod settings merged into every worker pod. Lists are appended to what zeroflow sets; maps
 /// are merged, with zeroflow's own labels winning.
@@ -602,6 +646,8 @@ pub struct DataPipelineStatus {
     /// `Ready`: the workers' Deployment matches the spec. `SourceReachable`: the source bucket
     /// can be listed. `Active`: workers are running (false when scaled to zero). `Paused`: the
     /// `zeroflow.dev/paused` annotation holds the pipeline. `Degraded`: something needs attention.
+    /// `RunnerFallback`: the runner is copied by an init container although the pipeline would
+    /// otherwise get it in an image volume (the reason says why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions::conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -639,6 +685,11 @@ pub struct DataPipelineStatus {
     /// Why the worker count last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_reason: Option<String>,
+    /// How the workers get `zeroflow-runner`: `ImageVolume`, `InitContainer` or `InImage`
+    /// (`spec.transform.runner`; the `RunnerFallback` condition says why when the operator
+    /// chose the init container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_delivery: Option<String>,
     /// The warm window open now (`spec.scaling.schedules`); absent when none is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_schedule: Option<ActiveSchedule>,

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ProjectedVolumeSource, SeccompProfile, SecurityContext, ServiceAccount,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ImageVolumeSource, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource, SeccompProfile, SecurityContext,
+    ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -15,6 +15,7 @@ use kube::{Resource, ResourceExt};
 pub use zeroflow_contract::worker::TOKEN_AUDIENCE;
 use zeroflow_contract::{duration::format_duration, env};
 
+use super::runner::Delivery;
 use super::validate::ValidSpec;
 use crate::api::DataPipeline;
 
@@ -25,6 +26,11 @@ pub const MANAGED_BY: &str = "zeroflow";
 pub const PIPELINE_LABEL: &str = "zeroflow.dev/pipeline";
 /// Name of the transform container in worker pods.
 pub const TRANSFORM_CONTAINER: &str = "transform";
+
+/// Name of the init container that copies the runner (with [`Delivery::InitContainer`]).
+pub const INSTALLER_CONTAINER: &str = "zeroflow-runner-install";
+/// Name of the volume holding the runner (an image volume or an emptyDir).
+pub const RUNNER_VOLUME: &str = "zeroflow-bin";
 
 const RUNNER_DIR: &str = "/zeroflow/bin";
 const WORK_DIR: &str = "/zeroflow/work";
@@ -39,7 +45,8 @@ const GRACE_MARGIN_SECONDS: i64 = 15;
 /// Operator-wide settings that shape worker pods.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
-    /// Image holding `zeroflow-runner`, copied into each worker pod by an init container.
+    /// Image holding `zeroflow-runner` at `/zeroflow-runner`: mounted as an image volume, or
+    /// copied into each worker pod by an init container ([`Delivery`]).
     pub runner_image: String,
     /// URL workers use to reach the work API.
     pub work_api_url: String,
@@ -87,12 +94,14 @@ pub fn service_account(pipeline: &DataPipeline, owner: OwnerReference) -> Servic
 
 /// The worker Deployment, without `replicas`: the scaler owns that field (field manager
 /// `zeroflow-scaler`), so the controller's applies never touch it. Only the request that
-/// creates the Deployment carries a first count ([`with_initial_replicas`]).
+/// creates the Deployment carries a first count ([`with_initial_replicas`]). `delivery` says how
+/// the runner gets into its pods ([`super::runner::choose`]).
 pub fn worker_deployment(
     pipeline: &DataPipeline,
     spec: &ValidSpec,
     owner: OwnerReference,
     options: &WorkerOptions,
+    delivery: &Delivery,
 ) -> Deployment {
     Deployment {
         metadata: owned_meta(pipeline, owner),
@@ -108,7 +117,7 @@ pub fn worker_deployment(
                     max_unavailable: Some(IntOrString::Int(0)),
                 }),
             }),
-            template: pod_template(pipeline, spec, options),
+            template: pod_template(pipeline, spec, options, delivery),
             ..DeploymentSpec::default()
         }),
         status: None,
@@ -125,7 +134,12 @@ pub fn with_initial_replicas(mut deployment: Deployment, replicas: i32) -> Deplo
     deployment
 }
 
-fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptions) -> PodTemplateSpec {
+fn pod_template(
+    pipeline: &DataPipeline,
+    spec: &ValidSpec,
+    options: &WorkerOptions,
+    delivery: &Delivery,
+) -> PodTemplateSpec {
     let transform = &pipeline.spec.transform;
     let overlay = transform.pod_template.clone().unwrap_or_default();
 
@@ -133,8 +147,8 @@ fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptio
     let mut pod_labels = overlay.labels.clone();
     pod_labels.extend(labels(pipeline));
 
-    let mut volumes = vec![
-        Volume { name: "zeroflow-bin".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+    let mut volumes = runner_volume(delivery, options).into_iter().collect::<Vec<_>>();
+    volumes.extend([
         Volume { name: "zeroflow-work".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
         Volume { name: "zeroflow-tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
         Volume {
@@ -152,16 +166,17 @@ fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptio
             }),
             ..Volume::default()
         },
-    ];
+    ]);
     volumes.extend(overlay.volumes.iter().cloned());
 
-    let mut mounts = vec![
-        mount("zeroflow-bin", RUNNER_DIR, true),
+    let runner_mount = (!matches!(delivery, Delivery::InImage(_))).then(|| mount(RUNNER_VOLUME, RUNNER_DIR, true));
+    let mut mounts: Vec<VolumeMount> = runner_mount.into_iter().collect();
+    mounts.extend([
         mount("zeroflow-work", WORK_DIR, false),
         mount("zeroflow-token", TOKEN_DIR, true),
         // The root filesystem is read-only; transforms get a writable /tmp.
         mount("zeroflow-tmp", "/tmp", false),
-    ];
+    ]);
     mounts.extend(overlay.volume_mounts.iter().cloned());
 
     // Whole seconds, rounded up: a 500ms timeout still gets its full margin.
@@ -170,22 +185,22 @@ fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptio
         .termination_grace_period_seconds
         .unwrap_or_else(|| i64::try_from(timeout_seconds).unwrap_or(i64::MAX).saturating_add(GRACE_MARGIN_SECONDS));
 
-    let installer = Container {
-        name: "zeroflow-runner-install".into(),
+    let installer = (*delivery == Delivery::InitContainer).then(|| Container {
+        name: INSTALLER_CONTAINER.into(),
         image: Some(options.runner_image.clone()),
         command: Some(vec!["/zeroflow-runner".into(), "install".into(), RUNNER_DIR.into()]),
-        volume_mounts: Some(vec![mount("zeroflow-bin", RUNNER_DIR, false)]),
+        volume_mounts: Some(vec![mount(RUNNER_VOLUME, RUNNER_DIR, false)]),
         security_context: Some(restricted_container()),
         // Namespaces with a ResourceQuota refuse pods whose containers declare nothing.
         resources: Some(installer_resources()),
         ..Container::default()
-    };
+    });
 
     let transform_container = Container {
         name: TRANSFORM_CONTAINER.into(),
         image: Some(transform.image.clone()),
         image_pull_policy: transform.image_pull_policy.clone(),
-        command: Some(runner_command(pipeline)),
+        command: Some(runner_command(pipeline, delivery)),
         env: Some(worker_env(pipeline, spec, options, grace)),
         resources: transform.resources.clone(),
         volume_mounts: Some(mounts),
@@ -212,7 +227,7 @@ fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptio
                 seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
                 ..PodSecurityContext::default()
             }),
-            init_containers: Some(vec![installer]),
+            init_containers: installer.map(|c| vec![c]),
             containers: vec![transform_container],
             volumes: Some(volumes),
             node_selector: (!overlay.node_selector.is_empty()).then(|| overlay.node_selector.clone()),
@@ -225,10 +240,34 @@ fn pod_template(pipeline: &DataPipeline, spec: &ValidSpec, options: &WorkerOptio
     }
 }
 
+/// The runner's volume: the runner image itself, or an emptyDir the init container fills;
+/// none when the transform image holds the runner.
+fn runner_volume(delivery: &Delivery, options: &WorkerOptions) -> Option<Volume> {
+    match delivery {
+        Delivery::ImageVolume => Some(Volume {
+            name: RUNNER_VOLUME.into(),
+            // No pull policy: Kubernetes' default for the reference (IfNotPresent unless the tag
+            // is `latest`), as for the init container's image.
+            image: Some(ImageVolumeSource { reference: Some(options.runner_image.clone()), pull_policy: None }),
+            ..Volume::default()
+        }),
+        Delivery::InitContainer => Some(Volume {
+            name: RUNNER_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }),
+        Delivery::InImage(_) => None,
+    }
+}
+
 /// The runner wraps the user's command: `zeroflow-runner run -- <command> <args>`.
-fn runner_command(pipeline: &DataPipeline) -> Vec<String> {
+fn runner_command(pipeline: &DataPipeline, delivery: &Delivery) -> Vec<String> {
     let transform = &pipeline.spec.transform;
-    let mut command = vec![format!("{RUNNER_DIR}/zeroflow-runner"), "run".into(), "--".into()];
+    let runner = match delivery {
+        Delivery::InImage(path) => path.clone(),
+        Delivery::ImageVolume | Delivery::InitContainer => format!("{RUNNER_DIR}/zeroflow-runner"),
+    };
+    let mut command = vec![runner, "run".into(), "--".into()];
     if transform.command.is_empty() {
         command.push("transform".into());
     } else {

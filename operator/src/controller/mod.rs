@@ -13,10 +13,12 @@
 
 pub mod apply;
 pub mod build;
+pub mod delivery;
 pub mod observe;
 pub mod pause;
 pub mod queue;
 pub mod redrive;
+pub mod runner;
 pub mod sender;
 pub mod settings;
 pub mod source;
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams};
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
 use kube::runtime::controller::{Action, Controller};
@@ -47,7 +49,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 use zeroflow_core::PipelineKey;
 
-use crate::api::{DataPipeline, DataPipelineStatus, conditions};
+use crate::api::{DataPipeline, DataPipelineStatus, conditions, conditions::Desired};
 use crate::metrics::Metrics;
 use crate::runtime::{Pipelines, Seed};
 use crate::sources::sqs::pipelines::QueueRegistry;
@@ -76,6 +78,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub workers: WorkerOptions,
+    /// How worker pods get the runner when their pipeline leaves it to the operator.
+    pub runner_delivery: runner::OperatorDelivery,
+    /// What the operator learned about runner delivery (the apiserver's answer, fallbacks).
+    pub deliveries: delivery::Deliveries,
     pub default_store: DefaultStore,
     /// Reconciles running at once; bounds apiserver load and memory on large fleets.
     pub concurrency: u16,
@@ -187,7 +193,7 @@ pub async fn run(
                 }
             }
         }),
-        tokio::spawn(prune(ctx.pipelines.clone(), ctx.queues.clone(), store.clone(), namespace.clone())),
+        tokio::spawn(prune(ctx.clone(), store.clone(), namespace.clone())),
     ];
     controller
         .run(reconcile, error_policy, ctx)
@@ -219,15 +225,10 @@ async fn store_synced(store: &Store<DeserializeGuard<DataPipeline>>) -> bool {
     }
 }
 
-/// Removes the runtimes (and queue consumers) of deleted pipelines (the controller is not called
-/// for a deletion), and tells the work API which pipelines exist (so a worker of one not loaded
-/// yet is told to retry).
-async fn prune(
-    pipelines: Arc<Pipelines>,
-    queues: QueueRegistry,
-    store: Store<DeserializeGuard<DataPipeline>>,
-    namespace: Option<String>,
-) {
+/// Removes the runtimes, queue consumers and runner-delivery fallbacks of deleted pipelines (the
+/// controller is not called for a deletion), and tells the work API which pipelines exist (so a
+/// worker of one not loaded yet is told to retry).
+async fn prune(ctx: Arc<Context>, store: Store<DeserializeGuard<DataPipeline>>, namespace: Option<String>) {
     if !store_synced(&store).await {
         return;
     }
@@ -237,11 +238,13 @@ async fn prune(
         ticker.tick().await;
         let alive: BTreeSet<PipelineKey> =
             store.state().iter().filter_map(|guard| guard.0.as_ref().ok().map(settings::pipeline_key)).collect();
-        queues.retain(namespace.as_deref(), &alive);
-        for gone in pipelines.retain(namespace.as_deref(), &alive) {
-            info!(pipeline = %gone, "DataPipeline deleted: its runtime is gone");
+        ctx.queues.retain(namespace.as_deref(), &alive);
+        let gone = ctx.pipelines.retain(namespace.as_deref(), &alive);
+        for key in &gone {
+            info!(pipeline = %key, "DataPipeline deleted: its runtime is gone");
         }
-        pipelines.declared().declare(namespace.as_deref(), alive);
+        ctx.deliveries.forget(&gone);
+        ctx.pipelines.declared().declare(namespace.as_deref(), alive);
     }
 }
 
@@ -287,7 +290,8 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     // 2. build
     let owner = build::owner_reference(pipeline).ok_or(Error::Identity)?;
     let account = build::service_account(pipeline, owner.clone());
-    let deployment = build::worker_deployment(pipeline, &spec, owner, &ctx.workers);
+    let runner = runner_choice(ctx, pipeline, &key).await;
+    let deployment = build::worker_deployment(pipeline, &spec, owner, &ctx.workers, &runner.delivery);
     let settings = settings::with_cpu(settings, &deployment);
     let initial = crate::scaler::initial_replicas(&settings.scale);
     let paused = settings.paused;
@@ -331,13 +335,26 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     let mut observed = WorkerObservation::from_deployment(&applied.deployment);
     observed.paused = paused.map(|p| p.replicas);
     let stop = runtime.lock().stop.clone();
+    let pods = worker_pods(ctx, pipeline, &applied.deployment).await;
+    let fell_back = image_volume_fallback(ctx, pipeline, &key, &runner, &pods).await;
     observed.trouble = match stop {
         Some(stop) => Some(observe::Trouble { reason: stop.reason.into(), message: stop.message }),
-        None => worker_trouble(ctx, pipeline, &applied.deployment).await,
+        // The next reconcile, at once, builds the pods with the init container.
+        None if fell_back => None,
+        None => observe::trouble(&applied.deployment, &pods, k8s_openapi::jiff::Timestamp::now()),
     };
     let labels = [key.namespace.as_str(), key.name.as_str()];
     ctx.metrics.replicas.with_label_values(&labels).set(i64::from(observed.replicas));
     let mut fields = conditions_fields(pipeline, &Reconciled::Applied(observed.clone()), Some(&source));
+    let runner_condition = Desired::new(conditions::RUNNER_FALLBACK, runner.fallback, runner.reason, runner.message);
+    let merged: Vec<Condition> = serde_json::from_value(fields["conditions"].take()).unwrap_or_default();
+    fields["conditions"] = json!(conditions::merge(
+        &merged,
+        &[runner_condition],
+        pipeline.metadata.generation,
+        &Time(k8s_openapi::jiff::Timestamp::now())
+    ));
+    fields["runnerDelivery"] = json!(runner.delivery.name());
     fields["workerDeployment"] = json!(deployment.name_any());
     fields["replicas"] = json!(observed.replicas);
     fields["readyReplicas"] = json!(observed.ready);
@@ -349,6 +366,7 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     // are looked at again soon; configuration problems wait for a change.
     let starting = observed.ready < observed.desired;
     let next = match &source {
+        _ if fell_back => Duration::ZERO,
         // Workers that cannot run, or have not started yet (a pod the scheduler cannot place is
         // reported after a grace): look again soon.
         _ if observed.trouble.is_some() || starting => RECHECK_TROUBLE,
@@ -359,23 +377,87 @@ async fn reconcile_pipeline(pipeline: &DataPipeline, ctx: &Context) -> Result<Ac
     Ok(Action::requeue(next))
 }
 
-/// Why the pipeline's workers cannot run, from its pods and Deployment; `None` when nothing
-/// stands in the way (or the pods cannot be listed, which the next reconcile retries).
-async fn worker_trouble(ctx: &Context, pipeline: &DataPipeline, deployment: &Deployment) -> Option<observe::Trouble> {
+/// The pipeline's worker pods, to tell why they cannot run; none when no worker is wanted or
+/// exists (or the pods cannot be listed, which the next reconcile retries).
+async fn worker_pods(ctx: &Context, pipeline: &DataPipeline, deployment: &Deployment) -> Vec<Pod> {
     let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
     let has_pods = deployment.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0;
     if wanted == 0 && !has_pods {
-        return None;
+        return Vec::new();
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
     let selector = format!("{}={},app.kubernetes.io/component=worker", build::PIPELINE_LABEL, pipeline.name_any());
     match pods.list(&ListParams::default().labels(&selector)).await {
-        Ok(list) => observe::trouble(deployment, &list.items, k8s_openapi::jiff::Timestamp::now()),
+        Ok(list) => list.items,
         Err(e) => {
             warn!(error = %e, "cannot list the worker pods");
-            None
+            Vec::new()
         }
     }
+}
+
+/// How this pipeline's workers get the runner now ([`runner::choose`]); the apiserver is asked
+/// about image volumes only when the answer matters.
+async fn runner_choice(ctx: &Context, pipeline: &DataPipeline, key: &PipelineKey) -> runner::Choice {
+    let requested = pipeline.spec.transform.runner.as_ref();
+    let automatic = requested.is_none_or(|r| r.delivery == crate::api::RunnerDelivery::Auto)
+        && ctx.runner_delivery == runner::OperatorDelivery::Auto;
+    let kept = if automatic {
+        let namespace = pipeline.namespace().unwrap_or_default();
+        ctx.deliveries.image_volumes_kept(&ctx.client, &namespace, &ctx.workers.runner_image).await
+    } else {
+        None
+    };
+    runner::choose(requested, ctx.runner_delivery, kept, ctx.deliveries.failed(key).as_deref())
+}
+
+/// The kubelet's word that it cannot mount the runner's volume, for worker pods still waiting
+/// for their volumes: a `FailedMount` Event naming it (read only for such pods).
+async fn runner_mount_failure(ctx: &Context, pipeline: &DataPipeline, pods: &[Pod]) -> Option<String> {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    for pod in runner::waiting_for_volumes(pods) {
+        let selector = format!("involvedObject.kind=Pod,involvedObject.name={pod},reason=FailedMount");
+        match events.list(&ListParams::default().fields(&selector)).await {
+            Ok(list) => {
+                if let Some(why) = runner::mount_failure(&list.items, build::RUNNER_VOLUME) {
+                    return Some(why);
+                }
+            }
+            Err(e) => warn!(error = %e, pod, "cannot list the worker pod's Events"),
+        }
+    }
+    None
+}
+
+/// When the operator chose an image volume for this pipeline and a worker could not start with
+/// it (the node's runtime or kubelet cannot mount it), records the fallback to the init container
+/// and says so in a Warning Event; true when it did. A pipeline that asked for `ImageVolume`
+/// itself keeps it: its trouble is reported like any other.
+async fn image_volume_fallback(
+    ctx: &Context,
+    pipeline: &DataPipeline,
+    key: &PipelineKey,
+    choice: &runner::Choice,
+    pods: &[Pod],
+) -> bool {
+    let automatic =
+        pipeline.spec.transform.runner.as_ref().is_none_or(|r| r.delivery == crate::api::RunnerDelivery::Auto);
+    if !automatic || choice.delivery != runner::Delivery::ImageVolume {
+        return false;
+    }
+    let why = match runner::image_volume_failure(pods, build::TRANSFORM_CONTAINER) {
+        Some(why) => Some(why),
+        None => runner_mount_failure(ctx, pipeline, pods).await,
+    };
+    let Some(why) = why else {
+        return false;
+    };
+    let note = format!("the runner's image volume failed, falling back to the init container: {why}");
+    warn!(pipeline = %key, why, "image volume failed; the init container delivers the runner from now on");
+    ctx.deliveries.fail(key, why);
+    publish(ctx, pipeline, EventType::Warning, "RunnerFallback", "DeliverRunner", &note).await;
+    true
 }
 
 /// `observedGeneration` and the conditions for an outcome, merged so that a condition's

@@ -38,6 +38,9 @@ fn bed() -> Bed {
         recorder,
         metrics,
         workers: WorkerOptions { runner_image: "runner:test".into(), work_api_url: "http://workapi".into() },
+        // No dry-run probe in these request-by-request tests: the runner's delivery is fixed.
+        runner_delivery: crate::controller::runner::OperatorDelivery::InitContainer,
+        deliveries: Default::default(),
         default_store: DefaultStore::default(),
         concurrency: 1,
         backlog_capacity: 100_000,
@@ -100,12 +103,29 @@ async fn a_new_pipeline_creates_its_deployment_with_min_replicas_then_applies_wi
     let fields = status.body["status"].as_object().expect("status fields").clone();
     let mut names: Vec<_> = fields.keys().cloned().collect();
     names.sort();
-    assert_eq!(names, ["conditions", "observedGeneration", "readyReplicas", "replicas", "workerDeployment"]);
+    assert_eq!(
+        names,
+        ["conditions", "observedGeneration", "readyReplicas", "replicas", "runnerDelivery", "workerDeployment"]
+    );
     let reasons: Vec<_> =
         fields["conditions"].as_array().expect("conditions").iter().map(|c| c["type"].clone()).collect();
     assert_eq!(
         reasons,
-        [json!("Active"), json!("Degraded"), json!("Paused"), json!("Ready"), json!("SourceReachable")]
+        [
+            json!("Active"),
+            json!("Degraded"),
+            json!("Paused"),
+            json!("Ready"),
+            json!("RunnerFallback"),
+            json!("SourceReachable")
+        ]
+    );
+    // The bed's operator is set to init-container: asked for, not a fallback.
+    assert_eq!(fields["runnerDelivery"], "InitContainer");
+    let runner = fields["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "RunnerFallback"));
+    assert_eq!(
+        runner.map(|c| (c["status"].clone(), c["reason"].clone())),
+        Some((json!("False"), json!("InitContainerRequested")))
     );
     status.echo();
 }

@@ -15,10 +15,72 @@ fn options() -> WorkerOptions {
 }
 
 fn deployment_for(spec: DataPipelineSpec) -> Deployment {
+    deployment_with(spec, &Delivery::InitContainer)
+}
+
+fn deployment_with(spec: DataPipelineSpec, delivery: &Delivery) -> Deployment {
     let p = pipeline(spec);
     let valid = validate(&p.spec).expect("valid spec");
     let owner = owner_reference(&p).expect("pipeline has uid");
-    worker_deployment(&p, &valid, owner, &options())
+    worker_deployment(&p, &valid, owner, &options(), delivery)
+}
+
+/// With an image volume nothing runs before the transform: the runner image is the volume,
+/// mounted read-only where the init container would have copied the runner to.
+#[test]
+fn an_image_volume_delivers_the_runner_without_an_init_container() {
+    let d = deployment_with(minimal_spec(), &Delivery::ImageVolume);
+    let pod = pod_spec(&d);
+    assert_eq!(pod.init_containers, None, "no init container on the hot path");
+    let bin = pod.volumes.iter().flatten().find(|v| v.name == RUNNER_VOLUME).expect("runner volume");
+    let image = bin.image.as_ref().expect("an image volume");
+    assert_eq!(image.reference.as_deref(), Some("ghcr.io/zeroflow-dev/zeroflow-runner:test"));
+    assert_eq!(image.pull_policy, None, "Kubernetes' default pull policy, as for the init container's image");
+    assert!(bin.empty_dir.is_none());
+    let mounts: Vec<_> = transform(&d).volume_mounts.iter().flatten().filter(|m| m.name == RUNNER_VOLUME).collect();
+    assert_eq!(mounts.len(), 1);
+    assert_eq!((mounts[0].mount_path.as_str(), mounts[0].read_only), ("/zeroflow/bin", Some(true)));
+    assert_eq!(
+        transform(&d).command.as_ref().and_then(|c| c.first()).map(String::as_str),
+        Some("/zeroflow/bin/zeroflow-runner")
+    );
+    // The same template otherwise: the work volume, token and /tmp are still there.
+    let names: Vec<_> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["zeroflow-bin", "zeroflow-work", "zeroflow-tmp", "zeroflow-token"]);
+}
+
+/// An image that holds the runner itself gets no runner volume and no init container; the
+/// command starts with the runner's path in that image.
+#[test]
+fn a_runner_in_the_image_needs_nothing_added() {
+    let d = deployment_with(minimal_spec(), &Delivery::InImage("/usr/local/bin/zeroflow-runner".into()));
+    let pod = pod_spec(&d);
+    assert_eq!(pod.init_containers, None);
+    assert!(pod.volumes.iter().flatten().all(|v| v.name != RUNNER_VOLUME));
+    assert!(transform(&d).volume_mounts.iter().flatten().all(|m| m.name != RUNNER_VOLUME));
+    assert_eq!(
+        transform(&d).command.as_deref(),
+        Some(&["/usr/local/bin/zeroflow-runner", "run", "--", "transform"].map(String::from)[..])
+    );
+}
+
+/// The init container (the fallback) copies the runner into an emptyDir it mounts writable;
+/// the transform container mounts it read-only.
+#[test]
+fn the_init_container_fills_an_empty_dir() {
+    let d = deployment_for(minimal_spec());
+    let pod = pod_spec(&d);
+    let init = pod.init_containers.as_ref().expect("init containers");
+    assert_eq!(init.len(), 1);
+    assert_eq!(init[0].name, INSTALLER_CONTAINER);
+    assert_eq!(
+        init[0].command.as_deref(),
+        Some(&["/zeroflow-runner", "install", "/zeroflow/bin"].map(String::from)[..])
+    );
+    let bin = pod.volumes.iter().flatten().find(|v| v.name == RUNNER_VOLUME).expect("runner volume");
+    assert!(bin.empty_dir.is_some() && bin.image.is_none());
+    let mount = transform(&d).volume_mounts.iter().flatten().find(|m| m.name == RUNNER_VOLUME).cloned();
+    assert_eq!(mount.and_then(|m| m.read_only), Some(true));
 }
 
 /// The scaler owns `replicas`: the controller's apply never carries it, only creation does.
