@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""The trials of `e2e/bench/keda-side-by-side` (read its header first): sets up the objects of both
+systems, relays MinIO's notifications to the two queues, watches the Deployments, uploads, and
+prints every trial, percentiles and ratios. Both operators are started (and stopped) by the shell
+script; this talks only to loopback: the testbed's apiserver, MinIO and ElasticMQ.
+
+Clock: every time here is this host's wall clock (time.time()); the zeroflow operator's log
+timestamps, used only for the breakdown of zeroflow's own time, are on the same clock.
+"""
+
+import argparse
+import datetime
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+ENV = os.environ
+# KEDA's documented default pollingInterval, in seconds (the "default" round omits the field).
+KEDA_DEFAULT_POLLING_SECONDS = 30
+ROUNDS = (("default", None), ("fastest", 1))
+# zeroflow's upload -> scale, step by step: MinIO's notification reaching the relay, SendMessage to
+# its queue answered, the operator's long poll returning it, the operator sending the scale PATCH
+# (admission, kick, scaler decision), the PATCH answered, the watch seeing the new spec.replicas.
+STEPS = ("upload->relay", "relay->queued", "queued->received", "received->PATCH sent", "PATCH",
+         "answered->watch")
+
+
+def loopback(url):
+    """(host, port) of `url`; refuses anything but loopback (the benchmark's network rule)."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.hostname not in ("127.0.0.1", "localhost"):
+        sys.exit(f"refusing {url}: only services on loopback")
+    return parsed.hostname, parsed.port
+
+
+class Kube:
+    """The testbed apiserver, with the kubeconfig's client certificate."""
+
+    def __init__(self, work):
+        import base64
+        import ssl
+
+        config = json.loads(subprocess.check_output([ENV["KUBECTL"], "config", "view", "--raw", "--minify", "-o", "json"]))
+        cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+        files = {}
+        for name, data in (("kube-ca.pem", cluster["certificate-authority-data"]),
+                           ("kube-cert.pem", user["client-certificate-data"]),
+                           ("kube-key.pem", user["client-key-data"])):
+            files[name] = os.path.join(work, name)
+            with open(files[name], "wb") as f:
+                f.write(base64.b64decode(data))
+        self.host, self.port = loopback(cluster["server"])
+        self.tls = ssl.create_default_context(cafile=files["kube-ca.pem"])
+        self.tls.load_cert_chain(files["kube-cert.pem"], files["kube-key.pem"])
+
+    def get(self, path, timeout=30):
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.tls, timeout=timeout)
+        conn.request("GET", path, headers={"Accept": "application/json"})
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+        return json.loads(body)
+
+    def watch_scale_ups(self, namespace, seen, stop):
+        """Records in `seen` the first time each Deployment of `namespace` has spec.replicas >= 1."""
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+        while not stop.is_set():
+            listed = self.get(path)
+            for item in listed["items"]:
+                if item["spec"].get("replicas", 0) >= 1:
+                    seen.setdefault(item["metadata"]["name"], time.time())
+            rv = listed["metadata"]["resourceVersion"]
+            conn = http.client.HTTPSConnection(self.host, self.port, context=self.tls, timeout=None)
+            conn.request("GET", f"{path}?watch=true&resourceVersion={rv}&timeoutSeconds=600",
+                         headers={"Accept": "application/json"})
+            response = conn.getresponse()
+            while not stop.is_set():
+                line = response.readline()
+                if not line:
+                    break
+                at = time.time()
+                event = json.loads(line)
+                obj = event.get("object", {})
+                if event.get("type") in ("ADDED", "MODIFIED") and obj.get("spec", {}).get("replicas", 0) >= 1:
+                    seen.setdefault(obj["metadata"]["name"], at)
+            conn.close()
+
+
+def kubectl(*args, stdin=None):
+    return subprocess.run([ENV["KUBECTL"], *args], input=stdin, check=True, capture_output=True, text=True).stdout
+
+
+def mc(*args):
+    return subprocess.run([ENV["MC"], *args], capture_output=True, text=True)
+
+
+class Sqs:
+    """ElasticMQ's JSON protocol (it checks no signature), one kept-alive connection per thread."""
+
+    def __init__(self):
+        self.host, self.port = loopback(ENV["ZF_SQS_ENDPOINT"])
+        self.local = threading.local()
+
+    def call(self, action, body):
+        for attempt in (1, 2):
+            conn = getattr(self.local, "conn", None) or http.client.HTTPConnection(self.host, self.port, timeout=10)
+            self.local.conn = conn
+            try:
+                conn.request("POST", "/", json.dumps(body), {"Content-Type": "application/x-amz-json-1.0",
+                                                            "X-Amz-Target": f"AmazonSQS.{action}"})
+                response = conn.getresponse()
+                answer = response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self.local.conn = None
+                if attempt == 2:
+                    raise
+                continue
+            if response.status != 200:
+                raise RuntimeError(f"SQS {action}: {response.status} {answer[:200]!r}")
+            return json.loads(answer) if answer else {}
+
+
+def s3_put(bucket, key, data):
+    """PUT an object to MinIO, signed with SigV4 (the testbed's static keys)."""
+    host, port = loopback(ENV["ZF_S3_ENDPOINT"])
+    access, secret, region = ENV["ZF_S3_ACCESS_KEY"], ENV["ZF_S3_SECRET_KEY"], ENV.get("ZF_S3_REGION", "us-east-1")
+    amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = f"/{bucket}/{urllib.parse.quote(key, safe='/')}"
+    payload = hashlib.sha256(data).hexdigest()
+    headers = {"host": f"{host}:{port}", "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(["PUT", path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed, payload])
+    scope = f"{amz_date[:8]}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key_bytes = ("AWS4" + secret).encode()
+    for part in (amz_date[:8], region, "s3", "aws4_request"):
+        key_bytes = hmac.new(key_bytes, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key_bytes, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["Authorization"] = f"AWS4-HMAC-SHA256 Credential={access}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("PUT", path, data, headers)
+    response = conn.getresponse()
+    answer = response.read()
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"PUT {path}: {response.status} {answer[:300]!r}")
+
+
+class Trial:
+    def __init__(self, round_name, index, suffix, keda_queue):
+        tag = f"{round_name[0]}{index:02d}"
+        self.round, self.index = round_name, index
+        self.bucket = f"kside-{suffix}-{tag}"
+        self.pipeline = f"z{tag}"
+        self.zeroflow_deployment = f"z{tag}-worker"
+        self.keda_deployment = f"k{tag}"
+        self.keda_queue = keda_queue
+        self.uploaded = None  # PUT answered
+        self.relayed = None  # MinIO's notification reached the relay
+        self.sent = {}  # queue -> SendMessage answered
+
+
+def make_relay(sqs, zeroflow_queue, trials_by_bucket):
+    """MinIO's webhook target: each notification for a trial's bucket goes to both queues at once,
+    as an SNS topic with two subscribed queues (raw message delivery) would deliver it."""
+
+    class Relay(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_HEAD(self):  # MinIO's liveness probe of the target
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self):
+            at = time.time()
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            try:
+                bucket = json.loads(body)["Records"][0]["s3"]["bucket"]["name"]
+            except (ValueError, KeyError, IndexError, TypeError):
+                bucket = None
+            trial = trials_by_bucket.get(bucket)
+            if trial is not None and trial.relayed is None:
+                trial.relayed = at
+                message = body.decode()
+
+                def send(queue):
+                    sqs.call("SendMessage", {"QueueUrl": queue, "MessageBody": message})
+                    trial.sent[queue] = time.time()
+
+                other = threading.Thread(target=send, args=(trial.keda_queue,))
+                other.start()
+                send(zeroflow_queue)
+                other.join()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    host, port = ENV["ZF_WEBHOOK_ADDR"].rsplit(":", 1)
+    return http.server.ThreadingHTTPServer((host, int(port)), Relay)
+
+
+def objects(namespace, trials, rounds):
+    """The Kubernetes objects of both systems for every trial, as one List."""
+    sqs_host = ENV["ZF_SQS_ENDPOINT"]
+    items = [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store"},
+         "stringData": {"accessKeyId": ENV["ZF_S3_ACCESS_KEY"], "secretAccessKey": ENV["ZF_S3_SECRET_KEY"]}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sqs-keys"},
+         "stringData": {"awsAccessKeyID": ENV["ZF_SQS_ACCESS_KEY"], "awsSecretAccessKey": ENV["ZF_SQS_SECRET_KEY"]}},
+        {"apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication", "metadata": {"name": "sqs-keys"},
+         "spec": {"secretTargetRef": [{"parameter": "awsAccessKeyID", "name": "sqs-keys", "key": "awsAccessKeyID"},
+                                      {"parameter": "awsSecretAccessKey", "name": "sqs-keys", "key": "awsSecretAccessKey"}]}},
+    ]
+    for t in trials:
+        items.append({"apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": t.pipeline},
+                      "spec": {"source": {"bucket": t.bucket, "store": {"endpoint": ENV["ZF_S3_ENDPOINT"],
+                                                                        "credentialsSecretRef": {"name": "store"}}},
+                               "transform": {"image": "example.org/t:1"}}})
+        labels = {"app": t.keda_deployment}
+        items.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": t.keda_deployment},
+                      "spec": {"replicas": 0, "selector": {"matchLabels": labels},
+                               "template": {"metadata": {"labels": labels},
+                                            "spec": {"containers": [{"name": "worker", "image": "example.org/k:1"}]}}}})
+        spec = {"scaleTargetRef": {"name": t.keda_deployment}, "minReplicaCount": 0, "maxReplicaCount": 3,
+                "triggers": [{"type": "aws-sqs-queue", "authenticationRef": {"name": "sqs-keys"},
+                              "metadata": {"queueURL": t.keda_queue, "queueLength": "5",
+                                           "awsRegion": ENV["ZF_SQS_REGION"], "awsEndpoint": sqs_host}}]}
+        if rounds[t.round] is not None:
+            spec["pollingInterval"] = rounds[t.round]
+        items.append({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                      "metadata": {"name": t.keda_deployment}, "spec": spec})
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def wait_until(what, check, timeout):
+    deadline = time.time() + timeout
+    while not check():
+        if time.time() > deadline:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def ready_counts(namespace):
+    """(pipelines reconciled, ScaledObjects Ready) in `namespace`."""
+    dps = json.loads(kubectl("get", "dp", "-n", namespace, "-o", "json"))["items"]
+    sos = json.loads(kubectl("get", "scaledobjects.keda.sh", "-n", namespace, "-o", "json"))["items"]
+    reconciled = sum(1 for d in dps if d.get("status", {}).get("observedGeneration") == 1)
+    ready = sum(1 for s in sos if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                      for c in s.get("status", {}).get("conditions", [])))
+    return reconciled, ready
+
+
+def operator_samples(log):
+    """pipeline name -> (when the operator's long poll received the event, when it sent the scale
+    PATCH, when the PATCH was answered), from the zeroflow operator's JSON log."""
+    samples = {}
+    for line in open(log):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if "event_to_scale_ms" not in entry:
+            continue
+        answered = datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+        received = answered - float(entry["event_to_scale_ms"]) / 1000
+        sent = answered - float(entry["patch_ms"]) / 1000
+        samples[entry["pipeline"].rsplit("/", 1)[-1]] = (received, sent, answered)
+    return samples
+
+
+def quantile(values, p):
+    """Nearest-rank quantile (p90 of 10 samples is the 9th smallest)."""
+    values = sorted(values)
+    return values[max(0, math.ceil(p * len(values)) - 1)]
+
+
+def summary(values):
+    return (f"n={len(values)} p50 {quantile(values, .5):9.1f}  p90 {quantile(values, .9):9.1f}  "
+            f"max {max(values):9.1f} ms")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--zeroflow-queue", required=True)
+    parser.add_argument("--zeroflow-log", required=True)
+    args = parser.parse_args()
+    ns, suffix = args.namespace, args.namespace.rsplit("-", 1)[-1]
+    rounds = dict(ROUNDS)
+    sqs = Sqs()
+    kube = Kube(args.work)
+
+    trials = []
+    for round_name, _ in ROUNDS:
+        for i in range(args.trials):
+            queue = sqs.call("CreateQueue", {"QueueName": f"keda-{suffix}-{round_name[0]}{i:02d}"})["QueueUrl"]
+            trials.append(Trial(round_name, i, suffix, queue))
+    by_bucket = {t.bucket: t for t in trials}
+    # ElasticMQ runs on a JVM: its first requests are slow (class loading, JIT), so warm it up
+    # on a queue of its own before any trial is timed.
+    warm = sqs.call("CreateQueue", {"QueueName": f"warm-{suffix}"})["QueueUrl"]
+    for _ in range(50):
+        sqs.call("SendMessage", {"QueueUrl": warm, "MessageBody": "warm-up"})
+    sqs.call("PurgeQueue", {"QueueUrl": warm})
+
+    relay = make_relay(sqs, args.zeroflow_queue, by_bucket)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    seen, stop = {}, threading.Event()
+    threading.Thread(target=kube.watch_scale_ups, args=(ns, seen, stop), daemon=True).start()
+
+    alias, arn = ENV["ZF_MC_ALIAS"], ENV["ZF_WEBHOOK_ARN_NO_QUEUE"]
+    for t in trials:
+        made = mc("mb", f"{alias}/{t.bucket}")
+        if made.returncode != 0:
+            sys.exit(f"mc mb {t.bucket}: {made.stderr}")
+        # MinIO refuses the bind while it believes the target offline; the relay is up, so retry.
+        for attempt in range(30):
+            bound = mc("event", "add", f"{alias}/{t.bucket}", arn, "--event", "put")
+            if bound.returncode == 0:
+                break
+            time.sleep(1)
+        else:
+            sys.exit(f"mc event add {t.bucket}: {bound.stderr}")
+    kubectl("apply", "-n", ns, "--server-side", "-f", "-", stdin=json.dumps(objects(ns, trials, rounds)))
+    wait_until("every DataPipeline reconciled and every ScaledObject Ready",
+               lambda: ready_counts(ns) == (len(trials), len(trials)), 180)
+    time.sleep(3)  # zeroflow's scaler adopts the pipelines on its next tick
+    if seen:
+        sys.exit(f"Deployments scaled before any upload: {sorted(seen)}")
+
+    for round_name, polling in ROUNDS:
+        interval = polling or KEDA_DEFAULT_POLLING_SECONDS
+        # Spread the uploads over more than one polling interval, so that they land at every phase
+        # of KEDA's polling loop; at least 1.5 s apart, so that zeroflow's cold starts do not overlap.
+        spacing = max(1.5, 1.1 * interval / args.trials)
+        print(f"round {round_name}: KEDA pollingInterval {interval} s, {args.trials} uploads ~{spacing:.1f} s apart",
+              file=sys.stderr, flush=True)
+        round_trials = [t for t in trials if t.round == round_name]
+        for t in round_trials:
+            s3_put(t.bucket, "in/object.csv", f"trial {t.bucket}\n".encode())
+            t.uploaded = time.time()
+            time.sleep(spacing + random.uniform(0, 1))
+        deadline = time.time() + 2 * interval + 30
+        names = [n for t in round_trials for n in (t.zeroflow_deployment, t.keda_deployment)]
+        while time.time() < deadline and not all(n in seen for n in names):
+            time.sleep(0.2)
+    stop.set()
+    time.sleep(2)  # the operator's log line follows the PATCH's answer
+    logged = operator_samples(args.zeroflow_log)
+
+    missing = []
+    for round_name, polling in ROUNDS:
+        interval = polling or KEDA_DEFAULT_POLLING_SECONDS
+        setting = f"pollingInterval {interval} s" + (" (KEDA's default: field omitted)" if polling is None else "")
+        print(f"\n== round '{round_name}': KEDA {setting}; zeroflow's SQS long poll 20 s ==")
+        print("trial  upload->scale ms: zeroflow       KEDA   | zeroflow's time, ms: upload->relay  relay->queued"
+              "  queued->received  received->PATCH sent  PATCH  answered->watch")
+        zf, keda, breakdown = [], [], {}
+        # The same, counted from each system's own message being in its queue (SendMessage
+        # answered): without MinIO's and the fan-out's share, which both systems pay alike.
+        zf_queued, keda_queued = [], []
+        for t in (t for t in trials if t.round == round_name):
+            z = (seen[t.zeroflow_deployment] - t.uploaded) * 1000 if t.zeroflow_deployment in seen else None
+            k = (seen[t.keda_deployment] - t.uploaded) * 1000 if t.keda_deployment in seen else None
+            for name, value, into in ((t.zeroflow_deployment, z, zf), (t.keda_deployment, k, keda)):
+                if value is None:
+                    missing.append(name)
+                else:
+                    into.append(value)
+            if t.zeroflow_deployment in seen and args.zeroflow_queue in t.sent:
+                zf_queued.append((seen[t.zeroflow_deployment] - t.sent[args.zeroflow_queue]) * 1000)
+            if t.keda_deployment in seen and t.keda_queue in t.sent:
+                keda_queued.append((seen[t.keda_deployment] - t.sent[t.keda_queue]) * 1000)
+            parts = "n/a"
+            sent = t.sent.get(args.zeroflow_queue)
+            if t.pipeline in logged and t.relayed and sent and t.zeroflow_deployment in seen:
+                received, patch_sent, answered = logged[t.pipeline]
+                steps = (t.relayed - t.uploaded, sent - t.relayed, received - sent, patch_sent - received,
+                         answered - patch_sent, seen[t.zeroflow_deployment] - answered)
+                for label, value in zip(STEPS, steps):
+                    breakdown.setdefault(label, []).append(value * 1000)
+                parts = "  ".join(f"{v * 1000:8.1f}" for v in steps)
+            fmt = lambda v: "missing" if v is None else f"{v:.1f}"
+            print(f"{t.index:5d}  {fmt(z):>24}  {fmt(k):>9}   | {parts}")
+        if zf and keda:
+            print(f"zeroflow upload->scale: {summary(zf)}")
+            print(f"KEDA     upload->scale: {summary(keda)}")
+            for label in STEPS:
+                if label in breakdown:
+                    print(f"  zeroflow {label:>22}: {summary(breakdown[label])}")
+            print(f"ratio KEDA / zeroflow, upload->scale ({setting}): p50 {quantile(keda, .5) / quantile(zf, .5):.1f}x, "
+                  f"p90 {quantile(keda, .9) / quantile(zf, .9):.1f}x, max {max(keda) / max(zf):.1f}x")
+        if zf_queued and keda_queued:
+            print(f"zeroflow queued->scale: {summary(zf_queued)}")
+            print(f"KEDA     queued->scale: {summary(keda_queued)}")
+            print(f"ratio KEDA / zeroflow, queued->scale: p50 {quantile(keda_queued, .5) / quantile(zf_queued, .5):.1f}x, "
+                  f"p90 {quantile(keda_queued, .9) / quantile(zf_queued, .9):.1f}x, "
+                  f"max {max(keda_queued) / max(zf_queued):.1f}x")
+    if missing:
+        sys.exit(f"no scale-up seen for {len(missing)} Deployments: {missing}")
+
+
+if __name__ == "__main__":
+    main()
