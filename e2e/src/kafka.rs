@@ -35,10 +35,33 @@ impl ConsoleConsumer {
     /// Starts reading every partition of `topic` from the beginning, without a consumer group of
     /// its own choosing (nothing it reads is committed for anyone else).
     pub fn from_beginning(topic: &str) -> anyhow::Result<Self> {
+        Self::start(&service_env("kafka", "ZF_KAFKA_BROKERS")?, topic, &[])
+    }
+
+    /// Like [`ConsoleConsumer::from_beginning`], through the broker's SASL_SSL listener as user
+    /// `ZF_KAFKA_SASL_USERNAME` with SCRAM-SHA-512 and `password`, the broker's certificate
+    /// verified against the testbed CA.
+    pub fn over_sasl_ssl(topic: &str, password: &str) -> anyhow::Result<Self> {
+        let config = std::env::temp_dir().join(format!("zf-kafka-client-{}-{topic}.properties", std::process::id()));
+        let user = service_env("kafka", "ZF_KAFKA_SASL_USERNAME")?;
+        let jaas = format!(
+            "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{user}\" password=\"{password}\";"
+        );
+        let properties = format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config={jaas}\n\
+             ssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            service_env("kafka", "ZF_KAFKA_CA_FILE")?
+        );
+        std::fs::write(&config, properties)?;
+        let config = config.to_str().context("utf-8 path")?.to_owned();
+        Self::start(&service_env("kafka", "ZF_KAFKA_SASL_SSL_BROKERS")?, topic, &["--consumer.config", &config])
+    }
+
+    fn start(brokers: &str, topic: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let bin = service_env("kafka", "ZF_KAFKA_BIN")?;
-        let brokers = service_env("kafka", "ZF_KAFKA_BROKERS")?;
         let mut child = Command::new(format!("{bin}/kafka-console-consumer"))
-            .args(["--bootstrap-server", &brokers, "--topic", topic, "--from-beginning"])
+            .args(["--bootstrap-server", brokers, "--topic", topic, "--from-beginning"])
+            .args(extra)
             .args(["--property", "print.timestamp=true", "--property", "print.partition=true"])
             .args(["--property", "print.offset=true"])
             .args(["--property", "print.key=true", "--property", "key.separator=\t"])

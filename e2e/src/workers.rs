@@ -67,14 +67,37 @@ impl HostWorkers {
         pipeline: &str,
         transform: Option<Vec<String>>,
     ) -> anyhow::Result<Self> {
-        let scratch = std::env::temp_dir().join(format!("zf-workers-{namespace}-{pipeline}"));
+        let selector = format!("zeroflow.dev/pipeline={pipeline},app.kubernetes.io/component=worker");
+        Self::spawn(client, namespace, pipeline, selector, transform)
+    }
+
+    /// Like [`HostWorkers::start_with_transform`], for the worker pods of every pipeline in
+    /// `namespace` (one poll of the namespace's pods, however many pipelines there are).
+    pub fn start_for_all_pipelines(
+        client: Client,
+        namespace: &str,
+        transform: Option<Vec<String>>,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(client, namespace, "all", "app.kubernetes.io/component=worker".to_owned(), transform)
+    }
+
+    /// Runs workers for the pods `selector` (a label selector) finds in `namespace`; their
+    /// logs and work dirs go under a scratch dir named after `name`.
+    fn spawn(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        selector: String,
+        transform: Option<Vec<String>>,
+    ) -> anyhow::Result<Self> {
+        let scratch = std::env::temp_dir().join(format!("zf-workers-{namespace}-{name}"));
         std::fs::create_dir_all(&scratch)?;
         let runner = crate::workspace_binary("zeroflow-runner")?;
         let state = Arc::new(Mutex::new(State::default()));
         let kubelet = Kubelet {
             pods: Api::namespaced(client.clone(), namespace),
             accounts: Api::namespaced(client, namespace),
-            selector: format!("zeroflow.dev/pipeline={pipeline},app.kubernetes.io/component=worker"),
+            selector,
             runner,
             transform,
             scratch: scratch.clone(),

@@ -46,3 +46,17 @@ contexts:
 current-context: testbed
 EOF2
 }
+
+# make_serving_cert DIR NAME SANS: NAME.key and NAME.crt in DIR, a serving certificate for the
+# subjectAltNames SANS (e.g. "IP:127.0.0.1, DNS:localhost") signed by DIR's CA (make_pki first).
+make_serving_cert() {
+  local dir=$1 name=$2 sans=$3
+  (
+    cd "$dir" || exit 1
+    printf 'subjectAltName = %s\nextendedKeyUsage = serverAuth\n' "$sans" >"$name.ext"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=$name" -keyout "$name.key" -out "$name.csr" 2>/dev/null
+    openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+    rm -f "$name.csr" "$name.ext"
+  )
+}

@@ -3,8 +3,9 @@
 # only when asked for (`e2e/testbed up --with sqs,kafka,azurite,gcs`, or ZF_TESTBED_SERVICES):
 #
 #   sqs      ElasticMQ (Maven Central)            SQS, query and JSON protocols
-#   kafka    Apache Kafka, KRaft (Maven Central)  one combined broker+controller; MinIO publishes
-#                                                 bucket notifications to it
+#   kafka    Apache Kafka, KRaft (Maven Central)  one combined broker+controller, a plaintext
+#                                                 listener and a SASL_SSL one; MinIO publishes
+#                                                 bucket notifications to both
 #   azurite  Azurite (npm)                        Azure Blob Storage, blob service only
 #   gcs      fake-gcs-server (Go module proxy)    Google Cloud Storage, JSON and XML APIs over HTTP
 #   moto     moto's server (PyPI)                 SQS, IAM and STS that verify SigV4 (IAM auth);
@@ -22,9 +23,13 @@ SERVICES_ALL=(sqs kafka azurite gcs moto)
 # it is public, so nothing secret is exported).
 AZURITE_ACCOUNT=devstoreaccount1
 AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
-# The topic MinIO publishes its bucket notifications to.
+# The topic MinIO publishes its bucket notifications to, and the one it publishes to through the
+# SASL_SSL listener.
 KAFKA_TOPIC=zeroflow-events
+KAFKA_TOPIC_TLS=zeroflow-events-tls
 KAFKA_TOPIC_PARTITIONS=2
+# The SASL user of the SASL_SSL listener (PLAIN and SCRAM-SHA-512, one password, made by `up`).
+KAFKA_SASL_USER=zeroflow
 # ElasticMQ's account id and region appear in queue URLs and ARNs; it checks no signature, so any
 # access key works.
 SQS_ACCOUNT_ID=000000000000
@@ -116,20 +121,37 @@ ENV
 }
 
 launch_kafka() {
-  local port controller dir="$STATE/services/kafka" bin="$ZF_CACHE/bin/kafka-$KAFKA_VERSION/bin"
-  port=$(free_port); controller=$(free_port); mkdir -p "$dir/data"
-  echo "$port" >"$dir/port"
+  local port secure controller dir="$STATE/services/kafka" bin="$ZF_CACHE/bin/kafka-$KAFKA_VERSION/bin"
+  port=$(free_port); secure=$(free_port); controller=$(free_port); mkdir -p "$dir/data"
+  echo "$port" >"$dir/port"; echo "$secure" >"$dir/secure-port"
+  # The SASL_SSL listener's identity: a key and a certificate for 127.0.0.1 signed by the
+  # testbed's CA (pki.sh), in one PEM file as Kafka's PEM keystore wants it; the password of
+  # the SASL user.
+  make_serving_cert "$STATE/pki" kafka "IP:127.0.0.1, DNS:localhost"
+  cat "$STATE/pki/kafka.key" "$STATE/pki/kafka.crt" >"$dir/keystore.pem"
+  openssl rand -hex 16 >"$dir/sasl-password"
+  local password; password=$(cat "$dir/sasl-password")
   # One process that is both broker and the KRaft controller; every internal topic has one
-  # replica; consumer groups rebalance at once instead of after 3 s.
+  # replica; consumer groups rebalance at once instead of after 3 s. The SASL_SSL listener takes
+  # PLAIN (users in its JAAS line) and SCRAM-SHA-512 (users stored in the cluster metadata by
+  # `kafka-storage format --add-scram`); a client certificate is asked for, not required.
   cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$secure,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$secure
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$password";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$STATE/pki/ca.crt
+listener.name.sasl_ssl.ssl.client.auth=requested
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -141,44 +163,71 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 PROPS
-  # A KRaft log directory must be formatted with a cluster id before the first start.
+  # A KRaft log directory must be formatted with a cluster id before the first start, and only
+  # then: `e2e/testbed start kafka` runs this command line again on the same data.
   local cluster_id
   cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
-  log "starting Kafka on 127.0.0.1:$port (controller 127.0.0.1:$controller)"
+  log "starting Kafka on 127.0.0.1:$port, SASL_SSL on 127.0.0.1:$secure (controller 127.0.0.1:$controller)"
   # shellcheck disable=SC2016  # expanded by the inner bash
   start kafka env KAFKA_HEAP_OPTS="$(java_opts 384m)" bash -c \
-    '"$1/kafka-storage" format -t "$2" -c "$3" >/dev/null && exec "$1/kafka-server" "$3"' \
-    kafka "$bin" "$cluster_id" "$dir/server.properties"
+    '[[ -f "$4/meta.properties" ]] || "$1/kafka-storage" format -t "$2" -c "$3" --add-scram "$5" >/dev/null || exit 1
+     exec "$1/kafka-server" "$3"' \
+    kafka "$bin" "$cluster_id" "$dir/server.properties" "$dir/data" \
+    "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$password]"
 }
 
+# kafka_answers: whether the broker accepts connections on its plaintext port.
+kafka_answers() { bash -c "echo >/dev/tcp/127.0.0.1/$(cat "$STATE/services/kafka/port")" 2>/dev/null; }
+
 wait_kafka() {
-  local port bin="$ZF_CACHE/bin/kafka-$KAFKA_VERSION/bin"; port=$(cat "$STATE/services/kafka/port")
-  wait_for kafka 120 bash -c "echo >/dev/tcp/127.0.0.1/$port"
-  # Creating MinIO's topic proves the broker and its controller work; explicit, so its partition
-  # count does not depend on which producer comes first. Records carry the time the broker
-  # appended them (LogAppendTime), which tests compare with when they stored the object.
-  wait_for kafka 60 "$bin/kafka-topics" --bootstrap-server "127.0.0.1:$port" --create --if-not-exists \
-    --topic "$KAFKA_TOPIC" --partitions "$KAFKA_TOPIC_PARTITIONS" --replication-factor 1 \
-    --config message.timestamp.type=LogAppendTime
+  local port secure dir="$STATE/services/kafka" bin="$ZF_CACHE/bin/kafka-$KAFKA_VERSION/bin"
+  port=$(cat "$dir/port"); secure=$(cat "$dir/secure-port")
+  wait_for kafka 120 kafka_answers
+  # Creating MinIO's topics proves the broker and its controller work; explicit, so their
+  # partition count does not depend on which producer comes first. Records carry the time the
+  # broker appended them (LogAppendTime), which tests compare with when they stored the object.
+  local topic
+  for topic in "$KAFKA_TOPIC" "$KAFKA_TOPIC_TLS"; do
+    wait_for kafka 60 "$bin/kafka-topics" --bootstrap-server "127.0.0.1:$port" --create --if-not-exists \
+      --topic "$topic" --partitions "$KAFKA_TOPIC_PARTITIONS" --replication-factor 1 \
+      --config message.timestamp.type=LogAppendTime
+  done
   cat >>"$STATE/services/env" <<ENV
 export ZF_KAFKA_BROKERS='127.0.0.1:$port'
 export ZF_KAFKA_TOPIC='$KAFKA_TOPIC'
 export ZF_KAFKA_ARN='arn:minio:sqs::ZEROFLOW:kafka'
 export ZF_KAFKA_ARN_NO_QUEUE='arn:minio:sqs::ZEROFLOWNOQ:kafka'
 export ZF_KAFKA_BIN='$bin'
+export ZF_KAFKA_SASL_SSL_BROKERS='127.0.0.1:$secure'
+export ZF_KAFKA_TLS_TOPIC='$KAFKA_TOPIC_TLS'
+export ZF_KAFKA_TLS_ARN='arn:minio:sqs::ZEROFLOWTLS:kafka'
+export ZF_KAFKA_CA_FILE='$STATE/pki/ca.crt'
+export ZF_KAFKA_SASL_USERNAME='$KAFKA_SASL_USER'
+export ZF_KAFKA_SASL_PASSWORD='$(cat "$dir/sasl-password")'
 ENV
 }
 
-# minio_kafka_env: the environment that gives MinIO its two Kafka targets (like the webhook's:
-# ZEROFLOW persists events in a queue dir while Kafka is down, ZEROFLOWNOQ drops them).
+# minio_kafka_env: the environment that gives MinIO its three Kafka targets: ZEROFLOW and
+# ZEROFLOWNOQ on the plaintext listener, like the webhook's (ZEROFLOW persists events in a queue
+# dir while Kafka is down, ZEROFLOWNOQ drops them), and ZEROFLOWTLS on the SASL_SSL listener
+# (SCRAM-SHA-512, the broker's certificate verified against the testbed CA, which MinIO trusts
+# from its certs dir's CAs/), to its own topic and with its own queue dir.
 minio_kafka_env() {
-  local brokers; brokers="127.0.0.1:$(cat "$STATE/services/kafka/port")"
-  mkdir -p "$STATE/minio/kafka-queue"
+  local brokers secure dir="$STATE/services/kafka"
+  brokers="127.0.0.1:$(cat "$dir/port")"; secure="127.0.0.1:$(cat "$dir/secure-port")"
+  mkdir -p "$STATE/minio/kafka-queue" "$STATE/minio/kafka-tls-queue"
   echo MINIO_NOTIFY_KAFKA_ENABLE_ZEROFLOW=on MINIO_NOTIFY_KAFKA_BROKERS_ZEROFLOW="$brokers" \
     MINIO_NOTIFY_KAFKA_TOPIC_ZEROFLOW="$KAFKA_TOPIC" \
     MINIO_NOTIFY_KAFKA_QUEUE_DIR_ZEROFLOW="$STATE/minio/kafka-queue" MINIO_NOTIFY_KAFKA_QUEUE_LIMIT_ZEROFLOW=100000 \
     MINIO_NOTIFY_KAFKA_ENABLE_ZEROFLOWNOQ=on MINIO_NOTIFY_KAFKA_BROKERS_ZEROFLOWNOQ="$brokers" \
-    MINIO_NOTIFY_KAFKA_TOPIC_ZEROFLOWNOQ="$KAFKA_TOPIC"
+    MINIO_NOTIFY_KAFKA_TOPIC_ZEROFLOWNOQ="$KAFKA_TOPIC" \
+    MINIO_NOTIFY_KAFKA_ENABLE_ZEROFLOWTLS=on MINIO_NOTIFY_KAFKA_BROKERS_ZEROFLOWTLS="$secure" \
+    MINIO_NOTIFY_KAFKA_TOPIC_ZEROFLOWTLS="$KAFKA_TOPIC_TLS" MINIO_NOTIFY_KAFKA_TLS_ZEROFLOWTLS=on \
+    MINIO_NOTIFY_KAFKA_SASL_ZEROFLOWTLS=on MINIO_NOTIFY_KAFKA_SASL_MECHANISM_ZEROFLOWTLS=sha512 \
+    MINIO_NOTIFY_KAFKA_SASL_USERNAME_ZEROFLOWTLS="$KAFKA_SASL_USER" \
+    MINIO_NOTIFY_KAFKA_SASL_PASSWORD_ZEROFLOWTLS="$(cat "$dir/sasl-password")" \
+    MINIO_NOTIFY_KAFKA_QUEUE_DIR_ZEROFLOWTLS="$STATE/minio/kafka-tls-queue" \
+    MINIO_NOTIFY_KAFKA_QUEUE_LIMIT_ZEROFLOWTLS=100000
 }
 
 launch_azurite() {

@@ -1,12 +1,16 @@
 //! MinIO -> Kafka -> zeroflow (issue #16): MinIO publishes the bucket's notifications to the
-//! testbed's Kafka (`e2e/testbed up --with kafka`, the queue-dir target), the leader consumes the
-//! topic in its own consumer group and commits offsets past admitted records. Every test binds
-//! MinIO's webhook address (the operator's gateway), so they run one at a time; the topic is
-//! shared with other tests, whose records are unrouted here.
+//! testbed's Kafka (`e2e/testbed up --with kafka`, the queue-dir targets), the leader consumes the
+//! topic in its own consumer group and commits offsets past admitted records: across a SIGKILL of
+//! the operator, across the broker stopped for a while (`e2e/testbed stop kafka`), and over the
+//! broker's SASL_SSL listener. Every test binds MinIO's webhook address (the operator's gateway),
+//! so they run one at a time; the topics are shared with other tests, whose records are unrouted
+//! here.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::{Value, json};
 use zeroflow_e2e::loop_bed::LoopBed;
 use zeroflow_e2e::pipelines::{OperatorExtras, WEBHOOK, upload};
@@ -46,13 +50,41 @@ fn pipeline_spec(runs: &std::path::Path) -> Value {
     })
 }
 
+/// Operator flags and environment to consume the testbed's SASL_SSL listener's topic in group
+/// `group`: TLS verified against the testbed CA, SASL `mechanism` with `password`.
+fn consume_over_sasl_ssl(group: &str, mechanism: &str, password: &str) -> anyhow::Result<OperatorExtras> {
+    Ok(OperatorExtras {
+        flags: vec![
+            "--kafka-brokers".into(),
+            service_env("kafka", "ZF_KAFKA_SASL_SSL_BROKERS")?,
+            "--kafka-topic".into(),
+            service_env("kafka", "ZF_KAFKA_TLS_TOPIC")?,
+            "--kafka-group-id".into(),
+            group.into(),
+            "--kafka-tls".into(),
+            "--kafka-ca-file".into(),
+            service_env("kafka", "ZF_KAFKA_CA_FILE")?,
+            "--kafka-sasl-mechanism".into(),
+            mechanism.into(),
+        ],
+        env: vec![
+            ("ZEROFLOW_KAFKA_SASL_USERNAME".into(), service_env("kafka", "ZF_KAFKA_SASL_USERNAME")?),
+            ("ZEROFLOW_KAFKA_SASL_PASSWORD".into(), password.into()),
+        ],
+    })
+}
+
 /// Binds the source bucket to the testbed's Kafka target (with a queue dir) for puts.
 async fn notify_kafka(t: &LoopBed) -> anyhow::Result<()> {
+    notify_through(t, &service_env("kafka", "ZF_KAFKA_ARN")?).await
+}
+
+/// Binds the source bucket to the MinIO notification target `arn` for puts.
+async fn notify_through(t: &LoopBed, arn: &str) -> anyhow::Result<()> {
     let alias = std::env::var("ZF_MC_ALIAS")?;
-    let arn = service_env("kafka", "ZF_KAFKA_ARN")?;
     let target = format!("{alias}/{}", t.buckets.source);
     eventually("mc event add", TIMEOUT, || async {
-        Ok(mc(&["event", "add", &target, &arn, "--event", "put"]).await.ok())
+        Ok(mc(&["event", "add", &target, arn, "--event", "put"]).await.ok())
     })
     .await
     .map(drop)
@@ -69,6 +101,45 @@ fn runs_per_key(log: &std::path::Path) -> BTreeMap<String, usize> {
 async fn kafka_events(t: &LoopBed, outcome: &str) -> anyhow::Result<f64> {
     let name = format!("zeroflow_events_received_total{{outcome=\"{outcome}\",source=\"kafka\"}}");
     Ok(t.metric(&name).await.unwrap_or(0.0))
+}
+
+/// Records that reached the operator through Kafka: accepted, or a duplicate (an object the
+/// start-up resync or an earlier record had admitted already).
+async fn through_kafka(t: &LoopBed) -> anyhow::Result<f64> {
+    Ok(kafka_events(t, "accepted").await? + kafka_events(t, "duplicate").await?)
+}
+
+/// `zeroflow_source_connected{source="kafka"}`: 1 with a broker connection up, 0 without.
+async fn kafka_connected(t: &LoopBed) -> anyhow::Result<f64> {
+    t.metric("zeroflow_source_connected{source=\"kafka\"}").await
+}
+
+async fn kafka_errors(t: &LoopBed, kind: &str) -> anyhow::Result<f64> {
+    let name = format!("zeroflow_source_errors_total{{kind=\"{kind}\",source=\"kafka\"}}");
+    Ok(t.metric(&name).await.unwrap_or(0.0))
+}
+
+/// The operator's log so far.
+fn operator_log(t: &LoopBed) -> String {
+    std::fs::read_to_string(&t.operator.log).unwrap_or_default()
+}
+
+/// Runs `e2e/testbed <args>` (stop or start a component of the running testbed).
+async fn testbed(args: &[&str]) -> anyhow::Result<()> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testbed");
+    let out = tokio::process::Command::new(script).args(args).output().await?;
+    anyhow::ensure!(out.status.success(), "testbed {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// Starts the testbed's broker again when dropped, so a failed test leaves it running.
+struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testbed");
+        let _ = std::process::Command::new(script).args(["start", "kafka"]).output();
+    }
 }
 
 #[tokio::test]
@@ -120,5 +191,133 @@ async fn minio_to_kafka_to_zeroflow_runs_every_object_once_across_a_sigkill() ->
     println!("first leader: {before} records through Kafka; the next: {accepted} accepted, {duplicate} duplicates");
     assert_eq!(before, 5.0, "the first leader consumed each record of the first half once");
     assert_eq!(accepted + duplicate, 5.0, "the new leader consumed the second half, and only it");
+    Ok(())
+}
+
+#[tokio::test]
+async fn kafka_away_for_a_while_then_back_loses_nothing_and_says_so() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let runs = std::env::temp_dir().join(format!("zf-kafka-away-runs-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&runs);
+    let group = unique("zf-kafka-away");
+    let t = LoopBed::start_fed_by("kafkaaway", "kafkaaway", pipeline_spec(&runs), consume(&group)?).await?;
+    notify_kafka(&t).await?;
+
+    let keys: Vec<String> = (0..10).map(|i| format!("away/o{i}.txt")).collect();
+    for key in &keys[..5] {
+        upload(&t.buckets.source, key, &format!("object {key}\n")).await?;
+    }
+    eventually("the first half done", TIMEOUT, || async { Ok((t.status().await?.succeeded == 5).then_some(())) })
+        .await?;
+    eventually("the first half consumed", TIMEOUT, || async { Ok((through_kafka(&t).await? >= 5.0).then_some(())) })
+        .await?;
+    eventually("connected", TIMEOUT, || async { Ok((kafka_connected(&t).await? == 1.0).then_some(())) }).await?;
+    // Offsets are committed once a second: let the last commit happen before the broker goes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The broker goes away; MinIO keeps the second half's events in its queue dir meanwhile.
+    let _back = BrokerBack;
+    testbed(&["stop", "kafka"]).await?;
+    let stopped = std::time::Instant::now();
+    for key in &keys[5..] {
+        upload(&t.buckets.source, key, &format!("object {key}\n")).await?;
+    }
+    // What a user sees: the gauge at 0, errors counted as `unreachable`, and log lines.
+    eventually("the operator sees the broker gone", TIMEOUT, || async {
+        Ok((kafka_connected(&t).await? == 0.0 && kafka_errors(&t, "unreachable").await? >= 1.0).then_some(()))
+    })
+    .await?;
+    let seen_after = stopped.elapsed();
+    // Away longer than the group's session timeout (6 s), so the consumer must also rejoin.
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed())).await;
+    let log = operator_log(&t);
+    assert!(log.contains("no connection to any Kafka broker"), "no outage in the log:\n{log}");
+    assert!(log.contains("cannot reach a Kafka broker"), "no unreachable error in the log:\n{log}");
+    let away = stopped.elapsed();
+
+    testbed(&["start", "kafka"]).await?;
+    let restarted = std::time::Instant::now();
+    t.wait_finished(keys.len() as i64, 0, Duration::from_secs(180)).await?;
+    let all_done = restarted.elapsed();
+    eventually("every record consumed", TIMEOUT, || async { Ok((through_kafka(&t).await? >= 10.0).then_some(())) })
+        .await?;
+    eventually("connected again", TIMEOUT, || async { Ok((kafka_connected(&t).await? == 1.0).then_some(())) }).await?;
+    assert!(operator_log(&t).contains("Kafka brokers reachable again"), "no recovery in the log");
+
+    let expected: BTreeMap<String, usize> = keys.iter().map(|k| (k.clone(), 1)).collect();
+    assert_eq!(runs_per_key(&runs), expected, "every object ran exactly once");
+    for key in &keys {
+        assert_eq!(t.read_sink(&format!("out/{key}/upper.txt")).await?, format!("OBJECT {}\n", key.to_uppercase()));
+    }
+    println!(
+        "broker away {:.1} s (the operator said so after {:.1} s; {} unreachable errors); all {} objects done {:.1} s \
+         after it was back; {} records through Kafka",
+        away.as_secs_f64(),
+        seen_after.as_secs_f64(),
+        kafka_errors(&t, "unreachable").await?,
+        keys.len(),
+        all_done.as_secs_f64(),
+        through_kafka(&t).await?
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn minio_to_kafka_over_sasl_ssl_runs_every_object_once() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let runs = std::env::temp_dir().join(format!("zf-kafka-tls-runs-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&runs);
+    let group = unique("zf-kafka-tls");
+    let password = service_env("kafka", "ZF_KAFKA_SASL_PASSWORD")?;
+    let extras = consume_over_sasl_ssl(&group, "SCRAM-SHA-512", &password)?;
+    let t = LoopBed::start_fed_by("kafkatls", "kafkatls", pipeline_spec(&runs), extras).await?;
+    // MinIO publishes through the SASL_SSL listener too (SCRAM-SHA-512, the testbed CA).
+    notify_through(&t, &service_env("kafka", "ZF_KAFKA_TLS_ARN")?).await?;
+
+    let keys: Vec<String> = (0..6).map(|i| format!("tls/o{i}.txt")).collect();
+    for key in &keys {
+        upload(&t.buckets.source, key, &format!("object {key}\n")).await?;
+    }
+    t.wait_finished(keys.len() as i64, 0, Duration::from_secs(180)).await?;
+    eventually("every record consumed", TIMEOUT, || async {
+        Ok((through_kafka(&t).await? >= keys.len() as f64).then_some(()))
+    })
+    .await?;
+    let expected: BTreeMap<String, usize> = keys.iter().map(|k| (k.clone(), 1)).collect();
+    assert_eq!(runs_per_key(&runs), expected, "every object ran exactly once");
+    assert_eq!(kafka_connected(&t).await?, 1.0);
+    assert_eq!(kafka_errors(&t, "authentication").await?, 0.0);
+    assert_eq!(kafka_errors(&t, "tls").await?, 0.0);
+    let log = operator_log(&t);
+    assert!(log.contains("sasl_ssl"), "the operator did not say it uses SASL_SSL:\n{log}");
+    println!(
+        "{} objects through SASL_SSL (SCRAM-SHA-512), {} records through Kafka",
+        keys.len(),
+        through_kafka(&t).await?
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_kafka_password_is_an_error_a_user_sees_not_a_stall() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let runs = std::env::temp_dir().join(format!("zf-kafka-badpw-runs-{}.log", std::process::id()));
+    let group = unique("zf-kafka-badpw");
+    let extras = consume_over_sasl_ssl(&group, "PLAIN", "not-the-password")?;
+    let t = LoopBed::start_fed_by("kafkabadpw", "kafkabadpw", pipeline_spec(&runs), extras).await?;
+    eventually("an authentication error counted", TIMEOUT, || async {
+        Ok((kafka_errors(&t, "authentication").await? >= 1.0).then_some(()))
+    })
+    .await?;
+    assert_eq!(kafka_connected(&t).await?, 0.0, "connected with a wrong password");
+    let log = operator_log(&t);
+    let line = log
+        .lines()
+        .find(|l| l.contains("Kafka refused the operator's credentials"))
+        .with_context(|| format!("no authentication error in the log:\n{log}"))?;
+    assert!(line.contains("ERROR") || line.contains("\"level\":\"ERROR\""), "not logged as an error: {line}");
+    // librdkafka's own reason is in the line, so the user learns what the broker said.
+    assert!(line.to_lowercase().contains("authentication"), "{line}");
+    println!("logged: {line}");
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! Helm chart configures the operator.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::gateway::GatewayArgs;
 use crate::gateway::auth::BearerToken;
 use crate::sources::SqsSettings;
 use crate::sources::kafka::KafkaSettings;
+use crate::sources::kafka::settings::{KafkaSasl, KafkaTls, SaslMechanism};
 use crate::store::{DefaultStore, Identities, S3Config, S3Credentials, StoreConfig};
 use crate::telemetry::LogFormat;
 
@@ -143,6 +145,30 @@ pub struct Cli {
     /// Kafka consumer group whose committed offsets the leader resumes from.
     #[arg(long, env = "ZEROFLOW_KAFKA_GROUP_ID", default_value = "zeroflow-operator")]
     pub kafka_group_id: String,
+
+    /// Reach the Kafka brokers over TLS (their certificates verified against --kafka-ca-file,
+    /// else the system's CAs, and their names checked).
+    #[arg(long, env = "ZEROFLOW_KAFKA_TLS")]
+    pub kafka_tls: bool,
+
+    /// PEM file of the CA certificates that sign the Kafka brokers' certificates (with --kafka-tls).
+    #[arg(long, env = "ZEROFLOW_KAFKA_CA_FILE")]
+    pub kafka_ca_file: Option<PathBuf>,
+
+    /// PEM file of a client certificate for brokers that require one (with --kafka-tls and
+    /// --kafka-client-key-file).
+    #[arg(long, env = "ZEROFLOW_KAFKA_CLIENT_CERT_FILE")]
+    pub kafka_client_cert_file: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key (unencrypted).
+    #[arg(long, env = "ZEROFLOW_KAFKA_CLIENT_KEY_FILE")]
+    pub kafka_client_key_file: Option<PathBuf>,
+
+    /// SASL mechanism to authenticate to the Kafka brokers with; the credentials come from
+    /// ZEROFLOW_KAFKA_SASL_USERNAME and ZEROFLOW_KAFKA_SASL_PASSWORD (environment only, so they
+    /// never appear on a command line). Unset: no SASL.
+    #[arg(long, env = "ZEROFLOW_KAFKA_SASL_MECHANISM", value_enum)]
+    pub kafka_sasl_mechanism: Option<SaslMechanism>,
 }
 
 /// The operator-level SQS consumers' credentials: both keys from the environment, or neither
@@ -225,8 +251,14 @@ impl Cli {
         }))
     }
 
-    /// The Kafka consumer's settings, when brokers are named.
+    /// The Kafka consumer's settings, when brokers are named. SASL credentials are read from the
+    /// environment only, so they never appear on a command line; the files named must exist.
     pub fn kafka(&self) -> Result<Option<KafkaSettings>, String> {
+        self.kafka_with(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// [`Cli::kafka`], with the environment read through `env`.
+    fn kafka_with(&self, env: impl Fn(&str) -> Option<String>) -> Result<Option<KafkaSettings>, String> {
         let Some(brokers) = self.kafka_brokers.clone().filter(|b| !b.trim().is_empty()) else {
             return Ok(None);
         };
@@ -238,7 +270,48 @@ impl Cli {
         if self.kafka_group_id.trim().is_empty() {
             return Err("--kafka-group-id is empty".into());
         }
-        Ok(Some(KafkaSettings { brokers, topics, group_id: self.kafka_group_id.clone() }))
+        let readable = |flag: &str, path: &PathBuf| {
+            std::fs::metadata(path).map(drop).map_err(|e| format!("{flag} {}: {e}", path.display()))
+        };
+        let tls = if self.kafka_tls {
+            if let Some(ca) = &self.kafka_ca_file {
+                readable("--kafka-ca-file", ca)?;
+            }
+            let client_cert = match (&self.kafka_client_cert_file, &self.kafka_client_key_file) {
+                (Some(cert), Some(key)) => {
+                    readable("--kafka-client-cert-file", cert)?;
+                    readable("--kafka-client-key-file", key)?;
+                    Some((cert.clone(), key.clone()))
+                }
+                (None, None) => None,
+                _ => return Err("--kafka-client-cert-file and --kafka-client-key-file go together".into()),
+            };
+            Some(KafkaTls { ca_file: self.kafka_ca_file.clone(), client_cert })
+        } else {
+            if self.kafka_ca_file.is_some()
+                || self.kafka_client_cert_file.is_some()
+                || self.kafka_client_key_file.is_some()
+            {
+                return Err(
+                    "--kafka-ca-file and --kafka-client-cert-file/--kafka-client-key-file need --kafka-tls".into()
+                );
+            }
+            None
+        };
+        let (username, password) = (env("ZEROFLOW_KAFKA_SASL_USERNAME"), env("ZEROFLOW_KAFKA_SASL_PASSWORD"));
+        let sasl = match (self.kafka_sasl_mechanism, username, password) {
+            (Some(mechanism), Some(username), Some(password)) => Some(KafkaSasl { mechanism, username, password }),
+            (Some(_), _, _) => {
+                return Err(
+                    "--kafka-sasl-mechanism needs ZEROFLOW_KAFKA_SASL_USERNAME and ZEROFLOW_KAFKA_SASL_PASSWORD".into(),
+                );
+            }
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err("ZEROFLOW_KAFKA_SASL_USERNAME/ZEROFLOW_KAFKA_SASL_PASSWORD are set but --kafka-sasl-mechanism is not".into());
+            }
+        };
+        Ok(Some(KafkaSettings { brokers, topics, group_id: self.kafka_group_id.clone(), tls, sasl }))
     }
 
     pub fn identity(&self) -> String {
@@ -318,5 +391,56 @@ mod tests {
         let identity = Identities::for_tests_with_aws().aws.expect("identity");
         let chosen = sqs_credentials(None, None, None, Some(&identity)).expect("identity");
         assert!(Arc::ptr_eq(&chosen, &identity), "the operator's own provider, shared");
+    }
+
+    fn kafka_cli(extra: &[&str]) -> Cli {
+        let mut args = vec!["zeroflow-operator", "--kafka-brokers", "k:9093", "--kafka-topic", "t"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).expect("parse")
+    }
+
+    #[test]
+    fn kafka_tls_takes_a_ca_and_an_optional_client_certificate_that_must_exist() {
+        let no_env = |_: &str| None;
+        let dir = std::env::temp_dir().join(format!("zf-cli-kafka-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ca = dir.join("ca.crt");
+        std::fs::write(&ca, "pem").expect("write");
+        let ca = ca.to_str().expect("utf-8");
+        let kafka = kafka_cli(&["--kafka-tls", "--kafka-ca-file", ca]).kafka_with(no_env).expect("valid").expect("on");
+        assert_eq!(kafka.tls, Some(KafkaTls { ca_file: Some(ca.into()), client_cert: None }));
+        assert_eq!(kafka.security_protocol(), "ssl");
+        let err = kafka_cli(&["--kafka-ca-file", ca]).kafka_with(no_env).unwrap_err();
+        assert!(err.contains("need --kafka-tls"), "{err}");
+        let err = kafka_cli(&["--kafka-tls", "--kafka-client-cert-file", ca]).kafka_with(no_env).unwrap_err();
+        assert!(err.contains("go together"), "{err}");
+        let missing = dir.join("missing.crt");
+        let err = kafka_cli(&["--kafka-tls", "--kafka-ca-file", missing.to_str().expect("utf-8")])
+            .kafka_with(no_env)
+            .unwrap_err();
+        assert!(err.starts_with("--kafka-ca-file") && err.contains("missing.crt"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn kafka_sasl_credentials_come_from_the_environment_with_a_mechanism() {
+        let both = |name: &str| match name {
+            "ZEROFLOW_KAFKA_SASL_USERNAME" => Some("zf".to_owned()),
+            "ZEROFLOW_KAFKA_SASL_PASSWORD" => Some("pw".to_owned()),
+            _ => None,
+        };
+        let kafka = kafka_cli(&["--kafka-sasl-mechanism", "SCRAM-SHA-512"]).kafka_with(both).expect("valid");
+        let sasl = kafka.and_then(|k| k.sasl).expect("sasl");
+        assert_eq!(
+            (sasl.mechanism, sasl.username.as_str(), sasl.password.as_str()),
+            (SaslMechanism::ScramSha512, "zf", "pw")
+        );
+        let err = kafka_cli(&["--kafka-sasl-mechanism", "PLAIN"]).kafka_with(|_| None).unwrap_err();
+        assert!(err.contains("needs ZEROFLOW_KAFKA_SASL_USERNAME"), "{err}");
+        let err = kafka_cli(&[]).kafka_with(both).unwrap_err();
+        assert!(err.contains("--kafka-sasl-mechanism is not"), "{err}");
+        let err =
+            Cli::try_parse_from(["zeroflow-operator", "--kafka-sasl-mechanism", "GSSAPI"]).unwrap_err().to_string();
+        assert!(err.contains("--kafka-sasl-mechanism"), "{err}");
     }
 }

@@ -2,9 +2,10 @@
 //! would on a real node, until SIGINT or SIGTERM: the testbed's KWOK node cannot run processes.
 //! `e2e/demo` uses it.
 //!
-//! Usage: zeroflow-host-workers NAMESPACE PIPELINE [-- TRANSFORM...]
+//! Usage: zeroflow-host-workers NAMESPACE PIPELINE|--all-pipelines [-- TRANSFORM...]
 //!
-//! TRANSFORM replaces the pod's transform command (its paths exist in the image, not here).
+//! `--all-pipelines` serves the worker pods of every pipeline in the namespace
+//! (`e2e/bench/sources-event-to-scale`). TRANSFORM replaces the pod's transform command (its paths exist in the image, not here).
 //! The runner binary is found next to this one, or at `$ZF_ZEROFLOW_RUNNER_BIN`.
 
 use std::collections::BTreeSet;
@@ -21,10 +22,14 @@ async fn main() -> anyhow::Result<()> {
         None => (&args[..], None),
     };
     let [namespace, pipeline] = names else {
-        anyhow::bail!("usage: zeroflow-host-workers NAMESPACE PIPELINE [-- TRANSFORM...]");
+        anyhow::bail!("usage: zeroflow-host-workers NAMESPACE PIPELINE|--all-pipelines [-- TRANSFORM...]");
     };
     let client = zeroflow_e2e::client().await?;
-    let workers = HostWorkers::start_with_transform(client, namespace, pipeline, transform)?;
+    let workers = if pipeline == "--all-pipelines" {
+        HostWorkers::start_for_all_pipelines(client, namespace, transform)?
+    } else {
+        HostWorkers::start_with_transform(client, namespace, pipeline, transform)?
+    };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let (mut started, mut exited) = (BTreeSet::new(), 0);

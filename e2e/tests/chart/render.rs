@@ -577,3 +577,75 @@ async fn sqs_queues_and_kafka_topics_become_the_consumers_env() -> anyhow::Resul
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn kafka_tls_and_sasl_become_env_and_mounted_secrets_never_plain_values() -> anyhow::Result<()> {
+    let args = [
+        "--set-json",
+        r#"kafka.brokers=["k-0:9093"]"#,
+        "--set-json",
+        r#"kafka.topics=["events"]"#,
+        "--set",
+        "kafka.tls.enabled=true",
+        "--set",
+        "kafka.tls.caSecret=kafka-ca",
+        "--set",
+        "kafka.tls.clientCertificateSecret=kafka-client",
+        "--set",
+        "kafka.sasl.mechanism=SCRAM-SHA-512",
+        "--set",
+        "kafka.sasl.credentialsSecret=kafka-user",
+    ];
+    let docs = render(&args).await?;
+    let pod = &find(&docs, "Deployment", "zf-zeroflow")?["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let env = container["env"].as_array().context("env")?;
+    let named = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
+    let value = |name: &str| named(name).map(|e| e["value"].clone());
+    assert_eq!(value("ZEROFLOW_KAFKA_TLS"), Some(json!("true")));
+    assert_eq!(value("ZEROFLOW_KAFKA_CA_FILE"), Some(json!("/etc/zeroflow/kafka-tls/ca.crt")));
+    assert_eq!(value("ZEROFLOW_KAFKA_CLIENT_CERT_FILE"), Some(json!("/etc/zeroflow/kafka-client/tls.crt")));
+    assert_eq!(value("ZEROFLOW_KAFKA_CLIENT_KEY_FILE"), Some(json!("/etc/zeroflow/kafka-client/tls.key")));
+    assert_eq!(value("ZEROFLOW_KAFKA_SASL_MECHANISM"), Some(json!("SCRAM-SHA-512")));
+    for (name, key) in [("ZEROFLOW_KAFKA_SASL_USERNAME", "username"), ("ZEROFLOW_KAFKA_SASL_PASSWORD", "password")] {
+        let var = named(name).with_context(|| format!("no {name}"))?;
+        assert_eq!(var["valueFrom"]["secretKeyRef"], json!({"name": "kafka-user", "key": key}), "{name}");
+    }
+    let mounts = container["volumeMounts"].as_array().context("mounts")?;
+    let volumes = pod["volumes"].as_array().context("volumes")?;
+    for (volume, path, secret) in [
+        ("kafka-tls", "/etc/zeroflow/kafka-tls", "kafka-ca"),
+        ("kafka-client", "/etc/zeroflow/kafka-client", "kafka-client"),
+    ] {
+        let mount = mounts.iter().find(|m| m["name"] == volume).with_context(|| format!("no mount {volume}"))?;
+        assert_eq!((mount["mountPath"].as_str(), mount["readOnly"].as_bool()), (Some(path), Some(true)));
+        let volume = volumes.iter().find(|v| v["name"] == volume).with_context(|| format!("no volume {volume}"))?;
+        assert_eq!(volume["secret"]["secretName"], secret);
+    }
+    // Without TLS and SASL nothing of them is rendered.
+    let plain = ["--set-json", r#"kafka.brokers=["k-0:9092"]"#, "--set-json", r#"kafka.topics=["events"]"#];
+    let docs = render(&plain).await?;
+    let pod = &find(&docs, "Deployment", "zf-zeroflow")?["spec"]["template"]["spec"];
+    let text = pod.to_string();
+    assert!(!text.contains("KAFKA_TLS") && !text.contains("KAFKA_SASL") && !text.contains("kafka-tls"), "{text}");
+
+    let mechanism_without_secret = [
+        "--set-json",
+        r#"kafka.brokers=["k-0:9093"]"#,
+        "--set-json",
+        r#"kafka.topics=["events"]"#,
+        "--set",
+        "kafka.sasl.mechanism=PLAIN",
+    ];
+    ensure_contains(
+        "mechanism without secret",
+        &render_fails(&mechanism_without_secret).await?,
+        "at '/kafka/sasl/credentialsSecret': minLength: got 0, want 1",
+    )?;
+    ensure_contains(
+        "unknown mechanism",
+        &render_fails(&["--set", "kafka.sasl.mechanism=GSSAPI"]).await?,
+        "at '/kafka/sasl/mechanism'",
+    )?;
+    Ok(())
+}

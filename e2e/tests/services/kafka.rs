@@ -1,5 +1,6 @@
 //! Kafka (KRaft): MinIO publishes bucket notifications to the testbed's topic, through the
-//! queue-dir target and the one without, and a consumer reads them. The records are compared
+//! queue-dir target and the one without, and to another topic through the SASL_SSL listener
+//! (SCRAM-SHA-512, the testbed CA), and a consumer reads them (over SASL_SSL too). The records are compared
 //! with the fixtures parser tests use (`e2e/fixtures/minio-kafka-{put,delete}.json`), so those
 //! cannot drift from what MinIO really sends.
 
@@ -17,10 +18,11 @@ const DELETE_FIXTURE: &str = include_str!("../../fixtures/minio-kafka-delete.jso
 const KEY: &str = "incoming/a b.csv";
 
 /// Binds a new bucket to `arn` for puts and deletes, uploads and then removes `KEY`, and
-/// returns the bucket and the two records MinIO published.
-async fn put_delete_and_consume(arn: &str, prefix: &str) -> anyhow::Result<(String, Record, Record)> {
+/// returns the bucket and the two records MinIO published (read from the plaintext listener's
+/// topic, or with `sasl_ssl` from the SASL_SSL listener's).
+async fn put_delete_and_consume(arn: &str, prefix: &str, sasl_ssl: bool) -> anyhow::Result<(String, Record, Record)> {
     let alias = std::env::var("ZF_MC_ALIAS").context("ZF_MC_ALIAS")?;
-    let topic = service_env("kafka", "ZF_KAFKA_TOPIC")?;
+    let topic = service_env("kafka", if sasl_ssl { "ZF_KAFKA_TLS_TOPIC" } else { "ZF_KAFKA_TOPIC" })?;
     let bucket = unique(prefix);
     mc(&["mb", &format!("{alias}/{bucket}")]).await?;
     // MinIO refuses to bind a target it believes offline; it re-checks on its own.
@@ -28,7 +30,11 @@ async fn put_delete_and_consume(arn: &str, prefix: &str) -> anyhow::Result<(Stri
         Ok(mc(&["event", "add", &format!("{alias}/{bucket}"), arn, "--event", "put,delete"]).await.ok())
     })
     .await?;
-    let mut consumer = ConsoleConsumer::from_beginning(&topic)?;
+    let mut consumer = if sasl_ssl {
+        ConsoleConsumer::over_sasl_ssl(&topic, &service_env("kafka", "ZF_KAFKA_SASL_PASSWORD")?)?
+    } else {
+        ConsoleConsumer::from_beginning(&topic)?
+    };
     let wanted = format!("{bucket}/{KEY}");
     let mut next_for_key = async || {
         tokio::time::timeout(TIMEOUT, async {
@@ -126,13 +132,30 @@ fn assert_records(bucket: &str, put: &Record, delete: &Record) -> anyhow::Result
 #[tokio::test]
 async fn minio_publishes_notifications_to_kafka_through_its_queue_dir_target() -> anyhow::Result<()> {
     let arn = service_env("kafka", "ZF_KAFKA_ARN")?;
-    let (bucket, put, delete) = put_delete_and_consume(&arn, "zf-kafka").await?;
+    let (bucket, put, delete) = put_delete_and_consume(&arn, "zf-kafka", false).await?;
     assert_records(&bucket, &put, &delete)
 }
 
 #[tokio::test]
 async fn minio_publishes_notifications_to_kafka_through_its_target_without_queue() -> anyhow::Result<()> {
     let arn = service_env("kafka", "ZF_KAFKA_ARN_NO_QUEUE")?;
-    let (bucket, put, delete) = put_delete_and_consume(&arn, "zf-kafka-noq").await?;
+    let (bucket, put, delete) = put_delete_and_consume(&arn, "zf-kafka-noq", false).await?;
     assert_records(&bucket, &put, &delete)
+}
+
+#[tokio::test]
+async fn minio_publishes_notifications_through_the_sasl_ssl_listener() -> anyhow::Result<()> {
+    let arn = service_env("kafka", "ZF_KAFKA_TLS_ARN")?;
+    let (bucket, put, delete) = put_delete_and_consume(&arn, "zf-kafka-tls", true).await?;
+    assert_records(&bucket, &put, &delete)
+}
+
+#[tokio::test]
+async fn the_sasl_ssl_listener_refuses_a_wrong_password() -> anyhow::Result<()> {
+    let topic = service_env("kafka", "ZF_KAFKA_TLS_TOPIC")?;
+    let mut consumer = ConsoleConsumer::over_sasl_ssl(&topic, "not-the-password")?;
+    // Kafka's console consumer exits on an authentication failure, without a record.
+    let next = tokio::time::timeout(TIMEOUT, consumer.next()).await.context("the consumer neither read nor exited")?;
+    assert!(next?.is_none(), "read a record with a wrong password");
+    Ok(())
 }

@@ -2,13 +2,39 @@
 //! (a constant), never a queue or topic name. Events themselves are counted with the gateway's
 //! `zeroflow_events_received_total{source, outcome}`.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub struct SourceMetrics {
     polls: IntCounterVec,
     age: HistogramVec,
     acks: IntCounterVec,
+    connected: IntGaugeVec,
+    errors: IntCounterVec,
+}
+
+/// What went wrong between a consumer and its queue: the `kind` label of
+/// `zeroflow_source_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceError {
+    /// The queue's servers cannot be reached (connection refused or lost, name not resolved).
+    Unreachable,
+    /// The queue refused the operator's credentials or their rights.
+    Authentication,
+    /// The TLS handshake failed (an unknown CA, a certificate for another name).
+    Tls,
+    Other,
+}
+
+impl SourceError {
+    fn as_str(self) -> &'static str {
+        match self {
+            SourceError::Unreachable => "unreachable",
+            SourceError::Authentication => "authentication",
+            SourceError::Tls => "tls",
+            SourceError::Other => "other",
+        }
+    }
 }
 
 /// What one poll of a queue returned.
@@ -51,10 +77,35 @@ impl SourceMetrics {
             ),
             &["source", "outcome"],
         )?;
+        let connected = IntGaugeVec::new(
+            Opts::new(
+                "zeroflow_source_connected",
+                "1 while the consumer has a working connection to its queue's servers, else 0 (Kafka)",
+            ),
+            &["source"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "zeroflow_source_errors_total",
+                "Errors between a consumer and its queue, by kind (unreachable, authentication, tls, other)",
+            ),
+            &["source", "kind"],
+        )?;
         registry.register(Box::new(polls.clone()))?;
         registry.register(Box::new(age.clone()))?;
         registry.register(Box::new(acks.clone()))?;
-        Ok(Self { polls, age, acks })
+        registry.register(Box::new(connected.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        Ok(Self { polls, age, acks, connected, errors })
+    }
+
+    /// Whether the consumer of `source` is connected to its queue now.
+    pub fn connected(&self, source: &'static str, connected: bool) {
+        self.connected.with_label_values(&[source]).set(i64::from(connected));
+    }
+
+    pub fn error(&self, source: &'static str, kind: SourceError) {
+        self.errors.with_label_values(&[source, kind.as_str()]).inc();
     }
 
     pub fn poll(&self, source: &'static str, outcome: Poll) {

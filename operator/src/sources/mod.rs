@@ -75,8 +75,12 @@ pub fn spawn_sqs(
     Ok(tasks)
 }
 
+/// After a Kafka consumer failed (a bad setting, or a fatal error), wait this long before
+/// creating a new one, so that the error is logged every so often rather than continuously.
+const KAFKA_RESTART: Duration = Duration::from_secs(10);
+
 /// Starts the Kafka consumer; it waits until `readiness` says the caches are synced. A consumer
-/// that cannot start (a bad setting) logs why and ends.
+/// that cannot start or fails fatally logs why, and a new one is created after `KAFKA_RESTART`.
 pub fn spawn_kafka(
     settings: &KafkaSettings,
     pipelines: Arc<Pipelines>,
@@ -84,13 +88,22 @@ pub fn spawn_kafka(
     metrics: SourceMetrics,
     readiness: Arc<Readiness>,
 ) -> JoinHandle<()> {
-    let consumer = KafkaConsumer { settings: settings.clone(), admission: pipelines, events, metrics };
+    let settings = settings.clone();
     tokio::spawn(async move {
         while readiness.blocker().is_some() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if let Err(e) = consumer.run().await {
-            tracing::error!(error = e, "the Kafka consumer stopped");
+        loop {
+            let consumer = KafkaConsumer {
+                settings: settings.clone(),
+                admission: pipelines.clone(),
+                events: events.clone(),
+                metrics: metrics.clone(),
+            };
+            if let Err(e) = consumer.run().await {
+                tracing::error!(error = e, "the Kafka consumer stopped; starting a new one in 10 s");
+            }
+            tokio::time::sleep(KAFKA_RESTART).await;
         }
     })
 }

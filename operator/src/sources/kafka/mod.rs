@@ -6,8 +6,8 @@
 //! Client: rdkafka (librdkafka), because the job needs committed consumer-group offsets, which
 //! the pure-Rust clients do not have (rskafka has no groups or offset commits; `kafka` 0.10 fails
 //! against Kafka 4). Its costs, measured on this machine (e2e/README.md): a C build of about
-//! 4 minutes, cached; TLS would be OpenSSL beside rustls (the `ssl` feature), not enabled yet, so
-//! brokers are reached in plaintext.
+//! 4 minutes, cached; TLS and SASL SCRAM through the system's OpenSSL (the `ssl` feature), beside
+//! the rustls the rest of the operator uses ([`settings`]).
 //!
 //! Offsets: `enable.auto.offset.store=false` and the offset of a record stored only once it is
 //! settled (admitted, or never admissible); librdkafka commits stored offsets every second and
@@ -15,13 +15,19 @@
 //! records are consumed again by the next leader as duplicates, which the backlog (same object
 //! revision pending) or the ledger (already done) drops. Nothing is skipped: an offset is never
 //! stored before its record is admitted, and a full backlog is retried until it takes it.
+//!
+//! Brokers away: librdkafka reconnects by itself (its backoff grows to 10 s), the consumer waits
+//! in `recv`, and [`context`] reports the outage as a metric and log lines.
+
+pub mod context;
+pub mod settings;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use zeroflow_core::admission::Admission;
 
 use super::message::settle;
@@ -31,41 +37,7 @@ use crate::gateway::metrics::GatewayMetrics;
 /// The `source` label of Kafka's metrics.
 pub const SOURCE: &str = "kafka";
 
-/// After a failed receive, wait this long (librdkafka reconnects on its own meanwhile).
-const RECEIVE_BACKOFF: Duration = Duration::from_secs(1);
-
-/// The topics to consume and how.
-#[derive(Debug, Clone)]
-pub struct KafkaSettings {
-    /// `host:port,...` (librdkafka's `bootstrap.servers`).
-    pub brokers: String,
-    pub topics: Vec<String>,
-    /// The consumer group whose committed offsets this operator resumes from.
-    pub group_id: String,
-}
-
-impl KafkaSettings {
-    /// librdkafka's configuration (<https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md>).
-    pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.group_id)
-            // Offsets are stored by hand after admission and committed in the background.
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.commit.interval.ms", "1000")
-            // A new group starts at the oldest record the topic still holds: replaying is
-            // harmless (duplicates), skipping would lose objects.
-            .set("auto.offset.reset", "earliest")
-            // A killed leader's membership ends after this, and the next leader's join waits
-            // for it; the broker's minimum (group.min.session.timeout.ms) is 6 s by default.
-            .set("session.timeout.ms", "6000")
-            .set("client.id", "zeroflow-operator");
-        config
-    }
-}
-
+pub use settings::KafkaSettings;
 /// One consumer for all the topics.
 pub struct KafkaConsumer<A> {
     pub settings: KafkaSettings,
@@ -76,17 +48,19 @@ pub struct KafkaConsumer<A> {
 
 impl<A: Admission> KafkaConsumer<A> {
     /// Consumes until the task is aborted (when this replica stops leading); dropping the
-    /// consumer commits the stored offsets and leaves the group. Errors only when the consumer
-    /// cannot be created or subscribed (a bad setting).
+    /// consumer commits the stored offsets and leaves the group. Errors when the consumer cannot
+    /// be created or subscribed (a bad setting) or fails fatally.
     pub async fn run(self) -> Result<(), String> {
-        let consumer: StreamConsumer =
-            self.settings.client_config().create().map_err(|e| format!("Kafka consumer: {e}"))?;
+        let context = context::Context::new(self.metrics.clone(), self.settings.brokers.clone());
+        let consumer: StreamConsumer<context::Context> =
+            self.settings.client_config().create_with_context(context).map_err(|e| format!("Kafka consumer: {e}"))?;
         let topics: Vec<&str> = self.settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| format!("subscribing to {topics:?}: {e}"))?;
         info!(
             brokers = self.settings.brokers,
             ?topics,
             group = self.settings.group_id,
+            security = self.settings.security_protocol(),
             "consuming storage notifications from Kafka"
         );
         loop {
@@ -105,10 +79,19 @@ impl<A: Admission> KafkaConsumer<A> {
                         }
                     }
                 }
+                // A fatal error leaves the consumer unusable: the caller creates a new one.
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                    self.metrics.poll(SOURCE, Poll::Error);
+                    return Err(format!("the Kafka consumer failed: {e}"));
+                }
+                // Informational: librdkafka recovers by itself, and the context has logged and
+                // counted the error already. No pause here: during an outage librdkafka queues an
+                // error per reconnect attempt, and pausing on each would leave the consumer
+                // working through that backlog, records waiting behind it, long after the
+                // brokers are back.
                 Err(e) => {
                     self.metrics.poll(SOURCE, Poll::Error);
-                    warn!(error = %e, "cannot receive from Kafka");
-                    tokio::time::sleep(RECEIVE_BACKOFF).await;
+                    debug!(error = %e, "Kafka consumer error");
                 }
             }
         }
@@ -154,20 +137,5 @@ impl<A: Admission> KafkaConsumer<A> {
             // A backlog is full: this record (and the partition behind it) waits until it takes it.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offsets_are_stored_by_hand_and_a_new_group_starts_at_the_oldest_record() {
-        let settings =
-            KafkaSettings { brokers: "127.0.0.1:9092".into(), topics: vec!["events".into()], group_id: "zf".into() };
-        let config = settings.client_config();
-        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
-        assert_eq!(config.get("auto.offset.reset"), Some("earliest"));
-        assert_eq!(config.get("group.id"), Some("zf"));
     }
 }
