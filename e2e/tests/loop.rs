@@ -45,6 +45,12 @@ async fn fifty_objects_scale_out_through_runner_processes_and_back_to_zero() -> 
         }
     });
 
+    // Uploaded only after the start-up resync: otherwise that listing may find the objects before
+    // MinIO delivers their notifications, and the scale-up has no event to be measured from.
+    eventually("the start-up resync has run", TIMEOUT, || async {
+        Ok((t.metric("zeroflow_resync_duration_seconds_count").await.unwrap_or(0.0) >= 1.0).then_some(()))
+    })
+    .await?;
     const OBJECTS: usize = 50;
     let dir = std::env::temp_dir().join(format!("zf-loop-{}", t.ns.name));
     std::fs::create_dir_all(&dir)?;

@@ -71,8 +71,9 @@ pub struct SeenMarker {
 /// Something that ends a transform run without an `end` line, or excuses running it again.
 #[derive(Debug, Clone)]
 pub struct Interruption {
-    /// The pod whose runner (and transforms) were SIGKILLed; `None`: every pod (e.g. the store
-    /// restarted under them).
+    /// The pod whose runner (and transforms) were SIGKILLed, or which was deleted (its grace
+    /// period may end before a leader can record its results); `None`: every pod (e.g. the
+    /// store restarted under them).
     pub pod: Option<String>,
     pub at_ns: u128,
 }

@@ -851,6 +851,12 @@ async fn inject(
             let pod = running[(fault.pick % running.len() as u64) as usize].name_any();
             deleted_pods.insert(pod.clone());
             pods.delete(&pod, &DeleteParams::default()).await?;
+            // The runner finishes its runs and reports within the pod's grace period; when no
+            // leader answers until that period ends (a leader killed a moment before), a
+            // finished run's result dies with the pod and the object runs again, as after a
+            // kill. Seen with seed 879455520: the leader killed at t=45.0 s, the pod deleted at
+            // t=47.1 s; its run finished while no replica led, 1.6 s before the next one did.
+            interruptions.push(Interruption { pod: Some(pod.clone()), at_ns: now_ns() });
             Ok(format!("deleted {pod}"))
         }
         FaultKind::RunnerKill => {
