@@ -42,7 +42,12 @@ impl ConsoleConsumer {
     /// `ZF_KAFKA_SASL_USERNAME` with SCRAM-SHA-512 and `password`, the broker's certificate
     /// verified against the testbed CA.
     pub fn over_sasl_ssl(topic: &str, password: &str) -> anyhow::Result<Self> {
-        let config = std::env::temp_dir().join(format!("zf-kafka-client-{}-{topic}.properties", std::process::id()));
+        // One file per consumer: tests of one process start consumers on the same topic with
+        // different passwords at once, and the JVM reads the file only after it has started.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config =
+            std::env::temp_dir().join(format!("zf-kafka-client-{}-{n}-{topic}.properties", std::process::id()));
         let user = service_env("kafka", "ZF_KAFKA_SASL_USERNAME")?;
         let jaas = format!(
             "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{user}\" password=\"{password}\";"
