@@ -49,7 +49,7 @@ async fn alert_rules_pass_promtool_check_and_each_alert_its_unit_tests() -> anyh
     let spec = write_rules(&scratch.0, &[]).await?;
     let out = run_in(Some(&scratch.0), &promtool()?, &["check", "rules", "rules.yaml"], &[]).await?;
     let text = out.success("promtool check rules")?;
-    assert!(text.contains("SUCCESS: 6 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 7 rules found"), "{text}");
 
     let alerts = alert_names(&spec);
     assert_eq!(
@@ -60,7 +60,8 @@ async fn alert_rules_pass_promtool_check_and_each_alert_its_unit_tests() -> anyh
             "ZeroflowOldestPendingObjectTooOld",
             "ZeroflowNoLeader",
             "ZeroflowGatewayRefusingEvents",
-            "ZeroflowSlowColdStarts"
+            "ZeroflowSlowColdStarts",
+            "ZeroflowSourceDisconnected"
         ]
     );
     // One test file per alert, no stale ones, each with a firing and a not-firing case.
