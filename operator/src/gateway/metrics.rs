@@ -1,6 +1,8 @@
 //! Gateway metrics, registered into a registry the caller owns (the operator's, or a test's).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::sync::Arc;
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// The endpoint a request reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +12,8 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: [Source; 2] = [Source::S3, Source::CloudEvents];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::S3 => "s3",
@@ -39,6 +43,19 @@ pub enum EventOutcome {
 }
 
 impl EventOutcome {
+    pub const ALL: [EventOutcome; 10] = [
+        EventOutcome::Accepted,
+        EventOutcome::Duplicate,
+        EventOutcome::Unrouted,
+        EventOutcome::NotPermitted,
+        EventOutcome::Ignored,
+        EventOutcome::Metadata,
+        EventOutcome::Skipped,
+        EventOutcome::Rejected,
+        EventOutcome::Unauthorized,
+        EventOutcome::Overloaded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventOutcome::Accepted => "accepted",
@@ -91,6 +108,17 @@ pub struct GatewayMetrics {
     duration: HistogramVec,
     sns: IntCounterVec,
     sns_unconfirmed: IntGaugeVec,
+    /// The series of the endpoints in [`Source`], looked up once: a label lookup hashes the
+    /// label values and takes the family's lock, twice per request otherwise.
+    endpoints: Arc<[Endpoint; 2]>,
+}
+
+/// One endpoint's series: its events by outcome (in [`EventOutcome::ALL`]'s order) and its
+/// request durations.
+#[derive(Debug)]
+struct Endpoint {
+    events: [IntCounter; EventOutcome::ALL.len()],
+    duration: Histogram,
 }
 
 impl GatewayMetrics {
@@ -125,17 +153,26 @@ impl GatewayMetrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(sns.clone()))?;
         registry.register(Box::new(sns_unconfirmed.clone()))?;
-        Ok(Self { events, duration, sns, sns_unconfirmed })
+        let endpoint = |source: Source| Endpoint {
+            events: EventOutcome::ALL.map(|outcome| events.with_label_values(&[source.as_str(), outcome.as_str()])),
+            duration: duration.with_label_values(&[source.as_str()]),
+        };
+        let endpoints = Arc::new(Source::ALL.map(endpoint));
+        Ok(Self { events, duration, sns, sns_unconfirmed, endpoints })
+    }
+
+    fn endpoint(&self, source: Source) -> &Endpoint {
+        &self.endpoints[source as usize]
     }
 
     pub fn count(&self, source: Source, outcome: EventOutcome, n: u64) {
         if n > 0 {
-            self.events.with_label_values(&[source.as_str(), outcome.as_str()]).inc_by(n);
+            self.endpoint(source).events[outcome as usize].inc_by(n);
         }
     }
 
     pub fn observe(&self, source: Source, seconds: f64) {
-        self.duration.with_label_values(&[source.as_str()]).observe(seconds);
+        self.endpoint(source).duration.observe(seconds);
     }
 
     /// [`GatewayMetrics::count`] for a source that is not one of the endpoints in [`Source`]:
@@ -160,5 +197,36 @@ impl GatewayMetrics {
     /// Marks a verified topic's subscription as unconfirmed or not.
     pub fn sns_unconfirmed(&self, topic_arn: &str, unconfirmed: bool) {
         self.sns_unconfirmed.with_label_values(&[topic_arn]).set(i64::from(unconfirmed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cached series are indexed by discriminant: the lists must be in declaration order.
+    #[test]
+    fn cached_series_are_indexed_in_declaration_order() {
+        for (i, source) in Source::ALL.into_iter().enumerate() {
+            assert_eq!(source as usize, i, "{}", source.as_str());
+        }
+        for (i, outcome) in EventOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, i, "{}", outcome.as_str());
+        }
+    }
+
+    #[test]
+    fn counts_land_in_their_labelled_series() {
+        let registry = Registry::new();
+        let metrics = GatewayMetrics::register(&registry).expect("register");
+        metrics.count(Source::CloudEvents, EventOutcome::Duplicate, 3);
+        metrics.count(Source::S3, EventOutcome::Accepted, 2);
+        metrics.observe(Source::S3, 0.001);
+        let value = |source: &str, outcome: &str| metrics.events.with_label_values(&[source, outcome]).get();
+        assert_eq!(value("cloudevents", "duplicate"), 3);
+        assert_eq!(value("s3", "accepted"), 2);
+        assert_eq!(value("s3", "duplicate"), 0);
+        assert_eq!(metrics.duration.with_label_values(&["s3"]).get_sample_count(), 1);
+        assert_eq!(metrics.duration.with_label_values(&["cloudevents"]).get_sample_count(), 0);
     }
 }

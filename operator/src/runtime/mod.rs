@@ -221,7 +221,8 @@ pub struct Pipelines {
     map: RwLock<HashMap<PipelineKey, Arc<Pipeline>>>,
     /// Derived from every pipeline's route; rebuilt when one changes.
     routes: RwLock<Arc<RouteTable>>,
-    /// Pipelines that got new work, for the scaler (scale-ups from zero happen from here).
+    /// Pipelines at zero workers (or not adopted yet) that got new work, for the scaler:
+    /// scale-ups from zero happen from here.
     kicks: mpsc::UnboundedSender<Kick>,
     metrics: Arc<Metrics>,
     /// What the DataPipeline caches list: a pipeline without a runtime yet is either loading
@@ -444,7 +445,9 @@ impl Admission for Pipelines {
         let now = self.millis_at(received_at);
         let mut report = AdmitReport::default();
         let mut overloaded = false;
-        let mut woken: Vec<Arc<Pipeline>> = Vec::new();
+        // Pipelines that got new work, and whether the scaler must hear of it.
+        let mut woken: Vec<(Arc<Pipeline>, bool)> = Vec::new();
+        let arrived_at = SystemTime::now();
         for event in events {
             let keys = routes.routes_for(event);
             if keys.is_empty() {
@@ -459,16 +462,17 @@ impl Admission for Pipelines {
                     report.unrouted += 1;
                     continue;
                 };
+                // One look under the pipeline's lock per event.
+                let mut guard = pipeline.lock();
+                let state = &mut *guard;
                 // Any notification routed here counts as the pipeline's last event, whatever it
                 // turns out to be (new, duplicate, skipped).
-                pipeline.lock().progress.event_admitted(SystemTime::now());
+                state.progress.event_admitted(arrived_at);
                 if event.kind == EventKind::Removed {
                     let object = ObjectId { bucket: event.bucket.clone(), key: event.key.clone() };
-                    let withdrawn = pipeline.lock().backlog.withdraw(
-                        &object,
-                        event.sequencer.as_deref(),
-                        event.version_id.as_deref(),
-                    );
+                    let withdrawn =
+                        state.backlog.withdraw(&object, event.sequencer.as_deref(), event.version_id.as_deref());
+                    drop(guard);
                     if withdrawn {
                         self.metrics.skipped(&key, Skipped::Gone, 1);
                         report.withdrawn += 1;
@@ -476,20 +480,23 @@ impl Admission for Pipelines {
                     continue;
                 }
                 if event.is_folder_marker() {
+                    drop(guard);
                     self.metrics.skipped(&key, Skipped::FolderMarker, 1);
                     report.skipped += 1;
                     continue;
                 }
-                let mut guard = pipeline.lock();
-                let state = &mut *guard;
                 match state.backlog.admit(WorkItem::from(event), now) {
                     Ok(Admitted::New | Admitted::Superseded) => {
                         report.accepted += 1;
                         let paused = state.settings.paused.is_some();
                         state.scale.arrived(received_at, paused);
+                        // The scaler's event path acts only on a pipeline at zero workers (or not
+                        // adopted yet); above zero its tick scales by the backlog.
+                        let kick = state.scale.wants_kick();
                         drop(guard);
-                        if !woken.iter().any(|p| Arc::ptr_eq(p, &pipeline)) {
-                            woken.push(pipeline);
+                        match woken.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &pipeline)) {
+                            Some((_, kicked)) => *kicked |= kick,
+                            None => woken.push((pipeline, kick)),
                         }
                     }
                     Ok(Admitted::Duplicate) => report.duplicate += 1,
@@ -500,9 +507,11 @@ impl Admission for Pipelines {
                 }
             }
         }
-        for pipeline in woken {
+        for (pipeline, kick) in woken {
             pipeline.notify.notify_waiters();
-            self.kick(&pipeline.key);
+            if kick {
+                self.kick(&pipeline.key);
+            }
         }
         if overloaded { Err(Overloaded { retry_after_secs: self.retry_after_secs }) } else { Ok(report) }
     }

@@ -155,6 +155,14 @@ impl ScaleState {
             self.work_since = Some(self.work_since.map_or(at, |since| since.min(at)));
         }
     }
+
+    /// Whether new work must be told to the scaler at once ([`Pipelines::kick`]): only at zero
+    /// replicas or before adoption, the only states its event path acts on; above zero the
+    /// tick scales by the backlog. Read under the pipeline's lock with the admission, so a
+    /// scale-down to zero planned after it sees the admitted work and does not happen.
+    pub fn wants_kick(&self) -> bool {
+        self.current.is_none_or(|c| c == 0)
+    }
 }
 
 /// A change [`Scaler::plan`] took on; the caller must finish it with [`Scaler::settle`].
@@ -228,7 +236,7 @@ impl Scaler {
     /// evaluated at once. The arrival time was noted at admission ([`ScaleState::arrived`]).
     async fn scale_up_from_zero(&self, kick: &Kick) {
         let Some(pipeline) = self.pipelines.get(&kick.pipeline) else { return };
-        let at_zero = pipeline.lock().scale.current.is_none_or(|c| c == 0);
+        let at_zero = pipeline.lock().scale.wants_kick();
         if at_zero {
             self.evaluate(&pipeline).await;
         }
