@@ -104,9 +104,12 @@ pub struct Cli {
     #[arg(long, env = "ZEROFLOW_LEADER_ELECTION_ID", default_value = "zeroflow-operator-leader")]
     pub leader_election_id: String,
 
-    /// Seconds the leader election Lease is valid without renewal; a follower takes over after
-    /// it. (Not the work lease of an object: that is each pipeline's `delivery.leaseDuration`.)
-    #[arg(long, env = "ZEROFLOW_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    /// Seconds the leader election Lease is valid without renewal (5 to 300); a follower takes
+    /// over after it. The leader renews it at a third of its life and steps down (exits) when
+    /// it cannot see a renewal a fifth of it (at most 2 s) before expiry, as client-go's renew
+    /// deadline does. (Not the work lease of an object: that is each pipeline's
+    /// `delivery.leaseDuration`.)
+    #[arg(long, env = "ZEROFLOW_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(5..=300))]
     pub leader_election_lease_seconds: u64,
 
     /// Identity of this replica in the Lease (defaults to the pod name, else the host name).

@@ -92,18 +92,19 @@ async fn main() -> anyhow::Result<()> {
     readiness.set_leader(true);
     metrics.leader.set(1);
 
-    let lost = match &leadership {
-        Some(election) => election.lost().boxed(),
-        None => futures::future::pending().boxed(),
-    }
-    .shared();
-    let stop = {
-        let (shutdown, lost) = (shutdown.clone(), lost.clone());
-        async move {
-            tokio::select! { () = shutdown => {}, () = lost => {} }
-        }
-        .shared()
-    };
+    let fence = leadership.as_ref().map(|election| {
+        // A replica that is no longer sure it leads stops at once, not after a graceful
+        // shutdown: its scaler, work API and controllers would otherwise go on acting beside
+        // the new leader (two leaders) for as long as shutting down takes. It restarts as a
+        // clean follower; runners retry their requests against the new leader.
+        let lost = election.lost();
+        tokio::spawn(async move {
+            lost.await;
+            error!("lost the leader lease; exiting");
+            std::process::exit(1);
+        })
+    });
+    let stop = shutdown.clone();
 
     // Everything per pipeline lives in its runtime, in one map this leader owns: the gateway
     // admits into it, the work API leases from it, the scaler and the background tasks read it.
@@ -228,7 +229,11 @@ async fn main() -> anyhow::Result<()> {
 
     readiness.set_leader(false);
     metrics.leader.set(0);
-    let lost_leadership = lost.now_or_never().is_some();
+    if let Some(fence) = fence {
+        // Its watch on the election must end before the election task can release the Lease.
+        fence.abort();
+        let _ = fence.await;
+    }
     if let Some(election) = leadership {
         election.release().await;
     }
@@ -236,11 +241,6 @@ async fn main() -> anyhow::Result<()> {
     let _ = health_server.await;
     let _ = gateway_server.await;
     let _ = workapi_server.await;
-    if lost_leadership {
-        // Exit so the pod restarts as a clean follower: no state from the old term survives.
-        error!("lost the leader lease; exiting");
-        std::process::exit(1);
-    }
     info!("shut down");
     Ok(())
 }
