@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod chart;
 pub mod demo;
 pub mod gcs;
+pub mod gcs_relay;
 pub mod kafka;
 pub mod loop_bed;
 pub mod moto;

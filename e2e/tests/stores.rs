@@ -5,10 +5,13 @@
 //! URLs the work API hands out, outputs and ledger markers land in the sink, and the workers
 //! go back to zero.
 //!
-//! fake-gcs-server refuses object_store's own uploads (e2e/README.md), so the operator cannot
-//! write ledger markers to it: the GCS pipeline reads from GCS and writes to MinIO. It also
-//! verifies no signature, so there the signed URLs' shape is asserted, not their verification;
-//! Azurite does verify SAS signatures and permissions.
+//! The GCS pipeline reads from and writes to fake-gcs-server through a relay
+//! (`zeroflow_e2e::gcs_relay`): fake-gcs-server refuses object_store's own XML-API uploads,
+//! which is how the operator writes ledger markers (fsouza/fake-gcs-server#331), and the relay
+//! sends those as fake-gcs-server's equivalent JSON-API upload; everything else, the workers'
+//! signed URLs included, passes through unchanged. fake-gcs-server verifies no signature, so
+//! there the signed URLs' shape is asserted, not their verification; Azurite does verify SAS
+//! signatures and permissions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,10 +31,11 @@ use serde_json::json;
 use zeroflow_core::ledger::{Marker, Outcome};
 use zeroflow_e2e::azure::Azurite;
 use zeroflow_e2e::gcs::FakeGcs;
+use zeroflow_e2e::gcs_relay::GcsRelay;
 use zeroflow_e2e::workers::HostWorkers;
-use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, free_port, http, mc};
+use zeroflow_e2e::{Operator, TIMEOUT, TestNamespace, client, eventually, free_port, http};
 use zeroflow_operator::api::{DataPipeline, DataPipelineStatus, StoreSpec};
-use zeroflow_operator::store::{self, Identities, bucket_client};
+use zeroflow_operator::store::{self, Identities};
 
 const OBJECTS: usize = 8;
 const TRANSFORM: &str = r#"sleep 0.3; tr a-z A-Z < "$ZEROFLOW_INPUT" > "$ZEROFLOW_OUTPUT_DIR/upper.txt""#;
@@ -233,26 +237,23 @@ async fn a_pipeline_on_azure_blob_storage_scales_from_zero_and_back_with_sas_url
 }
 
 #[tokio::test]
-async fn a_pipeline_reading_gcs_scales_from_zero_and_back_with_v4_signed_urls_only() -> anyhow::Result<()> {
+async fn a_pipeline_on_gcs_scales_from_zero_and_back_with_v4_signed_urls_only() -> anyhow::Result<()> {
     let gcs = FakeGcs::from_env()?;
+    // The pipeline's store endpoint is the relay, so the operator's ledger writes reach
+    // fake-gcs-server; the test's own clients go to fake-gcs-server directly.
+    let relay = GcsRelay::start(&gcs.endpoint).await?;
     let key_file = std::fs::read_to_string(&gcs.service_account_key)?;
     let suffix = format!("{:x}", std::process::id() ^ u32::from(free_port()?));
     let (source, sink) = (format!("zf-gcs-in-{suffix}"), format!("zf-gcs-out-{suffix}"));
     gcs.create_bucket(&source).await?;
-    mc(&["mb", &format!("{}/{sink}", std::env::var("ZF_MC_ALIAS")?)]).await?;
-    let (access_key, secret_key) = (std::env::var("ZF_S3_ACCESS_KEY")?, std::env::var("ZF_S3_SECRET_KEY")?);
-    let gcs_store = json!({"gcs": {"endpoint": gcs.endpoint, "credentialsSecretRef": {"name": "gcs"}}});
+    gcs.create_bucket(&sink).await?;
+    let store = json!({"gcs": {"endpoint": relay.endpoint, "credentialsSecretRef": {"name": "gcs"}}});
     let mut spec = scaling_and_transform();
-    spec["source"] = json!({"bucket": source, "store": gcs_store, "resyncInterval": "2s"});
-    spec["sink"] = json!({"bucket": sink, "prefix": "out/", "store": {"s3": {
-        "endpoint": std::env::var("ZF_S3_ENDPOINT")?, "credentialsSecretRef": {"name": "minio"}}}});
-    let secrets: [(&str, &[(&str, &str)]); 2] = [
-        ("gcs", &[("serviceAccountKey", &key_file)]),
-        ("minio", &[("accessKeyId", &access_key), ("secretAccessKey", &secret_key)]),
-    ];
-    let bed = Bed::start("gcs", &secrets, spec).await?;
+    spec["source"] = json!({"bucket": source, "store": store, "resyncInterval": "2s"});
+    spec["sink"] = json!({"bucket": sink, "prefix": "out/", "store": store});
+    let bed = Bed::start("gcs", &[("gcs", &[("serviceAccountKey", &key_file)])], spec).await?;
 
-    // Objects arrive through signed PUTs (fake-gcs-server refuses object_store's own).
+    // Objects arrive through signed PUTs, straight to fake-gcs-server.
     let (seen, sampler) = bed.sample_replicas();
     let expected = objects();
     let uploader = gcs.store(&source)?;
@@ -261,8 +262,12 @@ async fn a_pipeline_reading_gcs_scales_from_zero_and_back_with_v4_signed_urls_on
         let (status, body) = http("PUT", url.as_str(), &[], content.as_bytes()).await?;
         anyhow::ensure!(status == 200, "upload {key}: HTTP {status} {}", String::from_utf8_lossy(&body));
     }
-    let sink_store = bucket_client(&zeroflow_e2e::store_config()?, &sink)?;
-    bed.finish(seen, sampler, &expected, &sink_store, &["gcs", "minio"]).await?;
+    // Outputs and markers are read from fake-gcs-server itself, not through the relay.
+    let sink_store = gcs.store(&sink)?;
+    bed.finish(seen, sampler, &expected, &sink_store, &["gcs"]).await?;
+    // The operator's only uploads are its ledger markers, one per object, and only they were
+    // rewritten: the workers' outputs went up as signed PUTs, which pass through unchanged.
+    assert_eq!(relay.uploads(), OBJECTS, "XML-API uploads rewritten by the relay");
 
     // fake-gcs-server checks no signature, so what the workers got is checked here: the
     // operator's own store code, given this pipeline's spec and Secret, hands out V4 signed
