@@ -120,8 +120,10 @@ impl ClientContext for Context {
                 %error,
                 reason,
                 "TLS with a Kafka broker failed: check --kafka-ca-file (the CA of the brokers' \
-                 certificates), that the certificates name the broker address, and the client \
-                 certificate; retrying"
+                 certificates), that the certificates name the broker address, and \
+                 --kafka-client-cert-file and --kafka-client-key-file (brokers that require a \
+                 client certificate refuse a client without one, or with one their CA did not \
+                 sign); retrying"
             ),
             SourceError::Unreachable => warn!(
                 brokers = self.brokers,
