@@ -3,9 +3,9 @@
 //! topic in its own consumer group and commits offsets past admitted records: across a SIGKILL of
 //! the operator, across the broker stopped for a while (`e2e/testbed stop kafka`), over the
 //! broker's SASL_SSL listener (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN; a wrong password) and over
-//! its SSL listener that requires a client certificate (with one; without one). Every test binds
-//! MinIO's webhook address (the operator's gateway), so they run one at a time; the topics are
-//! shared with other tests, whose records are unrouted here.
+//! its SSL listener that requires a client certificate (with one; without one; with one from
+//! another CA). Every test binds MinIO's webhook address (the operator's gateway), so they run
+//! one at a time; the topics are shared with other tests, whose records are unrouted here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -66,19 +66,36 @@ fn consume_over_sasl_ssl(topic: &str, group: &str, mechanism: &str, password: &s
     Ok(extras)
 }
 
+/// A client certificate and its key: PEM file paths.
+type ClientCertificate = (String, String);
+
+/// The testbed's client certificate, signed by the CA the broker trusts.
+fn testbed_client_certificate() -> anyhow::Result<ClientCertificate> {
+    Ok((service_env("kafka", "ZF_KAFKA_CLIENT_CERT_FILE")?, service_env("kafka", "ZF_KAFKA_CLIENT_KEY_FILE")?))
+}
+
+/// A client certificate for the same name as the testbed's, signed by a CA of its own that the
+/// broker does not know, made in `dir` with openssl.
+async fn foreign_client_certificate(dir: &std::path::Path) -> anyhow::Result<ClientCertificate> {
+    std::fs::create_dir_all(dir)?;
+    let ca = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=not-the-testbed-ca -keyout ca.key -out ca.crt";
+    let csr = "req -newkey rsa:2048 -nodes -subj /CN=zeroflow-operator -keyout client.key -out client.csr";
+    let sign = "x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -out client.crt";
+    for args in [ca, csr, sign].map(|step| step.split(' ').collect::<Vec<_>>()) {
+        let out = tokio::process::Command::new("openssl").args(&args).current_dir(dir).output().await?;
+        anyhow::ensure!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let path = |name: &str| dir.join(name).to_str().map(str::to_owned).context("utf-8 path");
+    Ok((path("client.crt")?, path("client.key")?))
+}
+
 /// Operator flags to consume the testbed's topic through its SSL listener, which requires a
-/// client certificate, in group `group`: with the testbed's client certificate when
-/// `with_certificate`, else with none.
-fn consume_over_mutual_tls(group: &str, with_certificate: bool) -> anyhow::Result<OperatorExtras> {
+/// client certificate, in group `group`, presenting `certificate` (`None`: none).
+fn consume_over_mutual_tls(group: &str, certificate: Option<ClientCertificate>) -> anyhow::Result<OperatorExtras> {
     let brokers = service_env("kafka", "ZF_KAFKA_SSL_BROKERS")?;
     let mut extras = consume_over_tls(&brokers, &service_env("kafka", "ZF_KAFKA_TOPIC")?, group)?;
-    if with_certificate {
-        extras.flags.extend([
-            "--kafka-client-cert-file".into(),
-            service_env("kafka", "ZF_KAFKA_CLIENT_CERT_FILE")?,
-            "--kafka-client-key-file".into(),
-            service_env("kafka", "ZF_KAFKA_CLIENT_KEY_FILE")?,
-        ]);
+    if let Some((cert, key)) = certificate {
+        extras.flags.extend(["--kafka-client-cert-file".into(), cert, "--kafka-client-key-file".into(), key]);
     }
     Ok(extras)
 }
@@ -337,7 +354,7 @@ async fn kafka_over_sasl_ssl_with_plain_runs_every_object_once() -> anyhow::Resu
 #[tokio::test]
 async fn kafka_with_a_client_certificate_runs_every_object_once() -> anyhow::Result<()> {
     let _webhook = WEBHOOK.lock().await;
-    let extras = consume_over_mutual_tls(&unique("zf-kafka-mtls"), true)?;
+    let extras = consume_over_mutual_tls(&unique("zf-kafka-mtls"), Some(testbed_client_certificate()?))?;
     let t = each_object_runs_once("kafkamtls", &service_env("kafka", "ZF_KAFKA_ARN_NO_QUEUE")?, extras).await?;
     let log = operator_log(&t);
     assert!(log.contains("\"ssl\""), "the operator did not say it uses SSL:\n{log}");
@@ -369,24 +386,47 @@ async fn a_wrong_kafka_password_is_an_error_a_user_sees_not_a_stall() -> anyhow:
     Ok(())
 }
 
-#[tokio::test]
-async fn kafka_without_the_required_client_certificate_is_an_error_a_user_sees_not_a_stall() -> anyhow::Result<()> {
-    let _webhook = WEBHOOK.lock().await;
-    let runs = std::env::temp_dir().join(format!("zf-kafka-nocert-runs-{}.log", std::process::id()));
-    let extras = consume_over_mutual_tls(&unique("zf-kafka-nocert"), false)?;
-    let t = LoopBed::start_fed_by("kafkanocert", "kafkanocert", pipeline_spec(&runs), extras).await?;
+/// An operator on the SSL listener presenting `certificate`, which the broker must refuse: a
+/// `tls` error counted, the gauge at 0, and an error logged with the broker's alert.
+async fn refused_by_the_mutual_tls_listener(tag: &str, certificate: Option<ClientCertificate>) -> anyhow::Result<()> {
+    let runs = std::env::temp_dir().join(format!("zf-{tag}-runs-{}.log", std::process::id()));
+    let extras = consume_over_mutual_tls(&unique(tag), certificate)?;
+    let t = LoopBed::start_fed_by(tag, tag, pipeline_spec(&runs), extras).await?;
     eventually("a TLS error counted", TIMEOUT, || async { Ok((kafka_errors(&t, "tls").await? >= 1.0).then_some(())) })
         .await?;
-    assert_eq!(kafka_connected(&t).await?, 0.0, "connected without a client certificate");
+    // The gauge starts at 0: it means something once librdkafka's statistics (every 2 s) said so.
+    eventually("the statistics say disconnected", TIMEOUT, || async {
+        Ok(operator_log(&t).contains("no connection to any Kafka broker").then_some(()))
+    })
+    .await?;
+    assert_eq!(kafka_connected(&t).await?, 0.0, "connected with a refused client certificate");
     let log = operator_log(&t);
     let line = log
         .lines()
         .find(|l| l.contains("TLS with a Kafka broker failed"))
         .with_context(|| format!("no TLS error in the log:\n{log}"))?;
     assert!(line.contains("ERROR") || line.contains("\"level\":\"ERROR\""), "not logged as an error: {line}");
-    // The line names the flags to check, and librdkafka's reason says what the broker wanted.
+    // The line names the flags to check, and librdkafka's reason carries the broker's alert.
     assert!(line.contains("--kafka-client-cert-file"), "{line}");
-    assert!(line.to_lowercase().contains("certificate"), "{line}");
-    println!("logged: {line}");
+    // (The fields follow the message, which ends in "retrying"; plain logs colour field names.)
+    let fields = line.split_once("retrying").map(|(_, fields)| fields).with_context(|| format!("no fields: {line}"))?;
+    assert!(fields.contains("alert"), "no TLS alert in the reason: {line}");
+    println!("{tag} logged: {line}");
     Ok(())
+}
+
+#[tokio::test]
+async fn kafka_without_the_required_client_certificate_is_an_error_a_user_sees_not_a_stall() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    refused_by_the_mutual_tls_listener("kafkanocert", None).await
+}
+
+#[tokio::test]
+async fn a_kafka_client_certificate_from_another_ca_is_an_error_a_user_sees() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let dir = std::env::temp_dir().join(unique("zf-kafka-foreign-ca"));
+    let certificate = foreign_client_certificate(&dir).await?;
+    let refused = refused_by_the_mutual_tls_listener("kafkaforeign", Some(certificate)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    refused
 }
