@@ -60,3 +60,18 @@ make_serving_cert() {
     rm -f "$name.csr" "$name.ext"
   )
 }
+
+# make_client_cert DIR NAME SUBJECT: NAME.key and NAME.crt in DIR, a client certificate (TLS
+# client authentication, e.g. to a Kafka listener with `ssl.client.auth=required`) for the
+# distinguished name SUBJECT (e.g. "/CN=zeroflow-operator") signed by DIR's CA (make_pki first).
+make_client_cert() {
+  local dir=$1 name=$2 subject=$3
+  (
+    cd "$dir" || exit 1
+    printf 'extendedKeyUsage = clientAuth\n' >"$name.ext"
+    openssl req -newkey rsa:2048 -nodes -subj "$subject" -keyout "$name.key" -out "$name.csr" 2>/dev/null
+    openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+    rm -f "$name.csr" "$name.ext"
+  )
+}

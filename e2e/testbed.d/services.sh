@@ -4,8 +4,9 @@
 #
 #   sqs      ElasticMQ (Maven Central)            SQS, query and JSON protocols
 #   kafka    Apache Kafka, KRaft (Maven Central)  one combined broker+controller, a plaintext
-#                                                 listener and a SASL_SSL one; MinIO publishes
-#                                                 bucket notifications to both
+#                                                 listener, a SASL_SSL one and an SSL one that
+#                                                 requires a client certificate; MinIO publishes
+#                                                 bucket notifications to the first two
 #   azurite  Azurite (npm)                        Azure Blob Storage, blob service only
 #   gcs      fake-gcs-server (Go module proxy)    Google Cloud Storage, JSON and XML APIs over HTTP
 #   moto     moto's server (PyPI)                 SQS, IAM and STS that verify SigV4 (IAM auth);
@@ -28,7 +29,8 @@ AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZ
 KAFKA_TOPIC=zeroflow-events
 KAFKA_TOPIC_TLS=zeroflow-events-tls
 KAFKA_TOPIC_PARTITIONS=2
-# The SASL user of the SASL_SSL listener (PLAIN and SCRAM-SHA-512, one password, made by `up`).
+# The SASL user of the SASL_SSL listener (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, one password,
+# made by `up`).
 KAFKA_SASL_USER=zeroflow
 # ElasticMQ's account id and region appear in queue URLs and ARNs; it checks no signature, so any
 # access key works.
@@ -121,9 +123,9 @@ ENV
 }
 
 launch_kafka() {
-  local port secure controller dir="$STATE/services/kafka" bin="$ZF_CACHE/bin/kafka-$KAFKA_VERSION/bin"
-  port=$(free_port); secure=$(free_port); controller=$(free_port); mkdir -p "$dir/data"
-  echo "$port" >"$dir/port"; echo "$secure" >"$dir/secure-port"
+  local port secure mtls controller dir="$STATE/services/kafka" bin="$ZF_CACHE/bin/kafka-$KAFKA_VERSION/bin"
+  port=$(free_port); secure=$(free_port); mtls=$(free_port); controller=$(free_port); mkdir -p "$dir/data"
+  echo "$port" >"$dir/port"; echo "$secure" >"$dir/secure-port"; echo "$mtls" >"$dir/mtls-port"
   # The SASL_SSL listener's identity: a key and a certificate for 127.0.0.1 signed by the
   # testbed's CA (pki.sh), in one PEM file as Kafka's PEM keystore wants it; the password of
   # the SASL user.
@@ -133,25 +135,29 @@ launch_kafka() {
   local password; password=$(cat "$dir/sasl-password")
   # One process that is both broker and the KRaft controller; every internal topic has one
   # replica; consumer groups rebalance at once instead of after 3 s. The SASL_SSL listener takes
-  # PLAIN (users in its JAAS line) and SCRAM-SHA-512 (users stored in the cluster metadata by
-  # `kafka-storage format --add-scram`); a client certificate is asked for, not required.
+  # PLAIN (users in its JAAS line), SCRAM-SHA-256 and SCRAM-SHA-512 (users stored in the cluster
+  # metadata by `kafka-storage format --add-scram`); a client certificate is asked for, not
+  # required. The SSL listener authenticates by client certificate alone: one signed by the
+  # testbed CA is required, so a client without one fails its TLS handshake.
   cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller
-listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$secure,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$secure
+listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$secure,SSL://127.0.0.1:$mtls,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$secure,SSL://127.0.0.1:$mtls
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
-sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 ssl.keystore.type=PEM
 ssl.keystore.location=$dir/keystore.pem
 ssl.truststore.type=PEM
 ssl.truststore.location=$STATE/pki/ca.crt
 listener.name.sasl_ssl.ssl.client.auth=requested
+listener.name.ssl.ssl.client.auth=required
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -167,21 +173,26 @@ PROPS
   # then: `e2e/testbed start kafka` runs this command line again on the same data.
   local cluster_id
   cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
-  log "starting Kafka on 127.0.0.1:$port, SASL_SSL on 127.0.0.1:$secure (controller 127.0.0.1:$controller)"
+  log "starting Kafka on 127.0.0.1:$port, SASL_SSL on 127.0.0.1:$secure, SSL (client certificates) on 127.0.0.1:$mtls (controller 127.0.0.1:$controller)"
   # shellcheck disable=SC2016  # expanded by the inner bash
   start kafka env KAFKA_HEAP_OPTS="$(java_opts 384m)" bash -c \
-    '[[ -f "$4/meta.properties" ]] || "$1/kafka-storage" format -t "$2" -c "$3" --add-scram "$5" >/dev/null || exit 1
+    '[[ -f "$4/meta.properties" ]] || "$1/kafka-storage" format -t "$2" -c "$3" --add-scram "$5" --add-scram "$6" >/dev/null || exit 1
      exec "$1/kafka-server" "$3"' \
     kafka "$bin" "$cluster_id" "$dir/server.properties" "$dir/data" \
+    "SCRAM-SHA-256=[name=$KAFKA_SASL_USER,password=$password]" \
     "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$password]"
+  # The operator's client certificate for the SSL listener, signed by the CA the broker trusts
+  # for clients (ssl.truststore.location). The broker does not read it, so it is made while the
+  # JVM starts (0.2-0.45 s of openssl), not before.
+  make_client_cert "$STATE/pki" kafka-client "/CN=zeroflow-operator"
 }
 
 # kafka_answers: whether the broker accepts connections on its plaintext port.
 kafka_answers() { bash -c "echo >/dev/tcp/127.0.0.1/$(cat "$STATE/services/kafka/port")" 2>/dev/null; }
 
 wait_kafka() {
-  local port secure dir="$STATE/services/kafka" bin="$ZF_CACHE/bin/kafka-$KAFKA_VERSION/bin"
-  port=$(cat "$dir/port"); secure=$(cat "$dir/secure-port")
+  local port secure mtls dir="$STATE/services/kafka" bin="$ZF_CACHE/bin/kafka-$KAFKA_VERSION/bin"
+  port=$(cat "$dir/port"); secure=$(cat "$dir/secure-port"); mtls=$(cat "$dir/mtls-port")
   wait_for kafka 120 kafka_answers
   # Creating MinIO's topics proves the broker and its controller work; explicit, so their
   # partition count does not depend on which producer comes first. Records carry the time the
@@ -204,6 +215,9 @@ export ZF_KAFKA_TLS_ARN='arn:minio:sqs::ZEROFLOWTLS:kafka'
 export ZF_KAFKA_CA_FILE='$STATE/pki/ca.crt'
 export ZF_KAFKA_SASL_USERNAME='$KAFKA_SASL_USER'
 export ZF_KAFKA_SASL_PASSWORD='$(cat "$dir/sasl-password")'
+export ZF_KAFKA_SSL_BROKERS='127.0.0.1:$mtls'
+export ZF_KAFKA_CLIENT_CERT_FILE='$STATE/pki/kafka-client.crt'
+export ZF_KAFKA_CLIENT_KEY_FILE='$STATE/pki/kafka-client.key'
 ENV
 }
 

@@ -1,10 +1,11 @@
 //! MinIO -> Kafka -> zeroflow (issue #16): MinIO publishes the bucket's notifications to the
 //! testbed's Kafka (`e2e/testbed up --with kafka`, the queue-dir targets), the leader consumes the
 //! topic in its own consumer group and commits offsets past admitted records: across a SIGKILL of
-//! the operator, across the broker stopped for a while (`e2e/testbed stop kafka`), and over the
-//! broker's SASL_SSL listener. Every test binds MinIO's webhook address (the operator's gateway),
-//! so they run one at a time; the topics are shared with other tests, whose records are unrouted
-//! here.
+//! the operator, across the broker stopped for a while (`e2e/testbed stop kafka`), over the
+//! broker's SASL_SSL listener (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN; a wrong password) and over
+//! its SSL listener that requires a client certificate (with one; without one; with one from
+//! another CA). Every test binds MinIO's webhook address (the operator's gateway), so they run
+//! one at a time; the topics are shared with other tests, whose records are unrouted here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,17 +25,20 @@ fn unique(prefix: &str) -> String {
 
 /// Operator flags to consume the testbed's topic in consumer group `group`.
 fn consume(group: &str) -> anyhow::Result<OperatorExtras> {
-    Ok(OperatorExtras {
-        flags: vec![
-            "--kafka-brokers".into(),
-            service_env("kafka", "ZF_KAFKA_BROKERS")?,
-            "--kafka-topic".into(),
-            service_env("kafka", "ZF_KAFKA_TOPIC")?,
-            "--kafka-group-id".into(),
-            group.into(),
-        ],
-        env: vec![],
-    })
+    consume_from(&service_env("kafka", "ZF_KAFKA_BROKERS")?, &service_env("kafka", "ZF_KAFKA_TOPIC")?, group)
+}
+
+/// Operator flags to consume `topic` from the broker listener `brokers` in group `group`.
+fn consume_from(brokers: &str, topic: &str, group: &str) -> anyhow::Result<OperatorExtras> {
+    let flags = ["--kafka-brokers", brokers, "--kafka-topic", topic, "--kafka-group-id", group];
+    Ok(OperatorExtras { flags: flags.map(String::from).to_vec(), env: vec![] })
+}
+
+/// Like [`consume_from`], over TLS with the broker's certificate verified against the testbed CA.
+fn consume_over_tls(brokers: &str, topic: &str, group: &str) -> anyhow::Result<OperatorExtras> {
+    let mut extras = consume_from(brokers, topic, group)?;
+    extras.flags.extend(["--kafka-tls".into(), "--kafka-ca-file".into(), service_env("kafka", "ZF_KAFKA_CA_FILE")?]);
+    Ok(extras)
 }
 
 /// A transform that logs every run (`<key>` per line) and upper-cases the object.
@@ -50,28 +54,50 @@ fn pipeline_spec(runs: &std::path::Path) -> Value {
     })
 }
 
-/// Operator flags and environment to consume the testbed's SASL_SSL listener's topic in group
-/// `group`: TLS verified against the testbed CA, SASL `mechanism` with `password`.
-fn consume_over_sasl_ssl(group: &str, mechanism: &str, password: &str) -> anyhow::Result<OperatorExtras> {
-    Ok(OperatorExtras {
-        flags: vec![
-            "--kafka-brokers".into(),
-            service_env("kafka", "ZF_KAFKA_SASL_SSL_BROKERS")?,
-            "--kafka-topic".into(),
-            service_env("kafka", "ZF_KAFKA_TLS_TOPIC")?,
-            "--kafka-group-id".into(),
-            group.into(),
-            "--kafka-tls".into(),
-            "--kafka-ca-file".into(),
-            service_env("kafka", "ZF_KAFKA_CA_FILE")?,
-            "--kafka-sasl-mechanism".into(),
-            mechanism.into(),
-        ],
-        env: vec![
-            ("ZEROFLOW_KAFKA_SASL_USERNAME".into(), service_env("kafka", "ZF_KAFKA_SASL_USERNAME")?),
-            ("ZEROFLOW_KAFKA_SASL_PASSWORD".into(), password.into()),
-        ],
-    })
+/// Operator flags and environment to consume `topic` through the testbed's SASL_SSL listener in
+/// group `group`: TLS verified against the testbed CA, SASL `mechanism` with `password`.
+fn consume_over_sasl_ssl(topic: &str, group: &str, mechanism: &str, password: &str) -> anyhow::Result<OperatorExtras> {
+    let mut extras = consume_over_tls(&service_env("kafka", "ZF_KAFKA_SASL_SSL_BROKERS")?, topic, group)?;
+    extras.flags.extend(["--kafka-sasl-mechanism".into(), mechanism.into()]);
+    extras.env = vec![
+        ("ZEROFLOW_KAFKA_SASL_USERNAME".into(), service_env("kafka", "ZF_KAFKA_SASL_USERNAME")?),
+        ("ZEROFLOW_KAFKA_SASL_PASSWORD".into(), password.into()),
+    ];
+    Ok(extras)
+}
+
+/// A client certificate and its key: PEM file paths.
+type ClientCertificate = (String, String);
+
+/// The testbed's client certificate, signed by the CA the broker trusts.
+fn testbed_client_certificate() -> anyhow::Result<ClientCertificate> {
+    Ok((service_env("kafka", "ZF_KAFKA_CLIENT_CERT_FILE")?, service_env("kafka", "ZF_KAFKA_CLIENT_KEY_FILE")?))
+}
+
+/// A client certificate for the same name as the testbed's, signed by a CA of its own that the
+/// broker does not know, made in `dir` with openssl.
+async fn foreign_client_certificate(dir: &std::path::Path) -> anyhow::Result<ClientCertificate> {
+    std::fs::create_dir_all(dir)?;
+    let ca = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=not-the-testbed-ca -keyout ca.key -out ca.crt";
+    let csr = "req -newkey rsa:2048 -nodes -subj /CN=zeroflow-operator -keyout client.key -out client.csr";
+    let sign = "x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -out client.crt";
+    for args in [ca, csr, sign].map(|step| step.split(' ').collect::<Vec<_>>()) {
+        let out = tokio::process::Command::new("openssl").args(&args).current_dir(dir).output().await?;
+        anyhow::ensure!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let path = |name: &str| dir.join(name).to_str().map(str::to_owned).context("utf-8 path");
+    Ok((path("client.crt")?, path("client.key")?))
+}
+
+/// Operator flags to consume the testbed's topic through its SSL listener, which requires a
+/// client certificate, in group `group`, presenting `certificate` (`None`: none).
+fn consume_over_mutual_tls(group: &str, certificate: Option<ClientCertificate>) -> anyhow::Result<OperatorExtras> {
+    let brokers = service_env("kafka", "ZF_KAFKA_SSL_BROKERS")?;
+    let mut extras = consume_over_tls(&brokers, &service_env("kafka", "ZF_KAFKA_TOPIC")?, group)?;
+    if let Some((cert, key)) = certificate {
+        extras.flags.extend(["--kafka-client-cert-file".into(), cert, "--kafka-client-key-file".into(), key]);
+    }
+    Ok(extras)
 }
 
 /// Binds the source bucket to the testbed's Kafka target (with a queue dir) for puts.
@@ -262,19 +288,15 @@ async fn kafka_away_for_a_while_then_back_loses_nothing_and_says_so() -> anyhow:
     Ok(())
 }
 
-#[tokio::test]
-async fn minio_to_kafka_over_sasl_ssl_runs_every_object_once() -> anyhow::Result<()> {
-    let _webhook = WEBHOOK.lock().await;
-    let runs = std::env::temp_dir().join(format!("zf-kafka-tls-runs-{}.log", std::process::id()));
+/// Six objects stored in a bucket that publishes through MinIO's target `arn`, consumed by an
+/// operator started with `extras` (an authenticated listener): each runs exactly once, and the
+/// operator is connected with no authentication or TLS error. Returns the bed for more checks.
+async fn each_object_runs_once(tag: &str, arn: &str, extras: OperatorExtras) -> anyhow::Result<LoopBed> {
+    let runs = std::env::temp_dir().join(format!("zf-{tag}-runs-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&runs);
-    let group = unique("zf-kafka-tls");
-    let password = service_env("kafka", "ZF_KAFKA_SASL_PASSWORD")?;
-    let extras = consume_over_sasl_ssl(&group, "SCRAM-SHA-512", &password)?;
-    let t = LoopBed::start_fed_by("kafkatls", "kafkatls", pipeline_spec(&runs), extras).await?;
-    // MinIO publishes through the SASL_SSL listener too (SCRAM-SHA-512, the testbed CA).
-    notify_through(&t, &service_env("kafka", "ZF_KAFKA_TLS_ARN")?).await?;
-
-    let keys: Vec<String> = (0..6).map(|i| format!("tls/o{i}.txt")).collect();
+    let t = LoopBed::start_fed_by(tag, tag, pipeline_spec(&runs), extras).await?;
+    notify_through(&t, arn).await?;
+    let keys: Vec<String> = (0..6).map(|i| format!("{tag}/o{i}.txt")).collect();
     for key in &keys {
         upload(&t.buckets.source, key, &format!("object {key}\n")).await?;
     }
@@ -285,16 +307,57 @@ async fn minio_to_kafka_over_sasl_ssl_runs_every_object_once() -> anyhow::Result
     .await?;
     let expected: BTreeMap<String, usize> = keys.iter().map(|k| (k.clone(), 1)).collect();
     assert_eq!(runs_per_key(&runs), expected, "every object ran exactly once");
-    assert_eq!(kafka_connected(&t).await?, 1.0);
+    // The gauge follows librdkafka's statistics, every 2 s: the objects may be done sooner.
+    eventually("connected", TIMEOUT, || async { Ok((kafka_connected(&t).await? == 1.0).then_some(())) }).await?;
     assert_eq!(kafka_errors(&t, "authentication").await?, 0.0);
     assert_eq!(kafka_errors(&t, "tls").await?, 0.0);
+    println!("{tag}: {} objects, {} records through Kafka", keys.len(), through_kafka(&t).await?);
+    Ok(t)
+}
+
+#[tokio::test]
+async fn minio_to_kafka_over_sasl_ssl_runs_every_object_once() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let password = service_env("kafka", "ZF_KAFKA_SASL_PASSWORD")?;
+    let topic = service_env("kafka", "ZF_KAFKA_TLS_TOPIC")?;
+    let extras = consume_over_sasl_ssl(&topic, &unique("zf-kafka-tls"), "SCRAM-SHA-512", &password)?;
+    // MinIO publishes through the SASL_SSL listener too (SCRAM-SHA-512, the testbed CA).
+    let t = each_object_runs_once("kafkatls", &service_env("kafka", "ZF_KAFKA_TLS_ARN")?, extras).await?;
     let log = operator_log(&t);
     assert!(log.contains("sasl_ssl"), "the operator did not say it uses SASL_SSL:\n{log}");
-    println!(
-        "{} objects through SASL_SSL (SCRAM-SHA-512), {} records through Kafka",
-        keys.len(),
-        through_kafka(&t).await?
-    );
+    Ok(())
+}
+
+// The other mechanisms and mutual TLS: MinIO publishes to the shared topic through the plaintext
+// listener without a queue dir (sooner), the operator consumes it through the authenticated one.
+
+#[tokio::test]
+async fn kafka_over_sasl_ssl_with_scram_sha_256_runs_every_object_once() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let password = service_env("kafka", "ZF_KAFKA_SASL_PASSWORD")?;
+    let topic = service_env("kafka", "ZF_KAFKA_TOPIC")?;
+    let extras = consume_over_sasl_ssl(&topic, &unique("zf-kafka-sha256"), "SCRAM-SHA-256", &password)?;
+    each_object_runs_once("kafkasha256", &service_env("kafka", "ZF_KAFKA_ARN_NO_QUEUE")?, extras).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn kafka_over_sasl_ssl_with_plain_runs_every_object_once() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let password = service_env("kafka", "ZF_KAFKA_SASL_PASSWORD")?;
+    let topic = service_env("kafka", "ZF_KAFKA_TOPIC")?;
+    let extras = consume_over_sasl_ssl(&topic, &unique("zf-kafka-plain"), "PLAIN", &password)?;
+    each_object_runs_once("kafkaplain", &service_env("kafka", "ZF_KAFKA_ARN_NO_QUEUE")?, extras).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn kafka_with_a_client_certificate_runs_every_object_once() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let extras = consume_over_mutual_tls(&unique("zf-kafka-mtls"), Some(testbed_client_certificate()?))?;
+    let t = each_object_runs_once("kafkamtls", &service_env("kafka", "ZF_KAFKA_ARN_NO_QUEUE")?, extras).await?;
+    let log = operator_log(&t);
+    assert!(log.contains("\"ssl\""), "the operator did not say it uses SSL:\n{log}");
     Ok(())
 }
 
@@ -303,7 +366,8 @@ async fn a_wrong_kafka_password_is_an_error_a_user_sees_not_a_stall() -> anyhow:
     let _webhook = WEBHOOK.lock().await;
     let runs = std::env::temp_dir().join(format!("zf-kafka-badpw-runs-{}.log", std::process::id()));
     let group = unique("zf-kafka-badpw");
-    let extras = consume_over_sasl_ssl(&group, "PLAIN", "not-the-password")?;
+    let topic = service_env("kafka", "ZF_KAFKA_TLS_TOPIC")?;
+    let extras = consume_over_sasl_ssl(&topic, &group, "PLAIN", "not-the-password")?;
     let t = LoopBed::start_fed_by("kafkabadpw", "kafkabadpw", pipeline_spec(&runs), extras).await?;
     eventually("an authentication error counted", TIMEOUT, || async {
         Ok((kafka_errors(&t, "authentication").await? >= 1.0).then_some(()))
@@ -320,4 +384,49 @@ async fn a_wrong_kafka_password_is_an_error_a_user_sees_not_a_stall() -> anyhow:
     assert!(line.to_lowercase().contains("authentication"), "{line}");
     println!("logged: {line}");
     Ok(())
+}
+
+/// An operator on the SSL listener presenting `certificate`, which the broker must refuse: a
+/// `tls` error counted, the gauge at 0, and an error logged with the broker's alert.
+async fn refused_by_the_mutual_tls_listener(tag: &str, certificate: Option<ClientCertificate>) -> anyhow::Result<()> {
+    let runs = std::env::temp_dir().join(format!("zf-{tag}-runs-{}.log", std::process::id()));
+    let extras = consume_over_mutual_tls(&unique(tag), certificate)?;
+    let t = LoopBed::start_fed_by(tag, tag, pipeline_spec(&runs), extras).await?;
+    eventually("a TLS error counted", TIMEOUT, || async { Ok((kafka_errors(&t, "tls").await? >= 1.0).then_some(())) })
+        .await?;
+    // The gauge starts at 0: it means something once librdkafka's statistics (every 2 s) said so.
+    eventually("the statistics say disconnected", TIMEOUT, || async {
+        Ok(operator_log(&t).contains("no connection to any Kafka broker").then_some(()))
+    })
+    .await?;
+    assert_eq!(kafka_connected(&t).await?, 0.0, "connected with a refused client certificate");
+    let log = operator_log(&t);
+    let line = log
+        .lines()
+        .find(|l| l.contains("TLS with a Kafka broker failed"))
+        .with_context(|| format!("no TLS error in the log:\n{log}"))?;
+    assert!(line.contains("ERROR") || line.contains("\"level\":\"ERROR\""), "not logged as an error: {line}");
+    // The line names the flags to check, and librdkafka's reason carries the broker's alert.
+    assert!(line.contains("--kafka-client-cert-file"), "{line}");
+    // (The fields follow the message, which ends in "retrying"; plain logs colour field names.)
+    let fields = line.split_once("retrying").map(|(_, fields)| fields).with_context(|| format!("no fields: {line}"))?;
+    assert!(fields.contains("alert"), "no TLS alert in the reason: {line}");
+    println!("{tag} logged: {line}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn kafka_without_the_required_client_certificate_is_an_error_a_user_sees_not_a_stall() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    refused_by_the_mutual_tls_listener("kafkanocert", None).await
+}
+
+#[tokio::test]
+async fn a_kafka_client_certificate_from_another_ca_is_an_error_a_user_sees() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let dir = std::env::temp_dir().join(unique("zf-kafka-foreign-ca"));
+    let certificate = foreign_client_certificate(&dir).await?;
+    let refused = refused_by_the_mutual_tls_listener("kafkaforeign", Some(certificate)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    refused
 }

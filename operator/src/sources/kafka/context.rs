@@ -22,9 +22,18 @@ use super::SOURCE;
 use crate::sources::metrics::{SourceError, SourceMetrics};
 
 /// What kind of trouble a librdkafka error is: the `kind` label, and what the log line says.
-pub fn classify(code: Option<RDKafkaErrorCode>) -> SourceError {
+/// `reason` is librdkafka's text for the error.
+pub fn classify(code: Option<RDKafkaErrorCode>, reason: &str) -> SourceError {
     use RDKafkaErrorCode as C;
     match code {
+        // With TLS 1.3 the client's side of the handshake ends before the broker has checked
+        // the client's certificate, so a broker that requires one refuses it only afterwards,
+        // with a TLS alert on the next read: librdkafka reports that as a transport failure,
+        // "Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate". An
+        // OpenSSL error in the reason makes it a TLS failure, not an unreachable broker (a
+        // closed or refused connection has none: librdkafka sets SSL_OP_IGNORE_UNEXPECTED_EOF,
+        // so a broker going away reads as "Disconnected").
+        Some(C::BrokerTransportFailure) if reason.contains("SSL routines") => SourceError::Tls,
         Some(
             C::Authentication | C::SaslAuthenticationFailed | C::TopicAuthorizationFailed | C::GroupAuthorizationFailed,
         ) => SourceError::Authentication,
@@ -105,7 +114,7 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let kind = classify(error.rdkafka_error_code());
+        let kind = classify(error.rdkafka_error_code(), reason);
         self.metrics.error(SOURCE, kind);
         match kind {
             SourceError::Authentication => error!(
@@ -120,8 +129,10 @@ impl ClientContext for Context {
                 %error,
                 reason,
                 "TLS with a Kafka broker failed: check --kafka-ca-file (the CA of the brokers' \
-                 certificates), that the certificates name the broker address, and the client \
-                 certificate; retrying"
+                 certificates), that the certificates name the broker address, and \
+                 --kafka-client-cert-file and --kafka-client-key-file (brokers that require a \
+                 client certificate refuse a client without one, or with one their CA did not \
+                 sign); retrying"
             ),
             SourceError::Unreachable => warn!(
                 brokers = self.brokers,
@@ -143,14 +154,29 @@ mod tests {
     #[test]
     fn error_codes_map_to_what_a_user_must_check() {
         use RDKafkaErrorCode as C;
-        assert_eq!(classify(Some(C::Authentication)), SourceError::Authentication);
-        assert_eq!(classify(Some(C::SaslAuthenticationFailed)), SourceError::Authentication);
-        assert_eq!(classify(Some(C::SSL)), SourceError::Tls);
-        assert_eq!(classify(Some(C::BrokerTransportFailure)), SourceError::Unreachable);
-        assert_eq!(classify(Some(C::AllBrokersDown)), SourceError::Unreachable);
-        assert_eq!(classify(Some(C::Resolve)), SourceError::Unreachable);
-        assert_eq!(classify(Some(C::UnknownTopicOrPartition)), SourceError::Other);
-        assert_eq!(classify(None), SourceError::Other);
+        assert_eq!(classify(Some(C::Authentication), ""), SourceError::Authentication);
+        assert_eq!(classify(Some(C::SaslAuthenticationFailed), ""), SourceError::Authentication);
+        assert_eq!(classify(Some(C::SSL), ""), SourceError::Tls);
+        assert_eq!(classify(Some(C::BrokerTransportFailure), ""), SourceError::Unreachable);
+        assert_eq!(classify(Some(C::AllBrokersDown), ""), SourceError::Unreachable);
+        assert_eq!(classify(Some(C::Resolve), ""), SourceError::Unreachable);
+        assert_eq!(classify(Some(C::UnknownTopicOrPartition), ""), SourceError::Other);
+        assert_eq!(classify(None, ""), SourceError::Other);
+    }
+
+    #[test]
+    fn a_client_certificate_refused_after_the_handshake_is_a_tls_error() {
+        use RDKafkaErrorCode as C;
+        // Reasons as librdkafka 2.12 (OpenSSL 3) gave them against the testbed's Kafka 4.1: its
+        // SSL listener requiring a client certificate the operator did not have, then the
+        // broker stopped.
+        let refused = "ssl://127.0.0.1:29739/bootstrap: Receive failed: error:0A000412:SSL routines::sslv3 \
+                       alert bad certificate: SSL alert number 42 (after 0ms in state APIVERSION_QUERY)";
+        assert_eq!(classify(Some(C::BrokerTransportFailure), refused), SourceError::Tls);
+        let gone = "127.0.0.1:28468/1: Connect to ipv4#127.0.0.1:28468 failed: Connection refused \
+                    (after 0ms in state CONNECT)";
+        assert_eq!(classify(Some(C::BrokerTransportFailure), gone), SourceError::Unreachable);
+        assert_eq!(classify(Some(C::AllBrokersDown), "1/1 brokers are down"), SourceError::Unreachable);
     }
 
     #[test]
