@@ -373,6 +373,11 @@ async fn a_wrong_kafka_password_is_an_error_a_user_sees_not_a_stall() -> anyhow:
         Ok((kafka_errors(&t, "authentication").await? >= 1.0).then_some(()))
     })
     .await?;
+    // The gauge starts at 0: it means something once librdkafka's statistics (every 2 s) said so.
+    eventually("the statistics say disconnected", TIMEOUT, || async {
+        Ok(operator_log(&t).contains("no connection to any Kafka broker").then_some(()))
+    })
+    .await?;
     assert_eq!(kafka_connected(&t).await?, 0.0, "connected with a wrong password");
     let log = operator_log(&t);
     let line = log
