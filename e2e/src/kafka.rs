@@ -1,13 +1,14 @@
 //! The testbed's Kafka (`e2e/testbed up --with kafka`) read through Kafka's own console
 //! consumer, so the tests do not decide which Rust Kafka client the operator will use.
 
+use std::collections::BTreeMap;
 use std::process::Stdio;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::service_env;
+use crate::{TIMEOUT, eventually, service_env};
 
 /// One record as the console consumer prints it.
 #[derive(Debug, Clone)]
@@ -86,6 +87,62 @@ impl ConsoleConsumer {
     }
 }
 
+/// One partition of a consumer group as `kafka-consumer-groups --describe` reports it: the
+/// group's committed offset (`None` before its first commit) and the partition's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupPartition {
+    pub committed: Option<u64>,
+    pub end: u64,
+}
+
+/// The committed offsets of consumer group `group` on the plaintext listener, by topic and
+/// partition, read with Kafka's own `kafka-consumer-groups --describe`.
+pub async fn group_offsets(group: &str) -> anyhow::Result<BTreeMap<(String, u32), GroupPartition>> {
+    let bin = service_env("kafka", "ZF_KAFKA_BIN")?;
+    let out = Command::new(format!("{bin}/kafka-consumer-groups"))
+        .args(["--bootstrap-server", &service_env("kafka", "ZF_KAFKA_BROKERS")?, "--describe", "--group", group])
+        .output()
+        .await
+        .context("running kafka-consumer-groups")?;
+    anyhow::ensure!(out.status.success(), "kafka-consumer-groups: {}", String::from_utf8_lossy(&out.stderr));
+    parse_describe(group, &String::from_utf8_lossy(&out.stdout))
+}
+
+/// Waits until `group` has committed every partition up to its end as it is now: past this, a
+/// consumer of the group killed at once loses nothing it had read. (librdkafka commits stored
+/// offsets in the background, once a second.)
+pub async fn committed_to_the_end(group: &str) -> anyhow::Result<()> {
+    let now = group_offsets(group).await?;
+    eventually("the group's offsets committed to the end", TIMEOUT, || async {
+        let later = group_offsets(group).await?;
+        let done = now.iter().all(|(at, before)| {
+            later.get(at).and_then(|p| p.committed).is_some_and(|committed| committed >= before.end)
+        });
+        Ok((!now.is_empty() && done).then_some(()))
+    })
+    .await
+}
+
+/// Parses the table of `kafka-consumer-groups --describe --group GROUP`: rows `GROUP TOPIC
+/// PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG ...`, `-` for an offset not committed yet.
+fn parse_describe(group: &str, text: &str) -> anyhow::Result<BTreeMap<(String, u32), GroupPartition>> {
+    let mut partitions = BTreeMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 5 || fields[0] != group {
+            continue;
+        }
+        let committed = match fields[3] {
+            "-" => None,
+            n => Some(n.parse().with_context(|| format!("bad offset in {line:?}"))?),
+        };
+        let end = fields[4].parse().with_context(|| format!("bad end offset in {line:?}"))?;
+        let partition = fields[2].parse().with_context(|| format!("bad partition in {line:?}"))?;
+        partitions.insert((fields[1].to_owned(), partition), GroupPartition { committed, end });
+    }
+    Ok(partitions)
+}
+
 /// Parses `<type>:<ms>\tPartition:<p>\tOffset:<o>\t<key>\t<value>`, the console consumer's line
 /// with `print.timestamp`, `print.partition`, `print.offset`, `print.key` and a tab as separator
 /// (`<type>` is `CreateTime` or `LogAppendTime`).
@@ -118,6 +175,19 @@ mod tests {
         assert_eq!(record.key, "bucket/a b.csv");
         assert_eq!(record.value, "{\"x\":\"\\t\"}");
         assert!(parse_line("no tabs").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn parses_a_consumer_group_description() -> anyhow::Result<()> {
+        let text = "\nGROUP  TOPIC   PARTITION  CURRENT-OFFSET  LOG-END-OFFSET  LAG  CONSUMER-ID  HOST  CLIENT-ID\n\
+                    g1     events  0          5               7               2    rdkafka-1    /127.0.0.1  rdkafka\n\
+                    g1     events  1          -               3               -    -            -     -\n";
+        let parsed = parse_describe("g1", text)?;
+        assert_eq!(parsed[&("events".to_owned(), 0)], GroupPartition { committed: Some(5), end: 7 });
+        assert_eq!(parsed[&("events".to_owned(), 1)], GroupPartition { committed: None, end: 3 });
+        assert_eq!(parsed.len(), 2);
+        assert!(parse_describe("g1", "g1 events x 1 2 1").is_err(), "a bad partition is an error");
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
+use zeroflow_e2e::kafka;
 use zeroflow_e2e::loop_bed::LoopBed;
 use zeroflow_e2e::pipelines::{OperatorExtras, WEBHOOK, upload};
 use zeroflow_e2e::{TIMEOUT, eventually, mc, service_env};
@@ -193,8 +194,8 @@ async fn minio_to_kafka_to_zeroflow_runs_every_object_once_across_a_sigkill() ->
         Ok((n >= 5.0).then_some(n))
     })
     .await?;
-    // Offsets are committed once a second: let the last commit happen before the kill.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Offsets are committed once a second, in the background: wait for the last commit before the kill.
+    kafka::committed_to_the_end(&group).await?;
 
     // The leader dies; the second half is published while no one consumes.
     t.operator.kill().await?;
@@ -238,8 +239,8 @@ async fn kafka_away_for_a_while_then_back_loses_nothing_and_says_so() -> anyhow:
     eventually("the first half consumed", TIMEOUT, || async { Ok((through_kafka(&t).await? >= 5.0).then_some(())) })
         .await?;
     eventually("connected", TIMEOUT, || async { Ok((kafka_connected(&t).await? == 1.0).then_some(())) }).await?;
-    // Offsets are committed once a second: let the last commit happen before the broker goes.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Offsets are committed once a second, in the background: wait for the last commit before the broker goes.
+    kafka::committed_to_the_end(&group).await?;
 
     // The broker goes away; MinIO keeps the second half's events in its queue dir meanwhile.
     let _back = BrokerBack;
