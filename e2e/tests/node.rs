@@ -72,6 +72,7 @@ async fn on_the_node(
     release: &str,
 ) -> anyhow::Result<()> {
     the_node_routes_only_the_harness_subnets(node).await?;
+    the_node_never_evicts_for_the_hosts_disk(node, client).await?;
     let mut operator = NodeOperator::install(release, &system.name, &workers.name).await?;
     the_operator_pod_runs_on_the_node(node, client, &operator).await?;
     let bed = Bed::create(node, client, workers, &operator).await?;
@@ -95,6 +96,21 @@ async fn the_node_routes_only_the_harness_subnets(node: &RealNode) -> anyhow::Re
     let beyond: Vec<&str> = routes.lines().filter(|r| !r.starts_with("10.245.") && !r.starts_with("172.30.")).collect();
     ensure!(beyond.is_empty(), "the node netns routes beyond the harness's subnets: {beyond:?}");
     eprintln!("ok: node {}: its netns routes only the harness's subnets, no default route", node.var("ZF_NODE_NAME")?);
+    Ok(())
+}
+
+/// The node's disk is the host's: a full build cache must not evict the test's pods (a CI run
+/// failed so: DiskPressure at 2.1 GB free of 252 GB). The kubelet's live configuration, read
+/// through the apiserver's node proxy (`/configz`), has the disk eviction signals at 0%.
+async fn the_node_never_evicts_for_the_hosts_disk(node: &RealNode, client: &kube::Client) -> anyhow::Result<()> {
+    let name = node.var("ZF_NODE_NAME")?;
+    let request = http::Request::get(format!("/api/v1/nodes/{name}/proxy/configz")).body(Vec::new())?;
+    let configz: serde_json::Value = client.request(request).await?;
+    let hard = &configz["kubeletconfig"]["evictionHard"];
+    for signal in ["nodefs.available", "imagefs.available", "nodefs.inodesFree"] {
+        ensure!(hard[signal] == "0%", "the node's kubelet evicts on {signal} at {}: {hard}", hard[signal]);
+    }
+    eprintln!("ok: node {name}: no eviction for the host's disk ({hard})");
     Ok(())
 }
 
