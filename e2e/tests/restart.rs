@@ -234,6 +234,42 @@ impl Worker {
     }
 }
 
+/// A warm pipeline created while the operator leads (`minReplicas: 1`): its worker pod was created
+/// under this leader and can hold no earlier leader's lease, so adoption holds nothing back and
+/// its first object is leased at once. Before, every adoption of running workers held leasing for
+/// the recovery window (10 s heartbeat + 5 s here): a real-node bench's first warm round took
+/// 13.7 s. Held, the lease below would come back empty.
+#[tokio::test]
+async fn a_warm_pipeline_created_under_the_leader_is_leased_at_once_without_a_recovery_window() -> anyhow::Result<()> {
+    let _webhook = WEBHOOK.lock().await;
+    let spec = json!({"transform": {"image": "example.org/t:1", "command": ["false"]},
+                      "scaling": {"minReplicas": 1}, "sink": {"prefix": "out/"}});
+    let t = LoopBed::start_without_workers("warmnew", "cold", json!({"source": {"prefix": "cold/"}})).await?;
+    // Pods created within the clock margin of leadership's start count as earlier ones.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    t.pipelines.create(&Default::default(), &t.buckets.pipeline("warm", "warm/", spec)?).await?;
+    let warm_key = format!("{}/warm", t.ns.name);
+    eventually("the warm pipeline's worker adopted as one of this leader's", TIMEOUT, || async {
+        let log = std::fs::read_to_string(&t.operator.log)?;
+        let line = log.lines().find(|l| l.contains(&warm_key) && l.contains("adopted"));
+        match line {
+            Some(l) if l.contains("adopted workers created while this replica leads") => Ok(Some(())),
+            Some(l) => anyhow::bail!("adopted otherwise: {l}"),
+            None => Ok(None),
+        }
+    })
+    .await?;
+    upload(&t.buckets.source, "warm/a.txt", "a").await?;
+    let client = zeroflow_e2e::client().await?;
+    let worker = Worker {
+        base: format!("http://{}/v1/pipelines/{}/warm", t.work_api_addr, t.ns.name),
+        token: token(&client, &t.ns.name, "warm-worker", "zeroflow").await?,
+    };
+    let lease = worker.lease(2).await?.context("the first object, leased at once")?;
+    assert_eq!(lease["key"], "warm/a.txt", "{lease}");
+    Ok(())
+}
+
 /// A completion that reaches a restarted leader after its start-up resync queued the object
 /// again, and a heartbeat that re-attaches a lease granted before the restart: neither object is
 /// leased again, each has one success marker.
@@ -259,13 +295,15 @@ async fn results_and_heartbeats_reach_a_restarted_leader_and_nothing_is_leased_a
     let second = worker.lease(10).await?.context("a second lease")?;
     let object = |lease: &Value| json!({"bucket": lease["bucket"], "key": lease["key"], "etag": lease["etag"]});
 
-    // The leader dies with both leased; a new one takes over and its resync queues both again.
+    // The leader dies with both leased; a new one takes over and queues both again: its resync
+    // does, unless MinIO's webhook queue delivers the uploads' notifications again first (both
+    // were seen on the testbed), so the check is the new leader's backlog, not the path.
     t.operator.kill().await?;
     t.operator = t.standby("again").await?;
     t.operator.wait_ready(TIMEOUT).await?;
-    eventually("the resync queued both again", TIMEOUT, || async {
-        let discovered = t.metric("zeroflow_resync_discovered_total").await.unwrap_or(0.0);
-        Ok((discovered >= 2.0).then_some(()))
+    let pending = format!("zeroflow_backlog_pending{{namespace=\"{}\",pipeline=\"manual\"}}", t.ns.name);
+    eventually("the new leader queued both again", TIMEOUT, || async {
+        Ok((t.metric(&pending).await.unwrap_or(0.0) >= 2.0).then_some(()))
     })
     .await?;
 

@@ -13,11 +13,14 @@
 //! the previous leader granted: for one heartbeat interval plus a margin (the recovery window)
 //! the pipeline leases nothing and is not scaled below the adopted count, so every busy worker
 //! can re-attach its lease ([`crate::workapi`]) before any object could be handed to a second
-//! worker. A pipeline at zero workers needs no window and serves at once.
+//! worker. A pipeline at zero workers needs no window and serves at once, and so does one whose
+//! worker pods were all created after this replica began leading ([`adoption`]): they can hold no
+//! lease but this replica's (a warm pipeline created with `minReplicas: 1`, say, whose first
+//! object would otherwise wait out the window).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -40,6 +43,7 @@ use crate::controller::build::PIPELINE_LABEL;
 use crate::runtime::{Kick, Pipeline, Pipelines};
 use crate::status_writer::{Concern, StatusWriter};
 
+pub mod adoption;
 pub mod warm;
 
 /// Field manager of every replica write.
@@ -165,6 +169,11 @@ impl ScaleState {
     }
 }
 
+/// The label selector of a pipeline's worker pods.
+fn worker_selector(key: &PipelineKey) -> String {
+    format!("{PIPELINE_LABEL}={},app.kubernetes.io/component=worker", key.name)
+}
+
 /// A change [`Scaler::plan`] took on; the caller must finish it with [`Scaler::settle`].
 struct Change {
     decision: ScaleDecision,
@@ -178,11 +187,16 @@ pub struct Scaler {
     pipelines: Arc<Pipelines>,
     recorder: Recorder,
     status: StatusWriter,
+    /// When this replica began leading (the scaler is made once leadership is won, and a lost
+    /// lease ends the process): workers created later can hold no earlier leader's lease.
+    leading_since: SystemTime,
 }
 
 impl Scaler {
+    /// To be made once this replica leads: the time it is made is taken as the start of its
+    /// leadership ([`adoption`]).
     pub fn new(client: Client, pipelines: Arc<Pipelines>, recorder: Recorder, status: StatusWriter) -> Self {
-        Self { client, pipelines, recorder, status }
+        Self { client, pipelines, recorder, status, leading_since: SystemTime::now() }
     }
 
     /// Runs until the process stops: ticks, and immediate scale-ups from zero when kicked. Each
@@ -281,6 +295,10 @@ impl Scaler {
                 None
             }
         };
+        let earlier_leases = match live {
+            Some(live) if live > 0 => self.earlier_leases_possible(&pipeline.key).await,
+            _ => false,
+        };
         let now = Instant::now();
         let now_ms = self.pipelines.millis_at(now);
         let mut guard = pipeline.lock();
@@ -291,7 +309,7 @@ impl Scaler {
         let s = &mut state.scale;
         s.current = Some(live);
         s.accounted_at = now;
-        if live > 0 {
+        if earlier_leases {
             let window = recovery_window(lease_duration);
             s.recovering_until = Some(now + window);
             s.recovery_floor = live;
@@ -300,11 +318,31 @@ impl Scaler {
             info!(pipeline = %pipeline.key, replicas = live, window_s = window.as_secs(), "adopted running workers; leasing resumes after their leases had a chance to re-attach");
         } else {
             state.backlog.hold_until(0);
-            info!(pipeline = %pipeline.key, "adopted at zero workers");
+            if live > 0 {
+                info!(pipeline = %pipeline.key, replicas = live, "adopted workers created while this replica leads: no lease to re-attach, leasing at once");
+            } else {
+                info!(pipeline = %pipeline.key, "adopted at zero workers");
+            }
         }
         drop(guard);
         pipeline.notify.notify_waiters();
         true
+    }
+
+    /// Whether the pipeline's running workers may hold leases an earlier leader granted, from
+    /// their pods' creation times; true when the pods cannot be listed.
+    async fn earlier_leases_possible(&self, key: &PipelineKey) -> bool {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
+        match api.list_metadata(&ListParams::default().labels(&worker_selector(key))).await {
+            Ok(pods) => adoption::earlier_leases_possible(
+                pods.items.iter().map(|p| p.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0))),
+                self.leading_since,
+            ),
+            Err(e) => {
+                warn!(pipeline = %key, error = %e, "cannot list worker pods; holding leasing for the recovery window");
+                true
+            }
+        }
     }
 
     /// Looks at the pipeline's warm windows: the open one's minimum goes into the decisions that
@@ -506,8 +544,7 @@ impl Scaler {
             state.leases.busy_pods(self.pipelines.now()).0
         };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let selector = format!("{PIPELINE_LABEL}={},app.kubernetes.io/component=worker", key.name);
-        let pods = match api.list_metadata(&ListParams::default().labels(&selector)).await {
+        let pods = match api.list_metadata(&ListParams::default().labels(&worker_selector(key))).await {
             Ok(pods) => pods.items,
             Err(e) => return warn!(pipeline = %key, error = %e, "cannot list worker pods"),
         };

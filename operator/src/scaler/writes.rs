@@ -48,6 +48,22 @@ fn bed(idle_timeout: Duration) -> Bed {
     Bed { scaler, pipeline, pipelines, api, status }
 }
 
+const PODS: &str = "/api/v1/namespaces/finance/pods";
+
+/// A metadata list of worker pods created at the given RFC 3339 times.
+fn pods(created: &[&str]) -> serde_json::Value {
+    let items: Vec<_> = created
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                             "metadata": {"name": format!("invoices-worker-{i}"), "namespace": "finance",
+                                          "creationTimestamp": at}})
+        })
+        .collect();
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items})
+}
+
 fn scale(replicas: i32) -> serde_json::Value {
     json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
            "metadata": {"name": "invoices-worker", "namespace": "finance"},
@@ -68,6 +84,13 @@ async fn a_new_leader_adopts_running_workers_and_writes_nothing() {
         }
     });
     bed.api.expect(Method::GET, SCALE).await.ok(scale(3));
+    let list = bed.api.expect(Method::GET, PODS).await;
+    assert_eq!(
+        list.query("labelSelector").as_deref(),
+        Some("zeroflow.dev/pipeline=invoices,app.kubernetes.io/component=worker")
+    );
+    // Two pods from before this leader, one from after: the earlier ones may hold leases.
+    list.ok(pods(&["2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z", "2020-01-01T00:00:01Z"]));
     let _scaler = evaluate.await.expect("evaluate");
     bed.api.expect_silence(Duration::from_millis(500)).await;
     let now = bed.pipelines.now();
@@ -78,6 +101,32 @@ async fn a_new_leader_adopts_running_workers_and_writes_nothing() {
         assert!(state.backlog.is_held(now + 14_000) && !state.backlog.is_held(now + 16_000), "10 s heartbeat + 5 s");
     }
     bed.status.expect_silence(Duration::from_millis(200)).await;
+}
+
+/// Workers whose pods were all created after this replica began leading (or not created yet)
+/// can hold no earlier leader's lease: adoption holds nothing back, so a warm pipeline's first
+/// object is leased at once. Pods that cannot be listed are taken as earlier ones.
+#[tokio::test]
+async fn workers_created_under_this_leader_are_adopted_without_a_recovery_window() {
+    for (answer, held) in [(Some(vec!["2100-01-01T00:00:00Z"]), false), (Some(vec![]), false), (None, true)] {
+        // Not idle long enough for a scale-down: adoption is all this evaluation does.
+        let mut bed = bed(Duration::from_secs(3600));
+        let evaluate = tokio::spawn({
+            let (scaler, pipeline) = (Arc::new(bed.scaler), bed.pipeline.clone());
+            async move { scaler.evaluate(&pipeline).await }
+        });
+        bed.api.expect(Method::GET, SCALE).await.ok(scale(1));
+        let list = bed.api.expect(Method::GET, PODS).await;
+        match &answer {
+            Some(created) => list.ok(pods(created)),
+            None => list.fail(403, "Forbidden", "pods is forbidden"),
+        }
+        evaluate.await.expect("evaluate");
+        let now = bed.pipelines.now();
+        let state = bed.pipeline.lock();
+        assert_eq!(state.scale.replicas(), Some(1), "adopted");
+        assert_eq!(state.backlog.is_held(now), held, "pods {answer:?}");
+    }
 }
 
 /// At zero, adoption holds nothing back and an object scales the workers up through /scale,
