@@ -168,7 +168,9 @@ class Trial:
         self.zeroflow_deployment = f"z{tag}-worker"
         self.keda_deployment = f"k{tag}"
         self.keda_queue = keda_queue
-        self.uploaded = None  # PUT answered
+        self.phase_delay = None  # the random wait before the upload, s (see main)
+        self.answered = None  # the PUT's answer read by the benchmark
+        self.uploaded = None  # the object stored: the earlier of `answered` and `relayed` (see main)
         self.relayed = None  # MinIO's notification reached the relay
         self.sent = {}  # queue -> SendMessage answered
 
@@ -291,14 +293,25 @@ def quantile(values, p):
     return values[max(0, math.ceil(p * len(values)) - 1)]
 
 
+def mean(values):
+    return sum(values) / len(values)
+
+
 def summary(values):
     return (f"n={len(values)} p50 {quantile(values, .5):9.1f}  p90 {quantile(values, .9):9.1f}  "
-            f"max {max(values):9.1f} ms")
+            f"max {max(values):9.1f}  mean {mean(values):9.1f} ms")
+
+
+def ratios(keda, zeroflow):
+    """KEDA's p50, p90, max and mean as multiples of zeroflow's."""
+    return (f"p50 {quantile(keda, .5) / quantile(zeroflow, .5):.1f}x, p90 {quantile(keda, .9) / quantile(zeroflow, .9):.1f}x, "
+            f"max {max(keda) / max(zeroflow):.1f}x, mean {mean(keda) / mean(zeroflow):.1f}x")
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, required=True)
+    parser.add_argument("--default-trials", type=int, required=True, help="trials of the round at KEDA's default")
+    parser.add_argument("--fastest-trials", type=int, required=True, help="trials of the round at pollingInterval 1")
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--work", required=True)
     parser.add_argument("--zeroflow-queue", required=True)
@@ -306,12 +319,15 @@ def main():
     args = parser.parse_args()
     ns, suffix = args.namespace, args.namespace.rsplit("-", 1)[-1]
     rounds = dict(ROUNDS)
+    counts = {"default": args.default_trials, "fastest": args.fastest_trials}
+    if min(counts.values()) < 1:
+        sys.exit("every round needs at least one trial")
     sqs = Sqs()
     kube = Kube(args.work)
 
     trials = []
     for round_name, _ in ROUNDS:
-        for i in range(args.trials):
+        for i in range(counts[round_name]):
             queue = sqs.call("CreateQueue", {"QueueName": f"keda-{suffix}-{round_name[0]}{i:02d}"})["QueueUrl"]
             trials.append(Trial(round_name, i, suffix, queue))
     by_bucket = {t.bucket: t for t in trials}
@@ -349,22 +365,35 @@ def main():
 
     for round_name, polling in ROUNDS:
         interval = polling or KEDA_DEFAULT_POLLING_SECONDS
-        # Spread the uploads over more than one polling interval, so that they land at every phase
-        # of KEDA's polling loop; at least 1.5 s apart, so that zeroflow's cold starts do not overlap.
-        spacing = max(1.5, 1.1 * interval / args.trials)
-        print(f"round {round_name}: KEDA pollingInterval {interval} s, {args.trials} uploads ~{spacing:.1f} s apart",
-              file=sys.stderr, flush=True)
+        # A poller answers an upload at its next poll, so KEDA's sample depends on the upload's phase
+        # within its polling loop. Before each upload, wait a uniformly random delay in [0, interval):
+        # whatever the loop's phase at that moment, the upload's phase is then uniform, so KEDA's
+        # samples are fair draws (mean: half an interval plus its own work), not an accident of the
+        # spacing. After each upload, 1.5 s more, so that zeroflow's cold starts do not overlap.
         round_trials = [t for t in trials if t.round == round_name]
+        print(f"round {round_name}: KEDA pollingInterval {interval} s, {len(round_trials)} uploads, each after "
+              f"a random delay in [0, {interval}) s and 1.5 s after the previous", file=sys.stderr, flush=True)
         for t in round_trials:
+            t.phase_delay = random.uniform(0, interval)
+            time.sleep(t.phase_delay)
             s3_put(t.bucket, "in/object.csv", f"trial {t.bucket}\n".encode())
-            t.uploaded = time.time()
-            time.sleep(spacing + random.uniform(0, 1))
+            t.answered = time.time()
+            print(f"  trial {t.index:2d}: uploaded after a random delay of {t.phase_delay:6.3f} s",
+                  file=sys.stderr, flush=True)
+            time.sleep(1.5)
         deadline = time.time() + 2 * interval + 30
         names = [n for t in round_trials for n in (t.zeroflow_deployment, t.keda_deployment)]
         while time.time() < deadline and not all(n in seen for n in names):
             time.sleep(0.2)
     stop.set()
     time.sleep(2)  # the operator's log line follows the PATCH's answer
+    # Both the PUT's answer and MinIO's notification mean the object is stored, and MinIO sends
+    # the notification while it answers. On a loaded machine this process's threads can see
+    # either late (the GIL, the CPU), so a trial starts at whichever was seen first: the earlier
+    # start adds the same time to both systems' samples, which can only lower KEDA's ratio.
+    early = [(t.answered - t.relayed) * 1000 for t in trials if t.relayed is not None and t.relayed < t.answered]
+    for t in trials:
+        t.uploaded = min(t.answered, t.relayed) if t.relayed is not None else t.answered
     logged = operator_samples(args.zeroflow_log)
 
     missing = []
@@ -372,7 +401,7 @@ def main():
         interval = polling or KEDA_DEFAULT_POLLING_SECONDS
         setting = f"pollingInterval {interval} s" + (" (KEDA's default: field omitted)" if polling is None else "")
         print(f"\n== round '{round_name}': KEDA {setting}; zeroflow's SQS long poll 20 s ==")
-        print("trial  upload->scale ms: zeroflow       KEDA   | zeroflow's time, ms: upload->relay  relay->queued"
+        print("trial  delay s  upload->scale ms: zeroflow       KEDA   | zeroflow's time, ms: upload->relay  relay->queued"
               "  queued->received  received->PATCH sent  PATCH  answered->watch")
         zf, keda, breakdown = [], [], {}
         # The same, counted from each system's own message being in its queue (SendMessage
@@ -400,21 +429,21 @@ def main():
                     breakdown.setdefault(label, []).append(value * 1000)
                 parts = "  ".join(f"{v * 1000:8.1f}" for v in steps)
             fmt = lambda v: "missing" if v is None else f"{v:.1f}"
-            print(f"{t.index:5d}  {fmt(z):>24}  {fmt(k):>9}   | {parts}")
+            print(f"{t.index:5d}  {t.phase_delay:7.3f}  {fmt(z):>24}  {fmt(k):>9}   | {parts}")
         if zf and keda:
             print(f"zeroflow upload->scale: {summary(zf)}")
             print(f"KEDA     upload->scale: {summary(keda)}")
             for label in STEPS:
                 if label in breakdown:
                     print(f"  zeroflow {label:>22}: {summary(breakdown[label])}")
-            print(f"ratio KEDA / zeroflow, upload->scale ({setting}): p50 {quantile(keda, .5) / quantile(zf, .5):.1f}x, "
-                  f"p90 {quantile(keda, .9) / quantile(zf, .9):.1f}x, max {max(keda) / max(zf):.1f}x")
+            print(f"ratio KEDA / zeroflow, upload->scale ({setting}): {ratios(keda, zf)}")
         if zf_queued and keda_queued:
             print(f"zeroflow queued->scale: {summary(zf_queued)}")
             print(f"KEDA     queued->scale: {summary(keda_queued)}")
-            print(f"ratio KEDA / zeroflow, queued->scale: p50 {quantile(keda_queued, .5) / quantile(zf_queued, .5):.1f}x, "
-                  f"p90 {quantile(keda_queued, .9) / quantile(zf_queued, .9):.1f}x, "
-                  f"max {max(keda_queued) / max(zf_queued):.1f}x")
+            print(f"ratio KEDA / zeroflow, queued->scale: {ratios(keda_queued, zf_queued)}")
+    print(f"\nMinIO's notification reached the relay before this process read the PUT's answer in {len(early)} "
+          f"of {len(trials)} trials" + (f" (by {min(early):.1f} to {max(early):.1f} ms); those start at the notification"
+                                        if early else ""))
     if missing:
         sys.exit(f"no scale-up seen for {len(missing)} Deployments: {missing}")
 
