@@ -147,7 +147,11 @@ fn shows(current: Option<&Value>, wanted: &Value) -> bool {
 
 /// [`shows`] for a field kept as JSON text.
 fn shows_text(current: Option<&str>, wanted: &Value) -> bool {
-    current.map_or(wanted.is_null(), |c| c == wanted.to_string())
+    match current {
+        None => wanted.is_null(),
+        // Texts compared, not `Value == str` (which compares a JSON string's contents).
+        Some(text) => serde_json::to_string(wanted).is_ok_and(|wanted| wanted == text),
+    }
 }
 
 struct Request {
