@@ -105,6 +105,21 @@ async fn minimal_pipeline_gets_idle_workers_status_and_follows_edits_and_deletio
     }
     assert!(table.lines().nth(1).unwrap_or_default().contains("True"), "{table}");
 
+    // A child deleted by hand comes back at once: its deletion triggers a reconcile (the
+    // controller's own writes and status-only changes of children do not), not the next resync
+    // five minutes later.
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &ns.name);
+    Api::<Deployment>::namespaced(client.clone(), &ns.name).delete("invoices-worker", &DeleteParams::default()).await?;
+    accounts.delete("invoices-worker", &DeleteParams::default()).await?;
+    eventually("children recreated", Duration::from_secs(30), || async {
+        let d = deployment(&client, &ns.name, "invoices-worker").await?;
+        let sa = accounts.get_opt("invoices-worker").await?;
+        Ok((d.is_some_and(|d| d.metadata.uid != worker.metadata.uid)
+            && sa.is_some_and(|sa| sa.metadata.uid != account.metadata.uid))
+        .then_some(()))
+    })
+    .await?;
+
     // Editing the spec updates the Deployment and advances observedGeneration.
     let patch = json!({"spec": {"transform": {"image": "example.org/csv2json:2", "args": ["--strict"]}}});
     pipelines.patch("invoices", &PatchParams::default(), &Patch::Merge(&patch)).await?;

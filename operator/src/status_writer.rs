@@ -16,7 +16,7 @@
 //! status already shows (so an idle fleet causes no writes, also right after a restart: the
 //! cache is seeded from the object), and retries failed writes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,29 +99,42 @@ impl Concern {
 
 /// What the writer last knows each concern's fields to be, per pipeline (kept in the
 /// pipeline's runtime, seeded from the object's status when it is taken up).
+///
+/// Each field is kept as its compact JSON text rather than as a `Value` tree: the trees (the
+/// conditions above all, a map node and a string per key) were the largest per-pipeline cost of
+/// the operator, about 8 KB each, 8 MB with 1000 pipelines. `serde_json`'s maps are sorted, so
+/// equal values have equal texts.
 #[derive(Debug, Clone, Default)]
-pub struct Written(HashMap<Concern, Map<String, Value>>);
+pub struct Written(HashMap<Concern, BTreeMap<&'static str, Box<str>>>);
 
 impl Written {
     pub fn seeded(status: &DataPipelineStatus) -> Self {
-        Self(Concern::ALL.into_iter().map(|c| (c, c.project(status))).collect())
+        let mut written = Self::default();
+        for concern in Concern::ALL {
+            written.record(concern, &concern.project(status));
+        }
+        written
     }
 
     /// Whether applying `fields` for `concern` would change nothing.
     pub fn unchanged(&self, concern: Concern, fields: &Map<String, Value>) -> bool {
         let current = self.0.get(&concern);
-        fields.iter().all(|(k, v)| shows(current.and_then(|c| c.get(k)), v))
+        fields.iter().all(|(k, v)| shows_text(current.and_then(|c| c.get(k.as_str())).map(|t| &**t), v))
     }
 
-    /// The last known value of one field.
-    pub fn get(&self, concern: Concern, field: &str) -> Option<&Value> {
-        self.0.get(&concern).and_then(|fields| fields.get(field))
+    /// The last known value of one field, read as a `T`.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, concern: Concern, field: &str) -> Option<T> {
+        let text = self.0.get(&concern)?.get(field)?;
+        serde_json::from_str(text).ok()
     }
 
+    /// Notes `fields` as written; fields the concern does not own are not kept (the writer
+    /// never sends them).
     pub fn record(&mut self, concern: Concern, fields: &Map<String, Value>) {
         let current = self.0.entry(concern).or_default();
         for (k, v) in fields {
-            current.insert(k.clone(), v.clone());
+            let Some(field) = concern.fields().iter().find(|f| **f == k.as_str()) else { continue };
+            current.insert(field, v.to_string().into_boxed_str());
         }
     }
 }
@@ -130,6 +143,15 @@ impl Written {
 /// what an absent field already is.
 fn shows(current: Option<&Value>, wanted: &Value) -> bool {
     current.map_or(wanted.is_null(), |c| c == wanted)
+}
+
+/// [`shows`] for a field kept as JSON text.
+fn shows_text(current: Option<&str>, wanted: &Value) -> bool {
+    match current {
+        None => wanted.is_null(),
+        // Texts compared, not `Value == str` (which compares a JSON string's contents).
+        Some(text) => serde_json::to_string(wanted).is_ok_and(|wanted| wanted == text),
+    }
 }
 
 struct Request {
@@ -309,5 +331,21 @@ mod tests {
         assert!(!written.unchanged(Concern::Scale, &scale), "a field never written is a change");
         let Value::Object(none) = json!({"activeSchedule": null}) else { unreachable!() };
         assert!(written.unchanged(Concern::Schedule, &none), "removing a field status does not show is no change");
+        assert_eq!(written.get::<u64>(Concern::Progress, "pending"), Some(4));
+        assert_eq!(written.get::<u64>(Concern::Progress, "failed"), Some(0), "seeded from the object");
+        let Value::Object(conditions) = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Idle"}]})
+        else {
+            unreachable!()
+        };
+        assert!(!written.unchanged(Concern::Reconcile, &conditions));
+        written.record(Concern::Reconcile, &conditions);
+        let Value::Object(reordered) = json!({"conditions": [{"reason": "Idle", "status": "True", "type": "Ready"}]})
+        else {
+            unreachable!()
+        };
+        assert!(written.unchanged(Concern::Reconcile, &reordered), "the same object, keys in another order");
+        let Value::Object(foreign) = json!({"pending": 9}) else { unreachable!() };
+        written.record(Concern::Queue, &foreign);
+        assert_eq!(written.get::<u64>(Concern::Queue, "pending"), None, "a field the concern does not own is not kept");
     }
 }

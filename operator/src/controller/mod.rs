@@ -23,6 +23,7 @@ pub mod sender;
 pub mod settings;
 pub mod source;
 pub mod status;
+pub mod triggers;
 pub mod validate;
 
 #[cfg(test)]
@@ -38,7 +39,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -151,7 +152,7 @@ pub async fn run(
         Some(ns) => (
             Api::<DeserializeGuard<DataPipeline>>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client.clone(), ns),
-            Api::<ServiceAccount>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<ServiceAccount>>::namespaced(client.clone(), ns),
             Api::<Pod>::namespaced(client, ns),
         ),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
@@ -173,9 +174,18 @@ pub async fn run(
     // a pod that cannot start (or starts again) updates its pipeline's conditions at once.
     let workers = watcher::Config::default()
         .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY},app.kubernetes.io/component=worker"));
+    // Owned objects trigger their pipeline only when something the reconcile reads of them
+    // changed, or when they are deleted (see `triggers`). Deployments are watched whole for
+    // their status, in small pages so that the first list's transient peak stays small; only a
+    // hash per Deployment is kept.
+    let deployment_triggers = triggers::changed(
+        watcher(deployments, owned.clone().page_size(50)).default_backoff(),
+        triggers::deployment_observed,
+    );
+    let account_triggers = triggers::changed(watcher(accounts, owned).default_backoff(), |_| None);
     let controller = Controller::for_stream(pipeline_stream, reader)
-        .owns(deployments, owned.clone())
-        .owns(accounts, owned)
+        .owns_stream(deployment_triggers)
+        .owns_stream(account_triggers)
         .watches(pods, workers, |pod: Pod| {
             let name = pod.labels().get(build::PIPELINE_LABEL)?.clone();
             Some(ObjectRef::new(&name).within(&pod.namespace()?))

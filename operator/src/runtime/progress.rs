@@ -96,10 +96,7 @@ fn snapshot(pipelines: &Pipelines, pipeline: &Pipeline) -> Snapshot {
         oldest_pending_seconds: state.backlog.oldest_pending_age(now).map_or(0.0, |ms| ms as f64 / 1000.0),
         usage: state.scale.usage().clone(),
         replicas: state.scale.replicas().unwrap_or(0),
-        written_usage: state
-            .status
-            .get(Concern::Progress, "usage")
-            .and_then(|v| serde_json::from_value::<Usage>(v.clone()).ok()),
+        written_usage: state.status.get::<Usage>(Concern::Progress, "usage"),
         last_cold_start: state.cold_start.last(),
         last_event,
         newly_failed: if newly_failed > 0 { newly_failed } else { 0 },

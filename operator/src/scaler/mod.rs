@@ -240,10 +240,16 @@ impl Scaler {
         s.accounted_at = now;
         let Some(current) = s.current else { return };
         let (replica_seconds, core_seconds) = usage::accrue(&mut s.usage, current, cpu, elapsed);
+        // A pipeline's usage series appear with its first worker: created at zero for every idle
+        // pipeline, they were two of its seven series, in memory and in every scrape.
         let labels = [pipeline.key.namespace.as_str(), pipeline.key.name.as_str()];
         let metrics = self.pipelines.metrics();
-        metrics.replica_seconds.with_label_values(&labels).inc_by(replica_seconds);
-        metrics.cpu_core_seconds.with_label_values(&labels).inc_by(core_seconds);
+        if replica_seconds > 0.0 {
+            metrics.replica_seconds.with_label_values(&labels).inc_by(replica_seconds);
+        }
+        if core_seconds > 0.0 {
+            metrics.cpu_core_seconds.with_label_values(&labels).inc_by(core_seconds);
+        }
     }
 
     /// The event path's fast lane: a pipeline at zero replicas (or not adopted yet) is
