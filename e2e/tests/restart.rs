@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::{Value, json};
 use zeroflow_core::ledger::Outcome;
 use zeroflow_e2e::loop_bed::LoopBed;
 use zeroflow_e2e::pipelines::{WEBHOOK, upload};
 use zeroflow_e2e::{Operator, TIMEOUT, eventually, http, mc, token};
+use zeroflow_operator::scaler::adoption::CLOCK_MARGIN;
 
 /// How long the transform takes per object: long enough that the operator is killed and back
 /// while every worker is busy.
@@ -245,8 +247,17 @@ async fn a_warm_pipeline_created_under_the_leader_is_leased_at_once_without_a_re
     let spec = json!({"transform": {"image": "example.org/t:1", "command": ["false"]},
                       "scaling": {"minReplicas": 1}, "sink": {"prefix": "out/"}});
     let t = LoopBed::start_without_workers("warmnew", "cold", json!({"source": {"prefix": "cold/"}})).await?;
-    // Pods created within the clock margin of leadership's start count as earlier ones.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Pods created within the clock margin of leadership's start count as earlier ones: the
+    // warm pipeline is created once that margin, and the whole second `creationTimestamp` drops,
+    // have passed since the leader's Lease was acquired.
+    let client = zeroflow_e2e::client().await?;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &t.ns.name);
+    eventually("the clock margin past the leader's acquisition", TIMEOUT, || async {
+        let lease = leases.get("zeroflow-operator-leader").await?;
+        let acquired = lease.spec.and_then(|s| s.acquire_time).context("the Lease has no acquireTime")?;
+        Ok((SystemTime::now() > SystemTime::from(acquired.0) + CLOCK_MARGIN + Duration::from_secs(1)).then_some(()))
+    })
+    .await?;
     t.pipelines.create(&Default::default(), &t.buckets.pipeline("warm", "warm/", spec)?).await?;
     let warm_key = format!("{}/warm", t.ns.name);
     eventually("the warm pipeline's worker adopted as one of this leader's", TIMEOUT, || async {
@@ -260,7 +271,6 @@ async fn a_warm_pipeline_created_under_the_leader_is_leased_at_once_without_a_re
     })
     .await?;
     upload(&t.buckets.source, "warm/a.txt", "a").await?;
-    let client = zeroflow_e2e::client().await?;
     let worker = Worker {
         base: format!("http://{}/v1/pipelines/{}/warm", t.work_api_addr, t.ns.name),
         token: token(&client, &t.ns.name, "warm-worker", "zeroflow").await?,
