@@ -207,6 +207,21 @@ mod tests {
     /// Found by fuzzing (fuzz/regressions/s3_json): serde_json skips ignored string fields
     /// without checking their UTF-8, so a body that is not JSON was accepted on the gateway's
     /// direct path while the same document inside an SNS message was refused.
+    /// RFC 8259 leaves a repeated name's meaning to the receiver; a record that names its object
+    /// twice says two things, so it is refused whichever copy is malformed, not guessed at.
+    #[test]
+    fn a_record_that_repeats_a_field_is_refused() {
+        for object in
+            [r#""object":{"key":{}},"object":{"key":"a.csv"}"#, r#""object":{"key":"a.csv"},"object":{"key":"b.csv"}"#]
+        {
+            let body = format!(
+                r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},{object}}}}}]}}"#
+            );
+            let result = parse_any(body.as_bytes());
+            assert!(matches!(result, Err(RecordError::Json(_))), "{body}: {result:?}");
+        }
+    }
+
     #[test]
     fn a_body_that_is_not_utf8_is_refused_even_in_fields_not_read() {
         let mut bad = AWS_DELETE.replace(r#""awsRegion": "us-east-1""#, "\"awsRegion\": \"\u{1}\"").into_bytes();
