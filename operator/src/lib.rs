@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod events;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod gateway;

@@ -4,13 +4,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use zeroflow_operator::api::DataPipeline;
 use zeroflow_operator::cli::Cli;
 use zeroflow_operator::controller::{self, Context, build::WorkerOptions};
+use zeroflow_operator::events::EventRecorder;
 use zeroflow_operator::gateway::auth::NamespaceTokens;
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
 use zeroflow_operator::gateway::notices::{Notices, PodEvents};
@@ -112,8 +113,12 @@ async fn main() -> anyhow::Result<()> {
     let pipelines = Arc::new(Pipelines::new(GATEWAY_RETRY_AFTER_SECONDS, kick, metrics.clone()));
     // Before the work API answers: until every watch has listed, no pipeline is called missing.
     pipelines.declared().expect_scopes(cli.watched_namespaces().len());
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: "zeroflow-operator".into(), instance: Some(identity) });
+    let recorder = EventRecorder::new(
+        client.clone(),
+        Reporter { controller: "zeroflow-operator".into(), instance: Some(identity) },
+    );
+    // For the life of the process, like the recorder: keeps its repeat cache from growing for good.
+    tokio::spawn(recorder.clone().renew_periodically());
     let (status, status_task) = StatusWriter::spawn(client.clone(), pipelines.clone());
 
     let gateway_metrics = GatewayMetrics::register(metrics.registry()).context("registering gateway metrics")?;

@@ -42,7 +42,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -76,7 +76,7 @@ const RECHECK_TROUBLE: Duration = Duration::from_secs(15);
 /// Everything a reconcile needs, built once at start-up.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub recorder: crate::events::EventRecorder,
     pub metrics: Arc<Metrics>,
     pub workers: WorkerOptions,
     /// How worker pods get the runner when their pipeline leaves it to the operator.

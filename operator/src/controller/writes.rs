@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use kube::core::DeserializeGuard;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
 use super::testing::{minimal_spec, pipeline};
@@ -32,7 +32,10 @@ fn bed() -> Bed {
     let (kick, kicks) = tokio::sync::mpsc::unbounded_channel();
     let pipelines = Arc::new(Pipelines::new(1, kick, metrics.clone()));
     let (writer, _task) = StatusWriter::spawn(status_client, pipelines.clone());
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "zeroflow-test".into(), instance: None });
+    let recorder = crate::events::EventRecorder::new(
+        client.clone(),
+        Reporter { controller: "zeroflow-test".into(), instance: None },
+    );
     let ctx = Arc::new(Context {
         client,
         recorder,

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
+
+use crate::events::EventRecorder;
 
 /// Somewhere to publish warnings that need a person.
 pub trait Notice: Send + Sync + 'static {
@@ -41,12 +43,12 @@ impl Notices {
 /// cluster-wide role has it; with `watchNamespaces` that leave out the operator's namespace the
 /// Event is refused and only the log line and the metric remain.
 pub struct PodEvents {
-    recorder: Recorder,
+    recorder: EventRecorder,
     pod: ObjectReference,
 }
 
 impl PodEvents {
-    pub fn new(recorder: Recorder, namespace: &str, pod_name: &str) -> Self {
+    pub fn new(recorder: EventRecorder, namespace: &str, pod_name: &str) -> Self {
         let pod = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),

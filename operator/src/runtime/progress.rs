@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
+
+use crate::events::EventRecorder;
 use serde_json::{Value, json};
 use zeroflow_core::backlog::Counts;
 use zeroflow_core::scaling::usage::Usage;
@@ -107,7 +109,7 @@ fn snapshot(pipelines: &Pipelines, pipeline: &Pipeline) -> Snapshot {
 }
 
 /// Publishes every pipeline's progress until the process stops.
-pub async fn run(pipelines: Arc<Pipelines>, writer: StatusWriter, recorder: Recorder) {
+pub async fn run(pipelines: Arc<Pipelines>, writer: StatusWriter, recorder: EventRecorder) {
     let mut ticker = tokio::time::interval(PERIOD);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -169,7 +171,7 @@ fn round_ms(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }
 
-async fn announce(recorder: &Recorder, key: &zeroflow_core::PipelineKey, note: &str) {
+async fn announce(recorder: &EventRecorder, key: &zeroflow_core::PipelineKey, note: &str) {
     let reference = ObjectReference {
         api_version: Some(DataPipeline::api_version(&()).into()),
         kind: Some(DataPipeline::kind(&()).into()),

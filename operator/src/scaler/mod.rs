@@ -26,7 +26,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -40,6 +40,7 @@ use zeroflow_core::work::heartbeat_interval_seconds;
 
 use crate::api::DataPipeline;
 use crate::controller::build::PIPELINE_LABEL;
+use crate::events::EventRecorder;
 use crate::runtime::{Kick, Pipeline, Pipelines};
 use crate::status_writer::{Concern, StatusWriter};
 
@@ -185,7 +186,7 @@ struct Change {
 pub struct Scaler {
     client: Client,
     pipelines: Arc<Pipelines>,
-    recorder: Recorder,
+    recorder: EventRecorder,
     status: StatusWriter,
     /// When this replica began leading (the scaler is made once leadership is won, and a lost
     /// lease ends the process): workers created later can hold no earlier leader's lease.
@@ -195,7 +196,7 @@ pub struct Scaler {
 impl Scaler {
     /// To be made once this replica leads: the time it is made is taken as the start of its
     /// leadership ([`adoption`]).
-    pub fn new(client: Client, pipelines: Arc<Pipelines>, recorder: Recorder, status: StatusWriter) -> Self {
+    pub fn new(client: Client, pipelines: Arc<Pipelines>, recorder: EventRecorder, status: StatusWriter) -> Self {
         Self { client, pipelines, recorder, status, leading_since: SystemTime::now() }
     }
 

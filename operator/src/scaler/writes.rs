@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use serde_json::json;
 use zeroflow_core::backlog::{BacklogConfig, ObjectId, WorkItem};
 use zeroflow_core::routing::Route;
@@ -43,7 +43,7 @@ fn bed(idle_timeout: Duration) -> Bed {
     settings.scale.idle_timeout = idle_timeout;
     let pipeline = pipelines.upsert(&PipelineKey::new("finance", "invoices"), settings, &Seed::default());
     let (writer, _task) = StatusWriter::spawn(status_client, pipelines.clone());
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "zeroflow-test".into(), instance: None });
+    let recorder = EventRecorder::new(client.clone(), Reporter { controller: "zeroflow-test".into(), instance: None });
     let scaler = Scaler::new(client, pipelines.clone(), recorder, writer);
     Bed { scaler, pipeline, pipelines, api, status }
 }
