@@ -42,7 +42,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use kube::Client;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,6 +50,7 @@ use tokio::net::{TcpListener, TcpStream};
 use zeroflow_core::PipelineKey;
 use zeroflow_core::backlog::BacklogConfig;
 use zeroflow_core::routing::Route;
+use zeroflow_operator::events::EventRecorder;
 use zeroflow_operator::gateway::auth::BearerToken;
 use zeroflow_operator::gateway::metrics::GatewayMetrics;
 use zeroflow_operator::gateway::{GatewayConfig, router};
@@ -142,7 +143,8 @@ impl Production {
         let (kick, kicks) = tokio::sync::mpsc::unbounded_channel();
         let pipelines = Arc::new(Pipelines::new(1, kick, metrics.clone()));
         let client = canned_apiserver();
-        let recorder = Recorder::new(client.clone(), Reporter { controller: "zeroflow-bench".into(), instance: None });
+        let recorder =
+            EventRecorder::new(client.clone(), Reporter { controller: "zeroflow-bench".into(), instance: None });
         let (status, _status_task) = StatusWriter::spawn(client.clone(), pipelines.clone());
         let scaler = Arc::new(Scaler::new(client, pipelines.clone(), recorder.clone(), status.clone()));
         tokio::spawn(scaler.run(kicks));
