@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The trials of `e2e/bench/keda-side-by-side` (read its header first): sets up the objects of both
-systems, relays MinIO's notifications to the two queues, watches the Deployments, uploads, and
-prints every trial, percentiles and ratios. Both operators are started (and stopped) by the shell
-script; this talks only to loopback: the testbed's apiserver, MinIO and ElasticMQ.
+systems, relays MinIO's notifications to the two queues, watches the Deployments, runs KEDA's
+worker pods on this host (`keda_worker.py`; zeroflow's are run by `zeroflow-host-workers`, started
+by the shell script), records each system's first output from its sink's notification, uploads,
+and prints every trial, percentiles and ratios. Both operators are started (and stopped) by the
+shell script; this talks only to loopback: the testbed's apiserver, MinIO and ElasticMQ.
 
 Clock: every time here is this host's wall clock (time.time()); the zeroflow operator's log
 timestamps, used only for the breakdown of zeroflow's own time, are on the same clock.
