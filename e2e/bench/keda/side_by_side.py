@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The trials of `e2e/bench/keda-side-by-side` (read its header first): sets up the objects of both
-systems, relays MinIO's notifications to the two queues, watches the Deployments, uploads, and
-prints every trial, percentiles and ratios. Both operators are started (and stopped) by the shell
-script; this talks only to loopback: the testbed's apiserver, MinIO and ElasticMQ.
+systems, relays MinIO's notifications to the two queues, watches the Deployments, runs KEDA's
+worker pods on this host (`keda_worker.py`; zeroflow's are run by `zeroflow-host-workers`, started
+by the shell script), records each system's first output from its sink's notification, uploads,
+and prints every trial, percentiles and ratios. Both operators are started (and stopped) by the
+shell script; this talks only to loopback: the testbed's apiserver, MinIO and ElasticMQ.
 
 Clock: every time here is this host's wall clock (time.time()); the zeroflow operator's log
 timestamps, used only for the breakdown of zeroflow's own time, are on the same clock.
@@ -10,21 +12,22 @@ timestamps, used only for the breakdown of zeroflow's own time, are on the same 
 
 import argparse
 import datetime
-import hashlib
-import hmac
 import http.client
 import http.server
 import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 
-ENV = os.environ
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from aws import ENV, Sqs, loopback, s3_put  # noqa: E402  (after the path above)
+
 # KEDA's documented default pollingInterval, in seconds (the "default" round omits the field).
 KEDA_DEFAULT_POLLING_SECONDS = 30
 ROUNDS = (("default", None), ("fastest", 1))
@@ -33,14 +36,6 @@ ROUNDS = (("default", None), ("fastest", 1))
 # (admission, kick, scaler decision), the PATCH answered, the watch seeing the new spec.replicas.
 STEPS = ("upload->relay", "relay->queued", "queued->received", "received->PATCH sent", "PATCH",
          "answered->watch")
-
-
-def loopback(url):
-    """(host, port) of `url`; refuses anything but loopback (the benchmark's network rule)."""
-    parsed = urllib.parse.urlparse(url)
-    if parsed.hostname not in ("127.0.0.1", "localhost"):
-        sys.exit(f"refusing {url}: only services on loopback")
-    return parsed.hostname, parsed.port
 
 
 class Kube:
@@ -106,59 +101,6 @@ def mc(*args):
     return subprocess.run([ENV["MC"], *args], capture_output=True, text=True)
 
 
-class Sqs:
-    """ElasticMQ's JSON protocol (it checks no signature), one kept-alive connection per thread."""
-
-    def __init__(self):
-        self.host, self.port = loopback(ENV["ZF_SQS_ENDPOINT"])
-        self.local = threading.local()
-
-    def call(self, action, body):
-        for attempt in (1, 2):
-            conn = getattr(self.local, "conn", None) or http.client.HTTPConnection(self.host, self.port, timeout=10)
-            self.local.conn = conn
-            try:
-                conn.request("POST", "/", json.dumps(body), {"Content-Type": "application/x-amz-json-1.0",
-                                                            "X-Amz-Target": f"AmazonSQS.{action}"})
-                response = conn.getresponse()
-                answer = response.read()
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                self.local.conn = None
-                if attempt == 2:
-                    raise
-                continue
-            if response.status != 200:
-                raise RuntimeError(f"SQS {action}: {response.status} {answer[:200]!r}")
-            return json.loads(answer) if answer else {}
-
-
-def s3_put(bucket, key, data):
-    """PUT an object to MinIO, signed with SigV4 (the testbed's static keys)."""
-    host, port = loopback(ENV["ZF_S3_ENDPOINT"])
-    access, secret, region = ENV["ZF_S3_ACCESS_KEY"], ENV["ZF_S3_SECRET_KEY"], ENV.get("ZF_S3_REGION", "us-east-1")
-    amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = f"/{bucket}/{urllib.parse.quote(key, safe='/')}"
-    payload = hashlib.sha256(data).hexdigest()
-    headers = {"host": f"{host}:{port}", "x-amz-content-sha256": payload, "x-amz-date": amz_date}
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join(["PUT", path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed, payload])
-    scope = f"{amz_date[:8]}/{region}/s3/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key_bytes = ("AWS4" + secret).encode()
-    for part in (amz_date[:8], region, "s3", "aws4_request"):
-        key_bytes = hmac.new(key_bytes, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key_bytes, to_sign.encode(), hashlib.sha256).hexdigest()
-    headers["Authorization"] = f"AWS4-HMAC-SHA256 Credential={access}/{scope}, SignedHeaders={signed}, Signature={signature}"
-    conn = http.client.HTTPConnection(host, port, timeout=10)
-    conn.request("PUT", path, data, headers)
-    response = conn.getresponse()
-    answer = response.read()
-    conn.close()
-    if response.status != 200:
-        raise RuntimeError(f"PUT {path}: {response.status} {answer[:300]!r}")
-
-
 class Trial:
     def __init__(self, round_name, index, suffix, keda_queue):
         tag = f"{round_name[0]}{index:02d}"
@@ -168,6 +110,13 @@ class Trial:
         self.zeroflow_deployment = f"z{tag}-worker"
         self.keda_deployment = f"k{tag}"
         self.keda_queue = keda_queue
+        # Each system writes its output to its own sink bucket, under SINK_PREFIX.
+        self.sinks = {"zeroflow": f"{self.bucket}-zo", "KEDA": f"{self.bucket}-ko"}
+        self.output = {}  # system -> MinIO's notification of its first output reached the relay
+        self.running = {}  # system -> this bench first saw the system's worker pod Running
+        # system -> its worker ready: zeroflow's first lease answered (the operator's log),
+        # KEDA's consumer started (its own log)
+        self.ready = {}
         self.phase_delay = None  # the random wait before the upload, s (see main)
         self.answered = None  # the PUT's answer read by the benchmark
         self.uploaded = None  # the object stored: the earlier of `answered` and `relayed` (see main)
@@ -175,9 +124,19 @@ class Trial:
         self.sent = {}  # queue -> SendMessage answered
 
 
-def make_relay(sqs, zeroflow_queue, trials_by_bucket):
+# Both systems' outputs land under this prefix of their sink bucket; MinIO notifies only for
+# it, so zeroflow's ledger markers (in the same bucket) are not taken for its output.
+SINK_PREFIX = "out/"
+# How often the bench looks at the namespace's pods, as `zeroflow-host-workers` does for zeroflow.
+POD_POLL_SECONDS = 0.2
+# The label on KEDA's worker pods that the bench's stand-in kubelet serves.
+KEDA_WORKER_LABEL = "zf-bench-keda-worker"
+
+
+def make_relay(sqs, zeroflow_queue, trials_by_bucket, outputs_by_bucket):
     """MinIO's webhook target: each notification for a trial's bucket goes to both queues at once,
-    as an SNS topic with two subscribed queues (raw message delivery) would deliver it."""
+    as an SNS topic with two subscribed queues (raw message delivery) would deliver it; one for a
+    sink bucket (`outputs_by_bucket`: bucket -> (trial, system)) records the first output."""
 
     class Relay(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -191,9 +150,14 @@ def make_relay(sqs, zeroflow_queue, trials_by_bucket):
             at = time.time()
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             try:
-                bucket = json.loads(body)["Records"][0]["s3"]["bucket"]["name"]
+                s3 = json.loads(body)["Records"][0]["s3"]
+                # MinIO URL-encodes the key, '/' included.
+                bucket, key = s3["bucket"]["name"], urllib.parse.unquote_plus(s3["object"]["key"])
             except (ValueError, KeyError, IndexError, TypeError):
-                bucket = None
+                bucket, key = None, ""
+            output = outputs_by_bucket.get(bucket)
+            if output is not None and key.startswith(SINK_PREFIX):
+                output[0].output.setdefault(output[1], at)
             trial = trials_by_bucket.get(bucket)
             if trial is not None and trial.relayed is None:
                 trial.relayed = at
@@ -218,6 +182,85 @@ def make_relay(sqs, zeroflow_queue, trials_by_bucket):
     return http.server.ThreadingHTTPServer((host, int(port)), Relay)
 
 
+class Pods:
+    """Looks at the namespace's pods every POD_POLL_SECONDS, as `zeroflow-host-workers` does for
+    zeroflow's: records when each trial's worker pod of either system is first seen Running, and
+    is the kubelet's stand-in for KEDA's worker pods: for each Running one it starts
+    `keda_worker.py` on this host (the pod's consumer), and sends it SIGTERM when the pod is gone
+    or deleted. Nothing runs for a KEDA Deployment before its pod is Running."""
+
+    def __init__(self, kube, namespace, trials, work):
+        self.kube, self.namespace, self.work = kube, namespace, work
+        # Pod labels -> (trial, system): zeroflow's worker pods name their pipeline, KEDA's their app.
+        self.by_pipeline = {t.pipeline: t for t in trials}
+        self.by_app = {t.keda_deployment: t for t in trials}
+        self.workers = {}  # KEDA pod name -> its worker process
+        self.started = {}  # KEDA pod name -> when its worker was started
+        self.trial_of = {}  # KEDA pod name -> its trial
+        self.stop = threading.Event()
+        self.errors = []
+
+    def run(self):
+        worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keda_worker.py")
+        path = f"/api/v1/namespaces/{self.namespace}/pods"
+        while not self.stop.is_set():
+            try:
+                pods = self.kube.get(path)["items"]
+            except (OSError, RuntimeError, ValueError, http.client.HTTPException) as e:
+                self.errors.append(str(e))
+                time.sleep(POD_POLL_SECONDS)
+                continue
+            at = time.time()
+            live = set()
+            for pod in pods:
+                meta, labels = pod["metadata"], pod["metadata"].get("labels", {})
+                if meta.get("deletionTimestamp") or pod.get("status", {}).get("phase") != "Running":
+                    continue
+                if labels.get("app.kubernetes.io/component") == "worker" and \
+                        labels.get("zeroflow.dev/pipeline") in self.by_pipeline:
+                    self.by_pipeline[labels["zeroflow.dev/pipeline"]].running.setdefault("zeroflow", at)
+                elif labels.get(KEDA_WORKER_LABEL) == "true" and labels.get("app") in self.by_app:
+                    t, name = self.by_app[labels["app"]], meta["name"]
+                    t.running.setdefault("KEDA", at)
+                    live.add(name)
+                    if name not in self.workers:
+                        log = open(os.path.join(self.work, f"keda-worker-{name}.log"), "ab")
+                        self.workers[name] = subprocess.Popen(
+                            [sys.executable, worker, t.keda_queue, t.sinks["KEDA"], SINK_PREFIX],
+                            stdout=log, stderr=subprocess.STDOUT)
+                        self.started[name] = time.time()
+                        self.trial_of[name] = t
+                        log.close()
+            for name, process in self.workers.items():
+                if name not in live and process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            time.sleep(POD_POLL_SECONDS)
+
+    def close(self):
+        """Stops polling and every KEDA worker still running."""
+        self.stop.set()
+        for process in self.workers.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.workers.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        # Each worker's first step "started" (its interpreter and imports ready to poll): the
+        # consumer's own start, inside KEDA's Running -> output.
+        for name, t in self.trial_of.items():
+            try:
+                with open(os.path.join(self.work, f"keda-worker-{name}.log")) as log:
+                    for line in log:
+                        entry = json.loads(line)
+                        if entry.get("step") == "started":
+                            t.ready.setdefault("KEDA", entry["at"])
+                            break
+            except (OSError, ValueError):
+                pass
+
+
 def objects(namespace, trials, rounds):
     """The Kubernetes objects of both systems for every trial, as one List."""
     sqs_host = ENV["ZF_SQS_ENDPOINT"]
@@ -234,8 +277,11 @@ def objects(namespace, trials, rounds):
         items.append({"apiVersion": "zeroflow.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": t.pipeline},
                       "spec": {"source": {"bucket": t.bucket, "store": {"endpoint": ENV["ZF_S3_ENDPOINT"],
                                                                         "credentialsSecretRef": {"name": "store"}}},
-                               "transform": {"image": "example.org/t:1"}}})
-        labels = {"app": t.keda_deployment}
+                               "sink": {"bucket": t.sinks["zeroflow"], "prefix": SINK_PREFIX},
+                               # The output is the input: `cat` under the stdio contract, run by
+                               # zeroflow-runner on this host (zeroflow-host-workers).
+                               "transform": {"image": "example.org/t:1", "command": ["cat"], "contract": "stdio"}}})
+        labels = {"app": t.keda_deployment, KEDA_WORKER_LABEL: "true"}
         items.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": t.keda_deployment},
                       "spec": {"replicas": 0, "selector": {"matchLabels": labels},
                                "template": {"metadata": {"labels": labels},
@@ -287,6 +333,22 @@ def operator_samples(log):
     return samples
 
 
+def first_leases(log):
+    """pipeline name -> when the operator logged its first lease to a worker (`cold_start_ms`)."""
+    leases = {}
+    for line in open(log):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if "cold_start_ms" not in entry:
+            continue
+        pipeline = entry.get("pipeline") or (entry.get("span") or {}).get("pipeline", "")
+        at = datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+        leases.setdefault(pipeline.rsplit("/", 1)[-1], at)
+    return leases
+
+
 def quantile(values, p):
     """Nearest-rank quantile (p90 of 10 samples is the 9th smallest)."""
     values = sorted(values)
@@ -306,6 +368,49 @@ def ratios(keda, zeroflow):
     """KEDA's p50, p90, max and mean as multiples of zeroflow's."""
     return (f"p50 {quantile(keda, .5) / quantile(zeroflow, .5):.1f}x, p90 {quantile(keda, .9) / quantile(zeroflow, .9):.1f}x, "
             f"max {max(keda) / max(zeroflow):.1f}x, mean {mean(keda) / mean(zeroflow):.1f}x")
+
+
+def print_outputs(round_name, setting, round_trials, seen, missing):
+    """Upload -> first output per trial of a round, for both systems, with the worker side's
+    share: scale request -> worker pod seen Running (ReplicaSet, scheduler, KWOK, the 200 ms
+    poll), Running -> output (the worker started on this host, its work, MinIO's notification
+    of the output), and within it Running -> worker ready (zeroflow: the operator's first lease
+    to the runner; KEDA: the consumer process started). Appends to `missing` what was never
+    seen."""
+    systems = (("zeroflow", lambda t: t.zeroflow_deployment), ("KEDA", lambda t: t.keda_deployment))
+    print(f"\n-- round '{round_name}': upload -> first output (the output's notification from its sink) --")
+    print("trial  delay s  upload->first output ms: zeroflow       KEDA   | scale->pod Running seen: zeroflow  KEDA"
+          "  | Running seen->output: zeroflow  KEDA  | Running seen->worker ready: zeroflow  KEDA")
+    figures = {(system, what): [] for system, _ in systems for what in ("output", "running", "work", "ready")}
+    fmt = lambda v: "missing" if v is None else f"{v:.1f}"
+    for t in round_trials:
+        row = {}
+        for system, deployment in systems:
+            scaled, running, output = seen.get(deployment(t)), t.running.get(system), t.output.get(system)
+            ready = t.ready.get(system)
+            row[system] = (
+                (output - t.uploaded) * 1000 if output else None,
+                (running - scaled) * 1000 if running and scaled else None,
+                (output - running) * 1000 if output and running else None,
+                (ready - running) * 1000 if ready and running else None,
+            )
+            if output is None:
+                missing.append(f"{system} output of {t.bucket}")
+            for what, value in zip(("output", "running", "work", "ready"), row[system]):
+                if value is not None:
+                    figures[(system, what)].append(value)
+        z, k = row["zeroflow"], row["KEDA"]
+        print(f"{t.index:5d}  {t.phase_delay:7.3f}  {fmt(z[0]):>31}  {fmt(k[0]):>9}   | {fmt(z[1]):>33}  {fmt(k[1]):>5}"
+              f"  | {fmt(z[2]):>30}  {fmt(k[2]):>5}  | {fmt(z[3]):>36}  {fmt(k[3]):>5}")
+    labels = (("output", "upload->first output"), ("running", "scale->pod Running seen"),
+              ("work", "Running seen->output"), ("ready", "Running seen->ready"))
+    for what, label in labels:
+        for system, _ in systems:
+            if figures[(system, what)]:
+                print(f"{system:<8} {label:>23}: {summary(figures[(system, what)])}")
+    zf, keda = figures[("zeroflow", "output")], figures[("KEDA", "output")]
+    if zf and keda:
+        print(f"ratio KEDA / zeroflow, upload->first output ({setting}): {ratios(keda, zf)}")
 
 
 def main():
@@ -338,30 +443,37 @@ def main():
         sqs.call("SendMessage", {"QueueUrl": warm, "MessageBody": "warm-up"})
     sqs.call("PurgeQueue", {"QueueUrl": warm})
 
-    relay = make_relay(sqs, args.zeroflow_queue, by_bucket)
+    outputs_by_bucket = {bucket: (t, system) for t in trials for system, bucket in t.sinks.items()}
+    relay = make_relay(sqs, args.zeroflow_queue, by_bucket, outputs_by_bucket)
     threading.Thread(target=relay.serve_forever, daemon=True).start()
     seen, stop = {}, threading.Event()
     threading.Thread(target=kube.watch_scale_ups, args=(ns, seen, stop), daemon=True).start()
+    pods = Pods(kube, ns, trials, args.work)
+    threading.Thread(target=pods.run, daemon=True).start()
 
     alias, arn = ENV["ZF_MC_ALIAS"], ENV["ZF_WEBHOOK_ARN_NO_QUEUE"]
-    for t in trials:
-        made = mc("mb", f"{alias}/{t.bucket}")
+    # Every trial's source bucket, and both systems' sinks, notified for their outputs only.
+    binds = [(t.bucket, []) for t in trials] + [(b, ["--prefix", SINK_PREFIX]) for b in outputs_by_bucket]
+    for bucket, options in binds:
+        made = mc("mb", f"{alias}/{bucket}")
         if made.returncode != 0:
-            sys.exit(f"mc mb {t.bucket}: {made.stderr}")
+            sys.exit(f"mc mb {bucket}: {made.stderr}")
         # MinIO refuses the bind while it believes the target offline; the relay is up, so retry.
         for attempt in range(30):
-            bound = mc("event", "add", f"{alias}/{t.bucket}", arn, "--event", "put")
+            bound = mc("event", "add", f"{alias}/{bucket}", arn, "--event", "put", *options)
             if bound.returncode == 0:
                 break
             time.sleep(1)
         else:
-            sys.exit(f"mc event add {t.bucket}: {bound.stderr}")
+            sys.exit(f"mc event add {bucket}: {bound.stderr}")
     kubectl("apply", "-n", ns, "--server-side", "-f", "-", stdin=json.dumps(objects(ns, trials, rounds)))
     wait_until("every DataPipeline reconciled and every ScaledObject Ready",
                lambda: ready_counts(ns) == (len(trials), len(trials)), 180)
     time.sleep(3)  # zeroflow's scaler adopts the pipelines on its next tick
     if seen:
         sys.exit(f"Deployments scaled before any upload: {sorted(seen)}")
+    if pods.workers:
+        sys.exit(f"KEDA workers started before any upload: {sorted(pods.workers)}")
 
     for round_name, polling in ROUNDS:
         interval = polling or KEDA_DEFAULT_POLLING_SECONDS
@@ -381,11 +493,14 @@ def main():
             print(f"  trial {t.index:2d}: uploaded after a random delay of {t.phase_delay:6.3f} s",
                   file=sys.stderr, flush=True)
             time.sleep(1.5)
-        deadline = time.time() + 2 * interval + 30
+        # Every scale request and every output, or give up after two intervals and a minute.
+        deadline = time.time() + 2 * interval + 60
         names = [n for t in round_trials for n in (t.zeroflow_deployment, t.keda_deployment)]
-        while time.time() < deadline and not all(n in seen for n in names):
+        while time.time() < deadline and not (all(n in seen for n in names)
+                                              and all(len(t.output) == 2 for t in round_trials)):
             time.sleep(0.2)
     stop.set()
+    pods.close()
     time.sleep(2)  # the operator's log line follows the PATCH's answer
     # Both the PUT's answer and MinIO's notification mean the object is stored, and MinIO sends
     # the notification while it answers. On a loaded machine this process's threads can see
@@ -395,6 +510,9 @@ def main():
     for t in trials:
         t.uploaded = min(t.answered, t.relayed) if t.relayed is not None else t.answered
     logged = operator_samples(args.zeroflow_log)
+    for pipeline, at in first_leases(args.zeroflow_log).items():
+        if pipeline in pods.by_pipeline:
+            pods.by_pipeline[pipeline].ready.setdefault("zeroflow", at)
 
     missing = []
     for round_name, polling in ROUNDS:
@@ -441,11 +559,14 @@ def main():
             print(f"zeroflow queued->scale: {summary(zf_queued)}")
             print(f"KEDA     queued->scale: {summary(keda_queued)}")
             print(f"ratio KEDA / zeroflow, queued->scale: {ratios(keda_queued, zf_queued)}")
+        print_outputs(round_name, setting, [t for t in trials if t.round == round_name], seen, missing)
     print(f"\nMinIO's notification reached the relay before this process read the PUT's answer in {len(early)} "
           f"of {len(trials)} trials" + (f" (by {min(early):.1f} to {max(early):.1f} ms); those start at the notification"
                                         if early else ""))
+    if pods.errors:
+        print(f"listing pods failed {len(pods.errors)} times; the first: {pods.errors[0]}")
     if missing:
-        sys.exit(f"no scale-up seen for {len(missing)} Deployments: {missing}")
+        sys.exit(f"no scale-up or no output seen for {len(missing)}: {missing}")
 
 
 if __name__ == "__main__":
