@@ -16,7 +16,7 @@ pub mod failures;
 pub mod progress;
 pub mod resync;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -160,7 +160,7 @@ impl Seed {
 /// One pipeline's state. Owners: `settings`, `access`, `probe` the controller; `backlog` shared
 /// by the gateway (admit), the work API (lease, finish) and resync (admit), each through the
 /// backlog's own methods; `leases` and `cold_start` the work API (the scaler opens cold starts);
-/// `scale` the scaler; `progress` the progress publisher; `resync` the resync task; `status`
+/// `scale` and `retiring` the scaler; `progress` the progress publisher; `resync` the resync task; `status`
 /// the status writer; `stop` the map itself (lineage over every pipeline); `failures` the work
 /// API (adds) and the re-drive (takes out), through its methods.
 pub struct State {
@@ -177,12 +177,22 @@ pub struct State {
     /// While set, nothing is leased and the workers scale to zero (once idle).
     pub stop: Option<Stop>,
     pub failures: failures::RecentFailures,
+    /// Worker pods a scale-down under way may remove (every pod that held no lease when it
+    /// began): they are given no object until it has ended, so none is busy when stopped.
+    pub retiring: HashSet<String>,
 }
 
 impl State {
     /// Whether workers may be given objects: not while the pipeline is stopped or paused.
     pub fn may_lease(&self) -> bool {
         self.stop.is_none() && self.settings.paused.is_none()
+    }
+
+    /// Whether the worker in pod `holder` may be given an object now: [`Self::may_lease`], and
+    /// the pod is not one a scale-down under way may remove. A worker whose token names no pod
+    /// cannot be told apart and is not held back.
+    pub fn may_lease_to(&self, holder: Option<&str>) -> bool {
+        self.may_lease() && holder.is_none_or(|pod| !self.retiring.contains(pod))
     }
 }
 
@@ -318,6 +328,7 @@ impl Pipelines {
                     status: Written::seeded(&seed.status),
                     stop: None,
                     failures: failures::RecentFailures::seeded(&seed.status.recent_failures),
+                    retiring: HashSet::new(),
                     settings,
                 };
                 let pipeline = Arc::new(Pipeline { key: key.clone(), notify: Notify::new(), state: Mutex::new(state) });

@@ -213,3 +213,18 @@ fn a_namespace_scope_admits_only_to_that_namespace() {
     assert_eq!((report.accepted, report.not_permitted), (2, 0));
     assert_eq!((mine.lock().backlog.counts().pending, theirs.lock().backlog.counts().pending), (2, 1));
 }
+
+/// A worker in a pod that a scale-down under way may remove is given nothing; other workers,
+/// and workers whose token names no pod, are.
+#[test]
+fn retiring_workers_may_not_lease() {
+    let (p, _kicks) = pipelines();
+    let settings = Settings::new(route("ns", "p", "raw"), BacklogConfig::default());
+    let pipeline = p.upsert(&PipelineKey::new("ns", "p"), settings, &Seed::default());
+    let mut state = pipeline.lock();
+    state.retiring.insert("p-worker-1".into());
+    assert!(!state.may_lease_to(Some("p-worker-1")));
+    assert!(state.may_lease_to(Some("p-worker-2")) && state.may_lease_to(None));
+    state.retiring.clear();
+    assert!(state.may_lease_to(Some("p-worker-1")));
+}

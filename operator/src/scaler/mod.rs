@@ -18,7 +18,7 @@
 //! lease but this replica's (a warm pipeline created with `minReplicas: 1`, say, whose first
 //! object would otherwise wait out the window).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -55,6 +55,11 @@ const TICK: Duration = Duration::from_secs(1);
 const TICK_CONCURRENCY: usize = 16;
 /// Time for new deletion costs to reach the ReplicaSet controller before a scale-down.
 const COST_PROPAGATION: Duration = Duration::from_millis(300);
+/// Longest wait for the ReplicaSet to choose the pods a scale-down removes; meanwhile idle
+/// workers get no object. It usually takes well under a second.
+const REMOVAL_WAIT: Duration = Duration::from_secs(10);
+/// How often the worker pods are listed during that wait.
+const REMOVAL_POLL: Duration = Duration::from_millis(100);
 /// Added to one heartbeat interval for the recovery window: a busy worker whose heartbeat failed
 /// while no leader answered retries within this.
 const RECOVERY_MARGIN: Duration = Duration::from_secs(5);
@@ -481,13 +486,26 @@ impl Scaler {
         Some(Change { decision, deployment: spec.deployment, before: current, work_since })
     }
 
-    /// Sends a change to the apiserver; true when it was accepted.
+    /// Sends a change to the apiserver; true when it was accepted. A scale-down first retires
+    /// the idle workers (see [`Self::retire_idle_pods`]) and ends once the ReplicaSet has chosen
+    /// which pods go.
     async fn apply(&self, pipeline: &Pipeline, change: &Change) -> bool {
+        let (before, after) = (change.before, change.decision.replicas);
+        if after >= before {
+            return self.send(pipeline, change).await;
+        }
+        self.retire_idle_pods(pipeline, after > 0).await;
+        let scaled = self.send(pipeline, change).await;
+        let terminating = if scaled { self.await_removal(pipeline, after).await } else { HashSet::new() };
+        // The survivors take work again; pods on their way out never do.
+        pipeline.lock().retiring = terminating;
+        pipeline.notify.notify_waiters();
+        scaled
+    }
+
+    async fn send(&self, pipeline: &Pipeline, change: &Change) -> bool {
         let key = &pipeline.key;
         let (before, after) = (change.before, change.decision.replicas);
-        if after < before && after > 0 {
-            self.protect_busy_pods(pipeline).await;
-        }
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
         let patch = json!({"spec": {"replicas": after}});
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
@@ -541,20 +559,30 @@ impl Scaler {
         t.current == Some(0) && t.work_since.is_some()
     }
 
-    /// Marks the pipeline's worker pods with deletion costs from the leases they hold, so the
-    /// coming scale-down removes idle pods first. Best effort: a failure here is logged and the
-    /// scale-down goes on (a removed busy worker still finishes within its grace period).
-    async fn protect_busy_pods(&self, pipeline: &Pipeline) {
+    /// Before a scale-down: every worker pod holding no lease now is retired (the work API gives
+    /// it nothing until the scale-down has ended), and, when some workers stay (`set_costs`),
+    /// busy pods get a higher deletion cost so the ReplicaSet removes idle ones. Retiring first
+    /// and reading the leases under the same lock means no pod can become busy unseen between
+    /// the two: an idle worker would otherwise lease an object in the moments before the
+    /// ReplicaSet stops it. Best effort: when the pods cannot be listed the scale-down goes on
+    /// unprotected (a removed busy worker still finishes within its grace period).
+    async fn retire_idle_pods(&self, pipeline: &Pipeline, set_costs: bool) {
         let key = &pipeline.key;
-        let busy = {
-            let state = pipeline.lock();
-            state.leases.busy_pods(self.pipelines.now()).0
-        };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let pods = match api.list_metadata(&ListParams::default().labels(&worker_selector(key))).await {
             Ok(pods) => pods.items,
             Err(e) => return warn!(pipeline = %key, error = %e, "cannot list worker pods"),
         };
+        let busy = {
+            let mut state = pipeline.lock();
+            let busy = state.leases.busy_pods(self.pipelines.now()).0;
+            state.retiring =
+                pods.iter().filter_map(|p| p.metadata.name.clone()).filter(|n| !busy.contains_key(n)).collect();
+            busy
+        };
+        if !set_costs {
+            return;
+        }
         let live = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none());
         let current = live.map(|p| {
             (
@@ -578,6 +606,37 @@ impl Scaler {
             // The ReplicaSet controller ranks pods from its own watch cache; give the annotation
             // a moment to reach it ahead of the scale change (a scale-down is not urgent).
             tokio::time::sleep(COST_PROPAGATION).await;
+        }
+    }
+
+    /// After a scale-down was accepted: waits until no more than `replicas` worker pods are left
+    /// without a deletion timestamp (the ReplicaSet has chosen which go), up to
+    /// [`REMOVAL_WAIT`]. Returns the pods on their way out.
+    async fn await_removal(&self, pipeline: &Pipeline, replicas: i32) -> HashSet<String> {
+        let key = &pipeline.key;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
+        let replicas = usize::try_from(replicas).unwrap_or(0);
+        let give_up = Instant::now() + REMOVAL_WAIT;
+        loop {
+            match api.list_metadata(&ListParams::default().labels(&worker_selector(key))).await {
+                Ok(pods) => {
+                    let (going, staying): (Vec<_>, Vec<_>) =
+                        pods.items.iter().partition(|p| p.metadata.deletion_timestamp.is_some());
+                    if staying.len() <= replicas || Instant::now() >= give_up {
+                        if staying.len() > replicas {
+                            warn!(pipeline = %key, left = staying.len(), replicas, "the ReplicaSet has not removed workers yet; leasing to them again");
+                        }
+                        return going.into_iter().filter_map(|p| p.metadata.name.clone()).collect();
+                    }
+                }
+                Err(e) => {
+                    warn!(pipeline = %key, error = %e, "cannot list worker pods after a scale-down");
+                    if Instant::now() >= give_up {
+                        return HashSet::new();
+                    }
+                }
+            }
+            tokio::time::sleep(REMOVAL_POLL).await;
         }
     }
 

@@ -8,6 +8,7 @@ use axum::http::Method;
 use kube::runtime::events::Reporter;
 use serde_json::json;
 use zeroflow_core::backlog::{BacklogConfig, ObjectId, WorkItem};
+use zeroflow_core::leases::Granted;
 use zeroflow_core::routing::Route;
 
 use super::*;
@@ -162,4 +163,102 @@ async fn at_zero_work_scales_up_through_the_scale_subresource() {
     status.echo();
     let now = bed.pipelines.now();
     assert!(!bed.pipeline.lock().backlog.is_held(now), "nothing to recover at zero");
+}
+
+/// Worker pods `invoices-worker-<i>`, created under this leader; those in `going` are being
+/// deleted (the ReplicaSet chose them).
+fn worker_pods(count: usize, going: &[usize]) -> serde_json::Value {
+    let items: Vec<_> = (0..count)
+        .map(|i| {
+            let mut metadata = json!({"name": format!("invoices-worker-{i}"), "namespace": "finance",
+                                      "creationTimestamp": "2100-01-01T00:00:00Z"});
+            if going.contains(&i) {
+                metadata["deletionTimestamp"] = json!("2100-01-01T00:01:00Z");
+            }
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata})
+        })
+        .collect();
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items})
+}
+
+/// A scale-down retires every idle worker before it is sent: until the ReplicaSet has chosen
+/// which pods go, the work API gives idle workers nothing (an idle worker would otherwise lease
+/// an object in the moments before it is stopped, and be stopped busy). Busy pods get their
+/// deletion cost first. Once the chosen pods are terminating, the survivors take work again and
+/// the terminating pods never do.
+#[tokio::test]
+async fn a_scale_down_retires_idle_workers_until_the_replicaset_has_chosen() {
+    let mut bed = bed(Duration::from_secs(60));
+    let worker = |i: usize| Some(format!("invoices-worker-{i}"));
+    {
+        let mut state = bed.pipeline.lock();
+        let mut settings = (*state.settings).clone();
+        settings.scale.stabilization = Duration::from_secs(60);
+        settings.scale.target_per_replica = 1;
+        state.settings = Arc::new(settings);
+    }
+    let item = WorkItem {
+        object: ObjectId { bucket: "raw".into(), key: "a.csv".into() },
+        etag: Some("e".into()),
+        version_id: None,
+        size: None,
+        sequencer: None,
+    };
+    bed.pipelines.admit_item(&bed.pipeline.key, item).expect("served").expect("admitted");
+    let scaler = Arc::new(bed.scaler);
+    // Adoption of 3 workers made under this leader, and a first look: one object wants one
+    // worker, but the scale-down waits for the next decision (stabilization).
+    let first = tokio::spawn({
+        let (scaler, pipeline) = (scaler.clone(), bed.pipeline.clone());
+        async move { scaler.evaluate(&pipeline).await }
+    });
+    bed.api.expect(Method::GET, SCALE).await.ok(scale(3));
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(3, &[]));
+    first.await.expect("evaluate");
+    assert_eq!(bed.pipeline.lock().scale.replicas(), Some(3));
+    // Leasing begins once adopted: worker 0 takes the object.
+    {
+        let now = bed.pipelines.now();
+        let mut state = bed.pipeline.lock();
+        let lease = state.backlog.lease(now).expect("leased");
+        let granted = Granted {
+            backlog_id: lease.id,
+            item: lease.item,
+            attempt: lease.attempt,
+            deadline: lease.deadline,
+            granted_at: now,
+            holder: worker(0),
+        };
+        state.leases.insert(granted);
+    }
+
+    let second = tokio::spawn({
+        let (scaler, pipeline) = (scaler.clone(), bed.pipeline.clone());
+        async move { scaler.evaluate(&pipeline).await }
+    });
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(3, &[]));
+    let cost = bed.api.expect(Method::PATCH, "/pods/invoices-worker-0").await;
+    // Retired before the first write (the request above was sent after it).
+    {
+        let state = bed.pipeline.lock();
+        assert!(state.may_lease_to(worker(0).as_deref()), "the busy worker is not retired");
+        assert!(!state.may_lease_to(worker(1).as_deref()) && !state.may_lease_to(worker(2).as_deref()));
+        assert!(state.may_lease_to(None), "a worker whose token names no pod cannot be told apart");
+    }
+    assert_eq!(cost.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"], "1000");
+    cost.echo();
+    let patch = bed.api.expect(Method::PATCH, SCALE).await;
+    assert_eq!(patch.body, json!({"spec": {"replicas": 1}}));
+    patch.ok(scale(1));
+    bed.api.expect(Method::POST, "/events").await.echo();
+    // The ReplicaSet has not acted yet: idle workers stay retired; then it has.
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(3, &[]));
+    assert!(!bed.pipeline.lock().may_lease_to(worker(1).as_deref()), "retired until the ReplicaSet chose");
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(3, &[2]));
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(3, &[1, 2]));
+    second.await.expect("evaluate");
+    let state = bed.pipeline.lock();
+    assert_eq!(state.scale.replicas(), Some(1));
+    assert!(state.may_lease_to(worker(0).as_deref()));
+    assert!(!state.may_lease_to(worker(1).as_deref()) && !state.may_lease_to(worker(2).as_deref()), "terminating");
 }

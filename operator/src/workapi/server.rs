@@ -110,8 +110,10 @@ impl WorkApi {
                 let config = state.backlog.config().clone();
                 let expired = state.backlog.expire(now);
                 // Without store access nothing can be handed out; the lease waits for it. A
-                // stopped (a cycle) or paused pipeline hands out nothing either.
-                let lease = if access.is_some() && state.may_lease() { state.backlog.lease(now) } else { None };
+                // stopped (a cycle) or paused pipeline hands out nothing either, nor does a
+                // scale-down to a worker it may remove.
+                let may = access.is_some() && state.may_lease_to(holder.as_deref());
+                let lease = if may { state.backlog.lease(now) } else { None };
                 state.leases.sweep(now, config.lease_duration_ms.saturating_mul(FORGET_AFTER_LEASES));
                 Step {
                     expired,
@@ -210,7 +212,18 @@ impl WorkApi {
                 return Err(ApiError::Unavailable("the store cannot presign"));
             }
         };
-        let lease_id = pipeline.lock().leases.insert(self.granted(lease.clone(), step.now, holder));
+        let lease_id = {
+            let mut state = pipeline.lock();
+            // A scale-down that began while the ledger was read may remove this worker: the
+            // object goes back (the attempt not counted) rather than to a worker about to stop.
+            if !state.may_lease_to(holder.as_deref()) {
+                let _ = state.backlog.hand_back(lease.id, self.pipelines.now());
+                drop(state);
+                pipeline.notify.notify_waiters();
+                return Ok(None);
+            }
+            state.leases.insert(self.granted(lease.clone(), step.now, holder))
+        };
         let item = lease.item;
         Ok(Some(LeaseResponse {
             lease_id,
