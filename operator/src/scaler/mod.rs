@@ -4,8 +4,9 @@
 //! Decisions are made by [`decide`] from the backlog's counts once a second, and at once when
 //! an object arrives for a pipeline at zero replicas (the gateway kicks the scaler, so a cold
 //! start waits for one API call, not for a poll). Before a scale-down, pods holding work leases
-//! get a higher deletion cost so the ReplicaSet removes idle ones; a scale-down never goes below
-//! the workers holding leases. Every tick also accrues the workers' replica- and CPU-seconds.
+//! get a higher deletion cost so the ReplicaSet removes idle ones, and the idle ones are retired
+//! (given no object) until the ReplicaSet has chosen which go; a scale-down never goes below the
+//! workers holding leases. Every tick also accrues the workers' replica- and CPU-seconds.
 //!
 //! **Adoption.** When this replica takes a pipeline up (a start, a restart, a leader change) it
 //! knows nothing of the workers already running. Before anything else it reads the live replica
