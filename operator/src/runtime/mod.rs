@@ -16,7 +16,7 @@ pub mod failures;
 pub mod progress;
 pub mod resync;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -177,9 +177,12 @@ pub struct State {
     /// While set, nothing is leased and the workers scale to zero (once idle).
     pub stop: Option<Stop>,
     pub failures: failures::RecentFailures,
-    /// Worker pods a scale-down under way may remove (every pod that held no lease when it
-    /// began): they are given no object until it has ended, so none is busy when stopped.
-    pub retiring: HashSet<String>,
+    /// Worker pods a scale-down may remove or has removed, with when they were retired: every
+    /// pod that held no lease when it began, until it has ended (then the survivors leave the
+    /// set); the removed ones stay for [`crate::scaler::RETIRED_MEMORY`], since a worker may
+    /// still ask for work after its pod is gone from the API (a force deletion) and before its
+    /// SIGTERM arrives. They are given no object, so none is busy when stopped.
+    pub retiring: HashMap<String, Instant>,
 }
 
 impl State {
@@ -192,7 +195,7 @@ impl State {
     /// the pod is not one a scale-down under way may remove. A worker whose token names no pod
     /// cannot be told apart and is not held back.
     pub fn may_lease_to(&self, holder: Option<&str>) -> bool {
-        self.may_lease() && holder.is_none_or(|pod| !self.retiring.contains(pod))
+        self.may_lease() && holder.is_none_or(|pod| !self.retiring.contains_key(pod))
     }
 }
 
@@ -328,7 +331,7 @@ impl Pipelines {
                     status: Written::seeded(&seed.status),
                     stop: None,
                     failures: failures::RecentFailures::seeded(&seed.status.recent_failures),
-                    retiring: HashSet::new(),
+                    retiring: HashMap::new(),
                     settings,
                 };
                 let pipeline = Arc::new(Pipeline { key: key.clone(), notify: Notify::new(), state: Mutex::new(state) });

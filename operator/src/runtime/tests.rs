@@ -222,7 +222,7 @@ fn retiring_workers_may_not_lease() {
     let settings = Settings::new(route("ns", "p", "raw"), BacklogConfig::default());
     let pipeline = p.upsert(&PipelineKey::new("ns", "p"), settings, &Seed::default());
     let mut state = pipeline.lock();
-    state.retiring.insert("p-worker-1".into());
+    state.retiring.insert("p-worker-1".into(), Instant::now());
     assert!(!state.may_lease_to(Some("p-worker-1")));
     assert!(state.may_lease_to(Some("p-worker-2")) && state.may_lease_to(None));
     state.retiring.clear();

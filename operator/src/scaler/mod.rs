@@ -19,7 +19,7 @@
 //! lease but this replica's (a warm pipeline created with `minReplicas: 1`, say, whose first
 //! object would otherwise wait out the window).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -59,6 +59,10 @@ const COST_PROPAGATION: Duration = Duration::from_millis(300);
 /// Longest wait for the ReplicaSet to choose the pods a scale-down removes; meanwhile idle
 /// workers get no object. It usually takes well under a second.
 const REMOVAL_WAIT: Duration = Duration::from_secs(10);
+/// How long a retired pod stays retired once its scale-down has removed it. A removed pod's
+/// worker has its SIGTERM within moments (then it asks for no more work); until then it may ask
+/// although its pod is gone from the API (a force deletion, or a node that is not a kubelet).
+pub const RETIRED_MEMORY: Duration = Duration::from_secs(120);
 /// How often the worker pods are listed during that wait.
 const REMOVAL_POLL: Duration = Duration::from_millis(100);
 /// Added to one heartbeat interval for the recovery window: a busy worker whose heartbeat failed
@@ -495,11 +499,17 @@ impl Scaler {
         if after >= before {
             return self.send(pipeline, change).await;
         }
-        self.retire_idle_pods(pipeline, after > 0).await;
+        let retired = self.retire_idle_pods(pipeline, after > 0).await;
         let scaled = self.send(pipeline, change).await;
-        let terminating = if scaled { self.await_removal(pipeline, after).await } else { HashSet::new() };
-        // The survivors take work again; pods on their way out never do.
-        pipeline.lock().retiring = terminating;
+        let staying = if scaled { self.await_removal(pipeline, after).await } else { None };
+        {
+            // The survivors take work again (all retired pods when the scale-down failed or the
+            // survivors are unknown); pods on their way out, or gone, never do.
+            let mut state = pipeline.lock();
+            for pod in staying.as_ref().unwrap_or(&retired) {
+                state.retiring.remove(pod);
+            }
+        }
         pipeline.notify.notify_waiters();
         scaled
     }
@@ -567,22 +577,31 @@ impl Scaler {
     /// the two: an idle worker would otherwise lease an object in the moments before the
     /// ReplicaSet stops it. Best effort: when the pods cannot be listed the scale-down goes on
     /// unprotected (a removed busy worker still finishes within its grace period).
-    async fn retire_idle_pods(&self, pipeline: &Pipeline, set_costs: bool) {
+    /// Returns the pods retired now.
+    async fn retire_idle_pods(&self, pipeline: &Pipeline, set_costs: bool) -> Vec<String> {
         let key = &pipeline.key;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let pods = match api.list_metadata(&ListParams::default().labels(&worker_selector(key))).await {
             Ok(pods) => pods.items,
-            Err(e) => return warn!(pipeline = %key, error = %e, "cannot list worker pods"),
+            Err(e) => {
+                warn!(pipeline = %key, error = %e, "cannot list worker pods");
+                return Vec::new();
+            }
         };
-        let busy = {
+        let (busy, retired) = {
             let mut state = pipeline.lock();
             let busy = state.leases.busy_pods(self.pipelines.now()).0;
-            state.retiring =
+            let now = Instant::now();
+            state.retiring.retain(|_, at| now.duration_since(*at) < RETIRED_MEMORY);
+            let idle: Vec<String> =
                 pods.iter().filter_map(|p| p.metadata.name.clone()).filter(|n| !busy.contains_key(n)).collect();
-            busy
+            for pod in &idle {
+                state.retiring.insert(pod.clone(), now);
+            }
+            (busy, idle)
         };
         if !set_costs {
-            return;
+            return retired;
         }
         let live = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none());
         let current = live.map(|p| {
@@ -608,12 +627,13 @@ impl Scaler {
             // a moment to reach it ahead of the scale change (a scale-down is not urgent).
             tokio::time::sleep(COST_PROPAGATION).await;
         }
+        retired
     }
 
     /// After a scale-down was accepted: waits until no more than `replicas` worker pods are left
     /// without a deletion timestamp (the ReplicaSet has chosen which go), up to
-    /// [`REMOVAL_WAIT`]. Returns the pods on their way out.
-    async fn await_removal(&self, pipeline: &Pipeline, replicas: i32) -> HashSet<String> {
+    /// [`REMOVAL_WAIT`]. Returns the pods that stay; `None` when they cannot be listed.
+    async fn await_removal(&self, pipeline: &Pipeline, replicas: i32) -> Option<Vec<String>> {
         let key = &pipeline.key;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let replicas = usize::try_from(replicas).unwrap_or(0);
@@ -621,19 +641,23 @@ impl Scaler {
         loop {
             match api.list_metadata(&ListParams::default().labels(&worker_selector(key))).await {
                 Ok(pods) => {
-                    let (going, staying): (Vec<_>, Vec<_>) =
-                        pods.items.iter().partition(|p| p.metadata.deletion_timestamp.is_some());
+                    let staying: Vec<String> = pods
+                        .items
+                        .into_iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none())
+                        .filter_map(|p| p.metadata.name)
+                        .collect();
                     if staying.len() <= replicas || Instant::now() >= give_up {
                         if staying.len() > replicas {
                             warn!(pipeline = %key, left = staying.len(), replicas, "the ReplicaSet has not removed workers yet; leasing to them again");
                         }
-                        return going.into_iter().filter_map(|p| p.metadata.name.clone()).collect();
+                        return Some(staying);
                     }
                 }
                 Err(e) => {
                     warn!(pipeline = %key, error = %e, "cannot list worker pods after a scale-down");
                     if Instant::now() >= give_up {
-                        return HashSet::new();
+                        return None;
                     }
                 }
             }

@@ -255,10 +255,42 @@ async fn a_scale_down_retires_idle_workers_until_the_replicaset_has_chosen() {
     bed.api.expect(Method::GET, PODS).await.ok(worker_pods(3, &[]));
     assert!(!bed.pipeline.lock().may_lease_to(worker(1).as_deref()), "retired until the ReplicaSet chose");
     bed.api.expect(Method::GET, PODS).await.ok(worker_pods(3, &[2]));
-    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(3, &[1, 2]));
+    // Pod 1 terminating, pod 2 already gone from the API (a force deletion; KWOK's nodes).
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(2, &[1]));
     second.await.expect("evaluate");
     let state = bed.pipeline.lock();
     assert_eq!(state.scale.replicas(), Some(1));
     assert!(state.may_lease_to(worker(0).as_deref()));
-    assert!(!state.may_lease_to(worker(1).as_deref()) && !state.may_lease_to(worker(2).as_deref()), "terminating");
+    assert!(!state.may_lease_to(worker(1).as_deref()), "terminating: never again");
+    assert!(!state.may_lease_to(worker(2).as_deref()), "gone while its worker may still ask: never again");
+}
+
+/// A scale-down that keeps an idle worker gives it work again once the ReplicaSet has chosen.
+#[tokio::test]
+async fn idle_workers_that_survive_a_scale_down_lease_again() {
+    let mut bed = bed(Duration::ZERO);
+    {
+        let mut state = bed.pipeline.lock();
+        let mut settings = (*state.settings).clone();
+        settings.scale.min_replicas = 1;
+        state.settings = Arc::new(settings);
+    }
+    let evaluate = tokio::spawn({
+        let (scaler, pipeline) = (Arc::new(bed.scaler), bed.pipeline.clone());
+        async move { scaler.evaluate(&pipeline).await }
+    });
+    bed.api.expect(Method::GET, SCALE).await.ok(scale(2));
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(2, &[]));
+    // Idle for idleTimeout 0: down to minReplicas 1; both pods are idle, so both are retired.
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(2, &[]));
+    let patch = bed.api.expect(Method::PATCH, SCALE).await;
+    assert_eq!(patch.body, json!({"spec": {"replicas": 1}}));
+    assert!(!bed.pipeline.lock().may_lease_to(Some("invoices-worker-0")), "retired during the scale-down");
+    patch.ok(scale(1));
+    bed.api.expect(Method::POST, "/events").await.echo();
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(2, &[1]));
+    evaluate.await.expect("evaluate");
+    let state = bed.pipeline.lock();
+    assert!(state.may_lease_to(Some("invoices-worker-0")), "the survivor leases again");
+    assert!(!state.may_lease_to(Some("invoices-worker-1")));
 }
