@@ -348,11 +348,8 @@ impl<A: Admission> Gateway<A> {
         let cloudevents = cloudevents::is_cloudevents_request(headers);
         // SNS posts text/plain; everything else must say it is JSON (CloudEvents are checked by
         // their own rules).
-        if sns_type.is_none() && !cloudevents {
-            let media = cloudevents::media_type(headers).unwrap_or_default();
-            if !cloudevents::is_json_media(&media) {
-                return Err(RecordError::MediaType(media).into());
-            }
+        if sns_type.is_none() && !cloudevents && !cloudevents::has_json_media(headers) {
+            return Err(RecordError::MediaType(cloudevents::media_type(headers).unwrap_or_default()).into());
         }
         let body = read_limited(headers, body, self.body_limit).await?;
         let events = match sns_type {
@@ -386,14 +383,19 @@ impl<A: Admission> Gateway<A> {
     /// when some reach its pipelines, the rest are counted as not permitted.
     fn admit(&self, events: Vec<StorageEvent>, received_at: Instant, scope: &SenderScope) -> Result<Summary, Refusal> {
         let mut summary = Summary::default();
-        let mut work = Vec::with_capacity(events.len());
-        for event in events {
-            match event.kind {
-                EventKind::Created | EventKind::Removed => work.push(event),
-                EventKind::Metadata(_) => summary.metadata += 1,
-                EventKind::Other(_) => summary.ignored += 1,
+        // The work is kept in place: no second vector per request.
+        let mut work = events;
+        work.retain(|event| match event.kind {
+            EventKind::Created | EventKind::Removed => true,
+            EventKind::Metadata(_) => {
+                summary.metadata += 1;
+                false
             }
-        }
+            EventKind::Other(_) => {
+                summary.ignored += 1;
+                false
+            }
+        });
         if !work.is_empty() {
             let report = self.admission.admit(&work, received_at, scope.namespace())?;
             if let (SenderScope::Namespace(namespace), true) =
