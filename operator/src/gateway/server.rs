@@ -16,11 +16,11 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Extension, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header::{ALLOW, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
@@ -108,18 +108,7 @@ pub fn router<A: Admission>(
         .route(&format!("{S3_PATH}/t/{{token}}"), post(post_s3_token::<A>).head(probe))
         .route(CLOUDEVENTS_PATH, post(post_cloudevents::<A>).options(webhook_handshake))
         .route(&format!("{CLOUDEVENTS_PATH}/t/{{token}}"), post(post_cloudevents_token::<A>).options(webhook_handshake))
-        .with_state(state)
-        .layer(middleware::from_fn(stamp_arrival)))
-}
-
-/// When a request reached the gateway: stamped by the outermost layer, as soon as its headers
-/// are in and before its body is read or parsed. Event-to-scale and cold starts count from it.
-#[derive(Clone, Copy, Debug)]
-struct Arrival(Instant);
-
-async fn stamp_arrival(mut request: Request, next: Next) -> Response {
-    request.extensions_mut().insert(Arrival(Instant::now()));
-    next.run(request).await
+        .with_state(state))
 }
 
 /// MinIO checks that the endpoint is alive with `HEAD` before sending.
@@ -146,42 +135,32 @@ enum Presented {
     Path(Result<String, PathRejection>),
 }
 
-async fn post_s3<A: Admission>(
-    State(gw): State<Arc<Gateway<A>>>,
-    Extension(arrival): Extension<Arrival>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    gw.handle(Source::S3, arrival, Presented::Header, headers, body).await
+// Each handler notes when the request arrived first: its headers are in, its body is neither
+// read nor parsed yet. Event-to-scale and cold starts count from it. The request is taken
+// whole (not its `HeaderMap`, which axum would clone for the handler).
+
+async fn post_s3<A: Admission>(State(gw): State<Arc<Gateway<A>>>, request: Request) -> Response {
+    gw.handle(Source::S3, Instant::now(), Presented::Header, request).await
 }
 
 async fn post_s3_token<A: Admission>(
     State(gw): State<Arc<Gateway<A>>>,
-    Extension(arrival): Extension<Arrival>,
     token: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    gw.handle(Source::S3, arrival, Presented::Path(token.map(|Path(t)| t)), headers, body).await
+    gw.handle(Source::S3, Instant::now(), Presented::Path(token.map(|Path(t)| t)), request).await
 }
 
-async fn post_cloudevents<A: Admission>(
-    State(gw): State<Arc<Gateway<A>>>,
-    Extension(arrival): Extension<Arrival>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    gw.handle(Source::CloudEvents, arrival, Presented::Header, headers, body).await
+async fn post_cloudevents<A: Admission>(State(gw): State<Arc<Gateway<A>>>, request: Request) -> Response {
+    gw.handle(Source::CloudEvents, Instant::now(), Presented::Header, request).await
 }
 
 async fn post_cloudevents_token<A: Admission>(
     State(gw): State<Arc<Gateway<A>>>,
-    Extension(arrival): Extension<Arrival>,
     token: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    gw.handle(Source::CloudEvents, arrival, Presented::Path(token.map(|Path(t)| t)), headers, body).await
+    gw.handle(Source::CloudEvents, Instant::now(), Presented::Path(token.map(|Path(t)| t)), request).await
 }
 
 /// Why a request was refused; each maps to one status code.
@@ -287,15 +266,9 @@ struct Summary {
 }
 
 impl<A: Admission> Gateway<A> {
-    async fn handle(
-        &self,
-        source: Source,
-        Arrival(started): Arrival,
-        presented: Presented,
-        headers: HeaderMap,
-        body: Body,
-    ) -> Response {
-        let response = match self.accept(source, presented, &headers, body, started).await {
+    async fn handle(&self, source: Source, started: Instant, presented: Presented, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let response = match self.accept(source, presented, &parts.headers, body, started).await {
             Ok(summary) => {
                 self.metrics.count(source, EventOutcome::Accepted, summary.accepted);
                 self.metrics.count(source, EventOutcome::Duplicate, summary.duplicate);
@@ -499,20 +472,33 @@ impl<A: Admission> Gateway<A> {
 }
 
 /// Reads the body, refusing it as soon as it is known to exceed `limit` (by its declared length
-/// before reading anything, or while streaming when there is none).
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Refusal> {
+/// before reading anything, or while streaming when there is none). A body that arrives in one
+/// chunk, as small ones do, is kept as it came, without a copy.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Refusal::TooLarge(limit));
     }
-    let mut out = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    // The first chunk, until a second one arrives; then everything, joined.
+    let mut first = Bytes::new();
+    let mut joined: Option<Vec<u8>> = None;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| Refusal::Body)?;
-        if out.len() + chunk.len() > limit {
+        let read = joined.as_ref().map_or(first.len(), Vec::len);
+        if read + chunk.len() > limit {
             return Err(Refusal::TooLarge(limit));
         }
-        out.extend_from_slice(&chunk);
+        match &mut joined {
+            Some(out) => out.extend_from_slice(&chunk),
+            None if first.is_empty() => first = chunk,
+            None => {
+                let mut out = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize).max(read + chunk.len()));
+                out.extend_from_slice(&first);
+                out.extend_from_slice(&chunk);
+                joined = Some(out);
+            }
+        }
     }
-    Ok(out)
+    Ok(joined.map_or(first, Bytes::from))
 }
