@@ -11,6 +11,7 @@
 //! - `POST /v1/events/cloudevents`: CloudEvents (binary, structured, batch) and EventBridge
 //!   events; `OPTIONS` for Azure Event Grid's webhook handshake.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -298,7 +299,7 @@ impl<A: Admission> Gateway<A> {
         }
         let presented = match presented {
             Presented::Header => auth::presented(headers)?,
-            Presented::Path(Ok(path_token)) => path_token.as_bytes().to_vec(),
+            Presented::Path(Ok(path_token)) => Cow::Borrowed(path_token.as_bytes()),
             // A path segment that is not even valid percent-encoded text is no token of ours.
             Presented::Path(Err(_)) => return Err(AuthError::Invalid),
         };
