@@ -10,12 +10,13 @@
 //! (ten per bucket, each its own prefix; every event routes to one of them, in turn); the
 //! [`Scaler`], which receives every admission's kick, with its ticks and the status writer and
 //! progress publisher beside it; and `WAITERS` lease polls held open by workers on the work
-//! API's router (spread over the pipelines), which every admission wakes. Two things stand in
+//! API's router (spread over the pipelines). Two things stand in
 //! for what the gateway never waits on: the apiserver is a canned one in memory (the scale
 //! subresource answers 0 replicas when read and what was asked when patched, other writes are
 //! echoed), and worker tokens are accepted by name instead of by TokenReview (production caches
-//! reviews). The pipelines have no store access, so a woken poll finds nothing it may lease and
-//! waits again: that is the most a wake-up costs the event path.
+//! reviews). The pipelines have no store access, and admissions wake a pipeline's polls only
+//! when it could lease, so here the polls wait without being woken: this bench does not measure
+//! what a wake-up costs the event path.
 //!
 //! Before the events are counted, one event per pipeline takes each from zero to one worker
 //! (adopted at zero, scaled by the kick), so the counted kicks are the steady state's.

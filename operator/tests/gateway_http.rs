@@ -260,6 +260,41 @@ async fn oversized_bodies_are_413() {
     assert_eq!(fits.status, StatusCode::OK);
 }
 
+/// A body sent in `chunks` (chunked transfer encoding, no declared length).
+async fn send_chunked(addr: SocketAddr, headers: &[(&str, &str)], chunks: Vec<Vec<u8>>) -> Reply {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let frames = chunks.into_iter().map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c))));
+    let mut request = Request::builder().method(Method::POST).uri("/v1/events/s3").header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(StreamBody::new(futures::stream::iter(frames))).expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+#[tokio::test]
+async fn bodies_in_several_chunks_are_joined_and_bounded() {
+    let h = start(100, 4096).await;
+    let body = minio_body("s3:ObjectCreated:Put", "raw-invoices", "a.csv", "e").into_bytes();
+    let thirds: Vec<Vec<u8>> = body.chunks(body.len() / 3 + 1).map(<[u8]>::to_vec).collect();
+    assert_eq!(thirds.len(), 3);
+    let reply = send_chunked(h.addr, &[AUTH, JSON], thirds).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json()["accepted"], 1);
+    let big = format!("{{\"Records\": [], \"pad\": \"{}\"}}", "x".repeat(8192)).into_bytes();
+    let pieces: Vec<Vec<u8>> = big.chunks(1000).map(<[u8]>::to_vec).collect();
+    let reply = send_chunked(h.addr, &[AUTH, JSON], pieces).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
 #[tokio::test]
 async fn wrong_content_types_are_415() {
     let h = start(100, 1 << 20).await;

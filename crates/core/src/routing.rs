@@ -87,18 +87,26 @@ impl Route {
 /// All routes, indexed by bucket so a lookup costs the routes of one bucket, not all of them.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    by_bucket: HashMap<String, Vec<Route>>,
+    by_bucket: HashMap<String, Vec<Indexed>>,
+}
+
+/// A route with its pipeline's key made once, so a lookup hands out references instead of
+/// building keys for every event.
+#[derive(Debug, Clone)]
+struct Indexed {
+    key: PipelineKey,
+    route: Route,
 }
 
 impl RouteTable {
     pub fn new(routes: impl IntoIterator<Item = Route>) -> Self {
-        let mut by_bucket: HashMap<String, Vec<Route>> = HashMap::new();
+        let mut by_bucket: HashMap<String, Vec<Indexed>> = HashMap::new();
         for route in routes {
-            by_bucket.entry(route.bucket.clone()).or_default().push(route);
+            by_bucket.entry(route.bucket.clone()).or_default().push(Indexed { key: route.key(), route });
         }
         for routes in by_bucket.values_mut() {
-            routes.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-            routes.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
+            routes.sort_by(|a, b| a.key.cmp(&b.key));
+            routes.dedup_by(|a, b| a.key == b.key);
         }
         Self { by_bucket }
     }
@@ -113,10 +121,17 @@ impl RouteTable {
 
     /// Every pipeline whose filter takes the event's object, in a stable order.
     pub fn routes_for(&self, event: &StorageEvent) -> Vec<PipelineKey> {
+        self.matching(event).cloned().collect()
+    }
+
+    /// [`Self::routes_for`] without allocating: the gateway's path, once per event.
+    pub fn matching<'t>(&'t self, event: &'t StorageEvent) -> impl Iterator<Item = &'t PipelineKey> + 't {
         self.by_bucket
             .get(&event.bucket)
-            .map(|routes| routes.iter().filter(|r| r.matches(&event.bucket, &event.key)).map(Route::key).collect())
-            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .filter(|r| r.route.matches(&event.bucket, &event.key))
+            .map(|r| &r.key)
     }
 }
 

@@ -10,6 +10,7 @@
 //!   as the header: the gateway never logs request paths, and the token is compared in constant
 //!   time like the others.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -67,16 +68,16 @@ impl BearerToken {
 
 /// The token an `Authorization` header presents: a Bearer token, or the password of Basic
 /// credentials. `Missing` without a header of a known scheme, `Invalid` for Basic credentials
-/// that do not decode or have no password.
-pub fn presented(headers: &HeaderMap) -> Result<Vec<u8>, AuthError> {
+/// that do not decode or have no password. A Bearer token is borrowed from the header.
+pub fn presented(headers: &HeaderMap) -> Result<Cow<'_, [u8]>, AuthError> {
     let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?.as_bytes();
     let (scheme, presented) = split_scheme(value).ok_or(AuthError::Missing)?;
     if scheme.eq_ignore_ascii_case(b"bearer") {
-        Ok(presented.to_vec())
+        Ok(Cow::Borrowed(presented))
     } else if scheme.eq_ignore_ascii_case(b"basic") {
         let decoded = base64::engine::general_purpose::STANDARD.decode(presented).map_err(|_| AuthError::Invalid)?;
         let colon = decoded.iter().position(|b| *b == b':').ok_or(AuthError::Invalid)?;
-        Ok(decoded[colon + 1..].to_vec())
+        Ok(Cow::Owned(decoded[colon + 1..].to_vec()))
     } else {
         Err(AuthError::Missing)
     }
@@ -208,8 +209,8 @@ mod tests {
         tokens.set("team-a", None);
         assert_eq!(tokens.namespace_of(b"a-secret"), None);
         assert_eq!(format!("{tokens:?}"), "NamespaceTokens(1 namespaces)");
-        assert_eq!(presented(&basic("x:b-secret")), Ok(b"b-secret".to_vec()));
-        assert_eq!(presented(&with_auth("Bearer b-secret")), Ok(b"b-secret".to_vec()));
+        assert_eq!(presented(&basic("x:b-secret")).as_deref(), Ok(&b"b-secret"[..]));
+        assert_eq!(presented(&with_auth("Bearer b-secret")).as_deref(), Ok(&b"b-secret"[..]));
     }
 
     #[test]

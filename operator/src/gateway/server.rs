@@ -11,16 +11,17 @@
 //! - `POST /v1/events/cloudevents`: CloudEvents (binary, structured, batch) and EventBridge
 //!   events; `OPTIONS` for Azure Event Grid's webhook handshake.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Extension, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header::{ALLOW, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
@@ -108,18 +109,7 @@ pub fn router<A: Admission>(
         .route(&format!("{S3_PATH}/t/{{token}}"), post(post_s3_token::<A>).head(probe))
         .route(CLOUDEVENTS_PATH, post(post_cloudevents::<A>).options(webhook_handshake))
         .route(&format!("{CLOUDEVENTS_PATH}/t/{{token}}"), post(post_cloudevents_token::<A>).options(webhook_handshake))
-        .with_state(state)
-        .layer(middleware::from_fn(stamp_arrival)))
-}
-
-/// When a request reached the gateway: stamped by the outermost layer, as soon as its headers
-/// are in and before its body is read or parsed. Event-to-scale and cold starts count from it.
-#[derive(Clone, Copy, Debug)]
-struct Arrival(Instant);
-
-async fn stamp_arrival(mut request: Request, next: Next) -> Response {
-    request.extensions_mut().insert(Arrival(Instant::now()));
-    next.run(request).await
+        .with_state(state))
 }
 
 /// MinIO checks that the endpoint is alive with `HEAD` before sending.
@@ -146,42 +136,32 @@ enum Presented {
     Path(Result<String, PathRejection>),
 }
 
-async fn post_s3<A: Admission>(
-    State(gw): State<Arc<Gateway<A>>>,
-    Extension(arrival): Extension<Arrival>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    gw.handle(Source::S3, arrival, Presented::Header, headers, body).await
+// Each handler notes when the request arrived first: its headers are in, its body is neither
+// read nor parsed yet. Event-to-scale and cold starts count from it. The request is taken
+// whole (not its `HeaderMap`, which axum would clone for the handler).
+
+async fn post_s3<A: Admission>(State(gw): State<Arc<Gateway<A>>>, request: Request) -> Response {
+    gw.handle(Source::S3, Instant::now(), Presented::Header, request).await
 }
 
 async fn post_s3_token<A: Admission>(
     State(gw): State<Arc<Gateway<A>>>,
-    Extension(arrival): Extension<Arrival>,
     token: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    gw.handle(Source::S3, arrival, Presented::Path(token.map(|Path(t)| t)), headers, body).await
+    gw.handle(Source::S3, Instant::now(), Presented::Path(token.map(|Path(t)| t)), request).await
 }
 
-async fn post_cloudevents<A: Admission>(
-    State(gw): State<Arc<Gateway<A>>>,
-    Extension(arrival): Extension<Arrival>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    gw.handle(Source::CloudEvents, arrival, Presented::Header, headers, body).await
+async fn post_cloudevents<A: Admission>(State(gw): State<Arc<Gateway<A>>>, request: Request) -> Response {
+    gw.handle(Source::CloudEvents, Instant::now(), Presented::Header, request).await
 }
 
 async fn post_cloudevents_token<A: Admission>(
     State(gw): State<Arc<Gateway<A>>>,
-    Extension(arrival): Extension<Arrival>,
     token: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    gw.handle(Source::CloudEvents, arrival, Presented::Path(token.map(|Path(t)| t)), headers, body).await
+    gw.handle(Source::CloudEvents, Instant::now(), Presented::Path(token.map(|Path(t)| t)), request).await
 }
 
 /// Why a request was refused; each maps to one status code.
@@ -287,15 +267,9 @@ struct Summary {
 }
 
 impl<A: Admission> Gateway<A> {
-    async fn handle(
-        &self,
-        source: Source,
-        Arrival(started): Arrival,
-        presented: Presented,
-        headers: HeaderMap,
-        body: Body,
-    ) -> Response {
-        let response = match self.accept(source, presented, &headers, body, started).await {
+    async fn handle(&self, source: Source, started: Instant, presented: Presented, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let response = match self.accept(source, presented, &parts.headers, body, started).await {
             Ok(summary) => {
                 self.metrics.count(source, EventOutcome::Accepted, summary.accepted);
                 self.metrics.count(source, EventOutcome::Duplicate, summary.duplicate);
@@ -325,7 +299,7 @@ impl<A: Admission> Gateway<A> {
         }
         let presented = match presented {
             Presented::Header => auth::presented(headers)?,
-            Presented::Path(Ok(path_token)) => path_token.as_bytes().to_vec(),
+            Presented::Path(Ok(path_token)) => Cow::Borrowed(path_token.as_bytes()),
             // A path segment that is not even valid percent-encoded text is no token of ours.
             Presented::Path(Err(_)) => return Err(AuthError::Invalid),
         };
@@ -348,11 +322,8 @@ impl<A: Admission> Gateway<A> {
         let cloudevents = cloudevents::is_cloudevents_request(headers);
         // SNS posts text/plain; everything else must say it is JSON (CloudEvents are checked by
         // their own rules).
-        if sns_type.is_none() && !cloudevents {
-            let media = cloudevents::media_type(headers).unwrap_or_default();
-            if !cloudevents::is_json_media(&media) {
-                return Err(RecordError::MediaType(media).into());
-            }
+        if sns_type.is_none() && !cloudevents && !cloudevents::has_json_media(headers) {
+            return Err(RecordError::MediaType(cloudevents::media_type(headers).unwrap_or_default()).into());
         }
         let body = read_limited(headers, body, self.body_limit).await?;
         let events = match sns_type {
@@ -386,14 +357,19 @@ impl<A: Admission> Gateway<A> {
     /// when some reach its pipelines, the rest are counted as not permitted.
     fn admit(&self, events: Vec<StorageEvent>, received_at: Instant, scope: &SenderScope) -> Result<Summary, Refusal> {
         let mut summary = Summary::default();
-        let mut work = Vec::with_capacity(events.len());
-        for event in events {
-            match event.kind {
-                EventKind::Created | EventKind::Removed => work.push(event),
-                EventKind::Metadata(_) => summary.metadata += 1,
-                EventKind::Other(_) => summary.ignored += 1,
+        // The work is kept in place: no second vector per request.
+        let mut work = events;
+        work.retain(|event| match event.kind {
+            EventKind::Created | EventKind::Removed => true,
+            EventKind::Metadata(_) => {
+                summary.metadata += 1;
+                false
             }
-        }
+            EventKind::Other(_) => {
+                summary.ignored += 1;
+                false
+            }
+        });
         if !work.is_empty() {
             let report = self.admission.admit(&work, received_at, scope.namespace())?;
             if let (SenderScope::Namespace(namespace), true) =
@@ -497,20 +473,33 @@ impl<A: Admission> Gateway<A> {
 }
 
 /// Reads the body, refusing it as soon as it is known to exceed `limit` (by its declared length
-/// before reading anything, or while streaming when there is none).
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Refusal> {
+/// before reading anything, or while streaming when there is none). A body that arrives in one
+/// chunk, as small ones do, is kept as it came, without a copy.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Refusal::TooLarge(limit));
     }
-    let mut out = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    // The first chunk, until a second one arrives; then everything, joined.
+    let mut first = Bytes::new();
+    let mut joined: Option<Vec<u8>> = None;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| Refusal::Body)?;
-        if out.len() + chunk.len() > limit {
+        let read = joined.as_ref().map_or(first.len(), Vec::len);
+        if read + chunk.len() > limit {
             return Err(Refusal::TooLarge(limit));
         }
-        out.extend_from_slice(&chunk);
+        match &mut joined {
+            Some(out) => out.extend_from_slice(&chunk),
+            None if first.is_empty() => first = chunk,
+            None => {
+                let mut out = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize).max(read + chunk.len()));
+                out.extend_from_slice(&first);
+                out.extend_from_slice(&chunk);
+                joined = Some(out);
+            }
+        }
     }
-    Ok(out)
+    Ok(joined.map_or(first, Bytes::from))
 }

@@ -463,20 +463,19 @@ impl Admission for Pipelines {
         let now = self.millis_at(received_at);
         let mut report = AdmitReport::default();
         let mut overloaded = false;
-        // Pipelines that got new work, and whether the scaler must hear of it.
-        let mut woken: Vec<(Arc<Pipeline>, bool)> = Vec::new();
+        // Pipelines that got new work: whether their lease polls could lease it, and whether the
+        // scaler must hear of it.
+        let mut woken: Vec<(Arc<Pipeline>, bool, bool)> = Vec::new();
         let arrived_at = SystemTime::now();
         for event in events {
-            let keys = routes.routes_for(event);
-            if keys.is_empty() {
-                report.unrouted += 1;
-                continue;
-            }
-            let (keys, elsewhere): (Vec<_>, Vec<_>) =
-                keys.into_iter().partition(|k| namespace.is_none_or(|ns| k.namespace == ns));
-            report.not_permitted += elsewhere.len() as u64;
-            for key in keys {
-                let Some(pipeline) = self.get(&key) else {
+            let mut routed = false;
+            for key in routes.matching(event) {
+                routed = true;
+                if namespace.is_some_and(|ns| key.namespace != ns) {
+                    report.not_permitted += 1;
+                    continue;
+                }
+                let Some(pipeline) = self.get(key) else {
                     report.unrouted += 1;
                     continue;
                 };
@@ -492,14 +491,14 @@ impl Admission for Pipelines {
                         state.backlog.withdraw(&object, event.sequencer.as_deref(), event.version_id.as_deref());
                     drop(guard);
                     if withdrawn {
-                        self.metrics.skipped(&key, Skipped::Gone, 1);
+                        self.metrics.skipped(key, Skipped::Gone, 1);
                         report.withdrawn += 1;
                     }
                     continue;
                 }
                 if event.is_folder_marker() {
                     drop(guard);
-                    self.metrics.skipped(&key, Skipped::FolderMarker, 1);
+                    self.metrics.skipped(key, Skipped::FolderMarker, 1);
                     report.skipped += 1;
                     continue;
                 }
@@ -511,10 +510,17 @@ impl Admission for Pipelines {
                         // The scaler's event path acts only on a pipeline at zero workers (or not
                         // adopted yet); above zero its tick scales by the backlog.
                         let kick = state.scale.wants_kick();
+                        // A poll can lease only with store access, and not while the pipeline
+                        // is stopped or paused: waking it otherwise only makes it look and wait
+                        // again. Setting access, lifting a pause or a stop wakes the polls.
+                        let wake = state.access.is_some() && state.may_lease();
                         drop(guard);
-                        match woken.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &pipeline)) {
-                            Some((_, kicked)) => *kicked |= kick,
-                            None => woken.push((pipeline, kick)),
+                        match woken.iter_mut().find(|(p, ..)| Arc::ptr_eq(p, &pipeline)) {
+                            Some((_, woke, kicked)) => {
+                                *woke |= wake;
+                                *kicked |= kick;
+                            }
+                            None => woken.push((pipeline, wake, kick)),
                         }
                     }
                     Ok(Admitted::Duplicate) => report.duplicate += 1,
@@ -524,9 +530,14 @@ impl Admission for Pipelines {
                     }
                 }
             }
+            if !routed {
+                report.unrouted += 1;
+            }
         }
-        for (pipeline, kick) in woken {
-            pipeline.notify.notify_waiters();
+        for (pipeline, wake, kick) in woken {
+            if wake {
+                pipeline.notify.notify_waiters();
+            }
             if kick {
                 self.kick(&pipeline.key);
             }

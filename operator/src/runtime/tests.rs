@@ -228,3 +228,61 @@ fn retiring_workers_may_not_lease() {
     state.retiring.clear();
     assert!(state.may_lease_to(Some("p-worker-1")));
 }
+
+/// A bucket that is never reached: these tests only need a pipeline to have store access.
+struct Unreached;
+
+impl BucketAccess for Unreached {
+    fn name(&self) -> &str {
+        "raw"
+    }
+
+    fn presign<'a>(
+        &'a self,
+        _: object_store::signer::Method,
+        _: &'a str,
+        _: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<object_store::signer::Url, crate::workapi::ObjectError>> {
+        Box::pin(async { Err(crate::workapi::ObjectError::Store("not reached".into())) })
+    }
+
+    fn head<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<crate::workapi::ObjectInfo>, crate::workapi::ObjectError>> {
+        Box::pin(async { Err(crate::workapi::ObjectError::Store("not reached".into())) })
+    }
+}
+
+fn give_access(pipeline: &Pipeline) {
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let ledger = Ledger::new(store.clone(), ".zeroflow/ledger").expect("ledger");
+    let access = Access { source: Arc::new(Unreached), sink: Arc::new(Unreached), source_store: store, ledger };
+    pipeline.lock().access = Some(Arc::new(access));
+}
+
+/// Whether admitting one new object wakes a lease poll that waits on `pipeline`.
+fn admission_wakes(pipelines: &Pipelines, pipeline: &Pipeline, key: &str) -> bool {
+    use futures::FutureExt as _;
+    let notified = pipeline.notify.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let report = pipelines.admit(&[created("raw", key, "e1")], Instant::now(), None).expect("admitted");
+    assert_eq!(report.accepted, 1);
+    notified.now_or_never().is_some()
+}
+
+#[test]
+fn admissions_wake_lease_polls_only_when_they_could_lease() {
+    let (pipelines, _kicks) = pipelines();
+    let key = PipelineKey::new("ns", "p");
+    let pipeline =
+        pipelines.upsert(&key, Settings::new(route("ns", "p", "raw"), BacklogConfig::default()), &Seed::default());
+    assert!(!admission_wakes(&pipelines, &pipeline, "a.csv"), "no store access: nothing can be leased");
+    give_access(&pipeline);
+    assert!(admission_wakes(&pipelines, &pipeline, "b.csv"));
+    let mut paused = Settings::new(route("ns", "p", "raw"), BacklogConfig::default());
+    paused.paused = Some(Paused { replicas: 0 });
+    pipelines.upsert(&key, paused, &Seed::default());
+    assert!(!admission_wakes(&pipelines, &pipeline, "c.csv"), "paused: nothing is leased");
+}

@@ -75,6 +75,16 @@ pub fn is_json_media(media: &str) -> bool {
     media == "application/json" || media.ends_with("+json") || media == "text/json"
 }
 
+/// Whether the request's `Content-Type` is JSON: [`is_json_media`] of [`media_type`], without
+/// lowering a copy of it (once per request on the gateway's path).
+pub fn has_json_media(headers: &HeaderMap) -> bool {
+    let Some(raw) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let media = raw.split(';').next().unwrap_or_default().trim().as_bytes();
+    media.eq_ignore_ascii_case(b"application/json")
+        || (media.len() >= 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
+        || media.eq_ignore_ascii_case(b"text/json")
+}
+
 /// A binary-mode attribute header's value. The HTTP binding percent-encodes values that are
 /// not printable ASCII; Ceph RGW puts the raw object key into `ce-subject` instead (UTF-8,
 /// possibly with a bare `%`), so a value that is UTF-8 but not a valid escape is taken as sent.

@@ -282,3 +282,32 @@ proptest! {
         let _ = parse_http(&h, data.as_bytes());
     }
 }
+
+proptest! {
+    /// The gateway's allocation-free check says what lowering the media type and asking
+    /// `is_json_media` says, for every content type a sender can put in a header.
+    #[test]
+    fn has_json_media_agrees_with_the_lowered_media_type(
+        value in prop_oneof![
+            "[ -~]{0,40}",
+            "(?i)(application/json|text/json|application/[a-z.]{0,8}\\+json|application/cloudevents\\+jSoN)( ?;[ -~]{0,10})?",
+        ],
+    ) {
+        let Ok(header) = HeaderValue::from_str(&value) else { return Ok(()) };
+        let mut map = HeaderMap::new();
+        map.insert(http::header::CONTENT_TYPE, header);
+        let lowered = media_type(&map).unwrap_or_default();
+        prop_assert_eq!(has_json_media(&map), is_json_media(&lowered), "{:?}", value);
+    }
+}
+
+#[test]
+fn has_json_media_takes_json_in_any_case_and_refuses_the_rest() {
+    for json in ["application/json", "Application/JSON; charset=utf-8", "application/cloudevents+json", " text/json "] {
+        assert!(has_json_media(&headers(&[("content-type", json)])), "{json}");
+    }
+    for other in ["text/plain", "application/jsonx", "json", ""] {
+        assert!(!has_json_media(&headers(&[("content-type", other)])), "{other}");
+    }
+    assert!(!has_json_media(&HeaderMap::new()));
+}
