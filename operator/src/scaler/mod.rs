@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, ObjectList, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -349,8 +349,7 @@ impl Scaler {
     /// Whether the pipeline's running workers may hold leases an earlier leader granted, from
     /// their pods' creation times; true when the pods cannot be listed.
     async fn earlier_leases_possible(&self, key: &PipelineKey) -> bool {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        match api.list_metadata(&ListParams::default().labels(&worker_selector(key))).await {
+        match self.list_workers(key).await {
             Ok(pods) => adoption::earlier_leases_possible(
                 pods.items.iter().map(|p| p.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0))),
                 self.leading_since,
@@ -576,12 +575,11 @@ impl Scaler {
     /// and reading the leases under the same lock means no pod can become busy unseen between
     /// the two: an idle worker would otherwise lease an object in the moments before the
     /// ReplicaSet stops it. Best effort: when the pods cannot be listed the scale-down goes on
-    /// unprotected (a removed busy worker still finishes within its grace period).
-    /// Returns the pods retired now.
+    /// unprotected (a removed busy worker still finishes within its grace period). Returns the
+    /// pods retired now.
     async fn retire_idle_pods(&self, pipeline: &Pipeline, set_costs: bool) -> Vec<String> {
         let key = &pipeline.key;
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let pods = match api.list_metadata(&ListParams::default().labels(&worker_selector(key))).await {
+        let pods = match self.list_workers(key).await {
             Ok(pods) => pods.items,
             Err(e) => {
                 warn!(pipeline = %key, error = %e, "cannot list worker pods");
@@ -603,6 +601,7 @@ impl Scaler {
         if !set_costs {
             return retired;
         }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let live = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none());
         let current = live.map(|p| {
             (
@@ -630,16 +629,21 @@ impl Scaler {
         retired
     }
 
+    /// The pipeline's worker pods, metadata only.
+    async fn list_workers(&self, key: &PipelineKey) -> kube::Result<ObjectList<PartialObjectMeta<Pod>>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
+        api.list_metadata(&ListParams::default().labels(&worker_selector(key))).await
+    }
+
     /// After a scale-down was accepted: waits until no more than `replicas` worker pods are left
     /// without a deletion timestamp (the ReplicaSet has chosen which go), up to
     /// [`REMOVAL_WAIT`]. Returns the pods that stay; `None` when they cannot be listed.
     async fn await_removal(&self, pipeline: &Pipeline, replicas: i32) -> Option<Vec<String>> {
         let key = &pipeline.key;
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let replicas = usize::try_from(replicas).unwrap_or(0);
         let give_up = Instant::now() + REMOVAL_WAIT;
         loop {
-            match api.list_metadata(&ListParams::default().labels(&worker_selector(key))).await {
+            match self.list_workers(key).await {
                 Ok(pods) => {
                     let staying: Vec<String> = pods
                         .items

@@ -51,6 +51,18 @@ fn bed(idle_timeout: Duration) -> Bed {
 
 const PODS: &str = "/api/v1/namespaces/finance/pods";
 
+/// Admits one object, `raw/a.csv`, to the bed's pipeline.
+fn admit_one(bed: &Bed) {
+    let item = WorkItem {
+        object: ObjectId { bucket: "raw".into(), key: "a.csv".into() },
+        etag: Some("e".into()),
+        version_id: None,
+        size: None,
+        sequencer: None,
+    };
+    bed.pipelines.admit_item(&bed.pipeline.key, item).expect("served").expect("admitted");
+}
+
 /// A metadata list of worker pods created at the given RFC 3339 times.
 fn pods(created: &[&str]) -> serde_json::Value {
     let items: Vec<_> = created
@@ -135,14 +147,7 @@ async fn workers_created_under_this_leader_are_adopted_without_a_recovery_window
 #[tokio::test]
 async fn at_zero_work_scales_up_through_the_scale_subresource() {
     let mut bed = bed(Duration::from_secs(60));
-    let item = WorkItem {
-        object: ObjectId { bucket: "raw".into(), key: "a.csv".into() },
-        etag: Some("e".into()),
-        version_id: None,
-        size: None,
-        sequencer: None,
-    };
-    bed.pipelines.admit_item(&bed.pipeline.key, item).expect("served").expect("admitted");
+    admit_one(&bed);
     let evaluate = tokio::spawn({
         let (scaler, pipeline) = (Arc::new(bed.scaler), bed.pipeline.clone());
         async move { scaler.evaluate(&pipeline).await }
@@ -197,14 +202,7 @@ async fn a_scale_down_retires_idle_workers_until_the_replicaset_has_chosen() {
         settings.scale.target_per_replica = 1;
         state.settings = Arc::new(settings);
     }
-    let item = WorkItem {
-        object: ObjectId { bucket: "raw".into(), key: "a.csv".into() },
-        etag: Some("e".into()),
-        version_id: None,
-        size: None,
-        sequencer: None,
-    };
-    bed.pipelines.admit_item(&bed.pipeline.key, item).expect("served").expect("admitted");
+    admit_one(&bed);
     let scaler = Arc::new(bed.scaler);
     // Adoption of 3 workers made under this leader, and a first look: one object wants one
     // worker, but the scale-down waits for the next decision (stabilization).
