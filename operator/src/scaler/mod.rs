@@ -314,7 +314,11 @@ impl Scaler {
         };
         let earlier_leases = match live {
             Some(live) if live > 0 => self.earlier_leases_possible(&pipeline.key).await,
-            _ => false,
+            Some(_) => {
+                self.retire_leftover_pods(pipeline).await;
+                false
+            }
+            None => false,
         };
         let now = Instant::now();
         let now_ms = self.pipelines.millis_at(now);
@@ -344,6 +348,27 @@ impl Scaler {
         drop(guard);
         pipeline.notify.notify_waiters();
         true
+    }
+
+    /// At zero replicas, worker pods still listed are on their way out: an earlier leader's
+    /// scale-down to zero that this replica did not see through (that leader's retired set died
+    /// with it). They are retired, so their workers, which may still ask for work until their
+    /// SIGTERM, are given nothing. Best effort: when the pods cannot be listed nothing is retired.
+    async fn retire_leftover_pods(&self, pipeline: &Pipeline) {
+        let pods = match self.list_workers(&pipeline.key).await {
+            Ok(pods) => pods.items,
+            Err(e) => return warn!(pipeline = %pipeline.key, error = %e, "cannot list worker pods"),
+        };
+        if pods.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let count = pods.len();
+        let mut state = pipeline.lock();
+        for name in pods.into_iter().filter_map(|p| p.metadata.name) {
+            state.retiring.insert(name, now);
+        }
+        info!(pipeline = %pipeline.key, pods = count, "adopted at zero with worker pods still on their way out: they are given nothing");
     }
 
     /// Whether the pipeline's running workers may hold leases an earlier leader granted, from

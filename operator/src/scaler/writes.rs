@@ -153,6 +153,8 @@ async fn at_zero_work_scales_up_through_the_scale_subresource() {
         async move { scaler.evaluate(&pipeline).await }
     });
     bed.api.expect(Method::GET, SCALE).await.ok(scale(0));
+    // At zero, pods still listed are leftovers of an earlier scale-down: none here.
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(0, &[]));
     let patch = bed.api.expect(Method::PATCH, SCALE).await;
     assert_eq!(patch.query("fieldManager").as_deref(), Some(FIELD_MANAGER));
     assert_eq!(patch.body, json!({"spec": {"replicas": 1}}));
@@ -291,4 +293,22 @@ async fn idle_workers_that_survive_a_scale_down_lease_again() {
     let state = bed.pipeline.lock();
     assert!(state.may_lease_to(Some("invoices-worker-0")), "the survivor leases again");
     assert!(!state.may_lease_to(Some("invoices-worker-1")));
+}
+
+/// A new leader that adopts a pipeline at zero while an earlier leader's scale-down to zero is
+/// still removing pods gives those pods' workers nothing: they are stopped any moment.
+#[tokio::test]
+async fn pods_left_over_at_zero_are_given_nothing() {
+    let mut bed = bed(Duration::from_secs(60));
+    let evaluate = tokio::spawn({
+        let (scaler, pipeline) = (Arc::new(bed.scaler), bed.pipeline.clone());
+        async move { scaler.evaluate(&pipeline).await }
+    });
+    bed.api.expect(Method::GET, SCALE).await.ok(scale(0));
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(2, &[0]));
+    evaluate.await.expect("evaluate");
+    let state = bed.pipeline.lock();
+    assert_eq!(state.scale.replicas(), Some(0));
+    assert!(!state.may_lease_to(Some("invoices-worker-0")) && !state.may_lease_to(Some("invoices-worker-1")));
+    assert!(state.may_lease_to(Some("invoices-worker-7")), "a pod of a later scale-up leases");
 }
