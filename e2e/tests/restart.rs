@@ -394,3 +394,120 @@ async fn outputs_of_a_run_that_ends_while_no_leader_answers_wait_for_the_next_le
     let _ = std::fs::remove_file(&runs);
     Ok(())
 }
+
+/// Holds pods in Terminating (a finalizer of the test's own) so that a new leader finds them so.
+const HOLD: &str = "e2e.zeroflow.dev/hold";
+
+/// Found by the chaos run (issue #14): a leader killed in the middle of a scale-down leaves pods
+/// on their way out, and the next leader knew nothing of the earlier one's retired set: it gave
+/// their workers, still polling until their SIGTERM, objects that were stopped busy a moment
+/// later. Here the dead leader's scale-down is played by hand while no operator runs, and the
+/// pods it chose are held Terminating: the next leader gives their workers nothing, past its
+/// recovery window, while the object waits; a pod that stays (or a new one) takes it.
+/// `to`: the replicas the dead leader's scale-down left (0: all pods go; 1: one of two goes).
+/// The worker pods are kept off the KWOK node (a node selector no node has): KWOK removes the
+/// finalizers of its pods being deleted, and the apiserver refuses a token bound to a pod that
+/// is gone. Scheduled or not is all the same to the work API.
+async fn pods_on_their_way_out_get_nothing_from_a_new_leader(tag: &str, to: i32) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+    let _webhook = WEBHOOK.lock().await;
+    let spec = json!({
+        "scaling": {"maxReplicas": 2, "targetPerReplica": 1, "idleTimeout": "1h"},
+        "transform": {"image": "example.org/t:1", "command": ["false"],
+                      "podTemplate": {"nodeSelector": {"e2e.zeroflow.dev/node": "none"}}},
+        "delivery": {"leaseDuration": "15s"}
+    });
+    let mut t = LoopBed::start_without_workers(tag, "going", spec).await?;
+    let client = zeroflow_e2e::client().await?;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &t.ns.name);
+    let live = || async {
+        let list = pods.list(&ListParams::default()).await?.items;
+        anyhow::Ok(list.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect::<Vec<_>>())
+    };
+    upload(&t.buckets.source, "in/a.txt", "a").await?;
+    upload(&t.buckets.source, "in/b.txt", "b").await?;
+    let before = eventually("two worker pods", TIMEOUT, || async {
+        let list = live().await?;
+        Ok((list.len() == 2).then_some(list))
+    })
+    .await?;
+    // A worker token for each pod, minted while the pods are not yet being deleted.
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(client.clone(), &t.ns.name);
+    let mut workers = Vec::new();
+    for pod in &before {
+        let request = k8s_openapi::api::authentication::v1::TokenRequest {
+            spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+                audiences: vec!["zeroflow".into()],
+                expiration_seconds: Some(3600),
+                bound_object_ref: Some(k8s_openapi::api::authentication::v1::BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                }),
+            },
+            ..Default::default()
+        };
+        let minted = accounts.create_token_request("going-worker", &Default::default(), &request).await?;
+        let base = format!("http://{}/v1/pipelines/{}/going", t.work_api_addr, t.ns.name);
+        workers.push(Worker { base, token: minted.status.context("TokenRequest without status")?.token });
+    }
+
+    // The leader dies; its scale-down's effect is played by hand: the Deployment at `to`, the
+    // pods that go held Terminating.
+    t.operator.kill().await?;
+    let names: Vec<String> = before.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let hold = json!({"metadata": {"finalizers": [HOLD]}});
+    for name in &names {
+        pods.patch(name, &PatchParams::default(), &Patch::Merge(&hold)).await?;
+    }
+    let going: Vec<usize> = if to == 0 { vec![0, 1] } else { vec![0] };
+    let staying: Vec<usize> = (0..2).filter(|i| !going.contains(i)).collect();
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client.clone(), &t.ns.name);
+    deployments
+        .patch_scale("going-worker", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": to}})))
+        .await?;
+    for &i in &going {
+        pods.delete(&names[i], &DeleteParams::default()).await?;
+    }
+    let result = async {
+        t.operator = t.standby("next").await?;
+        t.operator.wait_ready(TIMEOUT).await?;
+        // Past the recovery window (5 s heartbeat + 5 s) and more, the going pods' workers get
+        // nothing although both objects wait.
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < until {
+            for &i in &going {
+                let lease = workers[i].lease(2).await?;
+                anyhow::ensure!(lease.is_none(), "{} is on its way out and was leased {lease:?}", names[i]);
+            }
+        }
+        let s = t.status().await?;
+        anyhow::ensure!(s.pending == 2 && s.in_flight == 0, "both objects still wait: {s:?}");
+        // The object is leasable: a pod that stays takes it.
+        for &i in &staying {
+            let lease = workers[i].lease(10).await?.context("the staying pod's worker gets an object")?;
+            anyhow::ensure!(lease["key"].as_str().is_some_and(|k| k.starts_with("in/")), "{lease}");
+        }
+        Ok(())
+    }
+    .await;
+    let release = json!({"metadata": {"finalizers": null}});
+    for name in &names {
+        let _ = pods.patch(name, &PatchParams::default(), &Patch::Merge(&release)).await;
+    }
+    result
+}
+
+#[tokio::test]
+async fn pods_an_earlier_leaders_scale_down_removes_get_nothing_from_the_next_leader() -> anyhow::Result<()> {
+    pods_on_their_way_out_get_nothing_from_a_new_leader("goingdown", 1).await
+}
+
+#[tokio::test]
+async fn pods_an_earlier_leaders_scale_to_zero_removes_get_nothing_from_the_next_leader() -> anyhow::Result<()> {
+    pods_on_their_way_out_get_nothing_from_a_new_leader("goingzero", 0).await
+}

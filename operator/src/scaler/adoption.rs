@@ -1,5 +1,6 @@
-//! Whether a pipeline's running workers may hold leases an earlier leader granted, which decides
-//! whether adoption holds leasing for the recovery window (see the scaler's module docs).
+//! What adoption concludes from a pipeline's worker pods (see the scaler's module docs): whether
+//! running workers may hold leases an earlier leader granted, which decides whether adoption holds
+//! leasing for the recovery window, and which pods are on their way out and get no work.
 //!
 //! A worker talks only to the leader of its time, so a worker whose pod was created after this
 //! replica began leading holds no lease but this replica's. Creation times come from the
@@ -23,6 +24,16 @@ pub fn earlier_leases_possible(
     created.into_iter().any(|at| at.is_none_or(|at| at < later_than))
 }
 
+/// The pods an adopting leader retires: those on their way out because of an earlier leader's
+/// scale-down that this replica did not see through (that leader's retired set died with it).
+/// At zero replicas that is every pod still listed (the ReplicaSet may not have marked them all
+/// yet); above zero, the pods with a deletion timestamp. Their workers may ask for work until
+/// their SIGTERM arrives; a lease granted then would be stopped busy. A busy one keeps its lease:
+/// re-attaching and completing are not leasing. Items: (pod name, terminating).
+pub fn on_their_way_out<'a>(replicas: i32, pods: impl IntoIterator<Item = (&'a str, bool)>) -> Vec<&'a str> {
+    pods.into_iter().filter(|(_, terminating)| replicas == 0 || *terminating).map(|(name, _)| name).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +50,13 @@ mod tests {
         assert!(earlier_leases_possible([at(2_000), at(999)], since), "one earlier pod is enough");
         assert!(earlier_leases_possible([at(1_004)], since), "within the clock margin");
         assert!(earlier_leases_possible([None], since), "no creation time");
+    }
+
+    #[test]
+    fn pods_on_their_way_out_are_all_listed_at_zero_and_the_terminating_ones_above() {
+        let pods = [("w-0", false), ("w-1", true), ("w-2", false)];
+        assert_eq!(on_their_way_out(0, pods), ["w-0", "w-1", "w-2"], "at zero every pod goes");
+        assert_eq!(on_their_way_out(2, pods), ["w-1"], "above zero only the chosen");
+        assert!(on_their_way_out(3, [("w-0", false)]).is_empty());
     }
 }

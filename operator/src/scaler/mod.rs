@@ -313,11 +313,7 @@ impl Scaler {
             }
         };
         let earlier_leases = match live {
-            Some(live) if live > 0 => self.earlier_leases_possible(&pipeline.key).await,
-            Some(_) => {
-                self.retire_leftover_pods(pipeline).await;
-                false
-            }
+            Some(live) => self.look_at_pods(pipeline, live).await,
             None => false,
         };
         let now = Instant::now();
@@ -350,40 +346,35 @@ impl Scaler {
         true
     }
 
-    /// At zero replicas, worker pods still listed are on their way out: an earlier leader's
-    /// scale-down to zero that this replica did not see through (that leader's retired set died
-    /// with it). They are retired, so their workers, which may still ask for work until their
-    /// SIGTERM, are given nothing. Best effort: when the pods cannot be listed nothing is retired.
-    async fn retire_leftover_pods(&self, pipeline: &Pipeline) {
+    /// Lists the pipeline's worker pods once, at adoption of `live` replicas: retires the pods on
+    /// their way out ([`adoption::on_their_way_out`]) and says whether running workers may hold
+    /// leases an earlier leader granted ([`adoption::earlier_leases_possible`]). When the pods
+    /// cannot be listed nothing is retired, and above zero the recovery window is held.
+    async fn look_at_pods(&self, pipeline: &Pipeline, live: i32) -> bool {
         let pods = match self.list_workers(&pipeline.key).await {
             Ok(pods) => pods.items,
-            Err(e) => return warn!(pipeline = %pipeline.key, error = %e, "cannot list worker pods"),
-        };
-        if pods.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let count = pods.len();
-        let mut state = pipeline.lock();
-        for name in pods.into_iter().filter_map(|p| p.metadata.name) {
-            state.retiring.insert(name, now);
-        }
-        info!(pipeline = %pipeline.key, pods = count, "adopted at zero with worker pods still on their way out: they are given nothing");
-    }
-
-    /// Whether the pipeline's running workers may hold leases an earlier leader granted, from
-    /// their pods' creation times; true when the pods cannot be listed.
-    async fn earlier_leases_possible(&self, key: &PipelineKey) -> bool {
-        match self.list_workers(key).await {
-            Ok(pods) => adoption::earlier_leases_possible(
-                pods.items.iter().map(|p| p.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0))),
-                self.leading_since,
-            ),
             Err(e) => {
-                warn!(pipeline = %key, error = %e, "cannot list worker pods; holding leasing for the recovery window");
-                true
+                warn!(pipeline = %pipeline.key, error = %e, "cannot list worker pods; holding leasing for the recovery window");
+                return live > 0;
             }
+        };
+        let facts = pods
+            .iter()
+            .map(|p| (p.metadata.name.as_deref().unwrap_or_default(), p.metadata.deletion_timestamp.is_some()));
+        let going = adoption::on_their_way_out(live, facts);
+        if !going.is_empty() {
+            let now = Instant::now();
+            let mut state = pipeline.lock();
+            for name in &going {
+                state.retiring.insert((*name).to_owned(), now);
+            }
+            info!(pipeline = %pipeline.key, replicas = live, pods = going.len(), "adopted with worker pods on their way out: they are given nothing");
         }
+        live > 0
+            && adoption::earlier_leases_possible(
+                pods.iter().map(|p| p.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0))),
+                self.leading_since,
+            )
     }
 
     /// Looks at the pipeline's warm windows: the open one's minimum goes into the decisions that

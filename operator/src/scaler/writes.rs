@@ -312,3 +312,21 @@ async fn pods_left_over_at_zero_are_given_nothing() {
     assert!(!state.may_lease_to(Some("invoices-worker-0")) && !state.may_lease_to(Some("invoices-worker-1")));
     assert!(state.may_lease_to(Some("invoices-worker-7")), "a pod of a later scale-up leases");
 }
+
+/// A new leader that adopts a pipeline above zero while an earlier leader's scale-down is
+/// removing some of its pods gives the terminating ones nothing, and the others their work.
+#[tokio::test]
+async fn terminating_pods_found_at_adoption_are_given_nothing() {
+    let mut bed = bed(Duration::from_secs(60));
+    let evaluate = tokio::spawn({
+        let (scaler, pipeline) = (Arc::new(bed.scaler), bed.pipeline.clone());
+        async move { scaler.evaluate(&pipeline).await }
+    });
+    bed.api.expect(Method::GET, SCALE).await.ok(scale(2));
+    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(3, &[1]));
+    evaluate.await.expect("evaluate");
+    let state = bed.pipeline.lock();
+    assert_eq!(state.scale.replicas(), Some(2));
+    assert!(!state.may_lease_to(Some("invoices-worker-1")), "chosen by the earlier scale-down");
+    assert!(state.may_lease_to(Some("invoices-worker-0")) && state.may_lease_to(Some("invoices-worker-2")));
+}
