@@ -74,7 +74,8 @@ impl RealNode {
 
     /// Stops the node (`e2e/testbed node down`) and fails, listing them, if any process of the
     /// node is left: one whose command line names the node's directory, one in the node's
-    /// cgroups, one still in its network namespace; or if the netns or a cgroup remains.
+    /// cgroups, one still in its network namespace; or if the netns or a cgroup remains, or
+    /// `e2e/testbed env` still names the node.
     pub async fn down_leaves_nothing(self) -> anyhow::Result<()> {
         let netns = self.var("ZF_NODE_NETNS")?.to_owned();
         let id = netns.strip_prefix("zfn-").context("unexpected netns name")?.to_owned();
@@ -101,6 +102,10 @@ impl RealNode {
             if dir.exists() {
                 left.push(format!("cgroup {}", dir.display()));
             }
+        }
+        let env = parse_exports(&lifecycle("e2e/testbed", &["env"]).await?);
+        if let Some(name) = env.get("ZF_NODE_NAME") {
+            left.push(format!("`e2e/testbed env` still names node {name}"));
         }
         if !left.is_empty() {
             bail!("e2e/testbed node down left behind:\n{}", left.join("\n"));

@@ -489,7 +489,11 @@ ENV
 # cmd_node_down [keep-kwok]: stops the node and removes everything it made. Safe to repeat.
 cmd_node_down() {
   node_ids
-  local restore_kwok=${1:-restore}
+  local restore_kwok=${1:-restore} had_node=""
+  # First of all the node stops being announced (`e2e/testbed env`), so a `down` cut short never
+  # leaves a node that looks running.
+  rm -f "$NODE_DIR/env"
+  [[ ! -d "$NODE_DIR" ]] || had_node=1
   if [[ -f "$STATE/kubeconfig" ]] && alive kube-apiserver; then
     kubectl_ delete node "$NODE_NAME" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   fi
@@ -503,10 +507,10 @@ cmd_node_down() {
   # Containers, shims and anything else left in the node's cgroup.
   node_remove_cgroups
   node_remove_network
-  if [[ "$restore_kwok" == restore && -d "$NODE_DIR" ]] && alive kwok; then
+  rm -rf "$NODE_DIR" || log "WARNING: could not remove all of $NODE_DIR"
+  if [[ "$restore_kwok" == restore && -n "$had_node" ]] && alive kwok; then
     restart_kwok --manage-all-nodes=true
   fi
-  rm -rf "$NODE_DIR"
   log "node down"
 }
 

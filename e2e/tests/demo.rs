@@ -16,6 +16,7 @@ async fn demo_with(transform: &str) -> anyhow::Result<(bool, String)> {
     let copy = std::env::temp_dir().join(format!("zf-demo-test-{}/csv-to-jsonl", std::process::id()));
     copy_dir(&example, &copy)?;
     std::fs::write(copy.join("transform.py"), transform)?;
+    let node_before = testbed_env().await?.contains("ZF_NODE_NAME");
     let out = tokio::process::Command::new(repo_root().join("e2e/demo"))
         .args(["--once", "--example"])
         .arg(&copy)
@@ -25,7 +26,20 @@ async fn demo_with(transform: &str) -> anyhow::Result<(bool, String)> {
         .context("running e2e/demo")?;
     let _ = std::fs::remove_dir_all(copy.parent().context("no parent")?);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Whatever the transform did, `--once` must leave no node behind for the tests after it.
+    ensure!(!text.contains("e2e/demo: stopping the node failed"), "e2e/demo could not stop the node:\n{}", tail(&text));
+    let env = testbed_env().await?;
+    ensure!(
+        node_before || !env.contains("ZF_NODE_NAME"),
+        "after e2e/demo --once, `e2e/testbed env` still names the node it started:\n{env}"
+    );
     Ok((out.status.success(), text))
+}
+
+/// What `e2e/testbed env` prints (empty when the testbed is not up).
+async fn testbed_env() -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(repo_root().join("e2e/testbed")).arg("env").output().await?;
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {

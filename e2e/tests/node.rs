@@ -88,7 +88,12 @@ async fn the_node_routes_only_the_harness_subnets(node: &RealNode) -> anyhow::Re
     let netns = node.var("ZF_NODE_NETNS")?;
     let ip = |args: &[&str]| {
         let args: Vec<String> = ["-n", netns, "route", "show"].iter().chain(args).map(|s| (*s).to_owned()).collect();
-        async move { anyhow::Ok(String::from_utf8(tokio::process::Command::new("ip").args(args).output().await?.stdout)?) }
+        async move {
+            // A missing netns must fail the check, not pass it with no routes to show.
+            let out = tokio::process::Command::new("ip").args(&args).output().await?;
+            ensure!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            anyhow::Ok(String::from_utf8(out.stdout)?)
+        }
     };
     let default = ip(&["default"]).await?;
     ensure!(default.trim().is_empty(), "the node netns has a default route: {default}");
