@@ -33,19 +33,24 @@ zfn_started_node=""
 # transform image and must not need its libc; no extra rustup target). With --target, only the
 # target's crates get the flag: build scripts and proc macros stay host builds.
 zf_build() {
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/zeroflow-target}"
-  export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
-  zf_bin="$CARGO_TARGET_DIR/$zf_target/release"
+  zf_bin="${CARGO_TARGET_DIR:-$HOME/.cache/zeroflow-target}/$zf_target/release"
   local started=$SECONDS b
   zfn_log "cargo build --release --target $zf_target (static): operator, runner, e2e tools"
-  (cd "$root" && CARGO_TERM_COLOR=never cargo build --release --locked --target "$zf_target" \
-    -p zeroflow-operator -p zeroflow-runner -p zeroflow-e2e --bins 2>&1 |
-    { grep -vE '^\s*(Compiling|Fresh)' >&2 || true; }) || zfn_die "cargo build"
+  (zf_build_cargo 2>&1 | { grep -vE '^\s*(Compiling|Fresh)' >&2 || true; }) || zfn_die "cargo build"
   for b in zeroflow-operator zeroflow-runner zeroflow-demo zeroflow-host-workers; do
     [[ -x "$zf_bin/$b" ]] || zfn_die "cargo build did not produce $zf_bin/$b"
     if grep -q '=>' <<<"$(ldd "$zf_bin/$b" 2>&1)"; then ldd "$zf_bin/$b" >&2; zfn_die "$zf_bin/$b is dynamically linked"; fi
   done
   zfn_log "binaries ready in $((SECONDS - started)) s ($zf_bin)"
+}
+
+# The cargo invocation of zf_build alone (e2e/test-all starts it early in the background; cargo's
+# lock on the build directory makes a later zf_build wait for it, then find it done).
+zf_build_cargo() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/zeroflow-target}"
+  export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
+  (cd "$root" && CARGO_TERM_COLOR=never cargo build --release --locked --target "$zf_target" \
+    -p zeroflow-operator -p zeroflow-runner -p zeroflow-e2e --bins)
 }
 
 zfn_start_node() {
