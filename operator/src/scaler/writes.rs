@@ -295,19 +295,26 @@ async fn idle_workers_that_survive_a_scale_down_lease_again() {
     assert!(!state.may_lease_to(Some("invoices-worker-1")));
 }
 
-/// A new leader that adopts a pipeline at zero while an earlier leader's scale-down to zero is
-/// still removing pods gives those pods' workers nothing: they are stopped any moment.
-#[tokio::test]
-async fn pods_left_over_at_zero_are_given_nothing() {
+/// A new leader's first look at the bed's pipeline, finding `replicas` on its `/scale` and `pods`
+/// listed; returns the pipeline once adopted.
+async fn adopt(replicas: i32, pods: serde_json::Value) -> Arc<Pipeline> {
     let mut bed = bed(Duration::from_secs(60));
     let evaluate = tokio::spawn({
         let (scaler, pipeline) = (Arc::new(bed.scaler), bed.pipeline.clone());
         async move { scaler.evaluate(&pipeline).await }
     });
-    bed.api.expect(Method::GET, SCALE).await.ok(scale(0));
-    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(2, &[0]));
+    bed.api.expect(Method::GET, SCALE).await.ok(scale(replicas));
+    bed.api.expect(Method::GET, PODS).await.ok(pods);
     evaluate.await.expect("evaluate");
-    let state = bed.pipeline.lock();
+    bed.pipeline
+}
+
+/// A new leader that adopts a pipeline at zero while an earlier leader's scale-down to zero is
+/// still removing pods gives those pods' workers nothing: they are stopped any moment.
+#[tokio::test]
+async fn pods_left_over_at_zero_are_given_nothing() {
+    let pipeline = adopt(0, worker_pods(2, &[0])).await;
+    let state = pipeline.lock();
     assert_eq!(state.scale.replicas(), Some(0));
     assert!(!state.may_lease_to(Some("invoices-worker-0")) && !state.may_lease_to(Some("invoices-worker-1")));
     assert!(state.may_lease_to(Some("invoices-worker-7")), "a pod of a later scale-up leases");
@@ -317,15 +324,8 @@ async fn pods_left_over_at_zero_are_given_nothing() {
 /// removing some of its pods gives the terminating ones nothing, and the others their work.
 #[tokio::test]
 async fn terminating_pods_found_at_adoption_are_given_nothing() {
-    let mut bed = bed(Duration::from_secs(60));
-    let evaluate = tokio::spawn({
-        let (scaler, pipeline) = (Arc::new(bed.scaler), bed.pipeline.clone());
-        async move { scaler.evaluate(&pipeline).await }
-    });
-    bed.api.expect(Method::GET, SCALE).await.ok(scale(2));
-    bed.api.expect(Method::GET, PODS).await.ok(worker_pods(3, &[1]));
-    evaluate.await.expect("evaluate");
-    let state = bed.pipeline.lock();
+    let pipeline = adopt(2, worker_pods(3, &[1])).await;
+    let state = pipeline.lock();
     assert_eq!(state.scale.replicas(), Some(2));
     assert!(!state.may_lease_to(Some("invoices-worker-1")), "chosen by the earlier scale-down");
     assert!(state.may_lease_to(Some("invoices-worker-0")) && state.may_lease_to(Some("invoices-worker-2")));
