@@ -71,11 +71,29 @@ pub struct SeenMarker {
 /// Something that ends a transform run without an `end` line, or excuses running it again.
 #[derive(Debug, Clone)]
 pub struct Interruption {
-    /// The pod whose runner (and transforms) were SIGKILLed, or which was deleted (its grace
-    /// period may end before a leader can record its results); `None`: every pod (e.g. the
-    /// store restarted under them).
+    /// The pod whose runner (and transforms) were SIGKILLed, or which was deleted; `None`: every
+    /// pod (e.g. the store restarted under them).
     pub pod: Option<String>,
     pub at_ns: u128,
+    /// The pod was deleted rather than its runner killed. On this testbed that is a force
+    /// delete: KWOK removes a deleted pod's object at once, where a kubelet keeps it until the
+    /// containers have exited, and a token bound to a pod that no longer exists fails TokenReview.
+    /// A leader that has not cached the token (any leader after a change) then refuses the
+    /// runner's reports with 401, so every result the pod had not reported yet may be lost,
+    /// runs that started after the delete (before the runner's SIGTERM) included.
+    pub deleted: bool,
+}
+
+impl Interruption {
+    /// Whether this explains a run of `end`'s revision starting at `rerun_ns` after that
+    /// successful run on `end`'s pod, which started at `started_ns`: a killed runner may not
+    /// have reported what it started before the kill; a deleted pod may not have reported
+    /// anything (see [`Interruption::deleted`]).
+    fn excuses(&self, end: &RunLine, started_ns: u128, rerun_ns: u128) -> bool {
+        self.pod.as_ref().is_none_or(|p| *p == end.pod)
+            && self.at_ns <= rerun_ns
+            && (self.deleted || self.at_ns >= started_ns)
+    }
 }
 
 /// Everything the verdict is made from.
@@ -109,9 +127,11 @@ pub struct Verdict {
     /// Runs started after the revision's marker was written.
     pub redone_after_completion: Vec<String>,
     /// Runs started after a successful run of the same revision ended, not explained by a runner
-    /// kill of that run's pod after it started.
+    /// kill of that run's pod after it started or by a deletion of that pod
+    /// ([`Interruption::excuses`]).
     pub rerun_after_success: Vec<String>,
-    /// Re-runs after a success that a runner kill explains (the result never reached the leader).
+    /// Re-runs after a success that a runner kill or pod deletion explains (the result never
+    /// reached a leader).
     pub rerun_excused: usize,
     /// Runs of revisions that no longer exist at the end (overwritten or deleted).
     pub runs_of_gone_revisions: usize,
@@ -202,11 +222,8 @@ pub fn check(inputs: &Inputs) -> Verdict {
                         .filter(|r| r.start && r.pod == end.pod && r.at_ns <= end.at_ns)
                         .map(|r| r.at_ns)
                         .max();
-                    let excused = inputs.interruptions.iter().any(|i| {
-                        i.pod.as_ref().is_none_or(|p| *p == end.pod)
-                            && started.is_some_and(|s| i.at_ns >= s)
-                            && i.at_ns <= run.at_ns
-                    });
+                    let excused = started
+                        .is_some_and(|started| inputs.interruptions.iter().any(|i| i.excuses(end, started, run.at_ns)));
                     if excused {
                         verdict.rerun_excused += 1;
                     } else {
@@ -360,12 +377,37 @@ mod tests {
         // Ran to the end on p1, whose runner was killed before reporting; redone on p2.
         inputs.runs.push(start("a/1-plain.txt", "p2", 22));
         inputs.runs.push(end("a/1-plain.txt", "p2", 24, true));
-        inputs.interruptions.push(Interruption { pod: Some("p2".into()), at_ns: 21 });
+        inputs.interruptions.push(Interruption { pod: Some("p2".into()), at_ns: 21, deleted: false });
         assert_eq!(check(&inputs).rerun_after_success.len(), 1, "a kill of another pod explains nothing");
-        inputs.interruptions.push(Interruption { pod: Some("p1".into()), at_ns: 21 });
+        inputs.interruptions.push(Interruption { pod: Some("p1".into()), at_ns: 21, deleted: false });
         let verdict = check(&inputs);
         assert_eq!(verdict.failures(), Vec::<String>::new());
         assert_eq!(verdict.rerun_excused, 1);
+    }
+
+    /// CI, seed 823225790: c-worker-...-7726v was deleted at t=104.9 s and the leader killed at
+    /// t=105.0 s; the deleted pod's runner, not yet sent SIGTERM, leased c/00378-plain.txt from
+    /// the leader that was about to die and ran it to success, but KWOK had removed the pod, so
+    /// the next leader refused its report (its bound token no longer authenticated) and the
+    /// object ran again on another pod. The run started after the delete, and only a kill
+    /// excused runs that started before it.
+    #[test]
+    fn a_rerun_after_success_on_a_pod_deleted_before_that_run_started_is_excused() {
+        let mut inputs = clean();
+        inputs.runs.push(start("a/1-plain.txt", "p2", 22));
+        inputs.runs.push(end("a/1-plain.txt", "p2", 24, true));
+        // p1's run started at 10; its pod is deleted at 5, before that.
+        inputs.interruptions.push(Interruption { pod: Some("p1".into()), at_ns: 5, deleted: false });
+        assert_eq!(check(&inputs).rerun_after_success.len(), 1, "a kill before the run started explains nothing");
+        inputs.interruptions[0].deleted = true;
+        let verdict = check(&inputs);
+        assert_eq!(verdict.failures(), Vec::<String>::new());
+        assert_eq!(verdict.rerun_excused, 1);
+        // A deletion after the rerun started explains nothing, nor one of another pod.
+        inputs.interruptions[0].at_ns = 23;
+        assert_eq!(check(&inputs).rerun_after_success.len(), 1, "deleted after the rerun started");
+        inputs.interruptions[0] = Interruption { pod: Some("p3".into()), at_ns: 5, deleted: true };
+        assert_eq!(check(&inputs).rerun_after_success.len(), 1, "another pod deleted");
     }
 
     #[test]
@@ -385,7 +427,7 @@ mod tests {
         assert!(check(&inputs).busy_terminated.is_empty());
         inputs.timeouts.insert("a".into(), Duration::from_secs(10));
         assert_eq!(check(&inputs).busy_terminated.len(), 1);
-        inputs.interruptions.push(Interruption { pod: Some("p1".into()), at_ns: 200 });
+        inputs.interruptions.push(Interruption { pod: Some("p1".into()), at_ns: 200, deleted: false });
         assert!(check(&inputs).busy_terminated.is_empty(), "its runner was killed");
     }
 

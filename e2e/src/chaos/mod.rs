@@ -851,12 +851,13 @@ async fn inject(
             let pod = running[(fault.pick % running.len() as u64) as usize].name_any();
             deleted_pods.insert(pod.clone());
             pods.delete(&pod, &DeleteParams::default()).await?;
-            // The runner finishes its runs and reports within the pod's grace period; when no
-            // leader answers until that period ends (a leader killed a moment before), a
-            // finished run's result dies with the pod and the object runs again, as after a
-            // kill. Seen with seed 879455520: the leader killed at t=45.0 s, the pod deleted at
-            // t=47.1 s; its run finished while no replica led, 1.6 s before the next one did.
-            interruptions.push(Interruption { pod: Some(pod.clone()), at_ns: now_ns() });
+            // The runner finishes its runs and reports within the pod's grace period, but KWOK
+            // removes the pod object at once (a force delete, see `Interruption::deleted`): a
+            // leader that has not cached its token refuses the reports, and a finished run's
+            // result dies with the pod, as after a kill. Seen with seed 879455520 (the leader
+            // killed at t=45.0 s, the pod deleted at t=47.1 s) and 823225790 (deleted at
+            // t=104.9 s, the leader killed at t=105.0 s, a run leased in between).
+            interruptions.push(Interruption { pod: Some(pod.clone()), at_ns: now_ns(), deleted: true });
             Ok(format!("deleted {pod}"))
         }
         FaultKind::RunnerKill => {
@@ -869,7 +870,7 @@ async fn inject(
             let Some(pid) = workers[*i].pid(pod) else { return Ok("skipped (runner just ended)".into()) };
             let tree = process_tree(pid);
             sigkill(&tree).await;
-            interruptions.push(Interruption { pod: Some(pod.clone()), at_ns: now_ns() });
+            interruptions.push(Interruption { pod: Some(pod.clone()), at_ns: now_ns(), deleted: false });
             Ok(format!("killed the runner of {pod} and {} transform process(es)", tree.len() - 1))
         }
         FaultKind::MinioRestart => {
