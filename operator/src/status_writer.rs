@@ -14,7 +14,10 @@
 //! Callers hand their fields to [`StatusWriter::apply`] and go on; the writer task coalesces
 //! (only the latest fields of a pipeline's concern are written), skips fields equal to what the
 //! status already shows (so an idle fleet causes no writes, also right after a restart: the
-//! cache is seeded from the object), and retries failed writes.
+//! cache is seeded from the object), and retries failed writes. Callers give only the fields
+//! they change, but every apply states all the fields its concern shows, since server-side
+//! apply removes a field its manager leaves out; a caller removes a field by setting it to
+//! `null`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -128,6 +131,12 @@ impl Written {
         serde_json::from_str(text).ok()
     }
 
+    /// Every field of `concern` as last known, `null` ones included.
+    pub fn fields(&self, concern: Concern) -> Map<String, Value> {
+        let Some(known) = self.0.get(&concern) else { return Map::new() };
+        known.iter().filter_map(|(k, text)| Some(((*k).to_owned(), serde_json::from_str(text).ok()?))).collect()
+    }
+
     /// Notes `fields` as written; fields the concern does not own are not kept (the writer
     /// never sends them).
     pub fn record(&mut self, concern: Concern, fields: &Map<String, Value>) {
@@ -137,6 +146,19 @@ impl Written {
             current.insert(field, v.to_string().into_boxed_str());
         }
     }
+}
+
+/// The status of one apply: every field the concern is known to show (`known`), with `fields`
+/// over them. Server-side apply removes a field that its manager applied before and leaves out
+/// now (Kubernetes documentation, "Server-Side Apply", field management), so an apply of only
+/// the changed fields would remove the others: `lastRedrive` went with the next reconcile's
+/// write, and the re-drive ran again. A field is removed only by setting it to `null`.
+fn apply_body(known: Map<String, Value>, fields: &Map<String, Value>) -> Map<String, Value> {
+    let mut body: Map<String, Value> = known.into_iter().filter(|(_, v)| !v.is_null()).collect();
+    for (k, v) in fields {
+        body.insert(k.clone(), v.clone());
+    }
+    body
 }
 
 /// Whether a field that status shows as `current` already is `wanted`; `null` (a removal) is
@@ -261,11 +283,16 @@ async fn write(client: &Client, pipelines: &Pipelines, key: &PipelineKey, concer
     if unchanged {
         return true;
     }
+    let known = match (&pipeline, &pending.current) {
+        (Some(pipeline), _) => pipeline.lock().status.fields(concern),
+        (None, Some(current)) => current.clone(),
+        (None, None) => Map::new(),
+    };
     let api: Api<DataPipeline> = Api::namespaced(client.clone(), &key.namespace);
     let patch = json!({
         "apiVersion": DataPipeline::api_version(&()),
         "kind": DataPipeline::kind(&()),
-        "status": fields,
+        "status": apply_body(known, fields),
     });
     let params = PatchParams::apply(concern.field_manager()).force();
     match api.patch_status(&key.name, &params, &Patch::Apply(&patch)).await {
@@ -314,6 +341,28 @@ mod tests {
         for field in serialized.keys() {
             assert!(all.contains(&field.as_str()), "status field {field} has no owner");
         }
+    }
+
+    #[test]
+    fn every_apply_states_all_the_fields_its_concern_shows() {
+        // Server-side apply would remove what an apply leaves out: a reconcile that changes
+        // `replicas` must keep the `lastRedrive` an earlier one wrote.
+        let status = DataPipelineStatus { replicas: 1, ..DataPipelineStatus::default() };
+        let mut written = Written::seeded(&status);
+        let Value::Object(redrive) = json!({"lastRedrive": "fix-1", "replicas": 1}) else { unreachable!() };
+        written.record(Concern::Reconcile, &redrive);
+        let Value::Object(scaled) = json!({"replicas": 0, "conditions": []}) else { unreachable!() };
+        let body = apply_body(written.fields(Concern::Reconcile), &scaled);
+        assert_eq!(body["lastRedrive"], json!("fix-1"));
+        assert_eq!(body["replicas"], json!(0), "the new value wins");
+        assert_eq!(body["conditions"], json!([]));
+        assert!(!body.contains_key("pending"), "only the concern's own fields");
+        // A removal is a null, and a field removed before is not sent again.
+        let Value::Object(removed) = json!({"activeSchedule": null}) else { unreachable!() };
+        assert_eq!(apply_body(written.fields(Concern::Schedule), &removed)["activeSchedule"], Value::Null);
+        written.record(Concern::Schedule, &removed);
+        let Value::Object(nothing) = json!({}) else { unreachable!() };
+        assert!(apply_body(written.fields(Concern::Schedule), &nothing).is_empty());
     }
 
     #[test]

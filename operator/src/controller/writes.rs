@@ -199,9 +199,14 @@ async fn status_that_already_shows_the_fields_is_not_written_again() {
     let current = DataPipelineStatus { observed_generation: Some(3), replicas: 2, ..DataPipelineStatus::default() };
     bed.ctx.status.apply_over(&key, Concern::Reconcile, json!({"observedGeneration": 3, "replicas": 2}), &current);
     status_api.expect_silence(Duration::from_millis(500)).await;
-    // A change is written, with the concern's field manager.
-    bed.ctx.status.apply_over(&key, Concern::Reconcile, json!({"observedGeneration": 4, "replicas": 2}), &current);
+    // A change is written, with the concern's field manager, and with the concern's other
+    // fields as status shows them (server-side apply would remove what the apply leaves out).
+    let current = DataPipelineStatus { last_redrive: Some("fix-1".into()), ..current };
+    bed.ctx.status.apply_over(&key, Concern::Reconcile, json!({"observedGeneration": 4}), &current);
     let write = status_api.expect(Method::PATCH, "/datapipelines/invoices/status").await;
-    assert_eq!(write.body["status"], json!({"observedGeneration": 4, "replicas": 2}));
+    let written = write.body["status"].as_object().expect("status fields");
+    assert_eq!((&written["observedGeneration"], &written["replicas"]), (&json!(4), &json!(2)));
+    assert_eq!(written["lastRedrive"], json!("fix-1"), "kept");
+    assert!(written.keys().all(|k| Concern::Reconcile.fields().contains(&k.as_str())), "{written:?}");
     write.echo();
 }
