@@ -371,12 +371,18 @@ mod tests {
         assert_eq!(verdict.rerun_after_success.len(), 1);
     }
 
-    #[test]
-    fn a_rerun_after_success_is_excused_only_by_a_kill_of_that_runner() {
+    /// [`clean`], with the plain object, a success on p1 (10-20), run again on p2 (22-24).
+    fn rerun_on_p2() -> Inputs {
         let mut inputs = clean();
-        // Ran to the end on p1, whose runner was killed before reporting; redone on p2.
         inputs.runs.push(start("a/1-plain.txt", "p2", 22));
         inputs.runs.push(end("a/1-plain.txt", "p2", 24, true));
+        inputs
+    }
+
+    #[test]
+    fn a_rerun_after_success_is_excused_only_by_a_kill_of_that_runner() {
+        // Ran to the end on p1, whose runner was killed before reporting; redone on p2.
+        let mut inputs = rerun_on_p2();
         inputs.interruptions.push(Interruption { pod: Some("p2".into()), at_ns: 21, deleted: false });
         assert_eq!(check(&inputs).rerun_after_success.len(), 1, "a kill of another pod explains nothing");
         inputs.interruptions.push(Interruption { pod: Some("p1".into()), at_ns: 21, deleted: false });
@@ -393,9 +399,7 @@ mod tests {
     /// excused runs that started before it.
     #[test]
     fn a_rerun_after_success_on_a_pod_deleted_before_that_run_started_is_excused() {
-        let mut inputs = clean();
-        inputs.runs.push(start("a/1-plain.txt", "p2", 22));
-        inputs.runs.push(end("a/1-plain.txt", "p2", 24, true));
+        let mut inputs = rerun_on_p2();
         // p1's run started at 10; its pod is deleted at 5, before that.
         inputs.interruptions.push(Interruption { pod: Some("p1".into()), at_ns: 5, deleted: false });
         assert_eq!(check(&inputs).rerun_after_success.len(), 1, "a kill before the run started explains nothing");
