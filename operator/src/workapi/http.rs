@@ -121,11 +121,16 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
 type PipelinePath = Path<(String, String)>;
 type LeasePath = Path<(String, String, String)>;
 
+/// `_body` carries nothing a lease needs (the wait is in the query), but it is read before the
+/// answer: a response sent while the request's body is still on its way leaves hyper unable to
+/// tell where the next request starts, and it closes the kept-alive connection under the
+/// client's next request.
 async fn post_lease(
     State(api): State<Arc<WorkApi>>,
     Path((namespace, name)): PipelinePath,
     Query(query): Query<WaitQuery>,
     headers: HeaderMap,
+    _body: Bytes,
 ) -> Response {
     let pipeline = PipelineKey::new(namespace, name);
     let result = async {
