@@ -70,6 +70,9 @@ impl Connection {
             self.bearer,
             body.len()
         );
+        // Head and body in two writes, as some clients send them: the server must read a body
+        // before it answers, or it closes the connection (what `reconnects` counted, before the
+        // lease handler read its body).
         let stream = self.stream.get_mut();
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await?;
