@@ -577,7 +577,7 @@ async fn a_pipeline_the_leader_has_not_loaded_yet_is_unavailable_not_missing() {
 /// work API benchmark's did) keeps its kept-alive connection. The handler reads the body
 /// before answering; when it answered first, hyper found the body unread after the response,
 /// could not tell where the next request would start, and closed the connection under the
-/// client's next request (about 1 request in 40 of the benchmark's, each a reset and a retry).
+/// client's next request (1 request in 80-100 of the benchmark's, each a reset and a retry).
 #[tokio::test]
 async fn a_lease_request_whose_body_comes_after_its_head_keeps_the_connection() {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
