@@ -19,7 +19,6 @@
 //! lease but this replica's (a warm pipeline created with `minReplicas: 1`, say, whose first
 //! object would otherwise wait out the window).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,6 +33,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use zeroflow_core::PipelineKey;
 use zeroflow_core::scaling::decide::{ScaleDecision, ScaleInput, decide};
+use zeroflow_core::scaling::stabilization::RecentMax;
 use zeroflow_core::scaling::usage::Usage;
 use zeroflow_core::scaling::windows::OpenWindow;
 use zeroflow_core::scaling::{deletion_cost, usage};
@@ -119,7 +119,7 @@ pub struct ScaleState {
     work_since: Option<Instant>,
     idle_since: Option<Instant>,
     /// Recent wanted counts, for the scale-down stabilization window.
-    history: VecDeque<(Instant, i32)>,
+    history: RecentMax,
     /// No scale below `recovery_floor` until then (see the module docs).
     recovering_until: Option<Instant>,
     recovery_floor: i32,
@@ -140,7 +140,7 @@ impl ScaleState {
             busy: false,
             work_since: None,
             idle_since: None,
-            history: VecDeque::new(),
+            history: RecentMax::default(),
             recovering_until: None,
             recovery_floor: 0,
             usage,
@@ -450,10 +450,8 @@ impl Scaler {
         }
         let has_work = counts.pending + counts.in_flight > 0;
         t.idle_since = if has_work { None } else { Some(t.idle_since.unwrap_or(now)) };
-        while t.history.front().is_some_and(|(at, _)| now.duration_since(*at) > spec.stabilization) {
-            t.history.pop_front();
-        }
-        let recent_max = t.history.iter().map(|(_, r)| *r).max().unwrap_or(current);
+        t.history.expire(now, spec.stabilization);
+        let recent_max = t.history.max().unwrap_or(current);
         if t.recovering_until.is_some_and(|until| now >= until) {
             t.recovering_until = None;
         }
@@ -478,7 +476,7 @@ impl Scaler {
             decision.reason = "warm window";
         }
         // Remember what the work wanted, so stabilization holds against a short lull.
-        t.history.push_back((now, if has_work { decision.wanted } else { 0 }));
+        t.history.record(now, if has_work { decision.wanted } else { 0 });
         if paused.is_some() {
             t.work_since = None;
         }
