@@ -102,7 +102,7 @@ impl Connection {
 
 fn item(bed: &WorkApiBed, i: usize) -> WorkItem {
     WorkItem {
-        object: ObjectId { bucket: bed.bucket.clone(), key: format!("in/{i:07}.csv") },
+        object: ObjectId::new(bed.bucket.as_str(), format!("in/{i:07}.csv")),
         etag: Some(format!("{i:032x}")),
         version_id: None,
         size: Some(100),
@@ -143,7 +143,7 @@ async fn floor(bed: &WorkApiBed, ledger: &Ledger, objects: usize, workers: usize
                     return anyhow::Ok(());
                 }
                 let item = WorkItem {
-                    object: ObjectId { bucket: bucket.clone(), key: format!("floor-{round}/{i:07}.csv") },
+                    object: ObjectId::new(bucket.as_str(), format!("floor-{round}/{i:07}.csv")),
                     etag: Some(format!("{i:032x}")),
                     version_id: None,
                     size: Some(100),

@@ -100,7 +100,7 @@ impl WorkApiBed {
     pub async fn upload_and_admit(&self, key: &str, content: &str) -> anyhow::Result<()> {
         let put = self.s3.put(&Path::parse(key)?, PutPayload::from(content.as_bytes().to_vec())).await?;
         let item = WorkItem {
-            object: ObjectId { bucket: self.bucket.clone(), key: key.to_owned() },
+            object: ObjectId::new(self.bucket.as_str(), key),
             etag: put.e_tag.map(|e| e.trim_matches('"').to_owned()),
             version_id: None,
             size: Some(content.len() as u64),

@@ -74,7 +74,7 @@ async fn run(
 ) -> anyhow::Result<(ResyncReport, Vec<String>)> {
     let mut admitted = Vec::new();
     let report = resync(bucket.store.as_ref(), filter, &bucket.ledger()?, cutoff, |item| {
-        admitted.push(item.object.key);
+        admitted.push(item.object.key.to_string());
         Admission::Queued
     })
     .await?;
@@ -258,7 +258,7 @@ async fn folder_placeholders_are_never_work_but_empty_objects_are() -> anyhow::R
     let ledger = bucket.ledger()?;
     let mut admitted = Vec::new();
     let report = resync(bucket.store.as_ref(), &bucket.filter("in/"), &ledger, None, |item| {
-        admitted.push(item.object.key);
+        admitted.push(item.object.key.to_string());
         Admission::Queued
     })
     .await?;

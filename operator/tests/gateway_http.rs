@@ -170,7 +170,7 @@ fn leased_keys(h: &Harness) -> Vec<String> {
 fn leased_items(h: &Harness, pipeline: &PipelineKey) -> Vec<(String, Option<String>)> {
     let mut items = Vec::new();
     while let Some(lease) = h.with(pipeline, |b, now| b.lease(now)) {
-        items.push((lease.item.object.key, lease.item.etag));
+        items.push((lease.item.object.key.to_string(), lease.item.etag));
     }
     items
 }
@@ -340,7 +340,7 @@ async fn overload_is_503_with_retry_after_and_nothing_is_lost_on_retry() {
     assert!(h.with(&h.pipeline, |b, _| b.needs_resync()));
     // Once the backlog drains, the sender's retry of the same request is accepted.
     let lease = h.with(&h.pipeline, |b, now| b.lease(now)).expect("leased");
-    assert_eq!(lease.item.object.key, "a.csv");
+    assert_eq!(&*lease.item.object.key, "a.csv");
     h.with(&h.pipeline, |b, _| b.complete(lease.id)).expect("held");
     let retried = post_s3(&h, &second_body).await;
     assert_eq!((retried.status, retried.json()["accepted"].clone()), (StatusCode::OK, 1.into()));
@@ -396,7 +396,7 @@ async fn cloudevents_binary_and_structured() {
     assert_eq!((structured.status, structured.json()["accepted"].clone()), (StatusCode::OK, 1.into()));
     let azure_key = PipelineKey::new("azure", "p");
     let lease = h.with(&azure_key, |b, now| b.lease(now)).expect("leased");
-    assert_eq!(lease.item.object.key, "dir/x+y z.json");
+    assert_eq!(&*lease.item.object.key, "dir/x+y z.json");
 }
 
 #[tokio::test]

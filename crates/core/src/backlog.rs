@@ -25,6 +25,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -61,10 +62,20 @@ impl Default for BacklogConfig {
 }
 
 /// An object in a bucket.
+///
+/// The names are shared (`Arc<str>`): the backlog keeps one item under several indexes (by
+/// object, by revision, among the recently finished), and a clone for each would be an
+/// allocation per index on the gateway's admission path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId {
-    pub bucket: String,
-    pub key: String,
+    pub bucket: Arc<str>,
+    pub key: Arc<str>,
+}
+
+impl ObjectId {
+    pub fn new(bucket: impl Into<Arc<str>>, key: impl Into<Arc<str>>) -> Self {
+        Self { bucket: bucket.into(), key: key.into() }
+    }
 }
 
 /// One revision of an object: the unit of work and of de-duplication.
@@ -72,7 +83,7 @@ pub struct ObjectId {
 pub struct ItemId {
     pub object: ObjectId,
     /// The etag, else the version id; `None` when the sender gave neither.
-    pub revision: Option<String>,
+    pub revision: Option<Arc<str>>,
 }
 
 /// What is known about an object revision when it is admitted.
@@ -88,14 +99,17 @@ pub struct WorkItem {
 
 impl WorkItem {
     pub fn id(&self) -> ItemId {
-        ItemId { object: self.object.clone(), revision: self.etag.clone().or_else(|| self.version_id.clone()) }
+        ItemId {
+            object: self.object.clone(),
+            revision: self.etag.as_deref().or(self.version_id.as_deref()).map(Arc::from),
+        }
     }
 }
 
 impl From<&StorageEvent> for WorkItem {
     fn from(event: &StorageEvent) -> Self {
         Self {
-            object: ObjectId { bucket: event.bucket.clone(), key: event.key.clone() },
+            object: ObjectId::new(event.bucket.as_str(), event.key.as_str()),
             etag: event.etag.clone(),
             version_id: event.version_id.clone(),
             size: event.size,
@@ -739,7 +753,7 @@ impl Backlog {
     fn remember(&mut self, entry: Entry, outcome: Finished) {
         if outcome == Finished::Failed {
             let error = entry.last_error.clone().unwrap_or_default();
-            self.last_failure = Some((entry.item.object.key.clone(), error));
+            self.last_failure = Some((entry.item.object.key.to_string(), error));
         }
         if self.config.finished_capacity == 0 {
             return;

@@ -224,8 +224,8 @@ impl Marker {
 impl From<&WorkItem> for SourceObject {
     fn from(item: &WorkItem) -> Self {
         SourceObject {
-            bucket: item.object.bucket.clone(),
-            key: item.object.key.clone(),
+            bucket: item.object.bucket.to_string(),
+            key: item.object.key.to_string(),
             etag: item.etag.clone(),
             version_id: item.version_id.clone(),
         }

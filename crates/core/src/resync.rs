@@ -175,7 +175,7 @@ pub async fn resync(
                 report.already_done += 1;
             } else {
                 let item = WorkItem {
-                    object: ObjectId { bucket: filter.bucket.clone(), key: key.to_owned() },
+                    object: ObjectId::new(filter.bucket.as_str(), key),
                     etag: (!etag.is_empty()).then(|| etag.into_owned()),
                     version_id: meta.version.clone(),
                     size: Some(meta.size),

@@ -486,7 +486,7 @@ impl Admission for Pipelines {
                 // turns out to be (new, duplicate, skipped).
                 state.progress.event_admitted(arrived_at);
                 if event.kind == EventKind::Removed {
-                    let object = ObjectId { bucket: event.bucket.clone(), key: event.key.clone() };
+                    let object = ObjectId::new(event.bucket.as_str(), event.key.as_str());
                     let withdrawn =
                         state.backlog.withdraw(&object, event.sequencer.as_deref(), event.version_id.as_deref());
                     drop(guard);

@@ -227,8 +227,8 @@ impl WorkApi {
         let item = lease.item;
         Ok(Some(LeaseResponse {
             lease_id,
-            bucket: item.object.bucket,
-            key: item.object.key,
+            bucket: item.object.bucket.to_string(),
+            key: item.object.key.to_string(),
             etag: item.etag,
             version_id: item.version_id,
             size: item.size,
@@ -487,7 +487,7 @@ impl WorkApi {
         request: &FailRequest,
     ) -> Result<Option<FinishResponse>, ApiError> {
         let (key, etag) = match granted {
-            Some(g) => (g.item.object.key.clone(), g.item.etag.clone()),
+            Some(g) => (g.item.object.key.to_string(), g.item.etag.clone()),
             // Only keys of this pipeline's route: the answer must not tell a worker whether
             // objects it could never lease exist.
             None => match (&request.object.key, &request.object.etag) {
@@ -609,7 +609,7 @@ impl WorkApi {
         }
         match access.source.head(key).await {
             Ok(Some(info)) if info.etag.as_deref().is_some_and(|e| same_etag(e, etag)) => Ok(WorkItem {
-                object: ObjectId { bucket: bucket.clone(), key: key.clone() },
+                object: ObjectId::new(bucket.as_str(), key.as_str()),
                 etag: Some(normalize_etag(Some(etag)).into_owned()),
                 version_id: None,
                 size: Some(info.size),
@@ -632,5 +632,11 @@ fn unix_ms(at: Millis, now: Millis) -> u64 {
 
 /// What the backlog still says about an item whose lease record is gone.
 fn item_from_id(id: ItemId) -> WorkItem {
-    WorkItem { object: id.object, etag: id.revision, version_id: None, size: None, sequencer: None }
+    WorkItem {
+        object: id.object,
+        etag: id.revision.map(|r| r.to_string()),
+        version_id: None,
+        size: None,
+        sequencer: None,
+    }
 }

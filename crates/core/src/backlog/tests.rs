@@ -40,7 +40,7 @@ fn admit_then_lease_then_complete() {
     assert_eq!(b.admit(item("a", "1"), 0), Ok(Admitted::New));
     assert_eq!(b.counts(), Counts { pending: 1, in_flight: 0, succeeded: 0, failed: 0, skipped: 0 });
     let lease = b.lease(5).expect("leased");
-    assert_eq!((lease.attempt, lease.deadline, lease.item.object.key.as_str()), (1, 105, "a"));
+    assert_eq!((lease.attempt, lease.deadline, &*lease.item.object.key), (1, 105, "a"));
     assert_eq!(b.counts().in_flight, 1);
     assert!(b.lease(5).is_none(), "nothing else pending");
     b.complete(lease.id).expect("held");
@@ -112,8 +112,8 @@ fn lease_order_is_oldest_eligible_first() {
     b.admit(item("a", "1"), 0).expect("admitted");
     b.admit(item("b", "1"), 1).expect("admitted");
     b.admit(item("c", "1"), 2).expect("admitted");
-    assert!(b.lease(0).is_some_and(|l| l.item.object.key == "a"));
-    assert!(b.lease(1).is_some_and(|l| l.item.object.key == "b"));
+    assert!(b.lease(0).is_some_and(|l| &*l.item.object.key == "a"));
+    assert!(b.lease(1).is_some_and(|l| &*l.item.object.key == "b"));
     assert!(b.lease(1).is_none(), "c is not eligible before it was admitted");
 }
 

@@ -44,7 +44,7 @@ async fn run(
 ) -> (ResyncReport, Vec<String>) {
     let mut admitted = Vec::new();
     let report = resync(store, filter, ledger, cutoff, |item| {
-        admitted.push(item.object.key);
+        admitted.push(item.object.key.to_string());
         Admission::Queued
     })
     .await
