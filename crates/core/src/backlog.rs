@@ -122,7 +122,8 @@ impl From<&StorageEvent> for WorkItem {
 pub enum Admitted {
     /// A new item is pending.
     New,
-    /// A new revision replaced a pending older revision of the same key.
+    /// A new revision replaced a pending revision of the same key (a resync is requested when
+    /// the replaced one is not known to be older, see [`Backlog::needs_resync`]).
     Superseded,
     /// Already pending, leased or recently finished (or older than what is queued): nothing done.
     Duplicate,
@@ -160,6 +161,11 @@ pub enum Retry {
     At(Millis),
     /// Attempts exhausted or the failure was permanent: recorded as failed.
     Exhausted,
+    /// Another revision of the key is queued, so this one is dropped without a record: it is
+    /// not failed, it is no longer (or may no longer be) the object's content. When the queued
+    /// revision is not known to be the newer (see [`Backlog::needs_resync`]), a resync is
+    /// requested, and the store's listing queues this one again if it is still current.
+    Superseded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -328,7 +334,9 @@ impl Backlog {
         self.entries.is_empty()
     }
 
-    /// Set when an admission was refused for capacity: notifications were lost, list the bucket.
+    /// Set when an admission was refused for capacity (notifications were lost) or when a
+    /// revision was dropped for another of the same key not known to be newer (the store's
+    /// listing says which is current): list the bucket.
     pub fn needs_resync(&self) -> bool {
         self.needs_resync
     }
@@ -369,6 +377,7 @@ impl Backlog {
             }
         }
         if let Some(older) = slots.pending {
+            self.request_resync_unless_newer(older, item.sequencer.as_deref());
             self.remove_entry(older);
             self.insert_pending(item, id, now);
             return Ok(Admitted::Superseded);
@@ -579,9 +588,8 @@ impl Backlog {
         let Some(entry) = self.entries.get_mut(&seq) else { return Ok(()) };
         entry.attempts = entry.attempts.saturating_sub(1);
         let object = entry.item.object.clone();
-        if self.objects.get(&object).and_then(|s| s.pending).is_some() {
-            // A newer revision is already queued and supersedes this one.
-            self.remove_entry(seq);
+        if let Some(queued) = self.objects.get(&object).and_then(|s| s.pending) {
+            self.supersede(seq, queued);
             return Ok(());
         }
         entry.state = State::Pending { ready_at: now };
@@ -701,7 +709,7 @@ impl Backlog {
     fn retry_or_fail(&mut self, seq: u64, retryable: bool, now: Millis) -> Retry {
         let Some(entry) = self.entries.get(&seq) else { return Retry::Exhausted };
         let object = entry.item.object.clone();
-        let newer_pending = self.objects.get(&object).and_then(|s| s.pending);
+        let queued = self.objects.get(&object).and_then(|s| s.pending);
         if !retryable || entry.attempts >= self.config.max_attempts {
             if let Some(entry) = self.remove_entry(seq) {
                 self.failed += 1;
@@ -709,10 +717,9 @@ impl Backlog {
             }
             return Retry::Exhausted;
         }
-        if newer_pending.is_some() {
-            // A newer revision is already queued: retrying this one would only be overwritten.
-            self.remove_entry(seq);
-            return Retry::Exhausted;
+        if let Some(queued) = queued {
+            self.supersede(seq, queued);
+            return Retry::Superseded;
         }
         let ready_at = now.saturating_add(self.backoff(entry.attempts));
         if let Some(entry) = self.entries.get_mut(&seq) {
@@ -721,6 +728,28 @@ impl Backlog {
         self.pending.insert((ready_at, seq));
         self.objects.entry(object).or_default().pending = Some(seq);
         Retry::At(ready_at)
+    }
+
+    /// Drops entry `seq` because revision `queued` of the same key waits. Which revision is the
+    /// newer is known only from sequencers; an item found by a listing or re-driven has none,
+    /// and a sender may deliver an old notification late (MinIO replays what it queued while
+    /// the gateway was down). So unless `queued` is known to come later, the store decides: a
+    /// resync lists the key's current revision and queues it again when it is the one dropped
+    /// (it is not remembered as finished, and has no record in the ledger).
+    fn supersede(&mut self, seq: u64, queued: u64) {
+        let kept = self.entries.get(&queued).and_then(|e| e.item.sequencer.clone());
+        self.request_resync_unless_newer(seq, kept.as_deref());
+        self.remove_entry(seq);
+    }
+
+    /// Asks for a resync unless the revision kept (its `kept_sequencer`) is known to be newer
+    /// than entry `dropped` (see [`Backlog::supersede`]).
+    fn request_resync_unless_newer(&mut self, dropped: u64, kept_sequencer: Option<&str>) {
+        let known_newer =
+            self.entries.get(&dropped).is_some_and(|e| is_older(e.item.sequencer.as_deref(), kept_sequencer));
+        if !known_newer {
+            self.needs_resync = true;
+        }
     }
 
     /// `base * 2^(attempts-1)`, capped.

@@ -256,6 +256,8 @@ impl WorkApi {
         let key = &pipeline.key;
         for (id, retry) in expired {
             let metrics = self.pipelines.metrics();
+            // Attempts remain, or another revision of the key is queued instead (then this one
+            // is not failed: no record, see `Retry::Superseded`).
             if retry != Retry::Exhausted {
                 metrics.ended(key, Ended::Expired);
                 continue;
@@ -564,7 +566,8 @@ impl WorkApi {
         pipeline.notify.notify_waiters();
         let metrics = self.pipelines.metrics();
         match result {
-            Ok(Retry::At(_)) => {
+            // Superseded: the key goes on with its other queued revision.
+            Ok(Retry::At(_) | Retry::Superseded) => {
                 metrics.ended(&pipeline.key, Ended::Retry);
                 Ok(FinishResponse { recorded: final_failure, lease_held: true })
             }

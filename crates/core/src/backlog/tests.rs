@@ -488,3 +488,60 @@ fn a_removal_withdraws_the_pending_revision_it_comes_after() {
     assert_eq!(b.counts().in_flight, 1);
     checked(&b);
 }
+
+/// The chaos run of seed 77664590: a revision found by a listing (no sequencer) was leased,
+/// then the first revision's notification, queued by MinIO while the gateway was down, arrived
+/// late, and the lease of the current revision expired when its runner was killed. The current
+/// revision was recorded as failed ("lease expired") and never processed. Now it is dropped
+/// without a record, nothing remembers it as finished, and a resync is asked for: the listing
+/// queues it again.
+#[test]
+fn a_revision_dropped_for_one_not_known_newer_is_left_for_a_resync_to_find_again() {
+    let mut b = Backlog::new(config());
+    let current = item("a", "2");
+    b.admit(current.clone(), 0).expect("admitted");
+    let lease = b.lease(0).expect("leased");
+    assert_eq!(b.admit(with_seq(item("a", "1"), "0A"), 1), Ok(Admitted::New), "late, order unknown");
+    assert!(!b.needs_resync());
+    let expired = b.expire(lease.deadline);
+    assert_eq!(expired, vec![(current.id(), Retry::Superseded)]);
+    assert!(b.take_resync_request(), "the store must say which revision is current");
+    assert_eq!(b.finished(&current.id()), None, "not recorded as failed or done");
+    assert_eq!(b.counts().failed, 0);
+    checked(&b);
+    // The resync's listing finds the current revision again: queued, replacing the stale one.
+    assert_eq!(b.admit(current.clone(), 2), Ok(Admitted::Superseded));
+    assert!(b.lease(2).is_some_and(|l| l.item.etag.as_deref() == Some("2")));
+    checked(&b);
+}
+
+#[test]
+fn a_revision_dropped_for_a_known_newer_one_asks_for_no_resync() {
+    let mut b = Backlog::new(config());
+    b.admit(with_seq(item("a", "1"), "0A"), 0).expect("admitted");
+    let first = b.lease(0).expect("leased");
+    assert_eq!(b.admit(with_seq(item("a", "2"), "0B"), 1), Ok(Admitted::New));
+    assert_eq!(b.fail(first.id, true, "exit 1", 1), Ok(Retry::Superseded));
+    assert!(!b.needs_resync());
+    assert_eq!(b.counts().failed, 0);
+    // Replacing a pending revision: a newer sequencer needs no resync, an unknown order does.
+    let mut b = Backlog::new(config());
+    b.admit(with_seq(item("a", "1"), "0A"), 0).expect("admitted");
+    assert_eq!(b.admit(with_seq(item("a", "2"), "0B"), 1), Ok(Admitted::Superseded));
+    assert!(!b.needs_resync());
+    assert_eq!(b.admit(item("a", "3"), 2), Ok(Admitted::Superseded));
+    assert!(b.needs_resync());
+    checked(&b);
+}
+
+#[test]
+fn a_revision_handed_back_while_another_is_queued_is_dropped_and_a_resync_asked_for() {
+    let mut b = Backlog::new(config());
+    b.admit(item("a", "2"), 0).expect("admitted");
+    let lease = b.lease(0).expect("leased");
+    b.admit(with_seq(item("a", "1"), "0A"), 1).expect("admitted");
+    b.hand_back(lease.id, 1).expect("handed back");
+    assert!(b.needs_resync());
+    assert_eq!(b.counts().pending, 1);
+    checked(&b);
+}
