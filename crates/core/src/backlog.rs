@@ -73,6 +73,7 @@ pub struct ObjectId {
 }
 
 impl ObjectId {
+    /// The object `key` in `bucket`; takes `&str`, `String` or `Arc<str>` for either.
     pub fn new(bucket: impl Into<Arc<str>>, key: impl Into<Arc<str>>) -> Self {
         Self { bucket: bucket.into(), key: key.into() }
     }
